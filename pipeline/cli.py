@@ -1,0 +1,206 @@
+"""The `pipeline` command line: thin click commands over the library functions.
+
+This module imports no torch at import time, so `pipeline --help` works in a runtime-only install.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import click
+
+from pipeline import __version__
+from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEVICES, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS,
+                             PRECISIONS, SCHEDULERS, DataConfig, LossConfig, ModelConfig, TrainConfig)
+from pipeline.errors import PipelineError
+from pipeline.tasks import TASK_NAMES, TASKS
+
+
+class UserError(click.ClickException):
+    """Our own errors: one message, exit status 2, no traceback."""
+
+    exit_code = 2
+
+
+def user_errors(fn):
+    """Turn PipelineError (and a missing torch) into a one-line click error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            raise UserError(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            if exc.name in ("torch", "matplotlib", "tqdm"):
+                raise UserError(f"this command needs {exc.name}, which the runtime-only install leaves out; "
+                                "install the training extra: pip install 'pipeline[train]'") from None
+            raise
+
+    return wrapper
+
+
+def _loss_help() -> str:
+    rows = "; ".join(f"{name}: {', '.join(spec.loss_names)}" for name, spec in TASKS.items())
+    return f"Loss (first per task is the default) - {rows}; or your own as package.module:ClassName."
+
+
+def _floats(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{flag} '{text}' must be a number or comma-separated numbers like 1,2.5") from None
+
+
+def _loss_params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--loss-param '{item}' must look like NAME=VALUE (VALUE is read as JSON if it can be)")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pipeline")
+def main():
+    """Train 1D CNNs on sequences with the right loss; export and score them anywhere.
+
+    \b
+    Example:
+      pipeline train                      # the embedded waveform data, about a minute on CPU
+      pipeline train --data ECG_TRAIN.ts --test-data ECG_TEST.ts
+    """
+
+
+# Flags that may change when a run is resumed; every other flag is fixed by the saved run.
+RESUMABLE = {"resume", "epochs", "device", "compile", "compile_mode", "progress", "precision", "patience"}
+
+
+@main.command()
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Training series: .npz (X, y), .csv, UCR .tsv or UCR/UEA .ts. Default: embedded waveforms.")
+@click.option("--val-data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Validation file (same format rules); replaces --val-split.")
+@click.option("--test-data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Test file, scored with the best checkpoint at the end.")
+@click.option("--val-split", type=float, default=0.2, show_default=True,
+              help="Fraction of training series held out (stratified for classes); 0 selects by training loss.")
+@click.option("--target-column", default=None, help="CSV label column name or 0-based index (default: last); "
+              "several comma-separated for multi-target.")
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None, help="Task; inferred from the labels if omitted.")
+@click.option("--normalize", type=click.Choice(NORMALIZE_MODES), default="channel", show_default=True,
+              help="channel: z-score per channel fitted on training data; series: per series; none.")
+@click.option("--pad", is_flag=True, help="Right-pad unequal-length .ts series with their last value.")
+@click.option("--loss", "loss_name", default=None, metavar="NAME", help=_loss_help())
+@click.option("--huber-delta", type=float, default=1.0, show_default=True, help="Delta of --loss huber.")
+@click.option("--beta", type=float, default=1.0, show_default=True, help="Beta of --loss smooth_l1.")
+@click.option("--pos-weight", default=None, metavar="W[,W..]",
+              help="Positive-class weight for bce_with_logits: one number or one per label.")
+@click.option("--class-weights", default=None, metavar="balanced|W1,W2,..",
+              help="Class weights for cross_entropy/nll/multi_margin; 'balanced' computes them from the labels.")
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="For cross_entropy.")
+@click.option("--loss-param", multiple=True, metavar="NAME=VALUE", help="Constructor argument of a custom loss.")
+@click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default="fcn", show_default=True,
+              help="fcn/resnet take any length; simple-cnn, mlp and linear are fixed to the training length.")
+@click.option("--width", type=float, default=1.0, show_default=True, help="Multiplies the model's channel sizes.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--epochs", type=int, default=None, help="Epochs [default: 100; 40 on the embedded data].")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="For --optimizer sgd.")
+@click.option("--scheduler", type=click.Choice(SCHEDULERS), default="plateau", show_default=True,
+              help="plateau halves the rate when the monitored loss stalls; cosine anneals over --epochs.")
+@click.option("--patience", type=int, default=30, show_default=True,
+              help="Early stopping after this many epochs without improvement; 0 turns it off.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--compile", "compile_", type=click.Choice(COMPILE_CHOICES), default="auto", show_default=True,
+              help="torch.compile the model and the loss; auto compiles on CUDA only (slower on CPU).")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default="default", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="bf16 runs the model under autocast; losses stay fp32.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [default: a new folder under artifacts/].")
+@click.option("--force", is_flag=True, help="Overwrite an existing, non-empty --out folder.")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="RUN_DIR",
+              help="Continue a run from its last checkpoint (raise --epochs to train longer).")
+@click.option("--progress/--no-progress", default=True, help="Progress bars (shown on a terminal).")
+@click.pass_context
+@user_errors
+def train(ctx, **opts):
+    """Train a model and write a run folder (checkpoints, history, loss curve, metrics).
+
+    \b
+    Examples:
+      pipeline train
+      pipeline train --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts
+      pipeline train --data prices.csv --task regression --loss huber --huber-delta 0.5
+      pipeline train --data ecg.npz --class-weights balanced --label-smoothing 0.1
+      pipeline train --data x.npz --loss mylosses:FocalLoss --loss-param gamma=2
+      pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 200
+    """
+    from pipeline import train as training
+
+    if opts["resume"] is not None:
+        fixed = sorted(k for k in opts if k not in RESUMABLE and
+                       ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE)
+        if fixed:
+            flags = ", ".join("--" + k.rstrip("_").replace("_", "-") for k in fixed)
+            raise UserError(f"--resume continues a run with its saved settings; {flags} cannot be changed "
+                            "(allowed with --resume: --epochs, --patience, --device, --compile, --compile-mode, "
+                            "--precision, --progress)")
+        overrides = {k: opts[k] for k in ("device", "compile_mode", "precision", "progress", "patience")
+                     if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+        if ctx.get_parameter_source("compile_") == click.core.ParameterSource.COMMANDLINE:
+            overrides["compile"] = opts["compile_"]
+        result = training.resume(opts["resume"], epochs=opts["epochs"], overrides=overrides, log=click.echo)
+    else:
+        data_cfg = DataConfig(
+            data=_str(opts["data"]), val_data=_str(opts["val_data"]), test_data=_str(opts["test_data"]),
+            val_split=0.0 if opts["val_data"] and opts["val_split"] == 0.2 else opts["val_split"],
+            target_column=opts["target_column"], task=opts["task"], normalize=opts["normalize"], pad=opts["pad"])
+        class_weights = opts["class_weights"]
+        loss_cfg = LossConfig(
+            name=opts["loss_name"], huber_delta=opts["huber_delta"], beta=opts["beta"],
+            pos_weight=_floats("--pos-weight", opts["pos_weight"]),
+            class_weights=class_weights if class_weights in (None, "balanced")
+            else _floats("--class-weights", class_weights),
+            label_smoothing=opts["label_smoothing"], loss_params=_loss_params(opts["loss_param"]))
+        model_cfg = ModelConfig(name=opts["model_name"], width=opts["width"])
+        epochs = opts["epochs"] or (40 if opts["data"] is None else 100)
+        train_cfg = TrainConfig(
+            epochs=epochs, batch_size=opts["batch_size"], lr=opts["lr"], optimizer=opts["optimizer"],
+            momentum=opts["momentum"], weight_decay=opts["weight_decay"], scheduler=opts["scheduler"],
+            patience=opts["patience"], seed=opts["seed"], compile=opts["compile_"],
+            compile_mode=opts["compile_mode"], device=opts["device"], precision=opts["precision"],
+            progress=opts["progress"])
+        result = training.train(data_cfg, loss_cfg, model_cfg, train_cfg, out=opts["out"], force=opts["force"],
+                                log=click.echo)
+    _summarise(result)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _summarise(result) -> None:
+    m = result.metrics
+    for split in ("train", "val", "test"):
+        if split in m:
+            shown = ", ".join(f"{k}={'n/a' if v is None else f'{v:.4g}'}" for k, v in m[split].items())
+            click.echo(f"{split:>5}: {shown}")
+    click.echo(f"best epoch {m['best_epoch']} of {m['epochs_run']} (selected by {m['selected_by']})")
+    click.echo(f"wrote {result.run_dir}")
+    if importlib.util.find_spec("export") is not None:
+        click.echo(f"next: pipeline export {result.run_dir} --format all")
+    else:
+        click.echo(f"next: pipeline train --resume {result.run_dir} --epochs {m['epochs_run'] * 2}"
+                   "   # or look at loss_curve.png and metrics.json there")
+

@@ -1,0 +1,154 @@
+"""One frozen, validated dataclass per concern; saved as plain JSON next to the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from pipeline.errors import PipelineError
+from pipeline.tasks import TASK_NAMES
+
+MODEL_NAMES = ("fcn", "resnet", "simple-cnn", "mlp", "linear")
+FIXED_LENGTH_MODELS = ("simple-cnn", "mlp", "linear")
+NORMALIZE_MODES = ("channel", "series", "none")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("plateau", "cosine", "none")
+COMPILE_CHOICES = ("auto", "on", "off")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+
+
+def _choice(flag: str, value, choices) -> None:
+    if value not in choices:
+        raise PipelineError(f"{flag} '{value}' is not valid; choose one of {', '.join(choices)}")
+
+
+def _positive(flag: str, value, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        raise PipelineError(f"{flag} must be {'>= 0' if allow_zero else '> 0'}; got {value}")
+
+
+class _JsonMixin:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class DataConfig(_JsonMixin):
+    """Where the series come from and how they are split and normalised."""
+
+    data: str | None = None  # None: the embedded waveform data set
+    val_data: str | None = None
+    test_data: str | None = None
+    val_split: float = 0.2
+    target_column: str | None = None
+    task: str | None = None  # None: inferred from the labels
+    normalize: str = "channel"
+    pad: bool = False
+
+    def __post_init__(self):
+        if self.task is not None:
+            _choice("--task", self.task, TASK_NAMES)
+        _choice("--normalize", self.normalize, NORMALIZE_MODES)
+        if not 0.0 <= self.val_split < 1.0:
+            raise PipelineError(f"--val-split must be in [0, 1); got {self.val_split}")
+        if self.val_data is not None and self.val_split not in (0.0, 0.2):
+            raise PipelineError("--val-split and --val-data both choose validation data; pass only one")
+
+
+@dataclass(frozen=True)
+class LossConfig(_JsonMixin):
+    """The loss by name (or package.module:Class) with every parameter that tunes it."""
+
+    name: str | None = None  # None: the task's default
+    huber_delta: float = 1.0
+    beta: float = 1.0
+    pos_weight: tuple[float, ...] | None = None
+    class_weights: str | tuple[float, ...] | None = None  # "balanced" or explicit weights
+    label_smoothing: float = 0.0
+    loss_params: tuple[tuple[str, str], ...] = ()  # keyword arguments for a custom loss
+
+    def __post_init__(self):
+        _positive("--huber-delta", self.huber_delta)
+        _positive("--beta", self.beta, allow_zero=True)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise PipelineError(f"--label-smoothing must be in [0, 1); got {self.label_smoothing}")
+        for w in self.pos_weight or ():
+            _positive("--pos-weight", w)
+        if isinstance(self.class_weights, tuple):
+            for w in self.class_weights:
+                _positive("--class-weights", w, allow_zero=True)
+            if not any(self.class_weights):
+                raise PipelineError("--class-weights must not all be 0")
+        elif self.class_weights not in (None, "balanced"):
+            raise PipelineError(f"--class-weights must be 'balanced' or numbers 'w1,w2,..'; got {self.class_weights}")
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if isinstance(d.get("loss_params"), list):
+            d["loss_params"] = tuple(tuple(p) for p in d["loss_params"])
+        return super().from_dict(d)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_JsonMixin):
+    """Everything needed to rebuild the network; the data-dependent fields are filled at training."""
+
+    name: str = "fcn"
+    width: float = 1.0  # multiplies the channel/hidden sizes of the architecture
+    in_channels: int = 1
+    length: int = 0  # training length; required by the fixed-length models
+    n_outputs: int = 1
+    normalize: str = "channel"
+
+    def __post_init__(self):
+        _choice("--model", self.name, MODEL_NAMES)
+        _positive("--width", self.width)
+        _choice("--normalize", self.normalize, NORMALIZE_MODES)
+
+    @property
+    def fixed_length(self) -> bool:
+        return self.name in FIXED_LENGTH_MODELS
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonMixin):
+    """The optimisation loop: optimizer, schedule, stopping, compile and device."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"
+    patience: int = 30  # early stopping; 0 turns it off
+    seed: int = 0
+    compile: str = "auto"
+    compile_mode: str = "default"
+    device: str = "auto"
+    precision: str = "fp32"
+    progress: bool = True
+
+    def __post_init__(self):
+        _positive("--epochs", self.epochs)
+        _positive("--batch-size", self.batch_size)
+        _positive("--lr", self.lr)
+        _positive("--weight-decay", self.weight_decay, allow_zero=True)
+        _positive("--patience", self.patience, allow_zero=True)
+        _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _choice("--scheduler", self.scheduler, SCHEDULERS)
+        _choice("--compile", self.compile, COMPILE_CHOICES)
+        _choice("--compile-mode", self.compile_mode, COMPILE_MODES)
+        _choice("--device", self.device, DEVICES)
+        _choice("--precision", self.precision, PRECISIONS)

@@ -1,0 +1,109 @@
+"""Load, check and encode the train/val/test files of a run, reporting every problem at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.config import FIXED_LENGTH_MODELS, DataConfig
+from pipeline.data.prepare import (LabelEncoding, check_series, encode_labels, fit_encoding, infer_task,
+                                   stratified_split)
+from pipeline.data.readers import SeriesData, read_series
+from pipeline.data.synthetic import waveforms
+from pipeline.errors import DataError
+
+
+@dataclass
+class Split:
+    """Series of one split: the array (possibly memory-mapped), which rows, and encoded targets."""
+
+    X: np.ndarray  # (N_file, C, L) float32
+    rows: np.ndarray  # indices into X that belong to this split
+    targets: np.ndarray  # (len(rows),) int64 or (len(rows), K) float32
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class Datasets:
+    encoding: LabelEncoding
+    train: Split
+    val: Split | None
+    test: Split | None
+    notes: list[str] = field(default_factory=list)  # what was inferred, said to the user
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.X.shape[1])
+
+    @property
+    def length(self) -> int:
+        return int(self.train.X.shape[2])
+
+
+def _read(path: str | None, cfg: DataConfig) -> SeriesData:
+    if path is None:
+        return waveforms()
+    return read_series(path, cfg.target_column, pad=cfg.pad)
+
+
+def load_datasets(cfg: DataConfig, model_name: str, seed: int,
+                  encoding: LabelEncoding | None = None) -> Datasets:
+    """Read every file, infer or check the task, validate everything, split validation data."""
+    problems: list[str] = []
+    files: dict[str, SeriesData] = {}
+    for role, path in (("train", cfg.data), ("val", cfg.val_data), ("test", cfg.test_data)):
+        if role != "train" and path is None:
+            continue
+        try:
+            files[role] = _read(path, cfg)
+        except DataError as exc:
+            problems.extend(exc.problems)
+    if "train" not in files:
+        raise DataError(problems)
+    train = files["train"]
+    notes = []
+    if cfg.data is None:
+        notes.append(f"data: {train.source}, {train.n} series of length {train.X.shape[2]}")
+    if encoding is None:
+        task = cfg.task
+        if task is None:
+            task, reason = infer_task(train)
+            notes.append(f"task: {task} (inferred: {reason}; pass --task to choose)")
+        encoding = fit_encoding(task, train)
+    fixed = model_name if model_name in FIXED_LENGTH_MODELS else None
+    targets = {}
+    for role, data in files.items():
+        reference = None if role == "train" else train
+        check_series(data, problems, channels=reference and reference.X.shape[1],
+                     length=reference and reference.X.shape[2], fixed_length_model=fixed)
+        targets[role] = encode_labels(encoding, data, problems)
+    if fixed and train.X.shape[2] < 2:
+        problems.append(f"{train.source}: series of length {train.X.shape[2]} are too short for --model {fixed}")
+    if problems:
+        raise DataError(problems)
+    all_rows = lambda d: np.arange(d.n)  # noqa: E731
+    stratify = encoding.task in ("binary", "multiclass")
+    if "val" in files:
+        train_rows, val_rows = all_rows(train), None
+        val = Split(files["val"].X, all_rows(files["val"]), targets["val"], files["val"].source)
+    else:
+        train_rows, val_rows = stratified_split(targets["train"], cfg.val_split, seed, stratify)
+        val = None
+        if len(val_rows):
+            val = Split(train.X, val_rows, targets["train"][val_rows], f"{train.source} (validation split)")
+            notes.append(f"validation: {len(val_rows)} of {train.n} series held out "
+                         f"({'stratified ' if stratify else ''}--val-split {cfg.val_split})")
+        else:
+            notes.append("validation: none (--val-split 0); the best checkpoint is chosen by training loss")
+    test = None
+    if "test" in files:
+        test = Split(files["test"].X, all_rows(files["test"]), targets["test"], files["test"].source)
+    train_split = Split(train.X, train_rows, targets["train"][train_rows], train.source)
+    if len(train_split) < 2:
+        raise DataError([f"{train.source}: only {len(train_split)} series left for training; "
+                         "training needs at least 2 (lower --val-split)"])
+    return Datasets(encoding, train_split, val, test, notes)

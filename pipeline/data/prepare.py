@@ -1,0 +1,219 @@
+"""Task inference, label encoding and input validation (numpy only).
+
+All problems of all files are collected before training starts and raised together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.data.readers import SeriesData
+from pipeline.errors import DataError
+from pipeline.tasks import TASKS
+
+# More distinct integer labels than this are taken for a regression target when inferring the task.
+MAX_INFERRED_CLASSES = 50
+MAX_ROWS_LISTED = 5
+
+
+@dataclass(frozen=True)
+class LabelEncoding:
+    """How raw labels map to training targets; saved with the run."""
+
+    task: str
+    classes: tuple[str, ...] | None  # class names in index order (binary, multiclass)
+    n_outputs: int  # width of the model's raw output
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "classes": list(self.classes) if self.classes else None,
+                "n_outputs": self.n_outputs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelEncoding":
+        return cls(d["task"], tuple(d["classes"]) if d["classes"] else None, d["n_outputs"])
+
+
+def _rows(mask: np.ndarray) -> str:
+    idx = np.flatnonzero(mask) + 1
+    shown = ", ".join(str(i) for i in idx[:MAX_ROWS_LISTED])
+    more = f" and {len(idx) - MAX_ROWS_LISTED} more" if len(idx) > MAX_ROWS_LISTED else ""
+    return f"row{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def _first(values: np.ndarray, mask: np.ndarray) -> str:
+    v = values[mask][0] if values.ndim == 1 else values[mask.reshape(len(mask), -1).any(1)][0]
+    return repr(v.tolist() if hasattr(v, "tolist") else v)
+
+
+def _natural_key(label: str):
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def infer_task(data: SeriesData) -> tuple[str, str]:
+    """Guess the task from the training labels; returns (task, the reason to print)."""
+    y = data.y
+    if data.labels_are_classes:
+        return "multiclass", f"{data.source} declares class labels"
+    if y.dtype.kind == "U":
+        return "multiclass", f"{data.label_field} holds class names"
+    finite = y[np.isfinite(y)]
+    integral = finite.size > 0 and bool(np.all(finite == np.round(finite)))
+    if y.ndim == 2 and y.shape[1] > 1:
+        if integral and set(np.unique(finite).tolist()) <= {0.0, 1.0}:
+            return "multilabel", f"{data.label_field} is a 0/1 matrix with {y.shape[1]} columns"
+        return "regression", f"{data.label_field} has {y.shape[1]} real-valued columns"
+    distinct = np.unique(finite)
+    if integral and set(distinct.tolist()) <= {0.0, 1.0}:
+        return "binary", f"{data.label_field} holds only 0 and 1"
+    if integral and distinct.min() >= 0 and len(distinct) <= MAX_INFERRED_CLASSES:
+        return "multiclass", (f"{data.label_field} holds {len(distinct)} distinct integers "
+                              "(pass --task count or --task regression if they are amounts)")
+    return "regression", f"{data.label_field} holds real numbers"
+
+
+def fit_encoding(task: str, train: SeriesData) -> LabelEncoding:
+    """Classes and output width from the training labels."""
+    y = train.y
+    if task == "multiclass":
+        if y.dtype.kind == "U":
+            classes = tuple(sorted(set(y.tolist()), key=_natural_key))
+        else:
+            finite = y[np.isfinite(y)] if y.ndim == 1 else np.array([0.0])
+            top = int(finite.max()) if finite.size and np.all(finite == np.round(finite)) else 0
+            classes = tuple(str(i) for i in range(max(top, 0) + 1))
+        return LabelEncoding(task, classes, max(len(classes), 2))
+    if task == "binary":
+        if y.dtype.kind == "U":
+            return LabelEncoding(task, tuple(sorted(set(y.tolist()), key=_natural_key)), 1)
+        return LabelEncoding(task, ("0", "1"), 1)
+    width = 1 if y.ndim == 1 else int(y.shape[1])
+    return LabelEncoding(task, None, width)
+
+
+def encode_labels(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> np.ndarray | None:
+    """Targets in the task's dtype and shape, or None with the reasons appended to `problems`."""
+    spec = TASKS[enc.task]
+    where = f"{data.source}: {data.label_field}"
+    y = data.y
+    n_before = len(problems)
+    if y.dtype.kind == "U" and enc.task in ("multiclass", "binary"):
+        return _encode_names(enc, data, problems)
+    if y.dtype.kind == "U":
+        bad = ~np.char.isnumeric(np.char.lstrip(y.astype(str), "-"))
+        problems.append(f"{where} {_rows(bad)}: {_first(y, bad)} is not a number; --task {enc.task} "
+                        f"needs {spec.target_rule}")
+        return None
+    finite = np.isfinite(y)
+    if not finite.all():
+        problems.append(f"{where} {_rows(~finite.reshape(len(y), -1).any(1))}: label is NaN or Inf; "
+                        "every series needs a label (drop or fill those rows)")
+        return None
+    if enc.task == "multiclass":
+        if y.ndim != 1:
+            problems.append(f"{where}: has shape {y.shape}; --task multiclass needs one class index per "
+                            "series (for several labels per series use --task multilabel)")
+            return None
+        bad = y != np.round(y)
+        if bad.any():
+            problems.append(f"{where} {_rows(bad)}: {_first(y, bad)} is not an integer; --task multiclass "
+                            f"needs integer class indices 0..{len(enc.classes) - 1}")
+        bad = (y < 0) | (y > len(enc.classes) - 1)
+        if bad.any():
+            problems.append(f"{where} {_rows(bad)}: class index {_first(y, bad)} is out of range; the "
+                            f"training labels define classes 0..{len(enc.classes) - 1}")
+        return None if len(problems) > n_before else y.astype(np.int64)
+    y2 = y.reshape(len(y), -1)
+    if enc.task == "multilabel" and (y.ndim != 2):
+        problems.append(f"{where}: has shape {y.shape}; --task multilabel needs a 0/1 matrix (N, K) "
+                        "with one column per label (for one label use --task binary)")
+        return None
+    if y2.shape[1] != enc.n_outputs:
+        problems.append(f"{where}: has {y2.shape[1]} target columns but the training data has "
+                        f"{enc.n_outputs}; every file needs the same targets")
+        return None
+    if enc.task in ("binary", "multilabel"):
+        bad = (y2 != 0) & (y2 != 1)
+        if bad.any():
+            problems.append(f"{where} {_rows(bad.any(1))}: {_first(y, bad.any(1))} is not 0 or 1; "
+                            f"--task {enc.task} needs {spec.target_rule}")
+    if enc.task == "count":
+        bad = y2 < 0
+        if bad.any():
+            problems.append(f"{where} {_rows(bad.any(1))}: {_first(y, bad.any(1))} is negative; "
+                            "--task count needs non-negative integers")
+        bad = y2 != np.round(y2)
+        if bad.any():
+            problems.append(f"{where} {_rows(bad.any(1))}: {_first(y, bad.any(1))} is fractional; "
+                            "--task count needs non-negative integers (use --task regression for amounts)")
+    return None if len(problems) > n_before else y2.astype(np.float32)
+
+
+def _encode_names(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> np.ndarray | None:
+    y = data.y
+    where = f"{data.source}: {data.label_field}"
+    if enc.task == "binary" and len(enc.classes) != 2:
+        problems.append(f"{where}: has {len(enc.classes)} classes ({', '.join(enc.classes[:5])}); "
+                        "--task binary needs exactly two (use --task multiclass)")
+        return None
+    index = {c: i for i, c in enumerate(enc.classes)}
+    unknown = np.array([v not in index for v in y.tolist()])
+    if unknown.any():
+        problems.append(f"{where} {_rows(unknown)}: class {_first(y, unknown)} does not occur in the "
+                        f"training data (classes: {', '.join(enc.classes[:10])})")
+        return None
+    idx = np.array([index[v] for v in y.tolist()], dtype=np.int64)
+    return idx if enc.task == "multiclass" else idx.astype(np.float32)[:, None]
+
+
+def check_series(data: SeriesData, problems: list[str], channels: int | None = None,
+                 length: int | None = None, fixed_length_model: str | None = None) -> None:
+    """NaN/Inf in the series and channel/length mismatches against the training data."""
+    X = data.X
+    if channels is not None and X.shape[1] != channels:
+        problems.append(f"{data.source}: series have {X.shape[1]} channels but the training data has "
+                        f"{channels}; all files must have the same channels")
+    if length is not None and fixed_length_model and X.shape[2] != length:
+        problems.append(f"{data.source}: series have length {X.shape[2]} but --model {fixed_length_model} "
+                        f"was built for the training length {length}; use --model fcn or resnet for "
+                        "any length")
+    bad = _nonfinite_rows(X)
+    if bad.any():
+        problems.append(f"{data.source}: series {_rows(bad)} contain NaN or Inf; fill or drop missing "
+                        "values (or pass --pad for unequal-length .ts files)")
+
+
+def _nonfinite_rows(X: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    # Chunked so a memory-mapped file is scanned without loading it whole.
+    out = np.zeros(len(X), dtype=bool)
+    for start in range(0, len(X), chunk):
+        block = np.asarray(X[start:start + chunk])
+        out[start:start + chunk] = ~np.isfinite(block).reshape(len(block), -1).all(1)
+    return out
+
+
+def stratified_split(targets: np.ndarray, fraction: float, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation row indices; classes keep their proportions when `stratify`."""
+    rng = np.random.default_rng(seed)
+    n = len(targets)
+    if fraction <= 0:
+        return np.arange(n), np.arange(0)
+    if not stratify:
+        perm = rng.permutation(n)
+        n_val = max(1, int(round(n * fraction)))
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    keys = targets.reshape(n, -1)[:, 0]
+    val = []
+    for value in np.unique(keys):
+        rows = rng.permutation(np.flatnonzero(keys == value))
+        take = int(round(len(rows) * fraction))
+        if len(rows) > 1:
+            take = min(max(take, 1), len(rows) - 1)
+        val.extend(rows[:take].tolist())
+    val = np.sort(np.array(val, dtype=np.int64))
+    train = np.setdiff1d(np.arange(n), val)
+    return train, val

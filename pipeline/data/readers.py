@@ -1,0 +1,342 @@
+"""Readers for .npz, .npy, .csv, UCR .tsv and UCR/UEA .ts files (numpy only, no torch).
+
+Every reader returns a `SeriesData` with X shaped (N, C, L) float32 and the raw labels; problems
+are collected and raised together as one `DataError`, each naming the file, the row and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+
+# Arrays above this size are memory-mapped instead of read into memory.
+MMAP_THRESHOLD_BYTES = 256 * 1024 * 1024
+SUFFIXES = (".npz", ".npy", ".csv", ".tsv", ".ts")
+
+
+@dataclass
+class SeriesData:
+    """Series (N, C, L) and their labels as read from one file."""
+
+    X: np.ndarray  # (N, C, L) float32, possibly a read-only memmap
+    y: np.ndarray | None  # (N,) or (N, K); float64 numbers or str class names
+    source: str  # file name used in messages
+    label_field: str  # how the user names the labels, e.g. "column 'y'" or "array 'y'"
+    labels_are_classes: bool = False  # .ts/.tsv class labels: names, never numbers
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+
+def read_series(path: str | Path, target_column: str | None = None, pad: bool = False,
+                labels: bool = True) -> SeriesData:
+    """Read one data file by its suffix; `labels=False` allows files without labels."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError([f"{path}: file not found; check the path given to --data"])
+    if path.is_dir():
+        raise DataError([f"{path}: is a folder; pass a data file ({', '.join(SUFFIXES)})"])
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        data = _read_npz(path, labels)
+    elif suffix == ".npy":
+        data = _read_npy(path, labels)
+    elif suffix == ".csv":
+        data = _read_csv(path, target_column, labels)
+    elif suffix == ".tsv":
+        data = _read_ucr_tsv(path, labels)
+    elif suffix == ".ts":
+        data = _read_ts(path, pad, labels)
+    else:
+        raise DataError([f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}"])
+    if data.n == 0:
+        raise DataError([f"{path}: holds no series; the file must contain at least one row"])
+    return data
+
+
+def _as_ncl(X: np.ndarray, name: str, problems: list[str]) -> np.ndarray | None:
+    if X.ndim == 2:
+        return X[:, None, :]
+    if X.ndim == 3:
+        return X
+    problems.append(f"{name}: X has shape {tuple(X.shape)}; it must be (N, C, L) or (N, L)")
+    return None
+
+
+def _npz_member_memmap(path: Path, member: str) -> np.ndarray | None:
+    """Memory-map an uncompressed array inside an .npz (np.load cannot mmap zip members)."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size < MMAP_THRESHOLD_BYTES:
+            return None
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            local = f.read(30)
+            name_len = int.from_bytes(local[26:28], "little")
+            extra_len = int.from_bytes(local[28:30], "little")
+            start = info.header_offset + 30 + name_len + extra_len
+            f.seek(start)
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            offset = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
+                     order="F" if fortran else "C")
+
+
+def _read_npz(path: Path, labels: bool) -> SeriesData:
+    name = path.name
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # zipfile/npy format errors: not an npz at all
+        raise DataError([f"{name}: not a readable .npz archive ({exc}); save it with numpy.savez"]) from None
+    keys = set(archive.files)
+    problems = []
+    if "X" not in keys:
+        problems.append(f"{name}: has no array 'X' (found {sorted(keys)}); save series as X=(N, C, L) or (N, L)")
+    if labels and "y" not in keys:
+        problems.append(f"{name}: has no array 'y' (found {sorted(keys)}); save labels as y=(N,) or (N, K)")
+    if problems:
+        raise DataError(problems)
+    X = _npz_member_memmap(path, "X.npy")
+    if X is None:
+        X = archive["X"]
+    y = archive["y"] if "y" in keys and labels else None
+    X = _as_ncl(X, name, problems)
+    if y is not None and y.dtype.kind in "US":
+        y = y.astype(str)
+    elif y is not None and y.dtype.kind not in "biuf":
+        problems.append(f"{name}: array 'y' has dtype {y.dtype}; labels must be numbers or strings")
+    if X is not None and X.dtype.kind not in "biuf":
+        problems.append(f"{name}: array 'X' has dtype {X.dtype}; series must be numeric")
+    if problems:
+        raise DataError(problems)
+    return SeriesData(_float32(X), y, name, "array 'y'")
+
+
+def _read_npy(path: Path, labels: bool) -> SeriesData:
+    name = path.name
+    if labels:
+        raise DataError([f"{name}: a .npy file holds no labels; save X and y together with numpy.savez"])
+    X = np.load(path, mmap_mode="r", allow_pickle=False)
+    problems: list[str] = []
+    X = _as_ncl(X, name, problems)
+    if problems:
+        raise DataError(problems)
+    return SeriesData(_float32(X), None, name, "")
+
+
+def _float32(X: np.ndarray) -> np.ndarray:
+    # A float32 memmap stays mapped; anything else is converted in memory.
+    return X if X.dtype == np.float32 else X.astype(np.float32)
+
+
+def _parse_labels(raw: list[str]) -> np.ndarray:
+    """Numbers when every label parses as one, class-name strings otherwise."""
+    try:
+        return np.array([float(v) for v in raw], dtype=np.float64)
+    except ValueError:
+        return np.array([v.strip() for v in raw], dtype=str)
+
+
+def _read_csv(path: Path, target_column: str | None, labels: bool) -> SeriesData:
+    name = path.name
+    with open(path, newline="") as f:
+        sample = f.read(4096)
+        f.seek(0)
+        rows = [r for r in csv.reader(f) if r]
+    if not rows:
+        raise DataError([f"{name}: is empty; it needs one series per row"])
+    if ";" in sample and "," not in sample or "\t" in sample and "," not in sample:
+        raise DataError([f"{name}: values are not comma separated; a .csv needs ',' between values "
+                         "(UCR tab-separated files must end in .tsv)"])
+    header = None
+    if any(not _is_number(c) for c in rows[0][:-1]) or (
+        target_column is not None and target_column in rows[0]
+    ):
+        header, rows = rows[0], rows[1:]
+    width = len(header) if header else len(rows[0]) if rows else 0
+    targets = _target_indices(name, header, width, target_column, labels)
+    problems = []
+    features, raw_labels = [], []
+    first_data_line = 2 if header else 1
+    for i, row in enumerate(rows):
+        line = first_data_line + i
+        if len(row) != width:
+            problems.append(f"{name}: line {line} has {len(row)} values, expected {width}; every row "
+                            "must have the same number of columns (pad unequal series yourself)")
+            continue
+        values = []
+        for j, cell in enumerate(row):
+            if j in targets:
+                continue
+            try:
+                values.append(float(cell))
+            except ValueError:
+                col = f"'{header[j]}'" if header else str(j + 1)
+                problems.append(f"{name}: line {line} column {col}: '{cell}' is not a number; "
+                                "series values must be numeric")
+                break
+        features.append(values)
+        raw_labels.append([row[j] for j in targets])
+        if len(problems) >= 20:
+            problems.append(f"{name}: stopped after 20 problems")
+            break
+    if problems:
+        raise DataError(problems)
+    if not features:
+        raise DataError([f"{name}: has a header but no data rows; it needs one series per row"])
+    X = np.asarray(features, dtype=np.float32)[:, None, :]
+    field = ", ".join(f"'{header[j]}'" if header else str(j + 1) for j in targets)
+    y = None
+    if targets:
+        cols = [_parse_labels([r[k] for r in raw_labels]) for k in range(len(targets))]
+        y = cols[0] if len(cols) == 1 else np.stack(cols, axis=1)
+    return SeriesData(X, y, name, f"column {field}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _target_indices(name: str, header: list[str] | None, width: int, target_column: str | None,
+                    labels: bool) -> list[int]:
+    if not labels:
+        if target_column is None:
+            return []
+    if target_column is None:
+        return [width - 1]
+    indices = []
+    for wanted in target_column.split(","):
+        wanted = wanted.strip()
+        if header and wanted in header:
+            indices.append(header.index(wanted))
+        elif wanted.lstrip("-").isdigit() and -width <= int(wanted) < width:
+            indices.append(int(wanted) % width)
+        else:
+            known = f"columns are {', '.join(header)}" if header else f"the file has {width} unnamed columns"
+            raise DataError([f"{name}: --target-column '{wanted}' not found; {known} "
+                             "(give a header name or a 0-based column number)"])
+    return indices
+
+
+def _read_ucr_tsv(path: Path, labels: bool) -> SeriesData:
+    """UCR archive 2018 .tsv: label first, then the series, tab separated, no header."""
+    name = path.name
+    problems, series, raw_labels = [], [], []
+    with open(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            cells = line.rstrip("\n").split("\t")
+            if len(cells) < 2:
+                problems.append(f"{name}: line {line_no} has no tab-separated values; UCR .tsv rows are "
+                                "'label<TAB>v1<TAB>v2...'")
+                continue
+            try:
+                series.append([float(c) for c in cells[1:]])
+            except ValueError:
+                bad = next(c for c in cells[1:] if not _is_number(c))
+                problems.append(f"{name}: line {line_no}: '{bad}' is not a number; series values must be numeric")
+                continue
+            raw_labels.append(cells[0])
+            if len(problems) >= 20:
+                break
+    lengths = {len(s) for s in series}
+    if len(lengths) > 1:
+        problems.append(f"{name}: rows have different lengths ({min(lengths)}..{max(lengths)}); "
+                        "every series in a .tsv must have the same length")
+    if problems:
+        raise DataError(problems)
+    if not series:
+        raise DataError([f"{name}: is empty; it needs one series per line"])
+    X = np.asarray(series, dtype=np.float32)[:, None, :]
+    y = np.array([s.strip() for s in raw_labels], dtype=str) if labels else None
+    return SeriesData(X, y, name, "label column 1", labels_are_classes=True)
+
+
+def _read_ts(path: Path, pad: bool, labels: bool) -> SeriesData:
+    """UCR/UEA sktime .ts: '@' header lines, then 'dim1:dim2:...:label' per case."""
+    name = path.name
+    header: dict[str, str] = {}
+    cases: list[list[list[float]]] = []
+    raw_labels: list[str] = []
+    problems: list[str] = []
+    in_data = False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not in_data:
+                if not line.startswith("@"):
+                    problems.append(f"{name}: line {line_no}: expected an '@' header line or '@data' before "
+                                    "the series; this is not a valid .ts file")
+                    break
+                key, _, value = line[1:].partition(" ")
+                key = key.lower()
+                if key == "data":
+                    in_data = True
+                else:
+                    header[key] = value.strip()
+                continue
+            has_label = header.get("classlabel", "false").split(" ")[0].lower() == "true" or \
+                header.get("targetlabel", "false").lower().startswith("true")
+            fields = line.split(":")
+            label = fields.pop().strip() if has_label else None
+            if has_label and not fields:
+                problems.append(f"{name}: line {line_no}: no series before the label")
+                continue
+            try:
+                dims = [[float("nan") if v.strip() == "?" else float(v) for v in d.split(",")] for d in fields]
+            except ValueError as exc:
+                problems.append(f"{name}: line {line_no}: {exc}; series values must be numbers or '?'")
+                continue
+            cases.append(dims)
+            raw_labels.append(label)
+            if len(problems) >= 20:
+                break
+    if not in_data and not problems:
+        problems.append(f"{name}: no '@data' line; a .ts file needs its header and then '@data'")
+    if problems:
+        raise DataError(problems)
+    if not cases:
+        raise DataError([f"{name}: has no series after '@data'"])
+    X = _stack_ts_cases(name, cases, header, pad)
+    y = None
+    if labels and raw_labels[0] is not None:
+        is_class = header.get("classlabel", "false").lower().startswith("true")
+        y = np.array(raw_labels, dtype=str) if is_class else _parse_labels(raw_labels)
+        return SeriesData(X, y, name, "the class label", labels_are_classes=is_class)
+    if labels:
+        raise DataError([f"{name}: has no labels (@classLabel/@targetLabel false); training needs labelled series"])
+    return SeriesData(X, None, name, "")
+
+
+def _stack_ts_cases(name: str, cases: list[list[list[float]]], header: dict[str, str], pad: bool) -> np.ndarray:
+    n_dims = {len(c) for c in cases}
+    if len(n_dims) > 1:
+        raise DataError([f"{name}: cases have different numbers of dimensions ({sorted(n_dims)}); "
+                         "every case needs the same channels"])
+    lengths = [len(d) for c in cases for d in c]
+    max_len = max(lengths)
+    if min(lengths) != max_len and not pad:
+        raise DataError([f"{name}: series have unequal lengths ({min(lengths)}..{max_len}); pass --pad to "
+                         "right-pad each series with its last value to length "
+                         f"{max_len}"])
+    X = np.empty((len(cases), len(cases[0]), max_len), dtype=np.float32)
+    for i, case in enumerate(cases):
+        for c, values in enumerate(case):
+            X[i, c, : len(values)] = values
+            X[i, c, len(values):] = values[-1]
+    return X

@@ -1,0 +1,218 @@
+"""Loss modules: forward(prediction, target) -> (loss, per_sample_loss).
+
+`prediction` is always the model's raw output (N, K): logits or log-rates. A loss that needs
+probabilities applies the activation itself, so the model never ends in Sigmoid or Softmax.
+The batch `loss` uses the same reduction as the torch.nn reference; `per_sample_loss` is (N,).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.config import LossConfig
+from pipeline.data.prepare import LabelEncoding
+from pipeline.errors import PipelineError
+from pipeline.tasks import TASKS, is_custom_loss
+
+
+class BuiltinLoss(nn.Module):
+    """One of the registry's losses with its exact parameters as buffers (scriptable)."""
+
+    def __init__(self, name: str, class_weights: Tensor | None = None, pos_weight: Tensor | None = None,
+                 huber_delta: float = 1.0, beta: float = 1.0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.name = name
+        self.has_class_weights = class_weights is not None
+        self.has_pos_weight = pos_weight is not None
+        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(0))
+        self.register_buffer("pos_weight", pos_weight if pos_weight is not None else torch.ones(0))
+        self.huber_delta = float(huber_delta)
+        self.beta = float(beta)
+        self.label_smoothing = float(label_smoothing)
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        name = self.name
+        weight = self.class_weights if self.has_class_weights else None
+        if name == "mse":
+            return F.mse_loss(prediction, target, reduction="none")
+        if name == "l1":
+            return F.l1_loss(prediction, target, reduction="none")
+        if name == "huber":
+            return F.huber_loss(prediction, target, reduction="none", delta=self.huber_delta)
+        if name == "smooth_l1":
+            return F.smooth_l1_loss(prediction, target, reduction="none", beta=self.beta)
+        if name == "bce_with_logits":
+            pos_weight = self.pos_weight if self.has_pos_weight else None
+            return F.binary_cross_entropy_with_logits(prediction, target, reduction="none", pos_weight=pos_weight)
+        if name == "bce":
+            return F.binary_cross_entropy(torch.sigmoid(prediction), target, reduction="none")
+        if name == "hinge":
+            signed = 2.0 * target - 1.0  # labels 0/1 -> -1/+1
+            return torch.clamp(1.0 - signed * prediction, min=0.0)
+        if name == "cross_entropy":
+            return F.cross_entropy(prediction, target, weight=weight, reduction="none",
+                                   label_smoothing=self.label_smoothing)
+        if name == "nll":
+            return F.nll_loss(F.log_softmax(prediction, dim=1), target, weight=weight, reduction="none")
+        if name == "multi_margin":
+            return F.multi_margin_loss(prediction, target, weight=weight, reduction="none")
+        if name == "multilabel_soft_margin":
+            return F.multilabel_soft_margin_loss(prediction, target, reduction="none")
+        if name == "poisson_nll":
+            return F.poisson_nll_loss(prediction, target, log_input=True, full=False, reduction="none")
+        raise RuntimeError("unknown loss " + name)
+
+    def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        prediction = prediction.float()  # losses run in fp32 under autocast
+        elementwise = self._elementwise(prediction, target)
+        per_sample_loss = elementwise.reshape(elementwise.shape[0], -1).mean(dim=1)  # (N,)
+        if self.has_class_weights and self.name in ("cross_entropy", "nll"):
+            # torch's weighted 'mean' divides by the summed weights of the targets, not by N
+            loss = per_sample_loss.sum() / self.class_weights[target].sum()
+        else:
+            loss = per_sample_loss.mean()
+        return loss, per_sample_loss
+
+
+class CustomLoss(nn.Module):
+    """A user loss returning a scalar; per-sample losses come from applying it to each sample."""
+
+    def __init__(self, inner: nn.Module, spec: str):
+        super().__init__()
+        self.inner = inner
+        self.spec = spec
+
+    def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        prediction = prediction.float()
+        loss = self.inner(prediction, target)
+        with torch.no_grad():
+            per_sample_loss = self.per_sample(prediction, target)
+        return loss.reshape(()), per_sample_loss
+
+    def per_sample(self, prediction: Tensor, target: Tensor) -> Tensor:
+        def one(p: Tensor, t: Tensor) -> Tensor:
+            return self.inner(p.unsqueeze(0), t.unsqueeze(0)).reshape(())
+
+        try:
+            return torch.func.vmap(one)(prediction, target)
+        except Exception:  # data-dependent control flow in the user's loss: fall back to a loop
+            return torch.stack([one(p, t) for p, t in zip(prediction, target)])
+
+
+def balanced_class_weights(targets: np.ndarray, n_classes: int) -> list[float]:
+    """n_samples / (n_classes * count_c), as scikit-learn's 'balanced'; absent classes get 0."""
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(targets) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return [float(w) for w in weights]
+
+
+def resolve_loss_params(cfg: LossConfig, loss_name: str, enc: LabelEncoding,
+                        train_targets: np.ndarray) -> dict:
+    """The exact parameters of the loss, with 'balanced' weights computed; recorded with the run."""
+    if is_custom_loss(loss_name):
+        return {"custom": loss_name, "kwargs": dict(cfg.loss_params)}
+    spec = TASKS[enc.task].loss(loss_name)
+    given = {"huber_delta": cfg.huber_delta != 1.0, "beta": cfg.beta != 1.0,
+             "pos_weight": cfg.pos_weight is not None, "class_weights": cfg.class_weights is not None,
+             "label_smoothing": cfg.label_smoothing != 0.0}
+    unused = [k for k, v in given.items() if v and k not in spec.params]
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise PipelineError(f"{flags} does not apply to --loss {loss_name}; it takes "
+                            f"{', '.join('--' + p.replace('_', '-') for p in spec.params) or 'no parameters'}")
+    params: dict = {}
+    if "huber_delta" in spec.params:
+        params["huber_delta"] = cfg.huber_delta
+    if "beta" in spec.params:
+        params["beta"] = cfg.beta
+    if "label_smoothing" in spec.params:
+        params["label_smoothing"] = cfg.label_smoothing
+    if "pos_weight" in spec.params and cfg.pos_weight is not None:
+        pos = list(cfg.pos_weight)
+        if len(pos) not in (1, enc.n_outputs):
+            raise PipelineError(f"--pos-weight has {len(pos)} values; give 1 or one per label ({enc.n_outputs})")
+        params["pos_weight"] = pos * enc.n_outputs if len(pos) == 1 else pos
+    if "class_weights" in spec.params and cfg.class_weights is not None:
+        n = len(enc.classes)
+        if cfg.class_weights == "balanced":
+            params["class_weights"] = balanced_class_weights(train_targets, n)
+        elif len(cfg.class_weights) != n:
+            raise PipelineError(f"--class-weights has {len(cfg.class_weights)} values but the data has {n} "
+                                f"classes ({', '.join(enc.classes[:10])}); give one weight per class")
+        else:
+            params["class_weights"] = list(cfg.class_weights)
+    return params
+
+
+def build_loss(loss_name: str, params: dict) -> nn.Module:
+    """The loss module for a resolved name and parameters."""
+    if is_custom_loss(loss_name):
+        return CustomLoss(load_custom_loss(loss_name, params.get("kwargs", {})), loss_name)
+    tensor = lambda key: torch.tensor(params[key], dtype=torch.float32) if key in params else None  # noqa: E731
+    return BuiltinLoss(loss_name, class_weights=tensor("class_weights"), pos_weight=tensor("pos_weight"),
+                       huber_delta=params.get("huber_delta", 1.0), beta=params.get("beta", 1.0),
+                       label_smoothing=params.get("label_smoothing", 0.0))
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_custom_loss(spec: str, kwargs: dict[str, str]) -> nn.Module:
+    """Import and construct 'package.module:ClassName', checking it is a (prediction, target) Module."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise PipelineError(f"--loss '{spec}' is not of the form package.module:ClassName")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # like `python -m`, a loss next to the data is found
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise PipelineError(f"--loss '{spec}': cannot import module '{module_name}' ({exc}); it must be "
+                            "importable from the current folder or installed") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise PipelineError(f"--loss '{spec}': module '{module_name}' has no class '{class_name}'")
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        raise PipelineError(f"--loss '{spec}': '{class_name}' is not a torch.nn.Module subclass")
+    params = [p for p in inspect.signature(cls.forward).parameters.values()
+              if p.name != "self" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    if not any(p.kind == p.VAR_POSITIONAL for p in params):
+        required = [p for p in params if p.default is p.empty]
+        if len(params) < 2 or len(required) > 2:
+            names = ", ".join(p.name for p in params)
+            raise PipelineError(f"--loss '{spec}': {class_name}.forward({names}) must take exactly "
+                                "(prediction, target)")
+    try:
+        return cls(**{k: _parse_value(v) for k, v in kwargs.items()})
+    except TypeError as exc:
+        raise PipelineError(f"--loss '{spec}': cannot construct {class_name} ({exc}); pass its arguments "
+                            "with --loss-param NAME=VALUE") from None
+
+
+def check_custom_loss(loss: CustomLoss, prediction: Tensor, target: Tensor, spec: str) -> None:
+    """Run the user loss once on a real batch so a broken loss fails before the first epoch."""
+    prediction = prediction.detach().requires_grad_(True)
+    shapes = f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} {target.dtype}"
+    try:
+        value = loss.inner(prediction, target)
+    except Exception as exc:
+        raise PipelineError(f"--loss '{spec}' failed on {shapes}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        raise PipelineError(f"--loss '{spec}' must return a scalar tensor for {shapes}; it returned "
+                            f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+    if not value.requires_grad:
+        raise PipelineError(f"--loss '{spec}' returned a value without gradient; compute it with torch "
+                            "operations on the prediction")

@@ -1,0 +1,418 @@
+"""The training loop: batches by index, compiled model and loss, checkpoints, history, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline import __version__
+from pipeline.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.data.load import Datasets, Split, load_datasets
+from pipeline.data.prepare import LabelEncoding
+from pipeline.errors import PipelineError
+from pipeline.files import write_json
+from pipeline.losses import CustomLoss, build_loss, check_custom_loss, resolve_loss_params
+from pipeline.models import SequenceModel, build_model
+from pipeline.report import plot_loss_curve, write_history
+from pipeline.tasks import TASKS, resolve_loss_name
+from runtime.metrics import compute_metrics
+
+CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
+RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS)
+EVAL_BATCH = 1024
+PLATEAU_FACTOR = 0.5
+MIN_LR_FRACTION = 1e-2
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    history: list[dict]
+
+
+class BatchSource:
+    """Rows of one split as tensors; batches are gathered by index, never sample by sample."""
+
+    def __init__(self, split: Split, device: torch.device):
+        self.n = len(split)
+        self.device = device
+        self.mapped = isinstance(split.X, np.memmap)
+        if self.mapped:  # larger than we want in memory: gather each batch from the mapped file
+            self.X, self.rows = split.X, split.rows
+        else:
+            X = split.X if len(split.rows) == len(split.X) else split.X[split.rows]
+            self.X = torch.from_numpy(np.ascontiguousarray(X)).to(device)
+        self.y = torch.from_numpy(split.targets).to(device)
+
+    def batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        if self.mapped:
+            rows = self.rows[idx.numpy()]
+            order = np.argsort(rows)  # sequential reads from the mapped file
+            x = np.empty((len(rows),) + self.X.shape[1:], dtype=np.float32)
+            x[order] = self.X[rows[order]]
+            return torch.from_numpy(x).to(self.device, non_blocking=True), self.y[idx.to(self.device)]
+        idx = idx.to(self.device)
+        return self.X[idx], self.y[idx]
+
+    def channel_stats(self) -> tuple[Tensor, Tensor]:
+        """Per-channel mean/std over all rows, in float64, chunked for mapped files."""
+        total = sq = 0.0
+        count = 0
+        for start in range(0, self.n, 4096):
+            x, _ = self.batch(torch.arange(start, min(start + 4096, self.n)))
+            x = x.double()
+            total = total + x.sum(dim=(0, 2))
+            sq = sq + (x * x).sum(dim=(0, 2))
+            count += x.shape[0] * x.shape[2]
+        mean = total / count
+        std = torch.sqrt(torch.clamp(sq / count - mean * mean, min=0.0))
+        return mean.float().cpu(), std.float().cpu()
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batch (start, end) pairs; a last batch of one sample joins the previous batch.
+
+    BatchNorm cannot train on one sample, and the batch sizes are the same every epoch, so a
+    compiled model sees no new shape after the first epoch.
+    """
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+    if cfg.scheduler == "plateau":
+        # Wang et al. 2017 halve the rate when the monitored loss stalls
+        stall = max(3, cfg.patience // 3) if cfg.patience else 10
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=PLATEAU_FACTOR, patience=stall, min_lr=cfg.lr * MIN_LR_FRACTION)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return None
+
+
+def _graph_count() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+@torch.inference_mode()
+def predict_raw(model: nn.Module, source: BatchSource) -> Tensor:
+    """Raw model outputs (N, K) in eval mode, in order."""
+    model.eval()
+    outs = [model(source.batch(torch.arange(s, e))[0]).float() for s, e in batch_bounds(source.n, EVAL_BATCH)]
+    return torch.cat(outs)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loss_fn: nn.Module, source: BatchSource, task: str) -> dict:
+    """The set's loss (with the training reduction over the whole set) and the task metrics."""
+    outputs = predict_raw(model, source)
+    loss, _ = loss_fn(outputs, source.y)
+    metrics = compute_metrics(task, outputs.cpu().numpy(), source.y.cpu().numpy())
+    return {"loss": float(loss), **metrics}
+
+
+class Trainer:
+    """One run: built from configs (new run) or from a run folder (resume)."""
+
+    def __init__(self, run_dir: Path, data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig,
+                 train_cfg: TrainConfig, datasets: Datasets, log: Callable[[str], None]):
+        self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
+        self.log = log
+        self.datasets = datasets
+        enc: LabelEncoding = datasets.encoding
+        self.task = TASKS[enc.task]
+        self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
+        self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
+        self.device = pick_device(train_cfg.device)
+        torch.manual_seed(train_cfg.seed)
+        self.model_cfg = replace(model_cfg, in_channels=datasets.channels, length=datasets.length,
+                                 n_outputs=enc.n_outputs, normalize=data_cfg.normalize)
+        self.model: SequenceModel = build_model(self.model_cfg).to(self.device)
+        self.loss_fn = build_loss(self.loss_name, self.loss_params).to(self.device)
+        self.train_src = BatchSource(datasets.train, self.device)
+        self.val_src = BatchSource(datasets.val, self.device) if datasets.val else None
+        if data_cfg.normalize == "channel":
+            self.model.normalize.fit(*self.train_src.channel_stats())
+        if isinstance(self.loss_fn, CustomLoss):
+            x, y = self.train_src.batch(torch.arange(min(4, self.train_src.n)))
+            with torch.no_grad():
+                prediction = self.model.eval()(x)
+            check_custom_loss(self.loss_fn, prediction, y, self.loss_name)
+        self.optimizer = _make_optimizer(train_cfg, self.model)
+        self.scheduler = _make_scheduler(train_cfg, self.optimizer)
+        self.shuffle = torch.Generator().manual_seed(train_cfg.seed)
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.best = {"loss": math.inf, "epoch": 0}
+        self.bad_epochs = 0
+        self.use_compile = train_cfg.compile == "on" or (train_cfg.compile == "auto" and self.device.type == "cuda")
+
+    # --- state -------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """Everything needed to rebuild the model and the loss; stored in config.json and checkpoints."""
+        return {
+            "model_config": self.model_cfg.to_dict(),
+            "encoding": self.datasets.encoding.to_dict(),
+            "loss": {"name": self.loss_name, "params": self.loss_params},
+        }
+
+    def _state(self, full: bool) -> dict:
+        state = {**self.describe(), "model": self.model.state_dict(), "epoch": self.epoch,
+                 "best": dict(self.best)}
+        if full:
+            state.update(
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict() if self.scheduler else None,
+                rng={"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()},
+                history=list(self.history), bad_epochs=self.bad_epochs,
+            )
+        return state
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.shuffle.set_state(state["rng"]["shuffle"])
+        self.history = list(state["history"])
+        self.epoch, self.best, self.bad_epochs = state["epoch"], dict(state["best"]), state["bad_epochs"]
+
+    # --- loop --------------------------------------------------------------------------------
+    def fit(self) -> RunResult:
+        cfg = self.cfg
+        started = time.perf_counter()
+        step_model, step_loss = self.model, self.loss_fn
+        if self.use_compile:
+            # compile separately and keep the eager modules for saving and evaluation
+            step_model = torch.compile(self.model, mode=cfg.compile_mode)
+            step_loss = torch.compile(self.loss_fn, mode=cfg.compile_mode)
+        graphs_start = _graph_count() if self.use_compile else 0
+        graphs_after_first = None
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                    else contextlib.nullcontext())
+        bounds = batch_bounds(self.train_src.n, cfg.batch_size)
+        metric = self.task.metrics[0]
+        from tqdm.auto import tqdm
+
+        show_bars = cfg.progress and sys.stderr.isatty()
+        epochs_bar = tqdm(range(self.epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
+                          initial=self.epoch, total=cfg.epochs, disable=not show_bars, dynamic_ncols=True)
+        stopped_early = False
+        for epoch in epochs_bar:
+            t0 = time.perf_counter()
+            self.model.train()
+            perm = torch.randperm(self.train_src.n, generator=self.shuffle)
+            total = torch.zeros((), device=self.device)
+            batch_bar = tqdm(bounds, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not show_bars,
+                             dynamic_ncols=True)
+            for i, (s, e) in enumerate(batch_bar, start=1):
+                xb, yb = self.train_src.batch(perm[s:e])
+                if self.use_compile:
+                    torch._dynamo.mark_dynamic(xb, 0)
+                with autocast:
+                    out = step_model(xb)
+                loss, _ = step_loss(out, yb)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total += loss.detach() * (e - s)
+                if self.device.type == "cpu" or i % 20 == 0 or i == len(bounds):
+                    value = float(loss.detach())  # a sync: every step on CPU, every 20 steps on CUDA
+                    if not math.isfinite(value):
+                        raise PipelineError(
+                            f"training diverged: loss is {value} at epoch {epoch}, batch {i}; lower --lr or "
+                            f"check the data. The last good checkpoint is {self.run_dir / LAST}")
+                    batch_bar.set_postfix(loss=f"{float(total) / e:.4g}")
+            train_loss = float(total) / self.train_src.n
+            val = evaluate(self.model, self.loss_fn, self.val_src, self.task.name) if self.val_src else None
+            monitored = val["loss"] if val else train_loss
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(monitored)
+            elif self.scheduler is not None:
+                self.scheduler.step()
+            self.epoch = epoch
+            if epoch == 1 and self.use_compile:
+                graphs_after_first = _graph_count()
+            self.history.append({
+                "epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"] if val else None,
+                "val_metric": val[metric] if val else None, "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - t0, 4),
+            })
+            if monitored < self.best["loss"]:
+                self.best, self.bad_epochs = {"loss": monitored, "epoch": epoch}, 0
+                save_checkpoint(self.run_dir / BEST, self._state(full=False))
+            else:
+                self.bad_epochs += 1
+            save_checkpoint(self.run_dir / LAST, self._state(full=True))
+            write_history(self.run_dir / HISTORY, self.history, metric)
+            self._report_epoch(epochs_bar, show_bars, val, metric)
+            if cfg.patience and self.bad_epochs >= cfg.patience:
+                stopped_early = True
+                self.log(f"early stop: no improvement for {cfg.patience} epochs (best epoch {self.best['epoch']})")
+                break
+        epochs_bar.close()
+        compile_info = None
+        if self.use_compile:
+            total_graphs = _graph_count() - graphs_start
+            after_first = (graphs_after_first - graphs_start) if graphs_after_first is not None else total_graphs
+            compile_info = {"mode": cfg.compile_mode, "graphs": total_graphs,
+                            "recompiles_after_epoch_1": total_graphs - after_first}
+            self.log(f"compile: {total_graphs} graphs compiled, {total_graphs - after_first} after epoch 1")
+        return self._finish(time.perf_counter() - started, stopped_early, compile_info)
+
+    def _report_epoch(self, bar, show_bars: bool, val: dict | None, metric: str) -> None:
+        row = self.history[-1]
+        text = f"train_loss={row['train_loss']:.4g}"
+        if val:
+            text += f" val_loss={val['loss']:.4g} val_{metric}={_fmt(val[metric])}"
+        if show_bars:
+            bar.set_postfix_str(text)
+            return
+        every = max(1, self.cfg.epochs // 10)
+        if row["epoch"] % every == 0 or row["epoch"] == self.cfg.epochs or row["epoch"] == 1:
+            self.log(f"epoch {row['epoch']:>4}/{self.cfg.epochs} {text} lr={row['lr']:.3g}")
+
+    def _finish(self, seconds: float, stopped_early: bool, compile_info: dict | None) -> RunResult:
+        best = load_checkpoint(self.run_dir / BEST)
+        self.model.load_state_dict(best["model"])
+        results = {"train": evaluate(self.model, self.loss_fn, self.train_src, self.task.name)}
+        if self.val_src:
+            results["val"] = evaluate(self.model, self.loss_fn, self.val_src, self.task.name)
+        if self.datasets.test:
+            results["test"] = evaluate(self.model, self.loss_fn, BatchSource(self.datasets.test, self.device),
+                                       self.task.name)
+        metrics = {
+            "task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
+            "best_epoch": self.best["epoch"], "epochs_run": self.epoch, "stopped_early": stopped_early,
+            "selected_by": "val_loss" if self.val_src else "train_loss",
+            **results,
+            "device": str(self.device), "compile": compile_info, "train_seconds": round(seconds, 3),
+        }
+        write_json(self.run_dir / METRICS, metrics)
+        plot_loss_curve(self.run_dir / CURVE, self.history,
+                        f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
+        return RunResult(self.run_dir, metrics, self.history)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _default_run_dir(model: str, task: str | None) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("artifacts") / f"{stamp}-{model}" if task is None else Path("artifacts") / f"{stamp}-{model}-{task}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def _prepare_run_dir(out: Path | None, force: bool, model: str, task: str) -> Path:
+    run_dir = Path(out) if out else _default_run_dir(model, task)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise PipelineError(f"{run_dir} already exists and is not empty; pass --force to overwrite it "
+                                "or choose another --out")
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
+          out: Path | None = None, force: bool = False, log: Callable[[str], None] = print) -> RunResult:
+    """Validate all inputs, then train a new run into `out` (default: a new folder under artifacts/)."""
+    data_cfg = replace(data_cfg, data=_absolute(data_cfg.data), val_data=_absolute(data_cfg.val_data),
+                       test_data=_absolute(data_cfg.test_data))
+    datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed)
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()) and not force:
+        raise PipelineError(f"{out} already exists and is not empty; pass --force to overwrite it "
+                            "or choose another --out")
+    for note in datasets.notes:
+        log(note)
+    run_dir = _prepare_run_dir(out, force, model_cfg.name, datasets.encoding.task)
+    try:
+        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)
+    except BaseException:
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+    log(f"run folder: {run_dir}")
+    log(f"training {trainer.model_cfg.name} for {datasets.encoding.task} with loss {trainer.loss_name} on "
+        f"{trainer.device} ({len(datasets.train)} train / {len(datasets.val) if datasets.val else 0} val series)")
+    write_json(run_dir / CONFIG, {
+        "pipeline_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+        "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(), "train": train_cfg.to_dict(),
+        **trainer.describe(),
+    })
+    return trainer.fit()
+
+
+def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = None,
+           log: Callable[[str], None] = print) -> RunResult:
+    """Continue a run from its last checkpoint: model, optimizer, scheduler, RNG and epoch."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG
+    if not config_path.is_file():
+        raise PipelineError(f"--resume {run_dir}: no {CONFIG} there; pass a folder written by `pipeline train`")
+    saved = json.loads(config_path.read_text())
+    state = load_checkpoint(run_dir / LAST)
+    data_cfg = DataConfig.from_dict(saved["data"])
+    loss_cfg = LossConfig.from_dict(saved["loss_config"])
+    train_cfg = TrainConfig.from_dict({**saved["train"], **(overrides or {})})
+    if epochs is not None:
+        train_cfg = replace(train_cfg, epochs=epochs)
+    if state["epoch"] >= train_cfg.epochs:
+        raise PipelineError(f"--resume {run_dir}: the run already finished {state['epoch']} epochs; pass "
+                            f"--epochs larger than {state['epoch']} to train further")
+    model_cfg = ModelConfig.from_dict(saved["model_config"])
+    encoding = LabelEncoding.from_dict(saved["encoding"])
+    datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, encoding=encoding)
+    trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)
+    trainer.restore(state)
+    log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
+    saved["train"] = train_cfg.to_dict()
+    write_json(config_path, saved)
+    return trainer.fit()
+

@@ -89,8 +89,9 @@ RESUMABLE = {"resume", "epochs", "device", "compile", "compile_mode", "progress"
               help="Validation file (same format rules); replaces --val-split.")
 @click.option("--test-data", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Test file, scored with the best checkpoint at the end.")
-@click.option("--val-split", type=float, default=0.2, show_default=True,
-              help="Fraction of training series held out (stratified for classes); 0 selects by training loss.")
+@click.option("--val-split", type=float, default=None,
+              help="Fraction of training series held out (stratified for classes); 0 selects by training loss. "
+              "[default: 0.2 with 200 or more training series, else 0]")
 @click.option("--target-column", default=None, help="CSV label column name or 0-based index (default: last); "
               "several comma-separated for multi-target.")
 @click.option("--task", type=click.Choice(TASK_NAMES), default=None, help="Task; inferred from the labels if omitted.")
@@ -111,13 +112,14 @@ RESUMABLE = {"resume", "epochs", "device", "compile", "compile_mode", "progress"
 @click.option("--width", type=float, default=1.0, show_default=True, help="Multiplies the model's channel sizes.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
-@click.option("--epochs", type=int, default=None, help="Epochs [default: 100; 40 on the embedded data].")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Epochs [default: 300; 40 on the embedded data].")
+@click.option("--batch-size", type=int, default=None,
+              help="[default: training series / 10, between 2 and 32, as Wang et al. for small sets]")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="For --optimizer sgd.")
 @click.option("--scheduler", type=click.Choice(SCHEDULERS), default="plateau", show_default=True,
               help="plateau halves the rate when the monitored loss stalls; cosine anneals over --epochs.")
-@click.option("--patience", type=int, default=30, show_default=True,
+@click.option("--patience", type=int, default=50, show_default=True,
               help="Early stopping after this many epochs without improvement; 0 turns it off.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_CHOICES), default="auto", show_default=True,
@@ -164,7 +166,7 @@ def train(ctx, **opts):
     else:
         data_cfg = DataConfig(
             data=_str(opts["data"]), val_data=_str(opts["val_data"]), test_data=_str(opts["test_data"]),
-            val_split=0.0 if opts["val_data"] and opts["val_split"] == 0.2 else opts["val_split"],
+            val_split=opts["val_split"],
             target_column=opts["target_column"], task=opts["task"], normalize=opts["normalize"], pad=opts["pad"])
         class_weights = opts["class_weights"]
         loss_cfg = LossConfig(
@@ -174,7 +176,7 @@ def train(ctx, **opts):
             else _floats("--class-weights", class_weights),
             label_smoothing=opts["label_smoothing"], loss_params=_loss_params(opts["loss_param"]))
         model_cfg = ModelConfig(name=opts["model_name"], width=opts["width"])
-        epochs = opts["epochs"] or (40 if opts["data"] is None else 100)
+        epochs = opts["epochs"] if opts["epochs"] is not None else 40 if opts["data"] is None else 300
         train_cfg = TrainConfig(
             epochs=epochs, batch_size=opts["batch_size"], lr=opts["lr"], optimizer=opts["optimizer"],
             momentum=opts["momentum"], weight_decay=opts["weight_decay"], scheduler=opts["scheduler"],

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from pipeline import __version__
 from pipeline.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets, Split, load_datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
@@ -34,7 +34,7 @@ CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png"
 RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS)
 EVAL_BATCH = 1024
 PLATEAU_FACTOR = 0.5
-MIN_LR_FRACTION = 1e-2
+MIN_LR_FRACTION = 0.1  # Wang et al.: 1e-3 down to 1e-4
 
 
 @dataclass
@@ -180,6 +180,7 @@ class Trainer:
         self.epoch = 0
         self.best = {"loss": math.inf, "epoch": 0}
         self.bad_epochs = 0
+        self.batch_size = train_cfg.batch_size or auto_batch_size(self.train_src.n)
         self.use_compile = train_cfg.compile == "on" or (train_cfg.compile == "auto" and self.device.type == "cuda")
 
     # --- state -------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class Trainer:
         graphs_after_first = None
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                     else contextlib.nullcontext())
-        bounds = batch_bounds(self.train_src.n, cfg.batch_size)
+        bounds = batch_bounds(self.train_src.n, self.batch_size)
         metric = self.task.metrics[0]
         from tqdm.auto import tqdm
 
@@ -322,7 +323,7 @@ class Trainer:
             "best_epoch": self.best["epoch"], "epochs_run": self.epoch, "stopped_early": stopped_early,
             "selected_by": "val_loss" if self.val_src else "train_loss",
             **results,
-            "device": str(self.device), "compile": compile_info, "train_seconds": round(seconds, 3),
+            "batch_size": self.batch_size, "device": str(self.device), "compile": compile_info, "train_seconds": round(seconds, 3),
         }
         write_json(self.run_dir / METRICS, metrics)
         plot_loss_curve(self.run_dir / CURVE, self.history,
@@ -344,16 +345,21 @@ def _default_run_dir(model: str, task: str | None) -> Path:
     return path
 
 
-def _prepare_run_dir(out: Path | None, force: bool, model: str, task: str) -> Path:
+def _check_run_dir(out: Path | None, force: bool, model: str, task: str) -> Path:
     run_dir = Path(out) if out else _default_run_dir(model, task)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise PipelineError(f"{run_dir} already exists and is not empty; pass --force to overwrite it "
-                                "or choose another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PipelineError(f"--out {run_dir} is a file; pass a folder")
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise PipelineError(f"{run_dir} already exists and is not empty; pass --force to overwrite it "
+                            "or choose another --out")
+    return run_dir
+
+
+def _create_run_dir(run_dir: Path) -> None:
+    if run_dir.exists():  # --force: remove what an earlier run wrote, keep anything else
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _absolute(path: str | None) -> str | None:
@@ -366,21 +372,15 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
     data_cfg = replace(data_cfg, data=_absolute(data_cfg.data), val_data=_absolute(data_cfg.val_data),
                        test_data=_absolute(data_cfg.test_data))
     datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed)
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()) and not force:
-        raise PipelineError(f"{out} already exists and is not empty; pass --force to overwrite it "
-                            "or choose another --out")
+    run_dir = _check_run_dir(out, force, model_cfg.name, datasets.encoding.task)
+    trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)  # validates the rest
     for note in datasets.notes:
         log(note)
-    run_dir = _prepare_run_dir(out, force, model_cfg.name, datasets.encoding.task)
-    try:
-        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)
-    except BaseException:
-        if not any(run_dir.iterdir()):
-            run_dir.rmdir()
-        raise
+    _create_run_dir(run_dir)
     log(f"run folder: {run_dir}")
     log(f"training {trainer.model_cfg.name} for {datasets.encoding.task} with loss {trainer.loss_name} on "
-        f"{trainer.device} ({len(datasets.train)} train / {len(datasets.val) if datasets.val else 0} val series)")
+        f"{trainer.device} ({len(datasets.train)} train / {len(datasets.val) if datasets.val else 0} val series, "
+        f"batch size {trainer.batch_size})")
     write_json(run_dir / CONFIG, {
         "pipeline_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
         "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(), "train": train_cfg.to_dict(),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import FIXED_LENGTH_MODELS, DataConfig
+from pipeline.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, FIXED_LENGTH_MODELS, DataConfig
 from pipeline.data.prepare import (LabelEncoding, check_series, encode_labels, fit_encoding, infer_task,
                                    stratified_split)
 from pipeline.data.readers import SeriesData, read_series
@@ -91,12 +91,19 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
         train_rows, val_rows = all_rows(train), None
         val = Split(files["val"].X, all_rows(files["val"]), targets["val"], files["val"].source)
     else:
-        train_rows, val_rows = stratified_split(targets["train"], cfg.val_split, seed, stratify)
+        fraction = cfg.val_split
+        if fraction is None:
+            fraction = AUTO_VAL_FRACTION if train.n >= AUTO_VAL_MIN_SERIES else 0.0
+        train_rows, val_rows = stratified_split(targets["train"], fraction, seed, stratify)
         val = None
         if len(val_rows):
             val = Split(train.X, val_rows, targets["train"][val_rows], f"{train.source} (validation split)")
             notes.append(f"validation: {len(val_rows)} of {train.n} series held out "
-                         f"({'stratified ' if stratify else ''}--val-split {cfg.val_split})")
+                         f"({'stratified ' if stratify else ''}--val-split {fraction})")
+        elif cfg.val_split is None:
+            notes.append(f"validation: none, as the training data has fewer than {AUTO_VAL_MIN_SERIES} series; "
+                         "the best checkpoint is chosen by training loss (pass --val-split or --val-data to "
+                         "hold data out)")
         else:
             notes.append("validation: none (--val-split 0); the best checkpoint is chosen by training loss")
     test = None

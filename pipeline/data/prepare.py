@@ -43,8 +43,14 @@ def _rows(mask: np.ndarray) -> str:
 
 
 def _first(values: np.ndarray, mask: np.ndarray) -> str:
+    """The first offending value as the user wrote it: 7 not 7.0, 'abc' quoted."""
     v = values[mask][0] if values.ndim == 1 else values[mask.reshape(len(mask), -1).any(1)][0]
-    return repr(v.tolist() if hasattr(v, "tolist") else v)
+    v = v.tolist() if hasattr(v, "tolist") else v
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, list):
+        return "[" + ", ".join(str(int(e)) if isinstance(e, float) and e.is_integer() else repr(e) for e in v) + "]"
+    return repr(v)
 
 
 def _natural_key(label: str):

@@ -83,8 +83,10 @@ def _npz_member_memmap(path: Path, member: str) -> np.ndarray | None:
             extra_len = int.from_bytes(local[28:30], "little")
             start = info.header_offset + 30 + name_len + extra_len
             f.seek(start)
-            version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            major, _ = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
             offset = f.tell()
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
                      order="F" if fortran else "C")

@@ -1,0 +1,170 @@
+"""Bad input through the real CLI: exact one-line messages, exit status 2, nothing written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def _npz(path, X, y):
+    np.savez(path, X=np.asarray(X, dtype=np.float32), y=np.asarray(y))
+    return str(path)
+
+
+def assert_usage_error(result, message: str, out_dir=None):
+    assert result.exit_code == 2, result.output
+    assert result.output == f"Error: {message}\n"
+    assert "Traceback" not in result.output
+    if out_dir is not None:
+        assert not out_dir.exists()
+
+
+@pytest.fixture
+def base(tmp_path):
+    X = np.random.default_rng(0).normal(size=(12, 1, 8))
+    return tmp_path, X
+
+
+def test_wrong_shape(base):
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X[:, :, :, None], np.zeros(12))
+    result = run(["train", "--data", data, "--out", str(tmp / "run")])
+    assert_usage_error(result, "train.npz: X has shape (12, 1, 8, 1); it must be (N, C, L) or (N, L)", tmp / "run")
+
+
+def test_nan_in_series(base):
+    tmp, X = base
+    X[3, 0, 2] = np.nan
+    X[5, 0, 0] = np.inf
+    data = _npz(tmp / "train.npz", X, np.arange(12) % 2)
+    result = run(["train", "--data", data, "--out", str(tmp / "run")])
+    assert_usage_error(result, "train.npz: series rows 4, 6 contain NaN or Inf; fill or drop missing values (or "
+                               "pass --pad for unequal-length .ts files)", tmp / "run")
+
+
+def test_class_index_out_of_range_in_validation_file(base):
+    tmp, X = base
+    train = _npz(tmp / "train.npz", X, np.arange(12) % 3)
+    val = _npz(tmp / "val.npz", X[:4], [0, 1, 5, 2])
+    result = run(["train", "--data", train, "--val-data", val, "--task", "multiclass", "--out", str(tmp / "run")])
+    assert_usage_error(result, "val.npz: array 'y' row 3: class index 5 is out of range; the training labels "
+                               "define classes 0..2", tmp / "run")
+
+
+def test_non_binary_labels(base):
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X, [0, 1, 2, 1, 0, 1, 0, 1, 0.5, 1, 0, 1])
+    result = run(["train", "--data", data, "--task", "binary", "--out", str(tmp / "run")])
+    assert_usage_error(result, "train.npz: array 'y' rows 3, 9: 2 is not 0 or 1; --task binary needs 0 or 1",
+                       tmp / "run")
+
+
+def test_negative_and_fractional_counts_reported_together(base):
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X, [0, 1, -2, 1, 0, 3, 0, 1.5, 0, 1, 0, 1])
+    result = run(["train", "--data", data, "--task", "count", "--out", str(tmp / "run")])
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: 2 problems in the input data:\n"
+        "  - train.npz: array 'y' row 3: -2 is negative; --task count needs non-negative integers\n"
+        "  - train.npz: array 'y' row 8: 1.5 is fractional; --task count needs non-negative integers (use "
+        "--task regression for amounts)\n")
+
+
+def test_channel_mismatch_and_label_problem_in_test_file_together(base):
+    tmp, X = base
+    train = _npz(tmp / "train.npz", X, np.arange(12) % 2)
+    test = _npz(tmp / "test.npz", np.zeros((3, 2, 8)), [0, 1, 7])
+    result = run(["train", "--data", train, "--test-data", test, "--out", str(tmp / "run")])
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: 2 problems in the input data:\n"
+        "  - test.npz: series have 2 channels but the training data has 1; all files must have the same channels\n"
+        "  - test.npz: array 'y' row 3: 7 is not 0 or 1; --task binary needs 0 or 1\n")
+    assert not (tmp / "run").exists()
+
+
+def test_fixed_length_model_with_other_length_test_file(base):
+    tmp, X = base
+    train = _npz(tmp / "train.npz", X, np.arange(12) % 2)
+    test = _npz(tmp / "test.npz", np.zeros((3, 1, 10)), [0, 1, 1])
+    result = run(["train", "--data", train, "--test-data", test, "--model", "simple-cnn", "--out", str(tmp / "r")])
+    assert_usage_error(result, "test.npz: series have length 10 but --model simple-cnn was built for the training "
+                               "length 8; use --model fcn or resnet for any length", tmp / "r")
+
+
+def test_loss_that_does_not_fit_the_task(base):
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X, np.arange(12) % 2)
+    result = run(["train", "--data", data, "--loss", "mse", "--out", str(tmp / "run")])
+    assert_usage_error(result, "--loss 'mse' does not fit --task binary ('mse' is a loss for --task regression); "
+                               "choose one of bce_with_logits, bce, hinge, or a custom loss as "
+                               "package.module:ClassName", tmp / "run")
+
+
+def test_parameter_for_another_loss(base):
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X, np.arange(12) % 3)
+    result = run(["train", "--data", data, "--huber-delta", "2", "--out", str(tmp / "run")])
+    assert_usage_error(result, "--huber-delta does not apply to --loss cross_entropy; it takes --class-weights, "
+                               "--label-smoothing", tmp / "run")
+
+
+def test_wrong_number_of_class_weights(base):
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X, np.arange(12) % 3)
+    result = run(["train", "--data", data, "--class-weights", "1,2", "--out", str(tmp / "run")])
+    assert_usage_error(result, "--class-weights has 2 values but the data has 3 classes (0, 1, 2); give one weight "
+                               "per class", tmp / "run")
+
+
+def test_bad_choice_lists_valid_names(base):
+    result = run(["train", "--task", "ranking"])
+    assert result.exit_code == 2
+    assert "'ranking' is not one of 'regression', 'binary', 'multiclass', 'multilabel', 'count'" in result.output
+
+
+def test_bad_flag_value(base):
+    assert_usage_error(run(["train", "--val-split", "1.5"]), "--val-split must be in [0, 1); got 1.5")
+    assert_usage_error(run(["train", "--epochs", "0"]), "--epochs must be > 0; got 0")
+
+
+def test_existing_out_folder_is_not_overwritten(base):
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X, np.arange(12) % 2)
+    (tmp / "run").mkdir()
+    (tmp / "run" / "keep.txt").write_text("mine")
+    result = run(["train", "--data", data, "--out", str(tmp / "run")])
+    assert_usage_error(result, f"{tmp / 'run'} already exists and is not empty; pass --force to overwrite it or "
+                               "choose another --out")
+    assert (tmp / "run" / "keep.txt").read_text() == "mine"
+
+
+def test_resume_refuses_flags_fixed_by_the_run(base):
+    tmp, _ = base
+    result = run(["train", "--resume", str(tmp), "--lr", "0.1"])
+    assert_usage_error(result, "--resume continues a run with its saved settings; --lr cannot be changed (allowed "
+                               "with --resume: --epochs, --patience, --device, --compile, --compile-mode, "
+                               "--precision, --progress)")
+
+
+@pytest.mark.parametrize("command", [[], ["train"]])
+def test_every_command_has_help_with_an_example(command):
+    result = run(command + ["--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and "pipeline train" in result.output
+
+
+def test_every_registered_command_has_help_with_an_example():
+    for name, command in main.commands.items():
+        result = run([name, "--help"])
+        assert result.exit_code == 0, name
+        assert "Example" in result.output, f"`pipeline {name} --help` has no example"
+        assert f"pipeline {name}" in command.help, name

@@ -1,0 +1,164 @@
+"""Every built-in loss against its torch.nn reference (hinge against numpy), and custom losses."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.losses import BuiltinLoss, CustomLoss, balanced_class_weights, build_loss, check_custom_loss, load_custom_loss
+from pipeline.tasks import TASKS
+
+ATOL, RTOL = 1e-6, 1e-6
+N, K, C = 7, 3, 4
+W = [0.5, 2.0, 1.0, 3.0]
+
+
+def _case(name):
+    g = torch.Generator().manual_seed(0)
+    pred_k = torch.randn(N, K, generator=g) * 2
+    pred_c = torch.randn(N, C, generator=g) * 2
+    real = torch.randn(N, K, generator=g)
+    binary = torch.randint(0, 2, (N, 1), generator=g).float()
+    multi = torch.randint(0, 2, (N, K), generator=g).float()
+    classes = torch.randint(0, C, (N,), generator=g)
+    counts = torch.poisson(torch.full((N, K), 2.0), generator=g)
+    weights = torch.tensor(W)
+    cases = {
+        "mse": ({}, pred_k, real, nn.MSELoss()),
+        "l1": ({}, pred_k, real, nn.L1Loss()),
+        "huber": ({"huber_delta": 0.3}, pred_k, real, nn.HuberLoss(delta=0.3)),
+        "smooth_l1": ({"beta": 0.4}, pred_k, real, nn.SmoothL1Loss(beta=0.4)),
+        "bce_with_logits": ({"pos_weight": [2.5]}, pred_k[:, :1], binary,
+                            nn.BCEWithLogitsLoss(pos_weight=torch.tensor([2.5]))),
+        "bce": ({}, pred_k[:, :1], binary, lambda p, t: nn.BCELoss()(torch.sigmoid(p), t)),
+        "cross_entropy": ({"class_weights": W, "label_smoothing": 0.1}, pred_c, classes,
+                          nn.CrossEntropyLoss(weight=weights, label_smoothing=0.1)),
+        "nll": ({"class_weights": W}, pred_c, classes,
+                lambda p, t: nn.NLLLoss(weight=weights)(torch.log_softmax(p, 1), t)),
+        "multi_margin": ({"class_weights": W}, pred_c, classes, nn.MultiMarginLoss(weight=weights)),
+        "multilabel_soft_margin": ({}, pred_k, multi, nn.MultiLabelSoftMarginLoss()),
+        "multilabel_bce_with_logits": ({"pos_weight": [1.0, 2.0, 0.5]}, pred_k, multi,
+                                       nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 2.0, 0.5]))),
+        "poisson_nll": ({}, pred_k, counts, nn.PoissonNLLLoss(log_input=True, full=False)),
+    }
+    return cases[name]
+
+
+CASES = ["mse", "l1", "huber", "smooth_l1", "bce_with_logits", "bce", "cross_entropy", "nll", "multi_margin",
+         "multilabel_soft_margin", "multilabel_bce_with_logits", "poisson_nll"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_builtin_loss_matches_torch_reference(case):
+    params, prediction, target, reference = _case(case)
+    name = "bce_with_logits" if case.startswith("multilabel_bce") else case
+    loss, per_sample = build_loss(name, params)(prediction, target)
+    expected = reference(prediction, target)
+    torch.testing.assert_close(loss, expected, atol=ATOL, rtol=RTOL)
+    assert per_sample.shape == (N,)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_per_sample_loss_is_the_loss_of_each_sample_alone(case):
+    params, prediction, target, _ = _case(case)
+    name = "bce_with_logits" if case.startswith("multilabel_bce") else case
+    fn = build_loss(name, params)
+    _, per_sample = fn(prediction, target)
+    alone = torch.stack([fn(prediction[i:i + 1], target[i:i + 1])[0] for i in range(N)])
+    if name in ("cross_entropy", "nll"):  # weighted mean of one sample divides by its own weight
+        alone = alone * torch.tensor(W)[target]
+    torch.testing.assert_close(per_sample, alone, atol=ATOL, rtol=RTOL)
+
+
+def test_hinge_matches_numpy_formula():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(9, 1)).astype(np.float32) * 2
+    labels = rng.integers(0, 2, size=(9, 1)).astype(np.float32)
+    signed = 2 * labels - 1
+    expected_per_sample = np.maximum(0.0, 1.0 - signed * scores)[:, 0]
+    loss, per_sample = build_loss("hinge", {})(torch.from_numpy(scores), torch.from_numpy(labels))
+    np.testing.assert_allclose(per_sample.numpy(), expected_per_sample, atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(float(loss), expected_per_sample.mean(), atol=1e-6, rtol=1e-6)
+
+
+def test_every_registry_loss_builds():
+    for task in TASKS.values():
+        for spec in task.losses:
+            assert isinstance(build_loss(spec.name, {}), BuiltinLoss)
+
+
+def test_balanced_class_weights_follow_inverse_frequency():
+    weights = balanced_class_weights(np.array([0, 0, 0, 1, 2, 2]), 4)
+    assert weights == pytest.approx([6 / 12, 6 / 4, 6 / 8, 0.0])
+
+
+@pytest.fixture
+def loss_module(tmp_path, monkeypatch):
+    (tmp_path / "userlosses.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class CustomLoss(nn.Module):
+            def __init__(self, scale=1.0):
+                super().__init__()
+                self.scale = scale
+            def forward(self, predictions, targets):
+                return self.scale * torch.mean((predictions - targets) ** 2)
+
+        class OneArg(nn.Module):
+            def forward(self, x):
+                return x.sum()
+
+        class Needs(nn.Module):
+            def __init__(self, custom_parameters):
+                super().__init__()
+
+            def forward(self, p, t):
+                return (p - t).abs().mean()
+
+        class Vector(nn.Module):
+            def forward(self, p, t):
+                return (p - t) ** 2
+
+        class NotAModule:
+            pass
+    """))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "userlosses"
+
+
+def test_custom_loss_loads_and_gives_per_sample(loss_module):
+    fn = CustomLoss(load_custom_loss(f"{loss_module}:CustomLoss", {"scale": "2.0"}), "x")
+    p, t = torch.randn(5, 2), torch.randn(5, 2)
+    loss, per_sample = fn(p, t)
+    torch.testing.assert_close(loss, 2.0 * ((p - t) ** 2).mean(), atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(per_sample, 2.0 * ((p - t) ** 2).mean(dim=1), atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nosuchmodule:X", "--loss 'nosuchmodule:X': cannot import module 'nosuchmodule' (No module named "
+                       "'nosuchmodule'); it must be importable from the current folder or installed"),
+    ("userlosses:Missing", "--loss 'userlosses:Missing': module 'userlosses' has no class 'Missing'"),
+    ("userlosses:NotAModule", "--loss 'userlosses:NotAModule': 'NotAModule' is not a torch.nn.Module subclass"),
+    ("userlosses:OneArg", "--loss 'userlosses:OneArg': OneArg.forward(x) must take exactly (prediction, target)"),
+    ("userlosses:Needs", "--loss 'userlosses:Needs': cannot construct Needs (Needs.__init__() missing 1 required "
+                         "positional argument: 'custom_parameters'); pass its arguments with --loss-param NAME=VALUE"),
+])
+def test_bad_custom_loss_gives_clear_error(loss_module, spec, message):
+    with pytest.raises(PipelineError) as err:
+        load_custom_loss(spec, {})
+    assert str(err.value) == message
+
+
+def test_custom_loss_returning_a_vector_is_refused_before_training(loss_module):
+    fn = CustomLoss(load_custom_loss("userlosses:Vector", {}), "userlosses:Vector")
+    with pytest.raises(PipelineError) as err:
+        check_custom_loss(fn, torch.randn(4, 3), torch.randn(4, 3), "userlosses:Vector")
+    assert str(err.value) == ("--loss 'userlosses:Vector' must return a scalar tensor for prediction (4, 3) and "
+                              "target (4, 3) torch.float32; it returned Tensor (4, 3)")

@@ -1,0 +1,47 @@
+"""Model shapes, any-length models, normalisation inside the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.config import MODEL_NAMES, ModelConfig
+from pipeline.models import FCN, build_model
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_models_emit_raw_scores_of_the_right_shape(name):
+    model = build_model(ModelConfig(name=name, width=0.25, in_channels=3, length=20, n_outputs=5)).eval()
+    out = model(torch.randn(7, 3, 20))
+    assert out.shape == (7, 5)
+    assert not isinstance(list(model.modules())[-1], (torch.nn.Softmax, torch.nn.Sigmoid))
+
+
+@pytest.mark.parametrize("name", ["fcn", "resnet"])
+def test_pooling_models_take_any_length(name):
+    model = build_model(ModelConfig(name=name, width=0.25, in_channels=1, length=20, n_outputs=2)).eval()
+    for length in (5, 20, 57):
+        assert model(torch.randn(2, 1, length)).shape == (2, 2)
+
+
+def test_fcn_follows_wang_et_al():
+    convs = [m for m in FCN(1, 3).modules() if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [(128, 8), (256, 5), (128, 3)]
+    x = torch.randn(2, 1, 33)
+    assert convs[0](x).shape[-1] == 33
+    assert (convs[0].pad_left, convs[0].pad_right) == (3, 4)  # 'same' padding split as in Keras
+
+
+def test_channel_normalisation_uses_stored_statistics():
+    model = build_model(ModelConfig(name="linear", in_channels=2, length=4, n_outputs=1)).eval()
+    model.normalize.fit(torch.tensor([1.0, -2.0]), torch.tensor([2.0, 0.5]))
+    x = torch.randn(3, 2, 4)
+    expected = model.net((x - torch.tensor([1.0, -2.0]).view(1, 2, 1)) / torch.tensor([2.0, 0.5]).view(1, 2, 1))
+    torch.testing.assert_close(model(x), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_series_normalisation_ignores_scale_and_offset():
+    model = build_model(ModelConfig(name="fcn", width=0.25, in_channels=1, length=16, n_outputs=2,
+                                    normalize="series")).eval()
+    x = torch.randn(4, 1, 16)
+    torch.testing.assert_close(model(x), model(3.0 * x + 7.0), atol=1e-5, rtol=1e-5)

@@ -6,7 +6,6 @@ This module imports no torch at import time, so `pipeline --help` works in a run
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 
 import click
@@ -200,9 +199,37 @@ def _summarise(result) -> None:
             click.echo(f"{split:>5}: {shown}")
     click.echo(f"best epoch {m['best_epoch']} of {m['epochs_run']} (selected by {m['selected_by']})")
     click.echo(f"wrote {result.run_dir}")
-    if importlib.util.find_spec("export") is not None:
-        click.echo(f"next: pipeline export {result.run_dir} --format all")
-    else:
-        click.echo(f"next: pipeline train --resume {result.run_dir} --epochs {m['epochs_run'] * 2}"
-                   "   # or look at loss_curve.png and metrics.json there")
+    click.echo(f"next: pipeline export {result.run_dir} --format all")
 
+@main.command(name="export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(("onnx", "torchscript", "all")), default="all", show_default=True)
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Bundle folder [default: RUN_DIR/bundle].")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance against eager.")
+@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Relative tolerance against eager.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@user_errors
+def export_command(run_dir, fmt, opset, out, atol, rtol, force):
+    """Export a run's model and loss graphs, verified against eager PyTorch, as a bundle.
+
+    Fails (exit 1, nothing written) when any exported output differs from eager beyond the
+    tolerances, listing every failing output.
+
+    \b
+    Examples:
+      pipeline export artifacts/20261121-101500-fcn-multiclass
+      pipeline export RUN_DIR --format onnx --opset 18 --out model_bundle --force
+    """
+    from export.bundle import ExportConfig, export_run
+    from export.exporters import ExportError
+    from export.verify import VerificationError
+
+    try:
+        bundle = export_run(run_dir, ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol), out=out,
+                            force=force, log=click.echo)
+    except (VerificationError, ExportError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"wrote {bundle}")

@@ -59,8 +59,7 @@ class BuiltinLoss(nn.Module):
             signed = 2.0 * target - 1.0  # labels 0/1 -> -1/+1
             return torch.clamp(1.0 - signed * prediction, min=0.0)
         if name == "cross_entropy":
-            return F.cross_entropy(prediction, target, weight=weight, reduction="none",
-                                   label_smoothing=self.label_smoothing)
+            return self._cross_entropy(prediction, target)
         if name == "nll":
             return F.nll_loss(F.log_softmax(prediction, dim=1), target, weight=weight, reduction="none")
         if name == "multi_margin":
@@ -70,6 +69,23 @@ class BuiltinLoss(nn.Module):
         if name == "poisson_nll":
             return F.poisson_nll_loss(prediction, target, log_input=True, full=False, reduction="none")
         raise RuntimeError("unknown loss " + name)
+
+    def _cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
+        """torch's weighted, label-smoothed cross-entropy (reduction none), written out.
+
+        Same numbers as F.cross_entropy, but in plain ops: torch's own ONNX export of
+        weight + label_smoothing disagrees with eager by about 0.04.
+        """
+        log_p = torch.log_softmax(logits, dim=1)  # (N, C)
+        if self.has_class_weights:
+            weight = self.class_weights
+        else:
+            weight = torch.ones(logits.shape[1], dtype=logits.dtype, device=logits.device)
+        nll = -log_p.gather(1, target.unsqueeze(1)).squeeze(1) * weight[target]  # (N,)
+        if self.label_smoothing == 0.0:
+            return nll
+        smooth = -(log_p * weight.unsqueeze(0)).sum(dim=1) / logits.shape[1]  # (N,)
+        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
 
     def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         prediction = prediction.float()  # losses run in fp32 under autocast

@@ -22,6 +22,7 @@ class Normalize(nn.Module):
     def __init__(self, mode: str, channels: int):
         super().__init__()
         self.mode = mode
+        self.eps = NORM_EPS  # an attribute, not a global, so torch.jit.script compiles forward
         self.register_buffer("mean", torch.zeros(1, channels, 1))
         self.register_buffer("std", torch.ones(1, channels, 1))
 
@@ -31,7 +32,7 @@ class Normalize(nn.Module):
         if self.mode == "series":
             mean = x.mean(dim=2, keepdim=True)
             std = x.std(dim=2, keepdim=True, unbiased=False)
-            return (x - mean) / (std + NORM_EPS)
+            return (x - mean) / (std + self.eps)
         return x
 
     @torch.no_grad()
@@ -56,7 +57,7 @@ class SameConv1d(nn.Conv1d):
         self.pad_left, self.pad_right = (kernel - 1) // 2, kernel // 2
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(F.pad(x, (self.pad_left, self.pad_right)))
+        return self._conv_forward(F.pad(x, (self.pad_left, self.pad_right)), self.weight, self.bias)
 
 
 class ConvBlock(nn.Sequential):

@@ -1,0 +1,1 @@
+"""Export a trained run's model and loss to TorchScript and ONNX, verified against eager PyTorch."""

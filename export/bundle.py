@@ -1,0 +1,271 @@
+"""Turn a training run into a verified, self-describing artifact bundle (written atomically)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from export.exporters import DEFAULT_OPSET, export_onnx, export_torchscript
+from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph
+from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
+from pipeline import __version__
+from pipeline.checkpoint import BEST, load_checkpoint
+from pipeline.config import ModelConfig
+from pipeline.errors import PipelineError
+from pipeline.losses import build_loss
+from pipeline.models import build_model
+
+FORMAT_VERSION = 1
+FORMATS = ("onnx", "torchscript", "all")
+GOLDEN_BATCH = 3
+README = """pipeline model bundle ({task})
+
+Files
+  manifest.json      what this bundle is: task, classes, input spec, outputs, loss and its parameters,
+                     versions, and the sha256 of every file (check them before use)
+{files}  golden.json        a few inputs with the outputs eager PyTorch gave; run them and compare
+  verification.json  how the graphs compared with eager PyTorch at export (every shape and engine)
+
+Model graph: input "x", float32 (batch, {channels} channels, {length}), raw series; the normalisation
+is inside the graph. Outputs: {outputs}.
+Loss graph: inputs "prediction" (the model's first output, float32) and "target" ({target});
+outputs "loss" (scalar, the training reduction) and "per_sample_loss" (batch,). Loss: {loss}.
+"""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and how strictly to check it."""
+
+    fmt: str = "all"
+    opset: int = DEFAULT_OPSET
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+
+    def __post_init__(self):
+        if self.fmt not in FORMATS:
+            raise PipelineError(f"--format '{self.fmt}' is not valid; choose one of {', '.join(FORMATS)}")
+        if not 7 <= self.opset <= 23:
+            raise PipelineError(f"--opset {self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET})")
+        if self.atol < 0 or self.rtol < 0:
+            raise PipelineError("--atol and --rtol must be >= 0")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _rebuild(run_dir: Path):
+    state = load_checkpoint(Path(run_dir) / BEST)
+    cfg = ModelConfig.from_dict(state["model_config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    loss = build_loss(state["loss"]["name"], state["loss"]["params"]).eval()
+    return state, cfg, model, loss
+
+
+def _targets(task: str, n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    if task == "multiclass":
+        return torch.randint(0, k, (n,), generator=g)
+    if task in ("binary", "multilabel"):
+        return torch.randint(0, 2, (n, k), generator=g).float()
+    if task == "count":
+        return torch.poisson(torch.full((n, k), 3.0), generator=g)
+    return torch.randn(n, k, generator=g)
+
+
+def _series(model, n: int, c: int, length: int, g: torch.Generator) -> torch.Tensor:
+    """Raw-looking series: the training statistics' scale, so the baked-in normalisation is exercised."""
+    mean, std = model.normalize.mean, model.normalize.std
+    return (torch.randn(n, c, length, generator=g) * std + mean).float()
+
+
+def _model_cases(model, cfg: ModelConfig) -> list[Case]:
+    g = torch.Generator().manual_seed(1)
+    lengths = [cfg.length] if cfg.fixed_length else sorted({cfg.length, max(cfg.length // 2, 1), 2 * cfg.length})
+    return [Case(f"batch={n} length={L}", (_series(model, n, cfg.in_channels, L, g),))
+            for L in lengths for n in BATCH_SIZES]
+
+
+def _loss_cases(task: str, cfg: ModelConfig) -> list[Case]:
+    g = torch.Generator().manual_seed(2)
+    return [Case(f"batch={n}", (torch.randn(n, cfg.n_outputs, generator=g) * 2,
+                                _targets(task, n, cfg.n_outputs, g))) for n in BATCH_SIZES]
+
+
+def _engines(paths: dict[str, Path], input_names: tuple[str, ...]) -> dict:
+    engines = {}
+    if "onnx" in paths:
+        session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+        engines["onnxruntime"] = lambda inputs: session.run(
+            None, {n: t.numpy() for n, t in zip(input_names, inputs)})
+    if "torchscript" in paths:
+        module = torch.jit.load(str(paths["torchscript"])).eval()
+
+        def run_torchscript(inputs):
+            with torch.inference_mode():
+                return [t.numpy() for t in as_tuple(module(*inputs))]
+
+        engines["torchscript"] = run_torchscript
+    return engines
+
+
+def _tensor_json(t: torch.Tensor) -> dict:
+    return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "data": t.reshape(-1).tolist()}
+
+
+def _golden(graph, cases: list[Case], input_names, output_names) -> dict:
+    case = next(c for c in cases if c.inputs[0].shape[0] == GOLDEN_BATCH) if any(
+        c.inputs[0].shape[0] == GOLDEN_BATCH for c in cases) else cases[0]
+    with torch.inference_mode():
+        outputs = as_tuple(graph(*case.inputs))
+    return {"inputs": {n: _tensor_json(t) for n, t in zip(input_names, case.inputs)},
+            "outputs": {n: _tensor_json(t) for n, t in zip(output_names, outputs)}}
+
+
+def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, force: bool = False,
+               log=print) -> Path:
+    """Export, verify, and move the bundle into place; on any failure nothing is left behind."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "bundle"
+    if out.exists() and not force:
+        raise PipelineError(f"{out} already exists; pass --force to replace it or choose another --out")
+    state, cfg, model, loss = _rebuild(run_dir)
+    task = state["encoding"]["task"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        manifest = _write_bundle(tmp, state, cfg, model, loss, task, config, log)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"verified {manifest['verification']['checks']} checks, worst |diff| "
+        f"{manifest['verification']['max_abs']:.3g} (atol {config.atol:g}, rtol {config.rtol:g})")
+    return out
+
+
+def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,
+                  log) -> dict:
+    graph = model_graph(model, task)
+    outputs = OUTPUT_NAMES[task]
+    model_cases, loss_cases = _model_cases(model, cfg), _loss_cases(task, cfg)
+    x_axes = {0: "batch"} if cfg.fixed_length else {0: "batch", 2: "length"}
+    loss_axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
+    meta = _metadata(state, cfg, task, config)
+    want = ("onnx", "torchscript") if config.fmt == "all" else (config.fmt,)
+    files: dict[str, dict[str, Path]] = {"model": {}, "loss": {}}
+    methods = {}
+    example_x = model_cases[-1].inputs  # batch 64: examples >= 2 so no axis is specialised
+    example_loss = loss_cases[-1].inputs
+    if "onnx" in want:
+        files["model"]["onnx"] = export_onnx(graph, example_x, tmp / "model.onnx", ("x",), outputs,
+                                             {"x": x_axes}, config.opset, meta, "model")
+        files["loss"]["onnx"] = export_onnx(loss, example_loss, tmp / "loss.onnx", LOSS_INPUTS, LOSS_OUTPUTS,
+                                            loss_axes, config.opset, meta, f"loss '{state['loss']['name']}'")
+    if "torchscript" in want:
+        files["model"]["torchscript"], methods["model"] = export_torchscript(graph, example_x, tmp / "model.pt",
+                                                                             "model")
+        files["loss"]["torchscript"], methods["loss"] = export_torchscript(
+            loss, example_loss, tmp / "loss.pt", f"loss '{state['loss']['name']}'")
+    decision = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold"}.get(task)
+    rows = verify_graph("model", graph, _engines(files["model"], ("x",)), model_cases, outputs,
+                        config.atol, config.rtol, decision)
+    rows += verify_graph("loss", loss, _engines(files["loss"], LOSS_INPUTS), loss_cases, LOSS_OUTPUTS,
+                         config.atol, config.rtol)
+    failures = [r for r in rows if r["problem"]]
+    if failures:
+        raise VerificationError(failures, config.atol, config.rtol)
+    max_abs = max((r["max_abs"] or 0.0) for r in rows)
+    verification = {"atol": config.atol, "rtol": config.rtol, "passed": True, "checks": len(rows),
+                    "max_abs": max_abs, "max_rel": max((r["max_rel"] or 0.0) for r in rows), "rows": rows}
+    (tmp / "verification.json").write_text(json.dumps(verification, indent=1) + "\n")
+    golden = {"model": _golden(graph, model_cases, ("x",), outputs),
+              "loss": _golden(loss, loss_cases, LOSS_INPUTS, LOSS_OUTPUTS),
+              "atol": config.atol, "rtol": config.rtol}
+    (tmp / "golden.json").write_text(json.dumps(golden) + "\n")
+    (tmp / "README.txt").write_text(_readme(state, cfg, task, want))
+    manifest = _manifest(tmp, state, cfg, task, config, methods, verification)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _loss_description(state: dict) -> dict:
+    return {"name": state["loss"]["name"], "params": state["loss"]["params"]}
+
+
+def _metadata(state: dict, cfg: ModelConfig, task: str, config: ExportConfig) -> dict[str, str]:
+    return {
+        "pipeline.format_version": str(FORMAT_VERSION), "pipeline.task": task,
+        "pipeline.classes": json.dumps(state["encoding"]["classes"]),
+        "pipeline.normalize": cfg.normalize, "pipeline.loss": json.dumps(_loss_description(state)),
+        "pipeline.opset": str(config.opset), "pipeline.version": __version__, "torch.version": torch.__version__,
+        "onnx.version": onnx.__version__,
+    }
+
+
+def _target_spec(task: str, k: int) -> dict:
+    if task == "multiclass":
+        return {"name": "target", "dtype": "int64", "shape": ["batch"], "meaning": "class index"}
+    return {"name": "target", "dtype": "float32", "shape": ["batch", k],
+            "meaning": {"binary": "0 or 1", "multilabel": "0/1 per label", "count": "counts",
+                        "regression": "values"}[task]}
+
+
+def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: ExportConfig, methods: dict,
+              verification: dict) -> dict:
+    files = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
+    length = {"fixed": cfg.length} if cfg.fixed_length else {"min": 1, "max": None, "trained": cfg.length}
+    return {
+        "format_version": FORMAT_VERSION, "task": task, "classes": state["encoding"]["classes"],
+        "input": {"name": "x", "dtype": "float32", "layout": ["batch", "channels", "length"],
+                  "channels": cfg.in_channels, "length": length},
+        "outputs": list(OUTPUT_NAMES[task]),
+        "normalization": {"mode": cfg.normalize, "inside_graph": True,
+                          "mean": state["model"]["normalize.mean"].reshape(-1).tolist(),
+                          "std": state["model"]["normalize.std"].reshape(-1).tolist()},
+        "model": cfg.to_dict(),
+        "loss": {**_loss_description(state), "inputs": [
+            {"name": "prediction", "dtype": "float32", "shape": ["batch", cfg.n_outputs]},
+            _target_spec(task, cfg.n_outputs)], "outputs": list(LOSS_OUTPUTS)},
+        "opset": config.opset, "torchscript": methods,
+        "versions": {"pipeline": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": ort.__version__, "numpy": np.__version__},
+        "files": files,
+        "verification": {k: v for k, v in verification.items() if k != "rows"},
+    }
+
+
+def _readme(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...]) -> str:
+    lines = ""
+    if "onnx" in want:
+        lines += "  model.onnx         the model graph (ONNX, onnxruntime)\n"
+        lines += "  loss.onnx          the loss graph (ONNX)\n"
+    if "torchscript" in want:
+        lines += "  model.pt           the model graph (TorchScript; torch::jit::load in C++)\n"
+        lines += "  loss.pt            the loss graph (TorchScript)\n"
+    length = f"length {cfg.length}" if cfg.fixed_length else "any length"
+    target = _target_spec(task, cfg.n_outputs)
+    return README.format(task=task, files=lines, channels=cfg.in_channels, length=length,
+                         outputs=", ".join(OUTPUT_NAMES[task]), target=f"{target['dtype']}, {target['meaning']}",
+                         loss=json.dumps(_loss_description(state)))

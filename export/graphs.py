@@ -1,0 +1,75 @@
+"""The modules that become graphs: the model with named task outputs, and the loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+# Named outputs per task, raw scores first (the loss graph's `prediction` input).
+OUTPUT_NAMES = {
+    "regression": ("prediction",),
+    "binary": ("logit", "probability"),
+    "multiclass": ("logits", "probabilities", "label"),
+    "multilabel": ("logits", "probabilities"),
+    "count": ("log_rate", "rate"),
+}
+LOSS_INPUTS = ("prediction", "target")
+LOSS_OUTPUTS = ("loss", "per_sample_loss")
+
+
+class RegressionGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, K)
+        return self.model(x)
+
+
+class SigmoidGraph(nn.Module):
+    """binary and multilabel: raw logits and their probabilities."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.model(x)
+        return logits, torch.sigmoid(logits)
+
+
+class SoftmaxGraph(nn.Module):
+    """multiclass: logits, probabilities and the int64 label index."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits = self.model(x)
+        return logits, torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
+
+
+class CountGraph(nn.Module):
+    """count: the log-rate the Poisson loss takes, and the rate."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        log_rate = self.model(x)
+        return log_rate, torch.exp(log_rate)
+
+
+_GRAPHS = {"regression": RegressionGraph, "binary": SigmoidGraph, "multiclass": SoftmaxGraph,
+           "multilabel": SigmoidGraph, "count": CountGraph}
+
+
+def model_graph(model: nn.Module, task: str) -> nn.Module:
+    """The eager model (never a compiled wrapper) wrapped to emit the task's named outputs, in eval mode."""
+    return _GRAPHS[task](model).eval()
+
+
+def as_tuple(outputs) -> tuple[Tensor, ...]:
+    return outputs if isinstance(outputs, tuple) else (outputs,)

@@ -14,8 +14,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.exporters import DEFAULT_OPSET, export_onnx, export_torchscript
-from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph
+from export.exporters import DEFAULT_OPSET, quiet, export_onnx, export_torchscript
+from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph, torchscript_loss
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
 from pipeline.checkpoint import BEST, load_checkpoint
@@ -114,7 +114,8 @@ def _engines(paths: dict[str, Path], input_names: tuple[str, ...]) -> dict:
         engines["onnxruntime"] = lambda inputs: session.run(
             None, {n: t.numpy() for n, t in zip(input_names, inputs)})
     if "torchscript" in paths:
-        module = torch.jit.load(str(paths["torchscript"])).eval()
+        with quiet():  # torch.jit.load's deprecation notice is ours to handle, not the user's
+            module = torch.jit.load(str(paths["torchscript"])).eval()
 
         def run_torchscript(inputs):
             with torch.inference_mode():
@@ -187,7 +188,7 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
         files["model"]["torchscript"], methods["model"] = export_torchscript(graph, example_x, tmp / "model.pt",
                                                                              "model")
         files["loss"]["torchscript"], methods["loss"] = export_torchscript(
-            loss, example_loss, tmp / "loss.pt", f"loss '{state['loss']['name']}'")
+            torchscript_loss(loss), example_loss, tmp / "loss.pt", f"loss '{state['loss']['name']}'")
     decision = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold"}.get(task)
     rows = verify_graph("model", graph, _engines(files["model"], ("x",)), model_cases, outputs,
                         config.atol, config.rtol, decision)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -19,7 +20,7 @@ class ExportError(Exception):
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """The exporters' own deprecation and registry chatter is not the user's business."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]
@@ -35,7 +36,10 @@ def _quiet():
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The line of the root cause that names the failing op, without terminal colours."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     for line in text.splitlines():
         if "not supported" in line or "Unsupported" in line or "No decompositions" in line:
             return line.strip()
@@ -51,7 +55,7 @@ def export_onnx(module: nn.Module, example_inputs: tuple, path: Path, input_name
                       for name, axes in dynamic_axes.items()}
     dynamic_shapes = {name: dynamic_shapes.get(name, {}) for name in input_names}
     try:
-        with _quiet():
+        with quiet():
             torch.onnx.export(module, example_inputs, str(path), input_names=list(input_names),
                               output_names=list(output_names), dynamic_shapes=dynamic_shapes,
                               opset_version=opset, dynamo=True, external_data=False, verbose=False)
@@ -78,7 +82,7 @@ def _check_symbolic_inputs(proto: onnx.ModelProto, dynamic_axes: dict[str, dict[
 
 def export_torchscript(module: nn.Module, example_inputs: tuple, path: Path, what: str = "graph") -> tuple[Path, str]:
     """torch.jit.script, or trace as a recorded fallback; saved for libtorch's torch::jit::load."""
-    with _quiet():
+    with quiet():
         try:
             compiled = torch.jit.script(module)
             method = "script"

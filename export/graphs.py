@@ -73,3 +73,27 @@ def model_graph(model: nn.Module, task: str) -> nn.Module:
 
 def as_tuple(outputs) -> tuple[Tensor, ...]:
     return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+class ScriptableCustomLoss(nn.Module):
+    """A user loss for TorchScript: per-sample losses by a scripted loop over the batch.
+
+    (The eager wrapper uses torch.func.vmap, which TorchScript cannot compile.)
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        prediction = prediction.float()
+        loss = self.inner(prediction, target).reshape(())
+        per_sample = [self.inner(prediction[i:i + 1], target[i:i + 1]).reshape(())
+                      for i in range(prediction.shape[0])]
+        return loss, torch.stack(per_sample)
+
+
+def torchscript_loss(loss: nn.Module) -> nn.Module:
+    """The module to script for a loss graph: built-ins as they are, user losses with a loop."""
+    inner = getattr(loss, "inner", None)
+    return ScriptableCustomLoss(inner).eval() if inner is not None else loss

@@ -61,7 +61,8 @@ class BuiltinLoss(nn.Module):
         if name == "cross_entropy":
             return self._cross_entropy(prediction, target)
         if name == "nll":
-            return F.nll_loss(F.log_softmax(prediction, dim=1), target, weight=weight, reduction="none")
+            # nll of log_softmax is cross-entropy; the written-out form also exports to ONNX with weights
+            return self._cross_entropy(prediction, target)
         if name == "multi_margin":
             return F.multi_margin_loss(prediction, target, weight=weight, reduction="none")
         if name == "multilabel_soft_margin":

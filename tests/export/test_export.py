@@ -182,3 +182,24 @@ def test_custom_loss_is_exported(tmp_path, npz_file, monkeypatch):
         None, {"prediction": p.numpy(), "target": t.numpy()})
     np.testing.assert_allclose(loss, float(2.0 * ((p - t).abs() ** 1.5).mean()), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(per_sample, (2.0 * ((p - t).abs() ** 1.5).mean(1)).numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_unexportable_custom_loss_fails_with_a_clear_message(tmp_path, npz_file, monkeypatch):
+    (tmp_path / "branchy.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        class Branchy(nn.Module):
+            def forward(self, prediction, target):
+                if float(prediction.sum()) > 0:  # data-dependent Python branch: no graph can hold it
+                    return torch.mean((prediction - target) ** 2)
+                return torch.mean(torch.abs(prediction - target))
+    """))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = _run(tmp_path, npz_file, "regression", "branchy:Branchy")
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--format", "onnx"])
+    assert result.exit_code == 1, result.exception
+    first = result.output.splitlines()[0]
+    assert first.startswith("Error: loss 'branchy:Branchy' could not be exported to ONNX: ")
+    assert "Traceback" not in result.output
+    assert not (run_dir / "bundle").exists()

@@ -17,45 +17,37 @@ LOSS_INPUTS = ("prediction", "target")
 LOSS_OUTPUTS = ("loss", "per_sample_loss")
 
 
-class RegressionGraph(nn.Module):
+class _TaskGraph(nn.Module):
+    """Holds the eager model; each task's subclass only says which outputs it emits."""
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
+
+class RegressionGraph(_TaskGraph):
     def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, K)
         return self.model(x)
 
 
-class SigmoidGraph(nn.Module):
+class SigmoidGraph(_TaskGraph):
     """binary and multilabel: raw logits and their probabilities."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         logits = self.model(x)
         return logits, torch.sigmoid(logits)
 
 
-class SoftmaxGraph(nn.Module):
+class SoftmaxGraph(_TaskGraph):
     """multiclass: logits, probabilities and the int64 label index."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         logits = self.model(x)
         return logits, torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
 
 
-class CountGraph(nn.Module):
+class CountGraph(_TaskGraph):
     """count: the log-rate the Poisson loss takes, and the rate."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         log_rate = self.model(x)

@@ -213,11 +213,8 @@ def _is_number(text: str) -> bool:
 
 def _target_indices(name: str, header: list[str] | None, width: int, target_column: str | None,
                     labels: bool) -> list[int]:
-    if not labels:
-        if target_column is None:
-            return []
     if target_column is None:
-        return [width - 1]
+        return [width - 1] if labels else []
     indices = []
     for wanted in target_column.split(","):
         wanted = wanted.strip()

@@ -203,3 +203,11 @@ def test_unexportable_custom_loss_fails_with_a_clear_message(tmp_path, npz_file,
     assert first.startswith("Error: loss 'branchy:Branchy' could not be exported to ONNX: ")
     assert "Traceback" not in result.output
     assert not (run_dir / "bundle").exists()
+
+
+def test_golden_data_holds_a_batch_of_two_for_both_graphs(tmp_path, npz_file):
+    out = export_run(_run(tmp_path, npz_file, "binary", "hinge"), ExportConfig(fmt="onnx"), **QUIET)
+    golden = json.loads((out / "golden.json").read_text())
+    assert golden["model"]["inputs"]["x"]["shape"] == [2, 1, 16]
+    assert golden["loss"]["inputs"]["target"]["shape"] == [2, 1]
+    assert golden["loss"]["outputs"]["per_sample_loss"]["shape"] == [2]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -15,7 +14,8 @@ import onnxruntime as ort
 import torch
 
 from export.exporters import DEFAULT_OPSET, quiet, export_onnx, export_torchscript
-from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph, torchscript_loss
+from export.graphs import (DECISIONS, LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph,
+                           torchscript_loss)
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
 from pipeline.checkpoint import BEST, load_checkpoint
@@ -23,6 +23,7 @@ from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
 from pipeline.losses import build_loss
 from pipeline.models import build_model
+from runtime.bundle import file_sha256 as sha256
 
 FORMAT_VERSION = 1
 FORMATS = ("onnx", "torchscript", "all")
@@ -60,15 +61,7 @@ class ExportConfig:
             raise PipelineError("--atol and --rtol must be >= 0")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _rebuild(run_dir: Path):
+def rebuild(run_dir: Path):
     state = load_checkpoint(Path(run_dir) / BEST)
     cfg = ModelConfig.from_dict(state["model_config"])
     model = build_model(cfg)
@@ -94,7 +87,7 @@ def _series(model, n: int, c: int, length: int, g: torch.Generator) -> torch.Ten
     return (torch.randn(n, c, length, generator=g) * std + mean).float()
 
 
-def _model_cases(model, cfg: ModelConfig) -> list[Case]:
+def model_cases(model, cfg: ModelConfig) -> list[Case]:
     g = torch.Generator().manual_seed(1)
     # the training length first, so the golden data (first batch-2 case) uses it
     lengths = [cfg.length] if cfg.fixed_length else [cfg.length, max(cfg.length // 2, 1), 2 * cfg.length]
@@ -102,13 +95,13 @@ def _model_cases(model, cfg: ModelConfig) -> list[Case]:
             for L in lengths for n in BATCH_SIZES]
 
 
-def _loss_cases(task: str, cfg: ModelConfig) -> list[Case]:
+def loss_cases(task: str, cfg: ModelConfig) -> list[Case]:
     g = torch.Generator().manual_seed(2)
     return [Case(f"batch={n}", (torch.randn(n, cfg.n_outputs, generator=g) * 2,
                                 _targets(task, n, cfg.n_outputs, g))) for n in BATCH_SIZES]
 
 
-def _engines(paths: dict[str, Path], input_names: tuple[str, ...]) -> dict:
+def engines(paths: dict[str, Path], input_names: tuple[str, ...]) -> dict:
     engines = {}
     if "onnx" in paths:
         session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
@@ -145,12 +138,14 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     out = Path(out) if out else run_dir / "bundle"
     if out.exists() and not force:
         raise PipelineError(f"{out} already exists; pass --force to replace it or choose another --out")
-    state, cfg, model, loss = _rebuild(run_dir)
+    state, cfg, model, loss = rebuild(run_dir)
     task = state["encoding"]["task"]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        manifest = _write_bundle(tmp, state, cfg, model, loss, task, config, log)
+        source = {"run_dir": str(run_dir.resolve()), "checkpoint": BEST,
+                  "checkpoint_sha256": sha256(run_dir / BEST)}  # so `pipeline verify` can rebuild eager
+        manifest = _write_bundle(tmp, state, cfg, model, loss, task, config, source)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -167,18 +162,18 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
 
 
 def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,
-                  log) -> dict:
+                  source: dict) -> dict:
     graph = model_graph(model, task)
     outputs = OUTPUT_NAMES[task]
-    model_cases, loss_cases = _model_cases(model, cfg), _loss_cases(task, cfg)
+    model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
     x_axes = {0: "batch"} if cfg.fixed_length else {0: "batch", 2: "length"}
     loss_axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
     meta = _metadata(state, cfg, task, config)
     want = ("onnx", "torchscript") if config.fmt == "all" else (config.fmt,)
     files: dict[str, dict[str, Path]] = {"model": {}, "loss": {}}
     methods = {}
-    example_x = model_cases[-1].inputs  # batch 64: examples >= 2 so no axis is specialised
-    example_loss = loss_cases[-1].inputs
+    example_x = model_grid[-1].inputs  # batch 64: examples >= 2 so no axis is specialised
+    example_loss = loss_grid[-1].inputs
     if "onnx" in want:
         files["model"]["onnx"] = export_onnx(graph, example_x, tmp / "model.onnx", ("x",), outputs,
                                              {"x": x_axes}, config.opset, meta, "model")
@@ -189,10 +184,9 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
                                                                              "model")
         files["loss"]["torchscript"], methods["loss"] = export_torchscript(
             torchscript_loss(loss), example_loss, tmp / "loss.pt", f"loss '{state['loss']['name']}'")
-    decision = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold"}.get(task)
-    rows = verify_graph("model", graph, _engines(files["model"], ("x",)), model_cases, outputs,
-                        config.atol, config.rtol, decision)
-    rows += verify_graph("loss", loss, _engines(files["loss"], LOSS_INPUTS), loss_cases, LOSS_OUTPUTS,
+    rows = verify_graph("model", graph, engines(files["model"], ("x",)), model_grid, outputs,
+                        config.atol, config.rtol, DECISIONS.get(task))
+    rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS), loss_grid, LOSS_OUTPUTS,
                          config.atol, config.rtol)
     failures = [r for r in rows if r["problem"]]
     if failures:
@@ -201,12 +195,12 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
     verification = {"atol": config.atol, "rtol": config.rtol, "passed": True, "checks": len(rows),
                     "max_abs": max_abs, "max_rel": max((r["max_rel"] or 0.0) for r in rows), "rows": rows}
     (tmp / "verification.json").write_text(json.dumps(verification, indent=1) + "\n")
-    golden = {"model": _golden(graph, model_cases, ("x",), outputs),
-              "loss": _golden(loss, loss_cases, LOSS_INPUTS, LOSS_OUTPUTS),
+    golden = {"model": _golden(graph, model_grid, ("x",), outputs),
+              "loss": _golden(loss, loss_grid, LOSS_INPUTS, LOSS_OUTPUTS),
               "atol": config.atol, "rtol": config.rtol}
     (tmp / "golden.json").write_text(json.dumps(golden) + "\n")
     (tmp / "README.txt").write_text(_readme(state, cfg, task, want))
-    manifest = _manifest(tmp, state, cfg, task, config, methods, verification)
+    manifest = _manifest(tmp, state, cfg, task, config, methods, verification, source)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -234,7 +228,7 @@ def _target_spec(task: str, k: int) -> dict:
 
 
 def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: ExportConfig, methods: dict,
-              verification: dict) -> dict:
+              verification: dict, source: dict) -> dict:
     files = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
     length = {"fixed": cfg.length} if cfg.fixed_length else {"min": 1, "max": None, "trained": cfg.length}
     return {
@@ -254,6 +248,7 @@ def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: Expor
                      "onnxruntime": ort.__version__, "numpy": np.__version__},
         "files": files,
         "verification": {k: v for k, v in verification.items() if k != "rows"},
+        "source": source,
     }
 
 

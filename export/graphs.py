@@ -13,6 +13,8 @@ OUTPUT_NAMES = {
     "multilabel": ("logits", "probabilities"),
     "count": ("log_rate", "rate"),
 }
+# How raw scores become decisions; verification also reports how often those agree with eager.
+DECISIONS = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold"}
 LOSS_INPUTS = ("prediction", "target")
 LOSS_OUTPUTS = ("loss", "per_sample_loss")
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from export.graphs import as_tuple
+from runtime.compare import compare, format_table
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-5
@@ -30,49 +31,6 @@ class Case:
 
     label: str
     inputs: tuple[torch.Tensor, ...]
-
-
-def format_table(rows: list[dict]) -> str:
-    header = f"{'graph':<6} {'engine':<12} {'output':<16} {'case':<22} {'max_abs':>10} {'max_rel':>10}  problem"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{r['graph']:<6} {r['engine']:<12} {r['output']:<16} {r['case']:<22} "
-                     f"{_num(r['max_abs']):>10} {_num(r['max_rel']):>10}  {r['problem'] or 'ok'}")
-    return "\n".join(lines)
-
-
-def _num(v) -> str:
-    return "-" if v is None else f"{v:.3g}"
-
-
-def compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> dict:
-    """Shape, dtype, NaN/Inf counts and max abs/rel differences of one output."""
-    row = {"shape": list(actual.shape), "dtype": str(actual.dtype), "max_abs": None, "max_rel": None,
-           "nonfinite": 0, "problem": None}
-    if actual.shape != expected.shape:
-        row["problem"] = f"shape {list(actual.shape)} != eager {list(expected.shape)}"
-        return row
-    if actual.dtype != expected.dtype:
-        row["problem"] = f"dtype {actual.dtype} != eager {expected.dtype}"
-        return row
-    if actual.dtype.kind in "iub":
-        mismatches = int((actual != expected).sum())
-        row["max_abs"] = float(np.abs(actual.astype(np.float64) - expected).max()) if actual.size else 0.0
-        if mismatches:
-            row["problem"] = f"{mismatches} of {actual.size} values differ"
-        return row
-    a, e = actual.astype(np.float64), expected.astype(np.float64)
-    row["nonfinite"] = int((~np.isfinite(a)).sum())
-    if row["nonfinite"] != int((~np.isfinite(e)).sum()):
-        row["problem"] = f"{row['nonfinite']} NaN/Inf values (eager has {int((~np.isfinite(e)).sum())})"
-        return row
-    finite = np.isfinite(e)
-    diff = np.abs(a - e)[finite]
-    row["max_abs"] = float(diff.max()) if diff.size else 0.0
-    row["max_rel"] = float((diff / np.maximum(np.abs(e[finite]), 1e-12)).max()) if diff.size else 0.0
-    if not np.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True):
-        row["problem"] = "values differ beyond tolerance"
-    return row
 
 
 def verify_graph(graph: str, eager: torch.nn.Module, engines: dict[str, Callable], cases: list[Case],

@@ -1,0 +1,107 @@
+"""Score data files with an exported bundle: the library side of `pipeline predict`, `evaluate`, `verify`.
+
+Only numpy, onnxruntime and our readers are needed, so these work in a runtime-only install; torch
+is imported for the optional eager re-check of `verify` alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import runtime
+from pipeline.data.readers import SeriesData, read_series
+from pipeline.errors import PipelineError
+from pipeline.files import write_atomic
+from runtime.golden import check_golden
+from runtime.outputs import OUT_SUFFIXES, prediction_table, write_predictions, write_rows
+
+
+def open_bundle(path: Path, threads: int | None = None) -> runtime.Bundle:
+    try:
+        return runtime.load(path, threads=threads)
+    except runtime.BundleError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def _length_note(bundle: runtime.Bundle, data: SeriesData) -> str | None:
+    length, trained = data.X.shape[2], bundle.series.trained_length
+    if bundle.series.fixed is not None or length == trained:
+        return None
+    hint = "; if the file has a label column, pass --target-column to leave it out" if data.source.endswith(".csv") else ""
+    return (f"note: {data.source} series have length {length}; the model was trained on length {trained} "
+            f"(it accepts any length{hint})")
+
+
+def predict_file(bundle_dir: Path, data: Path, out: Path | None, target_column: str | None = None,
+                 pad: bool = False, batch_size: int | None = None, threads: int | None = None,
+                 force: bool = False, log=print) -> int:
+    """Predict every series of `data`; write `out` atomically (.csv/.jsonl/.npy/.npz) or CSV to stdout."""
+    suffix = out.suffix.lower() if out is not None else ".csv"
+    if suffix not in OUT_SUFFIXES:
+        raise PipelineError(f"--out {out}: unsupported type '{suffix}'; use one of {', '.join(OUT_SUFFIXES)}")
+    if out is not None and out.exists() and not force:
+        raise PipelineError(f"{out} already exists; pass --force to replace it or choose another --out")
+    bundle = open_bundle(bundle_dir, threads)
+    series = read_series(data, target_column, pad=pad, labels=False)
+    note = _length_note(bundle, series)
+    if note:
+        log(note)
+    try:
+        outputs = bundle.predict(series.X, batch_size=batch_size, name=series.source)
+    except runtime.InputError as exc:
+        raise PipelineError(str(exc)) from None
+    if out is None:
+        write_rows(prediction_table(bundle, outputs), sys.stdout, ".csv")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, lambda tmp: write_predictions(bundle, outputs, tmp, suffix))
+        log(f"wrote {out} ({series.n} series)")
+    return series.n
+
+
+def evaluate_file(bundle_dir: Path, data: Path, target_column: str | None = None, pad: bool = False,
+                  batch_size: int | None = None, threads: int | None = None) -> dict:
+    """Loss and task metrics of the bundle on a labelled file, as the trainer reports them."""
+    bundle = open_bundle(bundle_dir, threads)
+    series = read_series(data, target_column, pad=pad, labels=True)
+    try:
+        metrics = bundle.evaluate(series.X, series.y, batch_size=batch_size, x_name=series.source,
+                                  y_name=f"{series.source}: {series.label_field}")
+    except runtime.InputError as exc:
+        raise PipelineError(str(exc)) from None
+    return {"data": str(data), "series": series.n, "task": bundle.task, **metrics}
+
+
+@dataclass
+class VerifyReport:
+    golden: list[dict]
+    eager: list[dict] | None  # None when the eager re-check did not run (see `note`)
+    note: str | None
+
+    @property
+    def passed(self) -> bool:
+        return not any(r["problem"] for r in self.golden + (self.eager or []))
+
+
+def verify_bundle(bundle_dir: Path, run_dir: Path | None = None, atol: float | None = None,
+                  rtol: float | None = None, threads: int | None = None) -> VerifyReport:
+    """Golden data through the graphs; then, where torch is installed, the full grid against eager."""
+    bundle = open_bundle(bundle_dir, threads)
+    golden = check_golden(bundle, atol, rtol)
+    atol = bundle.manifest["verification"]["atol"] if atol is None else atol
+    rtol = bundle.manifest["verification"]["rtol"] if rtol is None else rtol
+    try:
+        from export.recheck import find_checkpoint, recheck
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("torch", "onnx"):
+            raise
+        return VerifyReport(golden, None, f"eager re-check skipped: {exc.name} is not installed "
+                                          "(pip install 'pipeline[train]' to re-check against PyTorch)")
+    found = find_checkpoint(bundle.path, bundle.manifest, run_dir)
+    if found is None:
+        return VerifyReport(golden, None, "eager re-check skipped: the run folder the bundle was exported from "
+                                          "is not here; pass --run RUN_DIR")
+    return VerifyReport(golden, recheck(bundle.path, bundle.manifest, found, atol, rtol),
+                        f"eager re-check against {found}")

@@ -1,0 +1,177 @@
+"""Load an exported bundle and run its graphs with onnxruntime: predictions, losses, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.errors import BundleError, InputError, IntegrityError
+from runtime.inputs import SeriesSpec, batch_rows, batches
+from runtime.metrics import compute_metrics
+from runtime.targets import check_targets, encode_labels
+
+FORMAT_VERSIONS = (1,)
+MODEL_FILE, LOSS_FILE, MANIFEST = "model.onnx", "loss.onnx", "manifest.json"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(bundle_dir: Path) -> dict:
+    """The manifest, with its format version checked."""
+    path = Path(bundle_dir) / MANIFEST
+    if not Path(bundle_dir).is_dir():
+        raise BundleError(f"{bundle_dir}: not a folder; pass the bundle folder written by pipeline export")
+    if not path.exists():
+        raise BundleError(f"{path}: not found; {bundle_dir} is not a bundle (pipeline export writes one)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version not in FORMAT_VERSIONS:
+        raise BundleError(f"{path}: format_version {version!r} is not supported by this runtime (it reads "
+                          f"{', '.join(map(str, FORMAT_VERSIONS))}); upgrade the runtime or re-export the bundle")
+    return manifest
+
+
+def check_files(bundle_dir: Path, manifest: dict) -> None:
+    """Every file the manifest lists exists with its recorded size and sha256."""
+    for name, entry in sorted(manifest.get("files", {}).items()):
+        path = Path(bundle_dir) / name
+        if not path.is_file():
+            raise IntegrityError(f"{path}: listed in manifest.json but missing; the bundle is incomplete, "
+                                 "copy it again or re-export it")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise IntegrityError(f"{path}: is {size} bytes but manifest.json says {entry['bytes']} (truncated or "
+                                 "altered); copy the bundle again or re-export it")
+        if file_sha256(path) != entry["sha256"]:
+            raise IntegrityError(f"{path}: sha256 differs from manifest.json (the file was altered); copy the "
+                                 "bundle again or re-export it")
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: warnings about unused initialisers are not the user's
+    if threads is not None:
+        if threads < 1:
+            raise BundleError(f"threads: {threads} must be at least 1 (or None for onnxruntime's default)")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def _open(path: Path, options: ort.SessionOptions, providers: list[str] | None) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise BundleError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+
+
+def _check_io(session: ort.InferenceSession, path: Path, inputs: list[tuple[str, str]], outputs: list[str]) -> None:
+    """The graph's input names/dtypes and output names are those the manifest promises."""
+    got_inputs = [(i.name, i.type) for i in session.get_inputs()]
+    want_inputs = [(name, f"tensor({'float' if dtype == 'float32' else dtype})") for name, dtype in inputs]
+    got_outputs = [o.name for o in session.get_outputs()]
+    if got_inputs != want_inputs or got_outputs != list(outputs):
+        raise BundleError(f"{path}: graph inputs {got_inputs} and outputs {got_outputs} differ from manifest.json "
+                          f"(inputs {want_inputs}, outputs {list(outputs)}); the bundle is inconsistent, re-export it")
+
+
+class Bundle:
+    """An exported model and loss, checked and ready to run (use `runtime.load`)."""
+
+    def __init__(self, path: Path, manifest: dict, model: ort.InferenceSession, loss: ort.InferenceSession | None):
+        self.path, self.manifest = path, manifest
+        self.task: str = manifest["task"]
+        self.outputs: list[str] = list(manifest["outputs"])
+        self.n_outputs: int = int(manifest["model"]["n_outputs"])
+        self.classes: list[str] | None = manifest["classes"]
+        self.series = SeriesSpec(manifest["input"])
+        self.model_session, self.loss_session = model, loss
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, task={self.task!r}, outputs={self.outputs})"
+
+    def predict(self, x, batch_size: int | None = None, name: str = "x") -> dict[str, np.ndarray]:
+        """Named model outputs for series x, (N, C, L) or (N, L); large inputs run in bounded batches."""
+        x = self.series.check(x, name)
+        rows = batch_rows(x, batch_size)
+        results: dict[str, np.ndarray] = {}
+        for start, batch in batches(x, rows, name):
+            outputs = self.model_session.run(None, {"x": batch})
+            if not results:  # allocate once, now that each output's trailing shape and dtype are known
+                results = {n: np.empty((len(x),) + o.shape[1:], dtype=o.dtype) for n, o in zip(self.outputs, outputs)}
+            for name, out in zip(self.outputs, outputs):
+                results[name][start:start + len(batch)] = out
+        return results
+
+    def loss(self, prediction, target) -> tuple[float, np.ndarray]:
+        """(loss, per_sample_loss) from the loss graph: prediction is the first model output, target encoded."""
+        if self.loss_session is None:
+            raise BundleError(f"{self.path}: has no {LOSS_FILE} (exported with --format torchscript); re-export "
+                              "with --format onnx or all")
+        prediction = np.asarray(prediction)
+        if prediction.dtype.kind != "f" or prediction.ndim != 2 or prediction.shape[1] != self.n_outputs:
+            raise InputError(f"prediction: has shape {prediction.shape} and dtype {prediction.dtype}; pass the "
+                             f"model's '{self.outputs[0]}' output, float (N, {self.n_outputs})")
+        target = check_targets(self.task, self.n_outputs, target)
+        if len(target) != len(prediction):
+            raise InputError(f"target: has {len(target)} rows but prediction has {len(prediction)}")
+        if len(prediction) == 0:
+            raise InputError("prediction: holds no rows; pass at least one")
+        loss, per_sample = self.loss_session.run(
+            None, {"prediction": np.ascontiguousarray(prediction, dtype=np.float32), "target": target})
+        return float(loss), per_sample
+
+    def encode(self, y, name: str = "y") -> np.ndarray:
+        """Raw labels (class names or numbers, as in the training data) as loss-graph targets."""
+        return encode_labels(self.task, self.classes, self.n_outputs, y, name)
+
+    def evaluate(self, x, y, batch_size: int | None = None, x_name: str = "x",
+                 y_name: str = "y") -> dict[str, float | None]:
+        """The loss and the trainer's metrics on series x with raw labels y."""
+        target = self.encode(y, y_name)
+        if len(target) != len(x):
+            raise InputError(f"{y_name}: has {len(target)} labels for {len(x)} series; pass one per series")
+        raw = self.predict(x, batch_size, x_name)[self.outputs[0]]
+        loss, _ = self.loss(raw, target)
+        return {"loss": loss, **compute_metrics(self.task, raw, target)}
+
+    def class_names(self, index: np.ndarray) -> np.ndarray:
+        """Class names for class indices (multiclass labels, or binary 0/1 decisions)."""
+        return np.asarray(self.classes, dtype=object)[np.asarray(index, dtype=np.int64)]
+
+
+def load(bundle_dir: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None,
+         check: bool = True) -> Bundle:
+    """Open a bundle: check its format version and every file's sha256, then start onnxruntime sessions."""
+    path = Path(bundle_dir)
+    manifest = read_manifest(path)
+    if check:
+        check_files(path, manifest)
+    if MODEL_FILE not in manifest.get("files", {}):
+        raise BundleError(f"{path}: has no {MODEL_FILE} (exported with --format torchscript); the runtime runs "
+                          "ONNX graphs, so re-export with --format onnx or all")
+    options = session_options(threads)
+    model = _open(path / MODEL_FILE, options, providers)
+    _check_io(model, path / MODEL_FILE, [("x", manifest["input"]["dtype"])], manifest["outputs"])
+    loss = None
+    if LOSS_FILE in manifest["files"]:
+        loss = _open(path / LOSS_FILE, options, providers)
+        spec = manifest["loss"]
+        _check_io(loss, path / LOSS_FILE, [(i["name"], i["dtype"]) for i in spec["inputs"]], spec["outputs"])
+    return Bundle(path, manifest, model, loss)

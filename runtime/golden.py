@@ -1,0 +1,44 @@
+"""Re-run the golden inputs stored in a bundle and compare with the outputs eager PyTorch gave at export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from runtime.bundle import Bundle
+from runtime.compare import compare
+from runtime.errors import BundleError
+
+GOLDEN_FILE = "golden.json"
+
+
+def _array(entry: dict) -> np.ndarray:
+    return np.asarray(entry["data"], dtype=entry["dtype"]).reshape(entry["shape"])
+
+
+def read_golden(bundle: Bundle) -> dict:
+    path = bundle.path / GOLDEN_FILE
+    if not path.exists():
+        raise BundleError(f"{path}: not found; re-export the bundle (pipeline export writes golden data)")
+    return json.loads(path.read_text())
+
+
+def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None = None) -> list[dict]:
+    """One row per graph output: max abs/rel difference against the golden outputs, and any problem."""
+    golden = read_golden(bundle)
+    atol = golden["atol"] if atol is None else atol
+    rtol = golden["rtol"] if rtol is None else rtol
+    sessions = {"model": bundle.model_session, "loss": bundle.loss_session}
+    rows = []
+    for graph, session in sessions.items():
+        if session is None:
+            continue
+        inputs = {name: _array(v) for name, v in golden[graph]["inputs"].items()}
+        first = next(iter(inputs.values()))
+        case = "golden " + ("x".join(map(str, first.shape)) if graph == "model" else f"batch={len(first)}")
+        actual = session.run(None, inputs)
+        for (name, expected), got in zip(golden[graph]["outputs"].items(), actual):
+            rows.append({"graph": graph, "engine": "onnxruntime", "output": name, "case": case,
+                         **compare(_array(expected), np.asarray(got), atol, rtol)})
+    return rows

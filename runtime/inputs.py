@@ -1,0 +1,96 @@
+"""Checking what callers pass to a bundle, and cutting large inputs into bounded batches (numpy only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from runtime.errors import InputError
+
+# A batch of series is at most this many bytes of float32 input (and at most MAX_BATCH rows), so a
+# memory-mapped file far larger than RAM streams through in pieces.
+BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH = 256
+MAX_ROWS_LISTED = 5
+
+
+def rows_text(rows: np.ndarray) -> str:
+    """'row 3' or 'rows 1, 4, 9 and 12 more' (0-based, as numpy indexes them)."""
+    shown = ", ".join(str(int(i)) for i in rows[:MAX_ROWS_LISTED])
+    more = f" and {len(rows) - MAX_ROWS_LISTED} more" if len(rows) > MAX_ROWS_LISTED else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def as_array(value, name: str) -> np.ndarray:
+    """A numpy view of `value` (memmaps stay mapped) with a numeric dtype, or an InputError."""
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{name}: cannot be read as an array ({exc}); pass a numpy array") from None
+    if value.dtype.kind not in "biuf" or value.dtype.kind == "b":
+        raise InputError(f"{name}: has dtype {value.dtype}; pass real numbers (float32 is used inside)")
+    return value
+
+
+class SeriesSpec:
+    """The model input the manifest promises: channels and allowed lengths."""
+
+    def __init__(self, manifest_input: dict):
+        self.channels = int(manifest_input["channels"])
+        length = manifest_input["length"]
+        self.fixed = length.get("fixed")
+        self.min_length = int(self.fixed if self.fixed is not None else length.get("min") or 1)
+        max_length = self.fixed if self.fixed is not None else length.get("max")
+        self.max_length = None if max_length is None else int(max_length)
+        self.trained_length = int(self.fixed if self.fixed is not None else length["trained"])
+
+    def check(self, x, name: str = "x") -> np.ndarray:
+        """(N, C, L) view of x (an (N, L) input gets its one channel), checked against the spec."""
+        x = as_array(x, name)
+        if x.ndim == 2 and self.channels == 1:
+            x = x[:, None, :]
+        elif x.ndim == 2:
+            raise InputError(f"{name}: has shape {x.shape}; this model takes {self.channels} channels, so pass "
+                             f"(N, {self.channels}, L)")
+        elif x.ndim != 3:
+            shapes = "(N, C, L) or (N, L)" if self.channels == 1 else f"(N, {self.channels}, L)"
+            hint = "; for one series use x[None]" if x.ndim == 1 else ""
+            raise InputError(f"{name}: has shape {x.shape}; pass {shapes}{hint}")
+        n, c, length = x.shape
+        if n == 0:
+            raise InputError(f"{name}: holds no series (shape {x.shape}); pass at least one")
+        if c != self.channels:
+            raise InputError(f"{name}: series have {c} channels but the model was trained on {self.channels}")
+        if self.fixed is not None and length != self.fixed:
+            raise InputError(f"{name}: series have length {length} but this model takes exactly {self.fixed} "
+                             "(it was trained with a fixed-length model; resample or crop the series)")
+        if length < self.min_length or (self.max_length is not None and length > self.max_length):
+            top = "" if self.max_length is None else f"..{self.max_length}"
+            raise InputError(f"{name}: series have length {length}; this model takes lengths "
+                             f"{self.min_length}{top}")
+        return x
+
+
+def batch_rows(x: np.ndarray, batch_size: int | None = None) -> int:
+    """Rows per batch: the caller's choice, else as many as fit BATCH_BYTES (at least one)."""
+    if batch_size is not None:
+        if batch_size < 1:
+            raise InputError(f"batch_size: {batch_size} must be at least 1")
+        return int(batch_size)
+    per_row = 4 * int(np.prod(x.shape[1:]))
+    return int(min(MAX_BATCH, max(1, BATCH_BYTES // max(per_row, 1))))
+
+
+def batches(x: np.ndarray, rows: int, name: str = "x") -> Iterator[tuple[int, np.ndarray]]:
+    """(start, float32 C-contiguous batch) pairs; only one batch is ever copied out of a memmap."""
+    for start in range(0, len(x), rows):
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, reported below
+            batch = np.ascontiguousarray(x[start:start + rows], dtype=np.float32)
+        finite = np.isfinite(batch).reshape(len(batch), -1).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite) + start
+            raise InputError(f"{name}: series {rows_text(bad)} contain NaN or Inf (or values too large for "
+                             "float32); fill or drop missing values first")
+        yield start, batch

@@ -1,0 +1,84 @@
+"""Predictions as a table for people (class names, probabilities) and writers for .csv, .jsonl, .npy, .npz."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from runtime.bundle import Bundle
+
+OUT_SUFFIXES = (".csv", ".jsonl", ".npy", ".npz")
+
+
+def _label_names(bundle: Bundle) -> list[str]:
+    return bundle.classes or [str(j) for j in range(bundle.n_outputs)]
+
+
+def prediction_table(bundle: Bundle, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns of one row per series: decisions by name where the task has classes, then the scores."""
+    task, names = bundle.task, _label_names(bundle)
+    columns: dict[str, np.ndarray] = {}
+    if task == "multiclass":
+        columns["label"] = bundle.class_names(outputs["label"])
+        for j, name in enumerate(names):
+            columns[f"probability_{name}"] = outputs["probabilities"][:, j]
+    elif task == "binary":
+        columns["label"] = bundle.class_names(outputs["logit"][:, 0] > 0)
+        columns[f"probability_{names[1]}"] = outputs["probability"][:, 0]
+    elif task == "multilabel":
+        for j, name in enumerate(names):
+            columns[f"label_{name}"] = (outputs["logits"][:, j] > 0).astype(np.int64)
+        for j, name in enumerate(names):
+            columns[f"probability_{name}"] = outputs["probabilities"][:, j]
+    else:
+        key = "prediction" if task == "regression" else "rate"
+        values = outputs[key]
+        for j in range(values.shape[1]):
+            columns[key if values.shape[1] == 1 else f"{key}_{j}"] = values[:, j]
+    return columns
+
+
+def main_scores(bundle: Bundle, outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The one matrix a .npy holds: probabilities for classifiers, predictions or rates otherwise."""
+    key = {"multiclass": "probabilities", "binary": "probability", "multilabel": "probabilities",
+           "regression": "prediction", "count": "rate"}[bundle.task]
+    return outputs[key]
+
+
+def _cell(value):
+    if isinstance(value, np.floating):
+        return float(str(value))  # the float32's shortest text, not its float64 expansion
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def write_predictions(bundle: Bundle, outputs: dict[str, np.ndarray], path: Path, suffix: str) -> None:
+    """Write predictions to `path` in the format `suffix` names (the caller makes the write atomic)."""
+    if suffix == ".npy":
+        np.save(path, main_scores(bundle, outputs))
+    elif suffix == ".npz":
+        with open(path, "wb") as f:  # a file object, so numpy does not append '.npz' to a temporary name
+            np.savez(f, **outputs)
+    else:
+        with open(path, "w", newline="") as f:
+            write_rows(prediction_table(bundle, outputs), f, suffix)
+
+
+def write_rows(table: dict[str, np.ndarray], stream: TextIO, suffix: str = ".csv") -> None:
+    """One line per series to a text stream: CSV with a header, or JSON lines."""
+    n = len(next(iter(table.values())))
+    if suffix == ".csv":
+        writer = csv.writer(stream)
+        writer.writerow(["row", *table])
+        for i in range(n):
+            writer.writerow([i, *(_format(col[i]) for col in table.values())])
+    else:
+        for i in range(n):
+            stream.write(json.dumps({"row": i, **{k: _cell(col[i]) for k, col in table.items()}}) + "\n")
+
+
+def _format(value) -> str:
+    return str(value)  # numpy prints a float32 as the shortest text that reads back as the same value

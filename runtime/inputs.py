@@ -22,6 +22,12 @@ def rows_text(rows: np.ndarray) -> str:
     return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
+def number_text(value) -> str:
+    """A value as the user wrote it: 3 not np.int64(3) or 3.0."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def as_array(value, name: str) -> np.ndarray:
     """A numpy view of `value` (memmaps stay mapped) with a numeric dtype, or an InputError."""
     if not isinstance(value, np.ndarray):
@@ -91,6 +97,6 @@ def batches(x: np.ndarray, rows: int, name: str = "x") -> Iterator[tuple[int, np
         finite = np.isfinite(batch).reshape(len(batch), -1).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite) + start
-            raise InputError(f"{name}: series {rows_text(bad)} contain NaN or Inf (or values too large for "
-                             "float32); fill or drop missing values first")
+            raise InputError(f"{name}: NaN or Inf in series {rows_text(bad)} (or values too large for float32); "
+                             "fill or drop missing values first")
         yield start, batch

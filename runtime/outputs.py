@@ -57,11 +57,12 @@ def _cell(value):
 
 def write_predictions(bundle: Bundle, outputs: dict[str, np.ndarray], path: Path, suffix: str) -> None:
     """Write predictions to `path` in the format `suffix` names (the caller makes the write atomic)."""
-    if suffix == ".npy":
-        np.save(path, main_scores(bundle, outputs))
-    elif suffix == ".npz":
-        with open(path, "wb") as f:  # a file object, so numpy does not append '.npz' to a temporary name
-            np.savez(f, **outputs)
+    if suffix in (".npy", ".npz"):
+        with open(path, "wb") as f:  # a file object, so numpy does not append a suffix to a temporary name
+            if suffix == ".npy":
+                np.save(f, main_scores(bundle, outputs))
+            else:
+                np.savez(f, **outputs)
     else:
         with open(path, "w", newline="") as f:
             write_rows(prediction_table(bundle, outputs), f, suffix)

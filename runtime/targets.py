@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.inputs import as_array, rows_text
+from runtime.inputs import as_array, number_text, rows_text
 
 
 def _label_text(value) -> str:
@@ -49,7 +49,7 @@ def check_targets(task: str, n_outputs: int, target, name: str = "target") -> np
             raise InputError(f"{name}: has shape {target.shape}; multiclass targets are class indices (N,)")
         bad = (target != np.round(target)) | (target < 0) | (target >= n_outputs)
         if bad.any():
-            raise InputError(f"{name} {rows_text(np.flatnonzero(bad))}: {target[bad][0]!r} is not a class index "
+            raise InputError(f"{name} {rows_text(np.flatnonzero(bad))}: {number_text(target[bad][0])} is not a class index "
                              f"0..{n_outputs - 1}")
         return target.astype(np.int64)
     if target.ndim == 1 and n_outputs == 1:
@@ -68,5 +68,5 @@ def check_targets(task: str, n_outputs: int, target, name: str = "target") -> np
         bad_cells, why = rules[task]
         bad = bad_cells.any(axis=1)
         if bad.any():
-            raise InputError(f"{name} {rows_text(np.flatnonzero(bad))}: {target[bad_cells][0]:g} {why}")
+            raise InputError(f"{name} {rows_text(np.flatnonzero(bad))}: {number_text(target[bad_cells][0])} {why}")
     return target

@@ -1,6 +1,9 @@
-"""Shared helpers: small learnable data sets per task, written to files in tmp_path."""
+"""Shared helpers: small learnable data sets per task, and small trained+exported bundles per task."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,3 +40,65 @@ def npz_file(tmp_path):
         return path
 
     return write
+
+
+TASKS = ("regression", "binary", "multiclass", "multilabel", "count")
+CLASS_NAMES = np.array(["cat", "dog", "eel"])  # multiclass labels are names, so outputs must show them
+LOSS_OPTIONS = {"multiclass": dict(class_weights=(0.5, 2.0, 1.0), label_smoothing=0.1),
+                "binary": dict(pos_weight=(1.5,))}
+
+
+@dataclass(frozen=True)
+class TaskBundle:
+    task: str
+    run_dir: Path
+    bundle: Path
+    train_file: Path
+    test_file: Path
+
+
+def _labels(task: str, y: np.ndarray) -> np.ndarray:
+    return CLASS_NAMES[y] if task == "multiclass" else y
+
+
+def write_task_files(folder: Path, task: str, n_train: int = 48, n_test: int = 37, length: int = 16):
+    """train.npz and test.npz for `task`; the test series come from another seed."""
+    paths = []
+    for name, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        X, y = make_task_data(task, n=n, length=length, seed=seed)
+        path = folder / f"{name}.npz"
+        np.savez(path, X=X, y=_labels(task, y))
+        paths.append(path)
+    return paths
+
+
+def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn") -> TaskBundle:
+    from export.bundle import ExportConfig, export_run
+    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.train import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train_file, test_file = write_task_files(folder, task)
+    run = train(DataConfig(data=str(train_file), test_data=str(test_file), task=task, val_split=0.0),
+                LossConfig(**LOSS_OPTIONS.get(task, {})), ModelConfig(name=model, width=0.25),
+                TrainConfig(epochs=3, lr=1e-2, batch_size=8, seed=2, progress=False), out=folder / "run",
+                log=lambda _: None)
+    bundle = export_run(run.run_dir, ExportConfig(fmt=fmt), log=lambda _: None)
+    return TaskBundle(task, run.run_dir, bundle, train_file, test_file)
+
+
+@pytest.fixture(scope="session")
+def build_bundle(tmp_path_factory):
+    """Train and export a small run of `task` in a fresh folder: build_bundle(task, fmt=, model=)."""
+
+    def build(task: str, fmt: str = "onnx", model: str = "fcn") -> TaskBundle:
+        return _build_bundle(tmp_path_factory.mktemp(task), task, fmt, model)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def task_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
+    """Every task's bundle; multiclass in both formats, the others ONNX only (faster)."""
+    root = tmp_path_factory.mktemp("bundles")
+    return {task: _build_bundle(root / task, task, fmt="all" if task == "multiclass" else "onnx") for task in TASKS}

@@ -1,27 +1,39 @@
-"""The runtime and the CLI's import path work where torch is not installed."""
+"""The runtime and its CLI commands work where torch (and onnx) are not installed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import requires
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 
-BLOCK_TORCH = textwrap.dedent("""
+# What a runtime-only install lacks: the training extra's packages (onnxruntime stays).
+BLOCK_TRAINING_PACKAGES = textwrap.dedent("""
     import sys
+    BLOCKED = ("torch", "onnx", "onnxscript", "matplotlib", "tqdm")
     class _Block:
         def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named '{name}'", name=name.split(".")[0])
     sys.meta_path.insert(0, _Block())
 """)
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-c", BLOCK_TRAINING_PACKAGES + textwrap.dedent(code)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
+
+
+def test_a_runtime_only_install_does_not_require_torch():
+    base = [r for r in requires("pipeline") if "extra ==" not in r]
+    names = {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in base}
+    assert names == {"numpy", "onnxruntime", "click"}
 
 
 def test_runtime_imports_and_computes_metrics_without_torch():
@@ -35,6 +47,49 @@ def test_runtime_imports_and_computes_metrics_without_torch():
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_runtime_api_and_cli_commands_run_a_bundle_without_torch(task_bundles, tmp_path):
+    import runtime  # the expected numbers, computed here where torch is present
+
+    tb = task_bundles["multiclass"]
+    data = np.load(tb.test_file)
+    bundle = runtime.load(tb.bundle)
+    expected = {"predict": bundle.predict(data["X"])["probabilities"].tolist(),
+                "evaluate": bundle.evaluate(data["X"], data["y"])}
+    proc = _run(f"""
+        import json
+        import numpy as np
+        from click.testing import CliRunner
+        import runtime
+        from pipeline.cli import main
+        bundle = runtime.load(r"{tb.bundle}", threads=1)
+        data = np.load(r"{tb.test_file}")
+        out = {{"predict": bundle.predict(data["X"])["probabilities"].tolist(),
+                "evaluate": bundle.evaluate(data["X"], data["y"]),
+                "loss": bundle.loss(np.zeros((2, 3), np.float32), bundle.encode(["cat", "eel"]))[0]}}
+        runner = CliRunner()
+        for args in (["predict", r"{tb.bundle}", "--data", r"{tb.test_file}", "--out", r"{tmp_path / 'p.csv'}"],
+                     ["evaluate", r"{tb.bundle}", "--data", r"{tb.test_file}", "--json"],
+                     ["verify", r"{tb.bundle}"]):
+            result = runner.invoke(main, args)
+            out[args[0]+"_cli"] = [result.exit_code, result.output]
+        assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED]
+        print(json.dumps(out))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    np.testing.assert_allclose(got["predict"], expected["predict"], atol=1e-6, rtol=1e-6)
+    assert got["evaluate"] == expected["evaluate"]
+    assert got["loss"] == bundle.loss(np.zeros((2, 3), np.float32), np.array([0, 2]))[0]
+    assert got["predict_cli"] == [0, f"wrote {tmp_path / 'p.csv'} (37 series)\n"]
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "row,label,probability_cat,probability_dog,probability_eel"
+    code, text = got["evaluate_cli"]
+    assert code == 0 and {k: v for k, v in json.loads(text).items() if k in expected["evaluate"]} == expected["evaluate"]
+    code, text = got["verify_cli"]
+    assert code == 0, text
+    assert text.endswith("eager re-check skipped: the training extra is not installed (pip install "
+                         "'pipeline[train]' to re-check against PyTorch)\nverified\n")
 
 
 def test_cli_help_works_and_train_says_what_to_install_without_torch(tmp_path):

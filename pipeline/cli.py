@@ -33,7 +33,7 @@ def user_errors(fn):
         except PipelineError as exc:
             raise UserError(str(exc)) from None
         except ModuleNotFoundError as exc:
-            if exc.name in ("torch", "matplotlib", "tqdm"):
+            if exc.name in ("torch", "onnx", "onnxscript", "matplotlib", "tqdm"):
                 raise UserError(f"this command needs {exc.name}, which the runtime-only install leaves out; "
                                 "install the training extra: pip install 'pipeline[train]'") from None
             raise

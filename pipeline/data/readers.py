@@ -24,7 +24,7 @@ SUFFIXES = (".npz", ".npy", ".csv", ".tsv", ".ts")
 class SeriesData:
     """Series (N, C, L) and their labels as read from one file."""
 
-    X: np.ndarray  # (N, C, L) float32, possibly a read-only memmap
+    X: np.ndarray  # (N, C, L) float32, possibly a read-only memmap (.npy: memmap of any numeric dtype)
     y: np.ndarray | None  # (N,) or (N, K); float64 numbers or str class names
     source: str  # file name used in messages
     label_field: str  # how the user names the labels, e.g. "column 'y'" or "array 'y'"
@@ -129,9 +129,13 @@ def _read_npy(path: Path, labels: bool) -> SeriesData:
     X = np.load(path, mmap_mode="r", allow_pickle=False)
     problems: list[str] = []
     X = _as_ncl(X, name, problems)
+    if X is not None and X.dtype.kind not in "iuf":
+        problems.append(f"{name}: has dtype {X.dtype}; series must be numeric")
     if problems:
         raise DataError(problems)
-    return SeriesData(_float32(X), None, name, "")
+    # Kept memory-mapped in its own dtype: only prediction reads .npy, and the runtime converts each
+    # batch to float32, so a float64 file larger than memory streams through too.
+    return SeriesData(X, None, name, "")
 
 
 def _float32(X: np.ndarray) -> np.ndarray:

@@ -153,3 +153,16 @@ def test_verify_passes_then_fails_on_a_changed_graph(cli_run, tmp_path):
     other = _invoke("verify", bundle_dir, "--run", tmp_path)
     assert (other.exit_code, other.output) == (2, f"Error: --run {tmp_path}: has no best.pt; pass the run folder the "
                                                   "bundle was exported from\n")
+
+
+def test_predict_streams_a_float64_npy_without_labels(cli_run, tmp_path):
+    bundle_dir = cli_run / "run" / "bundle"
+    X = np.load(cli_run / "test.npz")["X"]
+    np.save(tmp_path / "x64.npy", X[:, 0, :].astype(np.float64))  # (N, L) float64, read memory-mapped
+    result = _invoke("predict", bundle_dir, "--data", tmp_path / "x64.npy", "--out", tmp_path / "p.npz",
+                     "--batch-size", 4)
+    assert result.exit_code == 0, result.output
+    expected = runtime.load(bundle_dir).predict(X)
+    with np.load(tmp_path / "p.npz") as got:
+        np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-6, rtol=1e-6)
+        np.testing.assert_array_equal(got["label"], expected["label"])

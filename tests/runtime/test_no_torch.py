@@ -101,7 +101,12 @@ def test_cli_help_works_and_train_says_what_to_install_without_torch(tmp_path):
         r = CliRunner().invoke(main, ["train", "--out", r"{tmp_path / 'run'}"])
         print(r.exit_code)
         print(r.output, end="")
+        r = CliRunner().invoke(main, ["export", r"{tmp_path}"])
+        print(r.exit_code)
+        print(r.output, end="")
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ("2\nError: this command needs torch, which the runtime-only install leaves out; install "
+                           "the training extra: pip install 'pipeline[train]'\n"
+                           "2\nError: this command needs onnx, which the runtime-only install leaves out; install "
                            "the training extra: pip install 'pipeline[train]'\n")

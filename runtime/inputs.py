@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 
 import numpy as np
@@ -89,14 +90,47 @@ def batch_rows(x: np.ndarray, batch_size: int | None = None) -> int:
     return int(min(MAX_BATCH, max(1, BATCH_BYTES // max(per_row, 1))))
 
 
+def _file_mapping(x: np.ndarray) -> mmap.mmap | None:
+    """The mmap under a memory-mapped array (np.load(mmap_mode=...) and its views), if any."""
+    base = x
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "_mmap", None) or getattr(base, "base", None)
+    return base
+
+
+def _page_releaser(x: np.ndarray):
+    """A function dropping the pages of rows [start, stop) from our resident memory once they are read.
+
+    Clean file pages stay in the OS page cache, but counted in this process (and its container's)
+    memory they would grow to the whole file; this keeps a file larger than RAM at one batch.
+    """
+    mapping = _file_mapping(x)
+    if mapping is None or not x.flags.c_contiguous or not hasattr(mapping, "madvise"):
+        return lambda start, stop: None
+    origin = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
+    first = x.__array_interface__["data"][0] - origin
+    row_bytes = x.strides[0]
+
+    def release(start: int, stop: int) -> None:
+        begin = first + start * row_bytes
+        aligned = begin - begin % mmap.PAGESIZE
+        end = min(first + stop * row_bytes, len(mapping))
+        if end > aligned:
+            mapping.madvise(mmap.MADV_DONTNEED, aligned, end - aligned)
+
+    return release
+
+
 def batches(x: np.ndarray, rows: int, name: str = "x") -> Iterator[tuple[int, np.ndarray]]:
     """(start, float32 C-contiguous batch) pairs; only one batch is ever copied out of a memmap."""
+    release = _page_releaser(x)
     for start in range(0, len(x), rows):
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, reported below
-            batch = np.ascontiguousarray(x[start:start + rows], dtype=np.float32)
+            batch = np.ascontiguousarray(x[start:start + rows], dtype=np.float32)  # a view if already so
         finite = np.isfinite(batch).reshape(len(batch), -1).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite) + start
             raise InputError(f"{name}: NaN or Inf in series {rows_text(bad)} (or values too large for float32); "
                              "fill or drop missing values first")
         yield start, batch
+        release(start, start + len(batch))  # after the caller is done with it: the batch may be a view

@@ -88,15 +88,24 @@ def test_streamed_prediction_of_a_memory_mapped_file_equals_in_memory(task_bundl
     np.save(tmp_path / "big.npy", X)
     in_memory = bundle.predict(X, batch_size=len(X))
     mapped = np.load(tmp_path / "big.npy", mmap_mode="r")
+    file_pages_before = _resident_file_bytes()
     tracemalloc.start()
     streamed = bundle.predict(mapped)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    # pages of the file already read are handed back, so a file larger than RAM does not fill our memory
+    assert _resident_file_bytes() - file_pages_before < 2 * 2**20
     for name in in_memory:
         np.testing.assert_allclose(streamed[name], in_memory[name], atol=1e-6, rtol=1e-6, err_msg=name)
     # numpy never held the 16 MiB input at once: the outputs (2.25 MiB) plus one batch (<= 8 MiB)
     outputs = sum(a.nbytes for a in streamed.values())
     assert peak < outputs + 8.5 * 2**20, (peak, outputs)
+
+
+def _resident_file_bytes() -> int:
+    """File-backed pages mapped into this process (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssFile:"))
 
 
 def _copy(tb, tmp_path):

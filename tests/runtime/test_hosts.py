@@ -1,0 +1,110 @@
+"""Host kits (runtime/hosts/*): each loads a real bundle exported here and agrees with eager PyTorch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.bundle import rebuild
+from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph
+
+HOSTS = Path(__file__).resolve().parents[2] / "runtime" / "hosts"
+ATOL = RTOL = 1e-5  # the export tolerances
+HOST_TASKS = ("multiclass", "regression")  # a classification and a regression bundle
+
+
+def need(tool: str, how: str) -> str:
+    """The tool's path, or a failure (not a skip) that says how to install it."""
+    found = shutil.which(tool)
+    if found is None:
+        pytest.fail(f"{tool} is not installed; {how}", pytrace=False)
+    return found
+
+
+def _tensor(t: torch.Tensor) -> dict:
+    return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "data": t.reshape(-1).tolist()}
+
+
+def eager_cases(run_dir: Path, path: Path) -> Path:
+    """Inputs other than the golden ones (other batch sizes and lengths) with eager PyTorch's outputs."""
+    state, cfg, model, loss = rebuild(run_dir)
+    task = state["encoding"]["task"]
+    graph = model_graph(model, task)
+    g = torch.Generator().manual_seed(7)
+    cases = []
+    for n, length in ((1, cfg.length), (7, cfg.length), (3, 2 * cfg.length)):
+        x = torch.randn(n, cfg.in_channels, length, generator=g) * 2 + 0.5
+        prediction = torch.randn(n, cfg.n_outputs, generator=g) * 2
+        target = (torch.randint(0, cfg.n_outputs, (n,), generator=g) if task == "multiclass"
+                  else torch.randn(n, cfg.n_outputs, generator=g))
+        with torch.inference_mode():
+            model_out, loss_out = as_tuple(graph(x)), as_tuple(loss(prediction, target))
+        cases.append({
+            "model": {"inputs": {"x": _tensor(x)}, "outputs": dict(zip(OUTPUT_NAMES[task], map(_tensor, model_out)))},
+            "loss": {"inputs": dict(zip(LOSS_INPUTS, map(_tensor, (prediction, target)))),
+                     "outputs": dict(zip(LOSS_OUTPUTS, map(_tensor, loss_out)))},
+            "atol": ATOL, "rtol": RTOL})
+    path.write_text(json.dumps(cases))
+    return path
+
+
+# --- Node.js ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def node_host():
+    need("node", "install Node.js 18+ (Debian: apt-get install nodejs npm)")
+    npm = need("npm", "install npm (Debian: apt-get install npm)")
+    folder = HOSTS / "node"
+    if not (folder / "node_modules" / "onnxruntime-node").exists():
+        # the CPU binaries ship inside the package; its postinstall would fetch GPU ones from GitHub
+        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
+        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, f"npm ci in {folder} failed:\n{proc.stderr[-2000:]}"
+    return folder
+
+
+def _node(folder: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["node", str(folder / "selfcheck.js"), *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("task", HOST_TASKS)
+def test_node_host_agrees_with_eager_on_golden_and_other_shapes(node_host, task_bundles, task, tmp_path):
+    tb = task_bundles[task]
+    golden = _node(node_host, tb.bundle)
+    assert golden.returncode == 0, golden.stdout + golden.stderr
+    assert golden.stderr == f"all {len(OUTPUT_NAMES[task]) + 2} outputs match\n"
+    cases = eager_cases(tb.run_dir, tmp_path / "cases.json")
+    result = _node(node_host, tb.bundle, "--cases", cases, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["graph"], r["output"]) for r in rows] == 3 * ([("model", o) for o in OUTPUT_NAMES[task]] +
+                                                             [("loss", o) for o in LOSS_OUTPUTS])
+    assert all(r["ok"] for r in rows) and max(r["max_abs"] for r in rows) <= ATOL + RTOL * 100
+
+
+def test_node_host_refuses_a_tampered_bundle_and_reports_a_mismatch(node_host, task_bundles, tmp_path):
+    tb = task_bundles["regression"]
+    cases = json.loads(eager_cases(tb.run_dir, tmp_path / "cases.json").read_text())
+    cases[1]["model"]["outputs"]["prediction"]["data"][0] += 1e-3
+    (tmp_path / "off.json").write_text(json.dumps(cases))
+    result = _node(node_host, tb.bundle, "--cases", tmp_path / "off.json")
+    assert result.returncode == 1
+    mismatched = [line for line in result.stdout.splitlines() if line.endswith("MISMATCH")]
+    assert len(mismatched) == 1 and mismatched[0].startswith("model  prediction       [7,2]")
+    assert result.stderr == "1 output(s) differ beyond atol/rtol\n"
+    copy = shutil.copytree(tb.bundle, tmp_path / "copy")
+    with open(copy / "loss.onnx", "ab") as f:
+        f.write(b"\0")
+    size = (copy / "loss.onnx").stat().st_size
+    result = _node(node_host, copy)
+    assert result.returncode == 2
+    assert result.stderr == f"Error: {copy / 'loss.onnx'}: is {size} bytes but manifest.json says {size - 1}\n"

@@ -99,6 +99,7 @@ def build_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def task_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
-    """Every task's bundle; multiclass in both formats, the others ONNX only (faster)."""
+    """Every task's bundle; multiclass and regression (the host kits' bundles) in both formats, the rest ONNX."""
     root = tmp_path_factory.mktemp("bundles")
-    return {task: _build_bundle(root / task, task, fmt="all" if task == "multiclass" else "onnx") for task in TASKS}
+    both = ("multiclass", "regression")
+    return {task: _build_bundle(root / task, task, fmt="all" if task in both else "onnx") for task in TASKS}

@@ -108,3 +108,57 @@ def test_node_host_refuses_a_tampered_bundle_and_reports_a_mismatch(node_host, t
     result = _node(node_host, copy)
     assert result.returncode == 2
     assert result.stderr == f"Error: {copy / 'loss.onnx'}: is {size} bytes but manifest.json says {size - 1}\n"
+
+
+# --- C++ (libtorch from the pip torch wheel) -------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def cpp_selfcheck(tmp_path_factory) -> Path:
+    """Configure and build runtime/hosts/cpp once per session; the selfcheck program's path."""
+    cmake = need("cmake", "install CMake 3.18+ (Debian: apt-get install cmake g++)")
+    need("g++", "install a C++17 compiler (Debian: apt-get install g++)")
+    build = tmp_path_factory.mktemp("cpp-build")
+    configure = subprocess.run([cmake, "-S", str(HOSTS / "cpp"), "-B", str(build),
+                                f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
+                               capture_output=True, text=True, timeout=600)
+    assert configure.returncode == 0, configure.stdout[-3000:] + configure.stderr[-3000:]
+    compiled = subprocess.run([cmake, "--build", str(build), "-j2"], capture_output=True, text=True, timeout=900)
+    assert compiled.returncode == 0, compiled.stdout[-3000:] + compiled.stderr[-3000:]
+    return build / "selfcheck"
+
+
+def _cpp(program: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(program), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("task", HOST_TASKS)
+def test_cpp_host_agrees_with_eager_on_golden_and_other_shapes(cpp_selfcheck, task_bundles, task, tmp_path):
+    tb = task_bundles[task]
+    golden = _cpp(cpp_selfcheck, tb.bundle)
+    assert golden.returncode == 0, golden.stdout + golden.stderr
+    assert golden.stderr == f"all {len(OUTPUT_NAMES[task]) + 2} outputs match\n"
+    result = _cpp(cpp_selfcheck, tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in OUTPUT_NAMES[task]] +
+                                                [("loss", o) for o in LOSS_OUTPUTS])
+    assert all(r[-1] == "ok" for r in rows) and max(float(r[4]) for r in rows) <= ATOL + RTOL * 100
+
+
+def test_cpp_host_refuses_a_tampered_bundle_and_reports_a_mismatch(cpp_selfcheck, task_bundles, tmp_path):
+    tb = task_bundles["multiclass"]
+    cases = json.loads(eager_cases(tb.run_dir, tmp_path / "cases.json").read_text())
+    cases[2]["loss"]["outputs"]["loss"]["data"][0] += 1e-3
+    (tmp_path / "off.json").write_text(json.dumps(cases))
+    result = _cpp(cpp_selfcheck, tb.bundle, "--cases", tmp_path / "off.json")
+    assert result.returncode == 1
+    assert [line.split()[:3] for line in result.stdout.splitlines() if line.endswith("MISMATCH")] == [
+        ["loss", "loss", "[]"]]
+    assert result.stderr == "1 output(s) differ beyond atol/rtol\n"
+    copy = shutil.copytree(tb.bundle, tmp_path / "copy")
+    data = bytearray((copy / "model.pt").read_bytes())
+    data[100] ^= 0xFF
+    (copy / "model.pt").write_bytes(bytes(data))
+    result = _cpp(cpp_selfcheck, copy)
+    assert (result.returncode, result.stderr) == (
+        2, f"Error: {copy / 'model.pt'}: sha256 differs from manifest.json (the file was altered)\n")

@@ -1,0 +1,102 @@
+// Self-check: run a bundle's golden data (or other cases in the same JSON layout) through the
+// TorchScript model and loss and compare with the outputs eager PyTorch gave.
+//   selfcheck BUNDLE_DIR [--cases cases.json]      exit 0: all match, 1: mismatch, 2: bad bundle/usage
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "bundle.hpp"
+
+using pipeline::Json;
+
+namespace {
+
+struct Row {
+  std::string graph, output, shape;
+  double max_abs = 0, max_rel = 0;
+  bool ok = true;
+};
+
+std::string shape_text(const Json& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.array.size(); ++i)
+    out += (i ? "," : "") + std::to_string(static_cast<long long>(shape.array[i].number));
+  return out + "]";
+}
+
+Row compare(const std::string& graph, const std::string& name, const Json& expected_json, const torch::Tensor& actual,
+            double atol, double rtol) {
+  Row row{graph, name, shape_text(expected_json["shape"])};
+  torch::Tensor expected = pipeline::tensor_from_json(expected_json).to(torch::kFloat64);
+  torch::Tensor got = actual.to(torch::kFloat64);
+  if (expected.sizes() != got.sizes()) {
+    row.ok = false;
+    return row;
+  }
+  auto e = expected.reshape(-1), a = got.reshape(-1);
+  for (int64_t i = 0; i < e.numel(); ++i) {
+    double ev = e[i].item<double>(), av = a[i].item<double>(), diff = std::abs(av - ev);
+    row.max_abs = std::max(row.max_abs, diff);
+    row.max_rel = std::max(row.max_rel, diff / std::max(std::abs(ev), 1e-12));
+    if (!(diff <= atol + rtol * std::abs(ev))) row.ok = false;
+  }
+  return row;
+}
+
+std::vector<Row> run_case(pipeline::Bundle& bundle, const Json& c) {
+  double atol = c["atol"].number, rtol = c["rtol"].number;
+  std::vector<Row> rows;
+  if (c.has("model")) {
+    auto outputs = bundle.predict(pipeline::tensor_from_json(c["model"]["inputs"]["x"]));
+    auto names = bundle.output_names();
+    for (size_t k = 0; k < names.size(); ++k)
+      rows.push_back(compare("model", names[k], c["model"]["outputs"][names[k]], outputs.at(k), atol, rtol));
+  }
+  if (c.has("loss")) {
+    const Json& inputs = c["loss"]["inputs"];
+    auto [loss, per_sample] = bundle.loss(pipeline::tensor_from_json(inputs["prediction"]),
+                                          pipeline::tensor_from_json(inputs["target"]));
+    rows.push_back(compare("loss", "loss", c["loss"]["outputs"]["loss"], loss, atol, rtol));
+    rows.push_back(compare("loss", "per_sample_loss", c["loss"]["outputs"]["per_sample_loss"], per_sample, atol, rtol));
+  }
+  return rows;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir, cases_file;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--cases" && i + 1 < argc) cases_file = argv[++i];
+    else dir = arg;
+  }
+  if (dir.empty()) {
+    std::cerr << "usage: selfcheck BUNDLE_DIR [--cases cases.json]\n";
+    return 2;
+  }
+  if (cases_file.empty()) cases_file = dir + "/golden.json";
+  try {
+    pipeline::Bundle bundle(dir);
+    Json cases = Json::read_file(cases_file);
+    std::vector<Json> list = cases.type == Json::Type::Array ? cases.array : std::vector<Json>{cases};
+    int bad = 0, total = 0;
+    for (const auto& c : list) {
+      for (const auto& r : run_case(bundle, c)) {
+        std::printf("%-6s %-16s %-12s max_abs %.2e max_rel %.2e %s\n", r.graph.c_str(), r.output.c_str(),
+                    r.shape.c_str(), r.max_abs, r.max_rel, r.ok ? "ok" : "MISMATCH");
+        bad += r.ok ? 0 : 1;
+        ++total;
+      }
+    }
+    std::fflush(stdout);
+    if (bad) std::cerr << bad << " output(s) differ beyond atol/rtol\n";
+    else std::cerr << "all " << total << " outputs match\n";
+    return bad ? 1 : 0;
+  } catch (const std::exception& err) {
+    std::cerr << "Error: " << err.what() << "\n";
+    return 2;
+  }
+}

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,47 @@ def test_cpp_host_refuses_a_tampered_bundle_and_reports_a_mismatch(cpp_selfcheck
     result = _cpp(cpp_selfcheck, copy)
     assert (result.returncode, result.stderr) == (
         2, f"Error: {copy / 'model.pt'}: sha256 differs from manifest.json (the file was altered)\n")
+
+
+# --- Browser (onnxruntime-web, wasm, in headless chromium) -----------------------------------------
+
+@pytest.fixture(scope="session")
+def browser_kit():
+    need("chromium", "install Debian's chromium (apt-get install chromium); .ci/run does")
+    npm = need("npm", "install npm (Debian: apt-get install npm)")
+    folder = HOSTS / "browser"
+    if not (folder / "node_modules" / "onnxruntime-web" / "dist" / "ort.min.js").exists():
+        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, f"npm ci in {folder} failed:\n{proc.stderr[-2000:]}"
+    return folder
+
+
+def _browser(folder: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(folder / "serve.py"), *map(str, args), "--check"],
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.parametrize("task", HOST_TASKS)
+def test_browser_page_agrees_with_eager_on_golden_and_other_shapes(browser_kit, task_bundles, task, tmp_path):
+    tb = task_bundles[task]
+    golden = _browser(browser_kit, tb.bundle)
+    assert golden.returncode == 0, golden.stdout + golden.stderr
+    assert golden.stderr == f"all {len(OUTPUT_NAMES[task]) + 2} outputs match\n"
+    result = _browser(browser_kit, tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in OUTPUT_NAMES[task]] +
+                                                [("loss", o) for o in LOSS_OUTPUTS])
+    assert all(r[-1] == "ok" for r in rows)
+    assert max(float(r[r.index("max_abs") + 1]) for r in rows) <= ATOL + RTOL * 100
+
+
+def test_browser_page_refuses_a_tampered_bundle(browser_kit, task_bundles, tmp_path):
+    copy = shutil.copytree(task_bundles["regression"].bundle, tmp_path / "copy")
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[200] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    result = _browser(browser_kit, copy)
+    assert (result.returncode, result.stderr) == (2, "Error: model.onnx: sha256 differs from manifest.json "
+                                                     "(the file was altered)\n")

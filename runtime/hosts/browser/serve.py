@@ -1,0 +1,118 @@
+"""Serve the browser kit with a bundle on 127.0.0.1 (Python standard library only).
+
+    python runtime/hosts/browser/serve.py BUNDLE_DIR            # open the printed address, paste a series
+    python runtime/hosts/browser/serve.py BUNDLE_DIR --check    # headless chromium runs the golden data
+    python runtime/hosts/browser/serve.py BUNDLE_DIR --check --cases cases.json
+
+--check prints one line per graph output with its max differences and exits 1 on a mismatch, 2 when
+the page could not load the bundle or no report came back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parent
+ORT_DIST = KIT / "node_modules" / "onnxruntime-web" / "dist"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+
+
+class Handler(SimpleHTTPRequestHandler):
+    """/ the kit, /ort/ onnxruntime-web, /bundle/ the bundle, /cases.json the cases, POST /report."""
+
+    routes: dict[str, Path] = {}
+    reports: list = []
+    reported = threading.Event()
+
+    def translate_path(self, path: str) -> str:
+        clean = path.split("?", 1)[0]
+        for prefix, folder in self.routes.items():
+            if clean.startswith(prefix):
+                return str(folder / clean[len(prefix):])
+        return super().translate_path(path)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.reports.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+        self.reported.set()
+
+    def log_message(self, *args):  # quiet: the check prints its own lines
+        pass
+
+
+def serve(bundle: Path, cases: Path | None) -> ThreadingHTTPServer:
+    if not (ORT_DIST / "ort.min.js").exists():
+        sys.exit(f"onnxruntime-web is not installed; run: cd {KIT} && npm ci")
+    Handler.routes = {"/ort/": ORT_DIST, "/bundle/": bundle.resolve()}
+    if cases is not None:
+        Handler.routes["/cases.json"] = cases.resolve()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(KIT)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def check(server: ThreadingHTTPServer, cases: bool, timeout: float) -> int:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("chromium is not installed; Debian: apt-get install chromium", file=sys.stderr)
+        return 2
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}/index.html?selfcheck=1&report=/report" + ("&cases=/cases.json" if cases else "")
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
+        # its own process group, so the renderer and GPU helper processes go down with it
+        proc = subprocess.Popen([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            arrived = Handler.reported.wait(timeout)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if not arrived:
+        print(f"no report from the page within {timeout:g} s", file=sys.stderr)
+        return 2
+    result = Handler.reports[0]
+    if "error" in result:
+        print(f"Error: {result['error']}", file=sys.stderr)
+        return 2
+    for r in result["rows"]:
+        print(f"{r['graph']:<6} {r['output']:<16} {json.dumps(r['shape']):<12} max_abs {r['max_abs']:.2e} "
+              f"max_rel {r['max_rel']:.2e} {'ok' if r['ok'] else 'MISMATCH'}")
+    bad = sum(not r["ok"] for r in result["rows"])
+    print(f"{bad} output(s) differ beyond atol/rtol" if bad else f"all {len(result['rows'])} outputs match",
+          file=sys.stderr)
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--check", action="store_true", help="run the page in headless chromium and report")
+    parser.add_argument("--cases", type=Path, default=None, help="cases in the golden.json layout")
+    parser.add_argument("--timeout", type=float, default=90.0)
+    args = parser.parse_args(argv)
+    server = serve(args.bundle, args.cases)
+    if args.check:
+        return check(server, args.cases is not None, args.timeout)
+    print(f"serving {args.bundle} at http://127.0.0.1:{server.server_address[1]}/index.html (Ctrl-C stops)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -119,7 +119,8 @@ def engines(paths: dict[str, Path], input_names: tuple[str, ...]) -> dict:
     return engines
 
 
-def _tensor_json(t: torch.Tensor) -> dict:
+def tensor_json(t: torch.Tensor) -> dict:
+    """A tensor as plain JSON (shape, dtype, flat data): the golden-data layout every host reads."""
     return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "data": t.reshape(-1).tolist()}
 
 
@@ -127,8 +128,8 @@ def _golden(graph, cases: list[Case], input_names, output_names) -> dict:
     case = next(c for c in cases if c.inputs[0].shape[0] == GOLDEN_BATCH)
     with torch.inference_mode():
         outputs = as_tuple(graph(*case.inputs))
-    return {"inputs": {n: _tensor_json(t) for n, t in zip(input_names, case.inputs)},
-            "outputs": {n: _tensor_json(t) for n, t in zip(output_names, outputs)}}
+    return {"inputs": {n: tensor_json(t) for n, t in zip(input_names, case.inputs)},
+            "outputs": {n: tensor_json(t) for n, t in zip(output_names, outputs)}}
 
 
 def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, force: bool = False,

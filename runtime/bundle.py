@@ -115,8 +115,8 @@ class Bundle:
             outputs = self.model_session.run(None, {"x": batch})
             if not results:  # allocate once, now that each output's trailing shape and dtype are known
                 results = {n: np.empty((len(x),) + o.shape[1:], dtype=o.dtype) for n, o in zip(self.outputs, outputs)}
-            for name, out in zip(self.outputs, outputs):
-                results[name][start:start + len(batch)] = out
+            for output, values in zip(self.outputs, outputs):
+                results[output][start:start + len(batch)] = values
         return results
 
     def loss(self, prediction, target) -> tuple[float, np.ndarray]:

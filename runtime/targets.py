@@ -8,13 +8,6 @@ from runtime.errors import InputError
 from runtime.inputs import as_array, number_text, rows_text
 
 
-def _label_text(value) -> str:
-    """How a label reads as a class name: 7.0 -> '7', 'a' -> 'a'."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
 def encode_labels(task: str, classes: list[str] | None, n_outputs: int, y, name: str = "y") -> np.ndarray:
     """Raw labels (class names or numbers) as the targets the loss graph takes.
 
@@ -30,7 +23,7 @@ def encode_labels(task: str, classes: list[str] | None, n_outputs: int, y, name:
         if y.ndim != 1:
             raise InputError(f"{name}: has shape {y.shape}; a {task} bundle takes one class label per series")
         index = {c: i for i, c in enumerate(classes)}
-        texts = [_label_text(v) for v in y.tolist()]
+        texts = [number_text(v).strip() for v in y.tolist()]  # 7.0 -> '7', ' a' -> 'a'
         unknown = np.array([t not in index for t in texts], dtype=bool)
         if unknown.any():
             first = texts[int(np.flatnonzero(unknown)[0])]

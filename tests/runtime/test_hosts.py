@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.bundle import rebuild
+from export.bundle import rebuild, tensor_json
 from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph
 
 HOSTS = Path(__file__).resolve().parents[2] / "runtime" / "hosts"
@@ -27,10 +27,6 @@ def need(tool: str, how: str) -> str:
     if found is None:
         pytest.fail(f"{tool} is not installed; {how}", pytrace=False)
     return found
-
-
-def _tensor(t: torch.Tensor) -> dict:
-    return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "data": t.reshape(-1).tolist()}
 
 
 def eager_cases(run_dir: Path, path: Path) -> Path:
@@ -48,12 +44,29 @@ def eager_cases(run_dir: Path, path: Path) -> Path:
         with torch.inference_mode():
             model_out, loss_out = as_tuple(graph(x)), as_tuple(loss(prediction, target))
         cases.append({
-            "model": {"inputs": {"x": _tensor(x)}, "outputs": dict(zip(OUTPUT_NAMES[task], map(_tensor, model_out)))},
-            "loss": {"inputs": dict(zip(LOSS_INPUTS, map(_tensor, (prediction, target)))),
-                     "outputs": dict(zip(LOSS_OUTPUTS, map(_tensor, loss_out)))},
+            "model": {"inputs": {"x": tensor_json(x)}, "outputs": dict(zip(OUTPUT_NAMES[task], map(tensor_json, model_out)))},
+            "loss": {"inputs": dict(zip(LOSS_INPUTS, map(tensor_json, (prediction, target)))),
+                     "outputs": dict(zip(LOSS_OUTPUTS, map(tensor_json, loss_out)))},
             "atol": ATOL, "rtol": RTOL})
     path.write_text(json.dumps(cases))
     return path
+
+
+def assert_host_agrees(run_host, tb, task: str, tmp_path: Path) -> None:
+    """A host's self-check passes on the golden data and on eager cases, every row within tolerance.
+
+    `run_host(bundle, *args)` runs the host's check; it prints 'graph output shape max_abs A max_rel R ok'.
+    """
+    golden = run_host(tb.bundle)
+    assert golden.returncode == 0, golden.stdout + golden.stderr
+    assert golden.stderr == f"all {len(OUTPUT_NAMES[task]) + 2} outputs match\n"
+    result = run_host(tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in OUTPUT_NAMES[task]] +
+                                                [("loss", o) for o in LOSS_OUTPUTS])
+    assert all(r[-1] == "ok" for r in rows)
+    assert max(float(r[r.index("max_abs") + 1]) for r in rows) <= ATOL + RTOL * 100
 
 
 # --- Node.js ---------------------------------------------------------------------------------------
@@ -134,16 +147,7 @@ def _cpp(program: Path, *args) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("task", HOST_TASKS)
 def test_cpp_host_agrees_with_eager_on_golden_and_other_shapes(cpp_selfcheck, task_bundles, task, tmp_path):
-    tb = task_bundles[task]
-    golden = _cpp(cpp_selfcheck, tb.bundle)
-    assert golden.returncode == 0, golden.stdout + golden.stderr
-    assert golden.stderr == f"all {len(OUTPUT_NAMES[task]) + 2} outputs match\n"
-    result = _cpp(cpp_selfcheck, tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()]
-    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in OUTPUT_NAMES[task]] +
-                                                [("loss", o) for o in LOSS_OUTPUTS])
-    assert all(r[-1] == "ok" for r in rows) and max(float(r[4]) for r in rows) <= ATOL + RTOL * 100
+    assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), task_bundles[task], task, tmp_path)
 
 
 def test_cpp_host_refuses_a_tampered_bundle_and_reports_a_mismatch(cpp_selfcheck, task_bundles, tmp_path):
@@ -186,17 +190,7 @@ def _browser(folder: Path, *args) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("task", HOST_TASKS)
 def test_browser_page_agrees_with_eager_on_golden_and_other_shapes(browser_kit, task_bundles, task, tmp_path):
-    tb = task_bundles[task]
-    golden = _browser(browser_kit, tb.bundle)
-    assert golden.returncode == 0, golden.stdout + golden.stderr
-    assert golden.stderr == f"all {len(OUTPUT_NAMES[task]) + 2} outputs match\n"
-    result = _browser(browser_kit, tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()]
-    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in OUTPUT_NAMES[task]] +
-                                                [("loss", o) for o in LOSS_OUTPUTS])
-    assert all(r[-1] == "ok" for r in rows)
-    assert max(float(r[r.index("max_abs") + 1]) for r in rows) <= ATOL + RTOL * 100
+    assert_host_agrees(lambda *args: _browser(browser_kit, *args), task_bundles[task], task, tmp_path)
 
 
 def test_browser_page_refuses_a_tampered_bundle(browser_kit, task_bundles, tmp_path):

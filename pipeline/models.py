@@ -75,7 +75,8 @@ class FCN(nn.Module):
         self.head = nn.Linear(c3, n_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).mean(dim=2))  # global average pooling over length
+        # global average pooling over length (the last axis, so a 2D-layout copy pools the same way)
+        return self.head(self.features(x).mean(dim=-1).flatten(1))
 
 
 class ResidualBlock(nn.Module):
@@ -100,7 +101,7 @@ class ResNet(nn.Module):
         self.head = nn.Linear(c2, n_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).mean(dim=2))
+        return self.head(self.features(x).mean(dim=-1).flatten(1))
 
 
 class SimpleCNN(nn.Sequential):

@@ -332,3 +332,57 @@ def verify(bundle, run_dir, atol, rtol, threads):
         click.echo("Error: the bundle's graphs disagree with the reference outputs (table above)", err=True)
         raise SystemExit(1)
     click.echo("verified")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+@click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default="fcn", show_default=True,
+              help="Model to benchmark when no RUN_DIR is given (trained briefly on random series).")
+@click.option("--width", type=float, default=1.0, show_default=True)
+@click.option("--channels", type=int, default=1, show_default=True)
+@click.option("--length", type=int, default=128, show_default=True)
+@click.option("--classes", type=int, default=3, show_default=True)
+@click.option("--batch", type=int, default=256, show_default=True, help="Batch of the throughput rows.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for every engine (torch and onnxruntime) [default: the CPUs this process may use].")
+@click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True)
+@click.option("--train-model", "train_models", multiple=True, type=click.Choice(MODEL_NAMES),
+              help="Model(s) for the training rows [default: the benchmarked model and simple-cnn].")
+@click.option("--train-batch", type=int, default=None, help="Training batch size [default: 64 on CPU, 256 on CUDA].")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default="default", show_default=True)
+@click.option("--no-memory", is_flag=True, help="Skip the memory-mapped predict rows.")
+@click.option("--quick", is_flag=True, help="Few iterations and small files: checks the bench runs, not for figures.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as one JSON object.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the JSON report to this file.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@user_errors
+def bench(run_dir, model_name, width, channels, length, classes, batch, threads, device, train_models, train_batch,
+          compile_mode, no_memory, quick, as_json, out, force):
+    """Speed side by side in one run: eager, torch.compile, TorchScript, runtime; training loops; export.
+
+    Prints a table with a ratio column against eager PyTorch and the product's speed targets.
+
+    \b
+    Examples:
+      pipeline bench                          # fcn, length 128, 1 channel, 3 classes: a few minutes
+      pipeline bench artifacts/demo --json --out bench.json
+      pipeline bench --model resnet --length 512 --threads 4 --quick
+    """
+    import json
+
+    from pipeline.bench.report import format_report
+    from pipeline.bench.run import BenchConfig, run_bench
+    from pipeline.files import write_text
+
+    if out is not None and out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to replace it or choose another --out")
+    cfg = BenchConfig(run_dir=_str(run_dir), model=model_name, width=width, channels=channels, length=length,
+                      classes=classes, batch=batch, threads=threads, device=device,
+                      train_models=tuple(train_models) or None, train_batch=train_batch, memory=not no_memory,
+                      quick=quick, compile_mode=compile_mode)
+    report = run_bench(cfg, log=lambda m: click.echo(m, err=True))
+    text = json.dumps(report, indent=1)
+    if out is not None:
+        write_text(out, text + "\n")
+    click.echo(text if as_json else format_report(report))

@@ -33,6 +33,8 @@ from runtime.metrics import compute_metrics
 CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
 RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS)
 EVAL_BATCH = 1024
+# Steps between reads of the loss (a device sync): a non-finite loss is still reported with its exact batch.
+CHECK_EVERY = 20
 PLATEAU_FACTOR = 0.5
 MIN_LR_FRACTION = 0.1  # Wang et al.: 1e-3 down to 1e-4
 
@@ -42,6 +44,17 @@ class RunResult:
     run_dir: Path
     metrics: dict
     history: list[dict]
+
+
+@dataclass(frozen=True)
+class StepModules:
+    """What each training step calls, and the epoch's fixed batch layout."""
+
+    model: Callable
+    loss: Callable
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    bounds: list[tuple[int, int]]
+    batch_sizes: Tensor  # (n_batches,) float
 
 
 class BatchSource:
@@ -215,19 +228,51 @@ class Trainer:
         self.epoch, self.best, self.bad_epochs = state["epoch"], dict(state["best"]), state["bad_epochs"]
 
     # --- loop --------------------------------------------------------------------------------
+    def step_modules(self) -> StepModules:
+        """What one training step calls: the model and loss, compiled separately when asked (the eager
+        modules stay for saving and evaluation), under bf16 autocast when asked."""
+        step_model, step_loss = self.model, self.loss_fn
+        if self.use_compile:
+            step_model = torch.compile(self.model, mode=self.cfg.compile_mode)
+            step_loss = torch.compile(self.loss_fn, mode=self.cfg.compile_mode)
+        autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if self.cfg.precision == "bf16"
+                    else contextlib.nullcontext)
+        bounds = batch_bounds(self.train_src.n, self.batch_size)
+        sizes = torch.tensor([e - s for s, e in bounds], dtype=torch.float32, device=self.device)
+        return StepModules(step_model, step_loss, autocast, bounds, sizes)
+
+    def train_epoch(self, epoch: int, steps: StepModules, show_bars: bool = False) -> float:
+        """One pass over the shuffled training rows; returns the mean training loss."""
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        perm = torch.randperm(self.train_src.n, generator=self.shuffle)
+        batch_losses = torch.empty(len(steps.bounds), device=self.device)  # read every CHECK_EVERY steps
+        batch_bar = tqdm(steps.bounds, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not show_bars,
+                         dynamic_ncols=True)
+        for i, (s, e) in enumerate(batch_bar):
+            xb, yb = self.train_src.batch(perm[s:e])
+            if self.use_compile:
+                torch._dynamo.mark_dynamic(xb, 0)
+            with steps.autocast():
+                out = steps.model(xb)
+            loss, _ = steps.loss(out, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            batch_losses[i] = loss.detach()
+            if (i + 1) % CHECK_EVERY == 0 or i + 1 == len(steps.bounds):
+                self._check_finite(batch_losses, i - i % CHECK_EVERY, i + 1, epoch)
+                if show_bars:
+                    batch_bar.set_postfix(loss=f"{float(batch_losses[:i + 1].mean()):.4g}")
+        return float((batch_losses * steps.batch_sizes).sum()) / self.train_src.n
+
     def fit(self) -> RunResult:
         cfg = self.cfg
         started = time.perf_counter()
-        step_model, step_loss = self.model, self.loss_fn
-        if self.use_compile:
-            # compile separately and keep the eager modules for saving and evaluation
-            step_model = torch.compile(self.model, mode=cfg.compile_mode)
-            step_loss = torch.compile(self.loss_fn, mode=cfg.compile_mode)
+        steps = self.step_modules()
         graphs_start = _graph_count() if self.use_compile else 0
         graphs_after_first = None
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
-                    else contextlib.nullcontext())
-        bounds = batch_bounds(self.train_src.n, self.batch_size)
         metric = self.task.metrics[0]
         from tqdm.auto import tqdm
 
@@ -237,30 +282,7 @@ class Trainer:
         stopped_early = False
         for epoch in epochs_bar:
             t0 = time.perf_counter()
-            self.model.train()
-            perm = torch.randperm(self.train_src.n, generator=self.shuffle)
-            total = torch.zeros((), device=self.device)
-            batch_bar = tqdm(bounds, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not show_bars,
-                             dynamic_ncols=True)
-            for i, (s, e) in enumerate(batch_bar, start=1):
-                xb, yb = self.train_src.batch(perm[s:e])
-                if self.use_compile:
-                    torch._dynamo.mark_dynamic(xb, 0)
-                with autocast:
-                    out = step_model(xb)
-                loss, _ = step_loss(out, yb)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                total += loss.detach() * (e - s)
-                if self.device.type == "cpu" or i % 20 == 0 or i == len(bounds):
-                    value = float(loss.detach())  # a sync: every step on CPU, every 20 steps on CUDA
-                    if not math.isfinite(value):
-                        raise PipelineError(
-                            f"training diverged: loss is {value} at epoch {epoch}, batch {i}; lower --lr or "
-                            f"check the data. The last good checkpoint is {self.run_dir / LAST}")
-                    batch_bar.set_postfix(loss=f"{float(total) / e:.4g}")
-            train_loss = float(total) / self.train_src.n
+            train_loss = self.train_epoch(epoch, steps, show_bars)
             val = evaluate(self.model, self.loss_fn, self.val_src, self.task.name) if self.val_src else None
             monitored = val["loss"] if val else train_loss
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -296,6 +318,17 @@ class Trainer:
                             "recompiles_after_epoch_1": total_graphs - after_first}
             self.log(f"compile: {total_graphs} graphs compiled, {total_graphs - after_first} after epoch 1")
         return self._finish(time.perf_counter() - started, stopped_early, compile_info)
+
+    def _check_finite(self, batch_losses: Tensor, start: int, stop: int, epoch: int) -> None:
+        """One sync per CHECK_EVERY steps: the first non-finite batch loss stops training, named exactly."""
+        window = batch_losses[start:stop]
+        finite = torch.isfinite(window)
+        if bool(finite.all()):
+            return
+        first = start + int((~finite).nonzero()[0, 0])
+        raise PipelineError(f"training diverged: loss is {float(batch_losses[first])} at epoch {epoch}, batch "
+                            f"{first + 1}; lower --lr or check the data. The last good checkpoint is "
+                            f"{self.run_dir / LAST}")
 
     def _report_epoch(self, bar, show_bars: bool, val: dict | None, metric: str) -> None:
         row = self.history[-1]

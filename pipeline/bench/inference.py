@@ -1,0 +1,134 @@
+"""Inference side by side: eager PyTorch, torch.compile, TorchScript and the runtime (onnxruntime)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.bench.timing import Timing, sample, settle, warm_up
+
+
+@dataclass
+class Engine:
+    """One way to run the model: `prepare` turns a numpy batch into its input (outside the clock)."""
+
+    name: str
+    run: Callable[[object], object]
+    prepare: Callable[[np.ndarray], object]
+    sync: Callable[[], None] = lambda: None
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    note: str = ""
+    warmup: dict[int, float] = field(default_factory=dict)  # batch size -> seconds of its warm-up calls
+
+
+def torch_engines(graph: nn.Module, bundle: Path, device: torch.device, compile_mode: str) -> list[Engine]:
+    """Eager (inference_mode), torch.compile of the same eager graph, and the bundle's TorchScript file."""
+    from export.exporters import quiet
+
+    graph = graph.to(device).eval()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    to_tensor = lambda x: torch.from_numpy(x).to(device)  # noqa: E731
+    engines = [Engine("eager PyTorch", graph, to_tensor, sync, torch.inference_mode, "torch.inference_mode")]
+    compiled = torch.compile(graph, mode=compile_mode, dynamic=False)
+    engines.append(Engine("torch.compile", compiled, to_tensor, sync, torch.inference_mode,
+                          f"mode={compile_mode}, one static graph per batch size"))
+    if (bundle / "model.pt").exists():
+        with quiet():
+            scripted = torch.jit.load(str(bundle / "model.pt"), map_location=device).eval()
+        engines.append(Engine("TorchScript", scripted, to_tensor, sync, torch.inference_mode, "bundle model.pt"))
+    return engines
+
+
+def runtime_engines(bundle: Path, threads: int, device: torch.device) -> list[Engine]:
+    """The runtime as users call it (Bundle.predict: checks, batching) and its bare session.run."""
+    import onnxruntime as ort
+
+    import runtime
+
+    providers = None
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    loaded = runtime.load(bundle, threads=threads, providers=providers)
+    where = "CUDA provider" if providers else "CPU provider"
+    layout = loaded.manifest.get("onnx_layout", "conv1d")
+    session = loaded.model_session
+    return [
+        Engine("runtime Bundle.predict", loaded.predict, np.ascontiguousarray,
+               note=f"onnxruntime {where}, {layout} graph, input checks included"),
+        Engine("runtime session.run", lambda x: session.run(None, {"x": x}), np.ascontiguousarray,
+               note="the same session without the runtime's checks"),
+    ]
+
+
+def measure(engines: list[Engine], batch: np.ndarray, calls: int, warmup: int, rounds: int) -> dict[str, Timing]:
+    """Each engine in its own block per round (round-robin over rounds), samples pooled per engine."""
+    samples: dict[str, list[float]] = {e.name: [] for e in engines}
+    warm: dict[str, float] = {}
+    inputs = {e.name: e.prepare(batch) for e in engines}
+    for r in range(rounds):
+        for engine in engines:
+            settle()
+            x = inputs[engine.name]
+            call = lambda: engine.run(x)  # noqa: E731
+            with engine.context():
+                spent = warm_up(call, warmup if r == 0 else max(1, warmup // 4), engine.sync)
+                warm.setdefault(engine.name, spent)
+                samples[engine.name] += sample(call, calls, engine.sync)
+    return {name: Timing.of(values, warm[name]) for name, values in samples.items()}
+
+
+def model_flops(model: nn.Module, channels: int, length: int) -> int:
+    """Floating-point operations per series: 2 x multiply-adds of every convolution and linear layer."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            per_output = module.in_channels // module.groups * int(np.prod(module.kernel_size))
+            total += 2 * per_output * output[0].numel()
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, channels, length))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def onnxruntime_matmul_peak(threads: int, sizes: tuple[int, ...]) -> dict:
+    """The fp32 GFLOP/s onnxruntime's own MatMul reaches here (square n x n), the best over `sizes`."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    best = {"gflops": 0.0, "n": None}
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        weight = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])], [weight])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+        onnx.checker.check_model(proto)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        call = lambda: session.run(None, {"a": a})  # noqa: E731
+        warm_up(call, 2)
+        seconds = float(np.median(sample(call, max(3, int(2e9 / n ** 3)))))
+        gflops = 2 * n ** 3 / seconds / 1e9
+        if gflops > best["gflops"]:
+            best = {"gflops": gflops, "n": n}
+    return best

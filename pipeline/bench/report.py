@@ -1,0 +1,107 @@
+"""The bench table, and the product's speed targets checked against one run's numbers."""
+
+from __future__ import annotations
+
+# The reference configuration of the inference targets: fcn at length 128, one channel, three classes.
+TARGET_SHAPE = {"model": "fcn", "length": 128, "channels": 1, "classes": 3}
+RUNTIME = "runtime Bundle.predict"
+MEMORY_LIMIT_MB = 400
+LINEAR_SLACK = 1.25  # seconds per GiB of the largest file at most this many times the smallest's
+
+
+def _find(rows: list[dict], section: str, name: str, metric_start: str) -> dict | None:
+    return next((r for r in rows if r["section"] == section and r["name"] == name
+                 and r["metric"].startswith(metric_start)), None)
+
+
+def _target(name: str, value: float | None, op: str, threshold: float, detail: str) -> dict:
+    met = None if value is None else (value >= threshold if op == ">=" else value <= threshold
+                                      if op == "<=" else value < threshold)
+    return {"target": name, "value": value, "op": op, "threshold": threshold, "met": met, "detail": detail}
+
+
+def check_targets(report: dict) -> list[dict]:
+    """Each target that this run's configuration can answer, with the measured value and whether it is met."""
+    rows, model = report["rows"], report["model"]
+    targets = []
+    if all(model.get(k) == v for k, v in TARGET_SHAPE.items()):
+        throughput = _find(rows, "inference", RUNTIME, "throughput")
+        latency = _find(rows, "inference", RUNTIME, "latency")
+        if throughput:
+            targets.append(_target("runtime throughput vs eager", throughput["ratio"], ">=", 2.0,
+                                   f"{throughput['value']:.0f} series/s at {throughput['metric']}"))
+            if model.get("gflops"):
+                share = throughput["gflops"] / model["gflops"]
+                targets.append(_target("runtime GFLOP/s vs onnxruntime matmul peak", share, ">=", 0.75,
+                                       f"{throughput['gflops']:.1f} of {model['gflops']:.1f} GFLOP/s "
+                                       f"({model['flops_per_series'] / 1e6:.1f} MFLOP per series)"))
+        if latency:
+            targets.append(_target("runtime latency vs eager", latency["ratio"], "<=", 0.45,
+                                   f"{latency['value']:.3f} ms median at batch 1"))
+    for model_name, base, threshold in (("simple-cnn", "tutorial loop", 1.3), ("fcn", "bare step loop", 0.95)):
+        ours = _find(rows, "training", "pipeline train", f"training {model_name},")
+        reference = _find(rows, "training", base, f"training {model_name},")
+        if ours and reference:
+            targets.append(_target(f"pipeline train vs {base} ({model_name})", ours["value"] / reference["value"],
+                                   ">=", threshold, f"{ours['value']:.0f} vs {reference['value']:.0f} series/s"))
+    for name in ("--compile on", "--compile on --precision bf16"):
+        compiled = _find(rows, "training", f"pipeline train {name}", "training")
+        eager_name = "pipeline train" + (" --precision bf16" if "bf16" in name else "")
+        eager = _find(rows, "training", eager_name, compiled["metric"] if compiled else "")
+        if compiled and eager and report["machine"]["device"] == "cuda":
+            targets.append(_target(f"CUDA compiled training vs eager ({name})", compiled["value"] / eager["value"],
+                                   ">=", 1.5, compiled["note"]))
+    memory = [r for r in rows if r["section"] == "memory"]
+    if memory:
+        largest = memory[-1]
+        targets.append(_target("pipeline predict peak memory (MB)", largest["value"], "<", MEMORY_LIMIT_MB,
+                               f"at {largest['metric']}"))
+        targets.append(_target("predict time per GiB, largest vs smallest file", largest["ratio"], "<=",
+                               LINEAR_SLACK, f"{largest['seconds_per_gib']:.1f} vs "
+                               f"{memory[0]['seconds_per_gib']:.1f} s per GiB"))
+    return targets
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def format_report(report: dict) -> str:
+    """The table users read: one line per row, its ratio column, then the targets."""
+    m = report["machine"]
+    model = report["model"]
+    lines = [f"machine: {m['cpu']}" + (f" + {m['gpu']}" if m["gpu"] else "") +
+             f"; {m['threads']} threads for every engine (of {m['cpus_available']} CPUs); torch {m['torch']}, "
+             f"onnxruntime {m['onnxruntime']}; {report['mode']} mode",
+             f"model: {model['model']} width {model['width']}, {model['channels']} channel(s), length "
+             f"{model['length']}, {model['classes']} outputs; {model['flops_per_series'] / 1e6:.1f} MFLOP per series"
+             + (f"; onnxruntime fp32 matmul peak here {model['gflops']:.1f} GFLOP/s (n={model['n']})"
+                if model.get("gflops") else "")]
+    header = ("section", "engine / loop", "measure", "median", "p90", "unit", "ratio", "warm-up s", "note")
+    table = [header]
+    for r in report["rows"]:
+        note = r.get("note", "")
+        if r.get("gflops"):
+            note = f"{r['gflops']:.1f} GFLOP/s; {note}"
+        if r["section"] == "memory":
+            note = f"{r['seconds']:.1f} s, {r['seconds_per_gib']:.1f} s/GiB; {note}"
+        table.append((r["section"], r["name"], r["metric"], _number(r["value"]), _number(r.get("p90")), r["unit"],
+                      f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-",
+                      _number(r.get("warmup_s")), note))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    lines.append("ratio: inference rows against eager PyTorch of the same measure (latency: time ratio, lower is "
+                 "faster; throughput: rate ratio, higher is faster); training rows against the tutorial loop; "
+                 "start-up rows against eager's warm-up; memory rows: time per GiB against the smallest file")
+    if report["targets"]:
+        lines.append("targets:")
+        for t in report["targets"]:
+            status = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+            lines.append(f"  {status:<6} {t['target']}: {_number(t['value'])} {t['op']} {t['threshold']:g} "
+                         f"({t['detail']})")
+    return "\n".join(lines)

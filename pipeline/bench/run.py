@@ -1,0 +1,257 @@
+"""Run every benchmark in one process and return one report: rows, the machine, and the targets."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from pipeline.bench import inference, memory, training
+from pipeline.bench.report import check_targets
+from pipeline.bench.timing import default_threads, machine
+from pipeline.config import COMPILE_MODES, MODEL_NAMES
+from pipeline.errors import PipelineError
+
+QUICK = {"latency_calls": 30, "throughput_calls": 3, "rounds": 1, "warmup": 3, "train_series": 256,
+         "train_epochs": 2, "train_min_seconds": 0.0, "memory_mib": (16, 32), "peak_sizes": (512,)}
+FULL = {"latency_calls": 150, "throughput_calls": 8, "rounds": 3, "warmup": 10, "train_series": 2048,
+        "train_epochs": 3, "train_min_seconds": 4.0, "memory_mib": (256, 512, 1024), "peak_sizes": (512, 1024, 2048)}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to benchmark: a trained run, or a fresh model of the given shape; how hard to measure."""
+
+    run_dir: str | None = None
+    model: str = "fcn"
+    width: float = 1.0
+    channels: int = 1
+    length: int = 128
+    classes: int = 3
+    batch: int = 256
+    threads: int | None = None  # None: every CPU this process may use
+    device: str = "cpu"
+    quick: bool = False
+    train_models: tuple[str, ...] | None = None  # None: the benchmarked model and simple-cnn
+    train_batch: int | None = None  # None: 64 on CPU, 256 on CUDA
+    memory: bool = True
+    compile_mode: str = "default"
+
+    def __post_init__(self):
+        for name in (self.model, *(self.train_models or ())):
+            if name not in MODEL_NAMES:
+                raise PipelineError(f"--model '{name}' is not valid; choose one of {', '.join(MODEL_NAMES)}")
+        for flag, value in (("--channels", self.channels), ("--length", self.length), ("--batch", self.batch),
+                            ("--threads", self.threads or 1), ("--train-batch", self.train_batch or 2)):
+            if value < 1:
+                raise PipelineError(f"{flag} must be at least 1; got {value}")
+        if self.classes < 2:
+            raise PipelineError(f"--classes must be at least 2; got {self.classes}")
+        if self.width <= 0:
+            raise PipelineError(f"--width must be > 0; got {self.width}")
+        if self.device not in ("cpu", "cuda"):
+            raise PipelineError(f"--device '{self.device}' is not valid; choose cpu or cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise PipelineError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+        if self.compile_mode not in COMPILE_MODES:
+            raise PipelineError(f"--compile-mode '{self.compile_mode}' is not valid; choose one of "
+                                f"{', '.join(COMPILE_MODES)}")
+
+    @property
+    def settings(self) -> dict:
+        return QUICK if self.quick else FULL
+
+
+def _cold_compiles() -> None:
+    """Compile times as a first run sees them: inductor's on-disk caches would hide them on a rerun."""
+    import torch._functorch.config
+    import torch._inductor.config
+
+    torch._inductor.config.fx_graph_cache = False
+    torch._functorch.config.enable_autograd_cache = False
+
+
+def _set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before the first parallel work; then it stays as it is
+        pass
+
+
+def _row(section: str, name: str, metric: str, unit: str, value: float, **extra) -> dict:
+    return {"section": section, "name": name, "metric": metric, "unit": unit, "value": value, **extra}
+
+
+def _model_source(cfg: BenchConfig, work: Path, log) -> tuple[Path | None, dict]:
+    """The run to export: the user's, or None (then the benchmarked model's training run is used)."""
+    if cfg.run_dir is None:
+        return None, {"model": cfg.model, "width": cfg.width, "channels": cfg.channels, "length": cfg.length,
+                      "classes": cfg.classes}
+    from export.bundle import rebuild
+
+    state, model_cfg, _, _ = rebuild(Path(cfg.run_dir))
+    log(f"model: {model_cfg.name} from {cfg.run_dir} ({state['encoding']['task']})")
+    return Path(cfg.run_dir), {"model": model_cfg.name, "width": model_cfg.width,
+                               "channels": model_cfg.in_channels, "length": model_cfg.length,
+                               "classes": max(2, model_cfg.n_outputs)}
+
+
+def training_rows(cfg: BenchConfig, shape: dict, work: Path, log) -> tuple[list[dict], Path | None]:
+    """Tutorial loop, bare step loop and `pipeline train`'s epoch (and compiled variants) per training model."""
+    device = cfg.device
+    batch = cfg.train_batch or (256 if device == "cuda" else 64)
+    names = cfg.train_models or (shape["model"], "simple-cnn")
+    if cfg.run_dir is None:  # the benchmarked model's own training run is the one exported below
+        names = (shape["model"], *names)
+    names = tuple(dict.fromkeys(names))
+    s = cfg.settings
+    rows, bench_run = [], None
+    for name in names:
+        spec = training.TrainSpec(name, shape["width"], shape["channels"], shape["length"], shape["classes"],
+                                  s["train_series"], batch, s["train_epochs"], device)
+        data = training.synthetic_file(work, spec)
+        if name == shape["model"] and cfg.run_dir is None:
+            bench_run = training.trained_run(data, spec, work / f"run-{name}")
+        loops = [training.tutorial_loop(data, spec), training.bare_loop(data, spec),
+                 training.pipeline_loop(data, spec)]
+        loops += [training.pipeline_loop(data, replace(spec, **variant), f"pipeline train {label}")
+                  for label, variant in _compiled_variants(cfg, name, shape)]
+        log(f"training: {name}, {spec.series} series per epoch, batch {batch}, {len(loops)} loops round-robin")
+        times = training.measure_loops(loops, spec.series, spec.epochs, s["train_min_seconds"])
+        base = times["tutorial loop"].samples_per_second
+        for loop in loops:
+            t = times[loop.name]
+            note = loop.note if t.extra is None else f"{loop.note}; {_compile_note(t.extra)}"
+            rows.append(_row("training", loop.name, f"training {name}, batch {batch}", "series/s",
+                             t.samples_per_second, p90=t.p90_samples_per_second, warmup_s=t.warmup,
+                             ratio=t.samples_per_second / base, epochs=len(t.seconds), note=note,
+                             compile=t.extra))
+    return rows, bench_run
+
+
+def _compiled_variants(cfg: BenchConfig, name: str, shape: dict) -> list[tuple[str, dict]]:
+    """`--compile on` for every training model (full mode on CPU); on CUDA also bf16 and reduce-overhead
+    for the benchmarked model."""
+    if cfg.quick and cfg.device == "cpu":
+        return []
+    variants = [("--compile on", {"compile": "on"})]
+    if cfg.device == "cuda" and name == shape["model"]:
+        variants += [("--precision bf16", {"precision": "bf16"}),
+                     ("--compile on --precision bf16", {"compile": "on", "precision": "bf16"}),
+                     ("--compile on --compile-mode reduce-overhead", {"compile": "on",
+                                                                      "compile_mode": "reduce-overhead"})]
+    return variants
+
+
+def _compile_note(info: dict) -> str:
+    return f"{info['graphs']} graphs compiled, {info['recompiles_after_epoch_1']} after the warm-up epoch"
+
+
+def export_rows(cfg: BenchConfig, run_dir: Path, work: Path, log) -> tuple[list[dict], Path]:
+    """Export time with verification: both formats together, and (full mode) each on its own."""
+    from export.bundle import ExportConfig, export_run
+
+    rows, bundle = [], None
+    formats = ("all",) if cfg.quick else ("all", "onnx", "torchscript")
+    for fmt in formats:
+        start = time.perf_counter()
+        out = export_run(run_dir, ExportConfig(fmt=fmt), out=work / f"bundle-{fmt}", force=True, log=lambda _: None)
+        seconds = time.perf_counter() - start
+        bundle = bundle or out
+        rows.append(_row("start-up", f"export --format {fmt}", "export + verification", "s", seconds,
+                         note="graphs written and checked against eager on every shape"))
+        log(f"export --format {fmt}: {seconds:.1f} s")
+    return rows, bundle
+
+
+def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, log) -> tuple[list[dict], dict]:
+    from export.bundle import rebuild
+    from export.graphs import model_graph
+
+    state, model_cfg, model, _ = rebuild(run_dir)
+    device = torch.device(cfg.device)
+    graph = model_graph(model, state["encoding"]["task"])
+    engines = (inference.torch_engines(graph, bundle, device, cfg.compile_mode)
+               + inference.runtime_engines(bundle, threads, device))
+    s = cfg.settings
+    g = torch.Generator().manual_seed(0)
+    length = model_cfg.length
+    flops = inference.model_flops(model, model_cfg.in_channels, length)
+    rows = []
+    for batch, calls in ((1, s["latency_calls"]), (cfg.batch, s["throughput_calls"])):
+        x = torch.randn(batch, model_cfg.in_channels, length, generator=g).numpy()
+        log(f"inference: batch {batch}, {len(engines)} engines x {s['rounds']} rounds x {calls} calls")
+        timings = inference.measure(engines, x, calls, s["warmup"] if batch == 1 else max(2, s["warmup"] // 3),
+                                    s["rounds"])
+        for engine in engines:
+            engine.warmup[batch] = timings[engine.name].warmup
+        eager = timings["eager PyTorch"]
+        for engine in engines:
+            t = timings[engine.name]
+            if batch == 1:
+                rows.append(_row("inference", engine.name, "latency, batch 1", "ms", t.median * 1e3,
+                                 p90=t.p90 * 1e3, warmup_s=t.warmup, ratio=t.median / eager.median,
+                                 calls=t.calls, note=engine.note))
+            else:
+                rate = batch / t.median
+                rows.append(_row("inference", engine.name, f"throughput, batch {batch}", "series/s", rate,
+                                 p90=batch / t.p90, warmup_s=t.warmup, ratio=eager.median / t.median,
+                                 calls=t.calls, gflops=rate * flops / 1e9, note=engine.note))
+    eager_start = sum(engines[0].warmup.values())
+    for engine in engines[1:]:
+        if engine.name == "torch.compile":
+            start = sum(engine.warmup.values())
+            rows.append(_row("start-up", "torch.compile", f"first calls at batch 1 and {cfg.batch}", "s", start,
+                             ratio=start / eager_start, note=f"compile + warm-up; eager's warm-up {eager_start:.3f} s"))
+    peak = {"flops_per_series": flops}
+    if device.type == "cpu":
+        peak.update(inference.onnxruntime_matmul_peak(threads, s["peak_sizes"]))
+    return rows, peak
+
+
+def memory_rows(cfg: BenchConfig, work: Path, log) -> list[dict]:
+    """`pipeline predict` on memory-mapped .npy files of growing size (a linear model: I/O bound)."""
+    spec = training.TrainSpec("linear", 1.0, 1, 128, 3, 64, 8, 0)
+    data = training.synthetic_file(work, spec)
+    _, run_dir = training.pipeline_loop(data, spec, work / "run-memory")
+    from export.bundle import ExportConfig, export_run
+
+    bundle = export_run(run_dir, ExportConfig(fmt="onnx"), out=work / "bundle-memory", force=True,
+                        log=lambda _: None)
+    sizes = list(cfg.settings["memory_mib"])
+    log(f"memory: pipeline predict on {', '.join(map(str, sizes))} MiB memory-mapped .npy files")
+    results = memory.stream_sizes(bundle, work, 128, sizes)
+    base = results[0]["seconds_per_gib"]
+    return [_row("memory", "pipeline predict", f"{r['mib']} MiB .npy ({r['series']} series)", "MB peak RSS",
+                 r["peak_rss_mb"], seconds=r["seconds"], seconds_per_gib=r["seconds_per_gib"],
+                 ratio=r["seconds_per_gib"] / base, note="ratio: seconds per GiB against the smallest file")
+            for r in results]
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Everything in one process: training loops, export, inference engines, memory; with targets."""
+    threads = cfg.threads or default_threads()
+    _set_threads(threads)
+    _cold_compiles()
+    report = {"machine": machine(threads, cfg.device), "config": asdict(cfg), "mode": "quick" if cfg.quick else "full"}
+    log(f"bench on {report['machine']['cpu']}{' + ' + report['machine']['gpu'] if report['machine']['gpu'] else ''}"
+        f", {threads} threads for every engine")
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        work = Path(tmp)
+        run_dir, shape = _model_source(cfg, work, log)
+        rows, bench_run = training_rows(cfg, shape, work, log)
+        run_dir = run_dir or bench_run
+        export, bundle = export_rows(cfg, run_dir, work, log)
+        inference_, peak = inference_rows(cfg, run_dir, bundle, threads, log)
+        rows += inference_ + export
+        if cfg.memory:
+            rows += memory_rows(cfg, work, log)
+    report["model"] = {**shape, **peak}
+    report["rows"] = rows
+    report["targets"] = check_targets(report)
+    return report

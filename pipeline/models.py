@@ -104,12 +104,27 @@ class ResNet(nn.Module):
         return self.head(self.features(x).mean(dim=-1).flatten(1))
 
 
+class PairMaxPool1d(nn.MaxPool1d):
+    """MaxPool1d(2). In training it takes the max over pairs of a reshaped last axis: the same values and
+    the same gradients (to the first maximum of each pair), at about 1.5x the speed of max_pool1d's
+    CPU kernel with indices; in eval mode (and so in every export) it is the plain MaxPool1d."""
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return F.max_pool1d(x, 2)
+        pairs = x.shape[-1] // 2  # an odd last step is dropped, as MaxPool1d(2) does
+        return x[..., :2 * pairs].unflatten(-1, [pairs, 2]).max(dim=-1).values
+
+
 class SimpleCNN(nn.Sequential):
     """The tutorials' network: Conv1d-ReLU-MaxPool-Flatten-Linear, sized from the length."""
 
     def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
         filters = _w(16, width)
-        super().__init__(nn.Conv1d(c_in, filters, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(),
+        super().__init__(nn.Conv1d(c_in, filters, 3, padding=1), nn.ReLU(), PairMaxPool1d(), nn.Flatten(),
                          nn.Linear(filters * (length // 2), n_outputs))
 
 

@@ -86,7 +86,7 @@ def batch_rows(x: np.ndarray, batch_size: int | None = None) -> int:
         if batch_size < 1:
             raise InputError(f"batch_size: {batch_size} must be at least 1")
         return int(batch_size)
-    per_row = 4 * int(np.prod(x.shape[1:]))
+    per_row = 4 * x.shape[1] * x.shape[2]  # (N, C, L)
     return int(min(MAX_BATCH, max(1, BATCH_BYTES // max(per_row, 1))))
 
 

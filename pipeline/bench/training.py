@@ -1,7 +1,10 @@
 """Training throughput: `pipeline train`'s loop against a tutorial loop and a bare step loop.
 
 All three train the same model (same seed, config and initial weights) with the same loss module,
-optimizer, data and batch size; the first epoch of each is warm-up and reported separately.
+data and batch size, and Adam at the same learning rate: the tutorial loop builds it as the
+tutorials do (torch.optim.Adam(params, lr)); the bare loop uses the Trainer's own optimizer, so it
+is exactly `pipeline train`'s step without the loop around it. The first epoch of each is warm-up
+and reported separately.
 """
 
 from __future__ import annotations
@@ -146,7 +149,8 @@ def tutorial_loop(data: Path, spec: TrainSpec) -> Loop:
     """The loop the tutorials teach: DataLoader(TensorDataset), shuffle, loss.item() every step."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    model, loss_fn, optimizer, X, y, device = _same_start(data, spec)
+    model, loss_fn, _, X, y, device = _same_start(data, spec)
+    optimizer = torch.optim.Adam(model.parameters(), lr=_train_config(spec).lr)  # as the tutorials write it
     loader = DataLoader(TensorDataset(X.cpu(), y.cpu()), batch_size=spec.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
 
@@ -162,7 +166,7 @@ def tutorial_loop(data: Path, spec: TrainSpec) -> Loop:
             running_loss += loss.item() * len(xb)
         return running_loss
 
-    return Loop("tutorial loop", epoch, "DataLoader(TensorDataset), loss.item() per step")
+    return Loop("tutorial loop", epoch, "DataLoader(TensorDataset), torch.optim.Adam(lr), loss.item() per step")
 
 
 def bare_loop(data: Path, spec: TrainSpec) -> Loop:
@@ -183,7 +187,8 @@ def bare_loop(data: Path, spec: TrainSpec) -> Loop:
             optimizer.step()
         _sync(device)
 
-    return Loop("bare step loop", epoch, "forward+loss+backward+step on batches cut beforehand")
+    return Loop("bare step loop", epoch, "forward+loss+backward+step on batches cut beforehand, the Trainer's "
+                "optimizer")
 
 
 def measure_loops(loops: list[Loop], series: int, rounds: int, min_seconds: float) -> dict[str, EpochTimes]:

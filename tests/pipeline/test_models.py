@@ -45,3 +45,20 @@ def test_series_normalisation_ignores_scale_and_offset():
                                     normalize="series")).eval()
     x = torch.randn(4, 1, 16)
     torch.testing.assert_close(model(x), model(3.0 * x + 7.0), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("length", [128, 7, 2])
+def test_pair_max_pool_trains_exactly_like_max_pool1d(length):
+    from pipeline.models import PairMaxPool1d
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(4, 3, length, generator=g))  # ReLU zeros give ties, as in SimpleCNN
+    grad = torch.randn(4, 3, length // 2, generator=g)
+    ours, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = PairMaxPool1d().train()(ours)
+    out.backward(grad)
+    expected = torch.nn.MaxPool1d(2)(reference)
+    expected.backward(grad)
+    assert torch.equal(out, expected) and torch.equal(ours.grad, reference.grad)
+    with torch.no_grad():
+        assert torch.equal(PairMaxPool1d().eval()(x), expected)

@@ -153,3 +153,31 @@ def test_compiled_cuda_training_of_fcn(tmp_path, npz_file):
                     precision="bf16")
     assert result.metrics["compile"]["recompiles_after_epoch_1"] == 0
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_the_last_checkpoint(
+        tmp_path, npz_file, monkeypatch):
+    import pipeline.train as train_mod
+
+    real_batch = train_mod.BatchSource.batch
+    steps = {"n": 0}
+
+    def batch_with_nan_at_step_8(self, idx):
+        x, y = real_batch(self, idx)
+        if len(idx) == 8:  # training batches (the statistics pass reads all 40 rows at once)
+            steps["n"] += 1
+            if steps["n"] == 8:  # epoch 2 (5 batches per epoch), batch 3
+                x = torch.full_like(x, float("nan"))
+        return x, y
+
+    monkeypatch.setattr(train_mod.BatchSource, "batch", batch_with_nan_at_step_8)
+    run_dir = tmp_path / "run"
+    with pytest.raises(train_mod.PipelineError) as err:
+        train(DataConfig(data=str(npz_file("multiclass", n=40, length=16)), task="multiclass", val_split=0.0),
+              LossConfig(), ModelConfig(name="simple-cnn", width=0.5),
+              TrainConfig(epochs=4, batch_size=8, progress=False, patience=0), out=run_dir, **QUIET)
+    assert str(err.value) == (f"training diverged: loss is nan at epoch 2, batch 3; lower --lr or check the data. "
+                              f"The last good checkpoint is {run_dir / 'last.pt'}")
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

@@ -1,0 +1,124 @@
+"""`pipeline bench` in quick mode: every row is there and consistent; the target rules; its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.bench.report import check_targets, format_report
+from pipeline.cli import main
+
+ENGINES = ("eager PyTorch", "torch.compile", "TorchScript", "runtime Bundle.predict", "runtime session.run")
+LOOPS = ("tutorial loop", "bare step loop", "pipeline train")
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "--quick", "--width", "0.125", "--length", "32", "--batch", "16",
+                                       "--threads", "2", "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert json.loads(out.read_text()) == report
+    return report
+
+
+def test_quick_bench_json_has_every_row(quick_report):
+    keys = {(r["section"], r["name"], r["metric"]) for r in quick_report["rows"]}
+    expected = {("inference", e, m) for e in ENGINES for m in ("latency, batch 1", "throughput, batch 16")}
+    expected |= {("training", loop, f"training {model}, batch 64") for loop in LOOPS for model in ("fcn", "simple-cnn")}
+    expected |= {("start-up", "torch.compile", "first calls at batch 1 and 16"),
+                 ("start-up", "export --format all", "export + verification")}
+    expected |= {("memory", "pipeline predict", f"{mib} MiB .npy ({mib * 1024 * 1024 // (4 * 128)} series)")
+                 for mib in (16, 32)}
+    assert keys == expected
+    assert len(quick_report["rows"]) == len(expected)
+    for row in quick_report["rows"]:
+        assert row["value"] > 0 and row["ratio"] > 0, row
+
+
+def test_ratios_are_against_eager_pytorch_of_the_same_measure(quick_report):
+    rows = quick_report["rows"]
+    for metric in ("latency, batch 1", "throughput, batch 16"):
+        same = {r["name"]: r for r in rows if r["metric"] == metric}
+        eager = same["eager PyTorch"]
+        assert eager["ratio"] == pytest.approx(1.0)
+        for row in same.values():
+            # latency: time ratio (lower is faster); throughput: rate ratio (higher is faster)
+            assert row["ratio"] == pytest.approx(row["value"] / eager["value"], rel=1e-9)
+            assert row["calls"] == (30 if metric.startswith("latency") else 3)
+    for model in ("fcn", "simple-cnn"):
+        same = {r["name"]: r for r in rows if r["metric"] == f"training {model}, batch 64"}
+        assert same["tutorial loop"]["ratio"] == pytest.approx(1.0)
+        assert same["pipeline train"]["ratio"] == pytest.approx(same["pipeline train"]["value"]
+                                                                / same["tutorial loop"]["value"])
+    start = {r["name"]: r for r in rows if r["section"] == "start-up"}
+    eager_warmup = sum(r["warmup_s"] for r in rows if r["name"] == "eager PyTorch" and r["section"] == "inference")
+    for row in start.values():
+        assert row["ratio"] == pytest.approx(row["value"] / eager_warmup)
+    memory = [r for r in rows if r["section"] == "memory"]
+    assert memory[0]["ratio"] == pytest.approx(1.0)
+    assert memory[1]["ratio"] == pytest.approx(memory[1]["seconds_per_gib"] / memory[0]["seconds_per_gib"])
+
+
+def test_report_names_the_machine_threads_and_model(quick_report):
+    m = quick_report["machine"]
+    assert m["threads"] == 2 and m["cpu"] and m["torch"] and m["onnxruntime"] and m["device"] == "cpu"
+    model = quick_report["model"]
+    # fcn width 0.125 at length 32: convolutions 16x1x8, 32x16x5, 16x32x3 over 32 steps, then a 16x3 head
+    assert model["flops_per_series"] == 2 * (16 * 8 + 32 * 16 * 5 + 16 * 32 * 3) * 32 + 2 * 16 * 3
+    assert model["gflops"] > 0
+    text = format_report(quick_report)
+    assert text.splitlines()[0].startswith(f"machine: {m['cpu']}; 2 threads for every engine")
+    assert "runtime Bundle.predict" in text and "ratio: inference rows against eager PyTorch" in text
+
+
+def _row(section, name, metric, value, ratio, **extra):
+    return {"section": section, "name": name, "metric": metric, "unit": "", "value": value, "ratio": ratio, **extra}
+
+
+def test_targets_follow_the_issue_rules():
+    rows = [_row("inference", "runtime Bundle.predict", "latency, batch 1", 0.4, 0.44),
+            _row("inference", "runtime Bundle.predict", "throughput, batch 256", 5000.0, 1.9, gflops=300.0),
+            _row("training", "tutorial loop", "training simple-cnn, batch 64", 100.0, 1.0),
+            _row("training", "pipeline train", "training simple-cnn, batch 64", 131.0, 1.31),
+            _row("training", "bare step loop", "training fcn, batch 64", 100.0, 1.0),
+            _row("training", "pipeline train", "training fcn, batch 64", 94.0, 0.94),
+            _row("memory", "pipeline predict", "256 MiB .npy (x series)", 150.0, 1.0, seconds_per_gib=10.0),
+            _row("memory", "pipeline predict", "1024 MiB .npy (x series)", 410.0, 1.3, seconds_per_gib=13.0)]
+    report = {"rows": rows, "machine": {"device": "cpu"},
+              "model": {"model": "fcn", "length": 128, "channels": 1, "classes": 3, "gflops": 400.0,
+                        "flops_per_series": 6.0e7}}
+    got = {t["target"]: (t["value"], t["met"]) for t in check_targets(report)}
+    assert got == {
+        "runtime throughput vs eager": (1.9, False),
+        "runtime GFLOP/s vs onnxruntime matmul peak": (0.75, True),
+        "runtime latency vs eager": (0.44, True),
+        "pipeline train vs tutorial loop (simple-cnn)": (1.31, True),
+        "pipeline train vs bare step loop (fcn)": (0.94, False),
+        "pipeline predict peak memory (MB)": (410.0, False),
+        "predict time per GiB, largest vs smallest file": (1.3, False),
+    }
+    report["model"]["length"] = 64  # the inference targets are stated for length 128 only
+    assert not any(t["target"].startswith("runtime") for t in check_targets(report))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classes", "1"], "Error: --classes must be at least 2; got 1\n"),
+    (["--width", "0"], "Error: --width must be > 0; got 0.0\n"),
+    (["--length", "0"], "Error: --length must be at least 1; got 0\n"),
+])
+def test_bad_bench_flags_exit_2_with_one_line(args, message):
+    result = CliRunner().invoke(main, ["bench", "--quick", *args])
+    assert result.exit_code == 2 and result.output == message
+
+
+def test_bench_does_not_overwrite_its_out_file_without_force(tmp_path):
+    out = tmp_path / "bench.json"
+    out.write_text("keep")
+    result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output == f"Error: {out} already exists; pass --force to replace it or choose another --out\n"
+    assert out.read_text() == "keep"

@@ -175,13 +175,13 @@ def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, 
 
     state, model_cfg, model, _ = rebuild(run_dir)
     device = torch.device(cfg.device)
+    length = model_cfg.length
+    flops = inference.model_flops(model, model_cfg.in_channels, length)  # on CPU, before the model moves
     graph = model_graph(model, state["encoding"]["task"])
     engines = (inference.torch_engines(graph, bundle, device, cfg.compile_mode)
                + inference.runtime_engines(bundle, threads, device))
     s = cfg.settings
     g = torch.Generator().manual_seed(0)
-    length = model_cfg.length
-    flops = inference.model_flops(model, model_cfg.in_channels, length)
     rows = []
     for batch, calls in ((1, s["latency_calls"]), (cfg.batch, s["throughput_calls"])):
         x = torch.randn(batch, model_cfg.in_channels, length, generator=g).numpy()

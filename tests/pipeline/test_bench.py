@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pipeline.bench.report import check_targets, format_report
@@ -122,3 +123,22 @@ def test_bench_does_not_overwrite_its_out_file_without_force(tmp_path):
     assert result.exit_code == 2
     assert result.output == f"Error: {out} already exists; pass --force to replace it or choose another --out\n"
     assert out.read_text() == "keep"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bench_has_compiled_training_rows_without_recompiles():
+    result = CliRunner().invoke(main, ["bench", "--device", "cuda", "--quick", "--width", "0.25", "--no-memory",
+                                       "--train-model", "fcn", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["machine"]["gpu"] == torch.cuda.get_device_name(0)
+    training = {r["name"]: r for r in report["rows"] if r["section"] == "training"}
+    assert set(training) == {*LOOPS, "pipeline train --compile on", "pipeline train --precision bf16",
+                             "pipeline train --compile on --precision bf16",
+                             "pipeline train --compile on --compile-mode reduce-overhead"}
+    for name, row in training.items():
+        if "--compile on" in name:
+            assert row["compile"]["recompiles_after_epoch_1"] == 0, row
+    assert {t["target"] for t in report["targets"]} >= {"CUDA compiled training vs eager (--compile on)",
+                                                       "CUDA compiled training vs eager (--compile on --precision bf16)"}

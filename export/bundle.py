@@ -22,6 +22,7 @@ from pipeline import __version__
 from pipeline.checkpoint import BEST, load_checkpoint
 from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
+from pipeline.files import remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
 from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
@@ -138,29 +139,47 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     """Export, verify, and move the bundle into place; on any failure nothing is left behind."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "bundle"
+    if recover(out):
+        log(f"restored {out} (an earlier export was stopped while replacing it)")
     if out.exists() and not force:
         raise PipelineError(f"{out} already exists; pass --force to replace it or choose another --out")
     state, cfg, model, loss = rebuild(run_dir)
     task = state["encoding"]["task"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_temps(out)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent))
     try:
         source = {"run_dir": str(run_dir.resolve()), "checkpoint": BEST,
                   "checkpoint_sha256": sha256(run_dir / BEST)}  # so `pipeline verify` can rebuild eager
         manifest = _write_bundle(tmp, state, cfg, model, loss, task, config, source)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        _swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"verified {manifest['verification']['checks']} checks, worst |diff| "
         f"{manifest['verification']['max_abs']:.3g} (atol {config.atol:g}, rtol {config.rtol:g})")
     return out
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Replace `out` with the finished folder `tmp`. The old bundle is moved aside, not deleted, until the
+    new one is in place; a kill between the two renames leaves it at .NAME.old, restored by `recover`."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old)
+
+
+def recover(out: Path) -> bool:
+    """Put back a bundle left at .NAME.old by an export killed between its two renames."""
+    old = Path(out).with_name(f".{Path(out).name}.old")
+    if old.is_dir() and not Path(out).exists():
+        old.rename(out)
+        return True
+    return False
 
 
 def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,

@@ -6,6 +6,7 @@ This module imports no torch at import time, so `pipeline --help` works in a run
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 import click
@@ -78,7 +79,7 @@ def main():
 
 
 # Flags that may change when a run is resumed; every other flag is fixed by the saved run.
-RESUMABLE = {"resume", "epochs", "device", "compile", "compile_mode", "progress", "precision", "patience"}
+RESUMABLE = {"resume", "epochs", "device", "compile", "compile_mode", "progress", "precision", "patience", "nproc"}
 
 
 @main.command()
@@ -133,6 +134,10 @@ RESUMABLE = {"resume", "epochs", "device", "compile", "compile_mode", "progress"
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="RUN_DIR",
               help="Continue a run from its last checkpoint (raise --epochs to train longer).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars (shown on a terminal).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel processes on this machine: runs this command under torchrun (DDP, gloo on CPU, "
+              "NCCL on CUDA); --batch-size stays the global batch. For several machines run `torchrun ... -m "
+              "pipeline.cli train ...` yourself.")
 @click.pass_context
 @user_errors
 def train(ctx, **opts):
@@ -146,8 +151,13 @@ def train(ctx, **opts):
       pipeline train --data ecg.npz --class-weights balanced --label-smoothing 0.1
       pipeline train --data x.npz --loss mylosses:FocalLoss --loss-param gamma=2
       pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 200
+      pipeline train --data big.npz --nproc 2 --batch-size 64
     """
+    from pipeline import distributed
     from pipeline import train as training
+
+    if opts["nproc"] > 1 and not distributed.from_env().enabled:
+        raise SystemExit(distributed.launch(opts["nproc"], _without_nproc(sys.argv[1:])))
 
     if opts["resume"] is not None:
         fixed = sorted(k for k in opts if k not in RESUMABLE and
@@ -155,8 +165,8 @@ def train(ctx, **opts):
         if fixed:
             flags = ", ".join("--" + k.rstrip("_").replace("_", "-") for k in fixed)
             raise UserError(f"--resume continues a run with its saved settings; {flags} cannot be changed "
-                            "(allowed with --resume: --epochs, --patience, --device, --compile, --compile-mode, "
-                            "--precision, --progress)")
+                            "(allowed with --resume: --epochs, --patience, --nproc, --device, --compile, "
+                            "--compile-mode, --precision, --progress)")
         overrides = {k: opts[k] for k in ("device", "compile_mode", "precision", "progress", "patience")
                      if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
         if ctx.get_parameter_source("compile_") == click.core.ParameterSource.COMMANDLINE:
@@ -184,7 +194,21 @@ def train(ctx, **opts):
             progress=opts["progress"])
         result = training.train(data_cfg, loss_cfg, model_cfg, train_cfg, out=opts["out"], force=opts["force"],
                                 log=click.echo)
-    _summarise(result)
+    if distributed.from_env().main:
+        _summarise(result)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line again without --nproc (the processes torchrun starts must not launch again)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
 
 
 def _str(path: Path | None) -> str | None:
@@ -386,3 +410,7 @@ def bench(run_dir, model_name, width, channels, length, classes, batch, threads,
     if out is not None:
         write_text(out, text + "\n")
     click.echo(text if as_json else format_report(report))
+
+
+if __name__ == "__main__":  # torchrun -m pipeline.cli train ...
+    main()

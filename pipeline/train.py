@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline import __version__
+from pipeline import distributed
 from pipeline.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets, Split, load_datasets
@@ -96,14 +97,14 @@ class BatchSource:
         return mean.float().cpu(), std.float().cpu()
 
 
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """Batch (start, end) pairs; a last batch of one sample joins the previous batch.
+def batch_bounds(n: int, batch_size: int, min_last: int = 2) -> list[tuple[int, int]]:
+    """Batch (start, end) pairs; a last batch smaller than `min_last` joins the previous batch.
 
-    BatchNorm cannot train on one sample, and the batch sizes are the same every epoch, so a
-    compiled model sees no new shape after the first epoch.
+    BatchNorm cannot train on one sample (per process, under DDP), and the batch sizes are the same
+    every epoch, so a compiled model sees no new shape after the first epoch.
     """
     bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_last:
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
 
@@ -169,13 +170,14 @@ class Trainer:
     def __init__(self, run_dir: Path, data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig,
                  train_cfg: TrainConfig, datasets: Datasets, log: Callable[[str], None]):
         self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
-        self.log = log
+        self.ranks = distributed.from_env()
+        self.log = log if self.ranks.main else (lambda _: None)  # one voice, not one per process
         self.datasets = datasets
         enc: LabelEncoding = datasets.encoding
         self.task = TASKS[enc.task]
         self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
         self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
-        self.device = pick_device(train_cfg.device)
+        self.device = distributed.start(self.ranks, pick_device(train_cfg.device))
         torch.manual_seed(train_cfg.seed)
         self.model_cfg = replace(model_cfg, in_channels=datasets.channels, length=datasets.length,
                                  n_outputs=enc.n_outputs, normalize=data_cfg.normalize)
@@ -198,6 +200,16 @@ class Trainer:
         self.best = {"loss": math.inf, "epoch": 0}
         self.bad_epochs = 0
         self.batch_size = train_cfg.batch_size or auto_batch_size(self.train_src.n)
+        if self.ranks.enabled and self.batch_size < 2 * self.ranks.world:
+            raise PipelineError(f"--batch-size {self.batch_size} is the global batch, split over {self.ranks.world} "
+                                f"processes; it must be at least {2 * self.ranks.world} (2 rows per process)")
+        self.parallel = self.model
+        if self.ranks.enabled:  # gradients averaged over processes; BatchNorm buffers follow rank 0
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.parallel = DistributedDataParallel(self.model, device_ids=ids)
+        self.best_model: dict | None = None  # the best weights, kept by every process (rank 0 also writes them)
         self.use_compile = train_cfg.compile == "on" or (train_cfg.compile == "auto" and self.device.type == "cuda")
 
     # --- state -------------------------------------------------------------------------------
@@ -235,13 +247,13 @@ class Trainer:
     def step_modules(self) -> StepModules:
         """What one training step calls: the model and loss, compiled separately when asked (the eager
         modules stay for saving and evaluation), under bf16 autocast when asked."""
-        step_model, step_loss = self.model, self.loss_fn
+        step_model, step_loss = self.parallel, self.loss_fn
         if self.use_compile:
-            step_model = torch.compile(self.model, mode=self.cfg.compile_mode)
+            step_model = torch.compile(self.parallel, mode=self.cfg.compile_mode)
             step_loss = torch.compile(self.loss_fn, mode=self.cfg.compile_mode)
         autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if self.cfg.precision == "bf16"
                     else contextlib.nullcontext)
-        bounds = batch_bounds(self.train_src.n, self.batch_size)
+        bounds = batch_bounds(self.train_src.n, self.batch_size, min_last=2 * self.ranks.world)
         sizes = torch.tensor([e - s for s, e in bounds], dtype=torch.float32, device=self.device)
         return StepModules(step_model, step_loss, autocast, bounds, sizes)
 
@@ -250,26 +262,33 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
-        perm = torch.randperm(self.train_src.n, generator=self.shuffle)
-        batch_losses = torch.empty(len(steps.bounds), device=self.device)  # read every CHECK_EVERY steps
+        perm = torch.randperm(self.train_src.n, generator=self.shuffle)  # the same on every process
+        local_sums = torch.empty(len(steps.bounds), device=self.device)  # this process's loss x rows, per batch
+        global_sums = torch.empty(len(steps.bounds), device=self.device)  # read every CHECK_EVERY steps
+        world = self.ranks.world
         batch_bar = tqdm(steps.bounds, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not show_bars,
                          dynamic_ncols=True)
         for i, (s, e) in enumerate(batch_bar):
-            xb, yb = self.train_src.batch(perm[s:e])
+            a, b = distributed.shard(s, e, self.ranks)  # this process's rows of the global batch
+            xb, yb = self.train_src.batch(perm[a:b])
             if self.use_compile:
                 torch._dynamo.mark_dynamic(xb, 0)
             with steps.autocast():
                 out = steps.model(xb)
             loss, _ = steps.loss(out, yb)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over processes; weighting each mean by its share of the rows makes the
+            # update the global batch mean even when shares differ by one row
+            (loss * ((b - a) * world / (e - s)) if world > 1 else loss).backward()
             self.optimizer.step()
-            batch_losses[i] = loss.detach()
+            local_sums[i] = loss.detach() * (b - a)
             if (i + 1) % CHECK_EVERY == 0 or i + 1 == len(steps.bounds):
-                self._check_finite(batch_losses, i - i % CHECK_EVERY, i + 1, epoch)
+                start = i - i % CHECK_EVERY
+                global_sums[start:i + 1] = distributed.sum_across(local_sums[start:i + 1], self.ranks)
+                self._check_finite(global_sums / steps.batch_sizes, start, i + 1, epoch)
                 if show_bars:
-                    batch_bar.set_postfix(loss=f"{float(batch_losses[:i + 1].mean()):.4g}")
-        return float((batch_losses * steps.batch_sizes).sum()) / self.train_src.n
+                    batch_bar.set_postfix(loss=f"{float(global_sums[:i + 1].sum()) / e:.4g}")
+        return float(global_sums.sum()) / self.train_src.n
 
     def fit(self) -> RunResult:
         cfg = self.cfg
@@ -303,11 +322,14 @@ class Trainer:
             })
             if monitored < self.best["loss"]:
                 self.best, self.bad_epochs = {"loss": monitored, "epoch": epoch}, 0
-                save_checkpoint(self.run_dir / BEST, self._state(full=False))
+                self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                if self.ranks.main:
+                    save_checkpoint(self.run_dir / BEST, self._state(full=False))
             else:
                 self.bad_epochs += 1
-            save_checkpoint(self.run_dir / LAST, self._state(full=True))
-            write_history(self.run_dir / HISTORY, self.history, metric)
+            if self.ranks.main:
+                save_checkpoint(self.run_dir / LAST, self._state(full=True))
+                write_history(self.run_dir / HISTORY, self.history, metric)
             self._report_epoch(epochs_bar, show_bars, val, metric)
             if cfg.patience and self.bad_epochs >= cfg.patience:
                 stopped_early = True
@@ -347,8 +369,11 @@ class Trainer:
             self.log(f"epoch {row['epoch']:>4}/{self.cfg.epochs} {text} lr={row['lr']:.3g}")
 
     def _finish(self, seconds: float, stopped_early: bool, compile_info: dict | None) -> RunResult:
-        best = load_checkpoint(self.run_dir / BEST)
-        self.model.load_state_dict(best["model"])
+        distributed.check_in_step(self.model, self.ranks)
+        if self.best_model is not None:
+            self.model.load_state_dict(self.best_model)
+        else:  # resumed after the best epoch: the best weights are only on disk
+            self.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
         results = {"train": evaluate(self.model, self.loss_fn, self.train_src, self.task.name)}
         if self.val_src:
             results["val"] = evaluate(self.model, self.loss_fn, self.val_src, self.task.name)
@@ -360,11 +385,13 @@ class Trainer:
             "best_epoch": self.best["epoch"], "epochs_run": self.epoch, "stopped_early": stopped_early,
             "selected_by": "val_loss" if self.val_src else "train_loss",
             **results,
-            "batch_size": self.batch_size, "device": str(self.device), "compile": compile_info, "train_seconds": round(seconds, 3),
+            "batch_size": self.batch_size, "device": str(self.device), "processes": self.ranks.world,
+            "compile": compile_info, "train_seconds": round(seconds, 3),
         }
-        write_json(self.run_dir / METRICS, metrics)
-        plot_loss_curve(self.run_dir / CURVE, self.history,
-                        f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
+        if self.ranks.main:
+            write_json(self.run_dir / METRICS, metrics)
+            plot_loss_curve(self.run_dir / CURVE, self.history,
+                            f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
         return RunResult(self.run_dir, metrics, self.history)
 
 
@@ -408,22 +435,33 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
     """Validate all inputs, then train a new run into `out` (default: a new folder under artifacts/)."""
     data_cfg = replace(data_cfg, data=_absolute(data_cfg.data), val_data=_absolute(data_cfg.val_data),
                        test_data=_absolute(data_cfg.test_data))
-    datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed)
-    run_dir = _check_run_dir(out, force, model_cfg.name, datasets.encoding.task)
-    trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)  # validates the rest
-    for note in datasets.notes:
-        log(note)
-    _create_run_dir(run_dir)
-    log(f"run folder: {run_dir}")
-    log(f"training {trainer.model_cfg.name} for {datasets.encoding.task} with loss {trainer.loss_name} on "
-        f"{trainer.device} ({len(datasets.train)} train / {len(datasets.val) if datasets.val else 0} val series, "
-        f"batch size {trainer.batch_size})")
-    write_json(run_dir / CONFIG, {
-        "pipeline_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
-        "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(), "train": train_cfg.to_dict(),
-        **trainer.describe(),
-    })
-    return trainer.fit()
+    ranks = distributed.from_env()
+    distributed.start(ranks, pick_device(train_cfg.device))  # joins the process group (gloo or NCCL)
+    try:
+        datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed)
+        # every process checks the folder before any creates it, then all take rank 0's (timestamped) name
+        run_dir = _check_run_dir(out, force, model_cfg.name, datasets.encoding.task)
+        run_dir = Path(distributed.same_on_all(str(run_dir), ranks))
+        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)  # validates the rest
+        distributed.barrier(ranks)
+        log = trainer.log
+        for note in datasets.notes:
+            log(note)
+        if ranks.main:
+            _create_run_dir(run_dir)
+            write_json(run_dir / CONFIG, {
+                "pipeline_version": __version__, "torch_version": torch.__version__,
+                "python": platform.python_version(), "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
+                "train": train_cfg.to_dict(), **trainer.describe(),
+            })
+        log(f"run folder: {run_dir}")
+        where = f"{ranks.world} processes ({trainer.device.type})" if ranks.enabled else str(trainer.device)
+        log(f"training {trainer.model_cfg.name} for {datasets.encoding.task} with loss {trainer.loss_name} on "
+            f"{where} ({len(datasets.train)} train / {len(datasets.val) if datasets.val else 0} val series, "
+            f"batch size {trainer.batch_size})")
+        return trainer.fit()
+    finally:
+        distributed.stop(ranks)
 
 
 def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = None,
@@ -446,10 +484,16 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
     model_cfg = ModelConfig.from_dict(saved["model_config"])
     encoding = LabelEncoding.from_dict(saved["encoding"])
     datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, encoding=encoding)
-    trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)
-    trainer.restore(state)
-    log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
-    saved["train"] = train_cfg.to_dict()
-    write_json(config_path, saved)
-    return trainer.fit()
+    ranks = distributed.from_env()
+    try:
+        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)
+        trainer.restore(state)
+        trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
+        distributed.barrier(ranks)  # every process has read the run before rank 0 rewrites its config
+        if ranks.main:
+            saved["train"] = train_cfg.to_dict()
+            write_json(config_path, saved)
+        return trainer.fit()
+    finally:
+        distributed.stop(ranks)
 

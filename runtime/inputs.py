@@ -13,6 +13,9 @@ from runtime.errors import InputError
 # memory-mapped file far larger than RAM streams through in pieces.
 BATCH_BYTES = 8 * 1024 * 1024
 MAX_BATCH = 256
+# Longest series a model of any length takes unless its manifest sets a maximum: the model's activations
+# grow with the length (fcn holds 256 channels x length floats), so one endless series must not exhaust memory.
+DEFAULT_MAX_LENGTH = 1 << 20
 MAX_ROWS_LISTED = 5
 
 
@@ -50,7 +53,7 @@ class SeriesSpec:
         self.fixed = length.get("fixed")
         self.min_length = int(self.fixed if self.fixed is not None else length.get("min") or 1)
         max_length = self.fixed if self.fixed is not None else length.get("max")
-        self.max_length = None if max_length is None else int(max_length)
+        self.max_length = DEFAULT_MAX_LENGTH if max_length is None else int(max_length)
         self.trained_length = int(self.fixed if self.fixed is not None else length["trained"])
 
     def check(self, x, name: str = "x") -> np.ndarray:
@@ -73,10 +76,10 @@ class SeriesSpec:
         if self.fixed is not None and length != self.fixed:
             raise InputError(f"{name}: series have length {length} but this model takes exactly {self.fixed} "
                              "(it was trained with a fixed-length model; resample or crop the series)")
-        if length < self.min_length or (self.max_length is not None and length > self.max_length):
-            top = "" if self.max_length is None else f"..{self.max_length}"
+        if length < self.min_length or length > self.max_length:
+            split = "; split longer series into windows" if length > self.max_length else ""
             raise InputError(f"{name}: series have length {length}; this model takes lengths "
-                             f"{self.min_length}{top}")
+                             f"{self.min_length}..{self.max_length}{split}")
         return x
 
 

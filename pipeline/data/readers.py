@@ -44,21 +44,35 @@ def read_series(path: str | Path, target_column: str | None = None, pad: bool = 
     if path.is_dir():
         raise DataError([f"{path}: is a folder; pass a data file ({', '.join(SUFFIXES)})"])
     suffix = path.suffix.lower()
-    if suffix == ".npz":
-        data = _read_npz(path, labels)
-    elif suffix == ".npy":
-        data = _read_npy(path, labels)
-    elif suffix == ".csv":
-        data = _read_csv(path, target_column, labels)
-    elif suffix == ".tsv":
-        data = _read_ucr_tsv(path, labels)
-    elif suffix == ".ts":
-        data = _read_ts(path, pad, labels)
-    else:
-        raise DataError([f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}"])
+    try:
+        if suffix == ".npz":
+            data = _read_npz(path, labels)
+        elif suffix == ".npy":
+            data = _read_npy(path, labels)
+        elif suffix == ".csv":
+            data = _read_csv(path, target_column, labels)
+        elif suffix == ".tsv":
+            data = _read_ucr_tsv(path, labels)
+        elif suffix == ".ts":
+            data = _read_ts(path, pad, labels)
+        else:
+            raise DataError([f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}"])
+    except UnicodeDecodeError:
+        raise DataError([f"{path.name}: line {_first_undecodable_line(path)} is not UTF-8 text; save the file as "
+                         "UTF-8 (text files must be UTF-8)"]) from None
     if data.n == 0:
         raise DataError([f"{path}: holds no series; the file must contain at least one row"])
     return data
+
+
+def _first_undecodable_line(path: Path) -> int:
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
 
 
 def _as_ncl(X: np.ndarray, name: str, problems: list[str]) -> np.ndarray | None:

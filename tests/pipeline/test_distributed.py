@@ -1,0 +1,61 @@
+"""torchrun data parallelism on CPU (gloo): the same run as one process, one set of artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from pipeline.checkpoint import load_checkpoint
+from pipeline.distributed import Ranks, shard
+from pipeline.train import RUN_FILES
+
+ATOL, RTOL = 1e-5, 1e-4
+
+
+def test_shards_cover_the_global_batch_in_order():
+    for world in (1, 2, 3):
+        for start, stop in ((0, 8), (8, 15), (3, 5)):
+            pieces = [shard(start, stop, Ranks(rank, world)) for rank in range(world)]
+            assert pieces[0][0] == start and pieces[-1][1] == stop
+            assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+            sizes = [b - a for a, b in pieces]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def _pipeline(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tmp_path, npz_file):
+    data = npz_file("multiclass", n=60, length=16)
+    common = ["train", "--data", str(data), "--task", "multiclass", "--val-split", "0.2", "--model", "simple-cnn",
+              "--width", "0.5", "--epochs", "3", "--batch-size", "11", "--lr", "0.01", "--scheduler", "none",
+              "--patience", "0", "--seed", "3", "--no-progress"]
+    one = _pipeline(*common, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = _pipeline(*common, "--out", str(tmp_path / "two"), "--nproc", "2", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    # one set of artifacts, written once, and one voice in the log
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(RUN_FILES)
+    assert two.stdout.count("run folder:") == 1 and two.stdout.count("wrote ") == 1
+    assert "on 2 processes (cpu)" in two.stdout
+    single, parallel = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
+    for name, tensor in single["model"].items():
+        torch.testing.assert_close(parallel["model"][name], tensor, atol=ATOL, rtol=RTOL, msg=name)
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m2["processes"] == 2 and m1["processes"] == 1
+    for split in ("train", "val"):
+        np.testing.assert_allclose(m2[split]["loss"], m1[split]["loss"], atol=ATOL, rtol=RTOL)
+        assert m2[split]["accuracy"] == m1[split]["accuracy"]
+    h1 = [r["train_loss"] for r in single["history"]]
+    h2 = [r["train_loss"] for r in parallel["history"]]
+    np.testing.assert_allclose(h2, h1, atol=ATOL, rtol=RTOL)

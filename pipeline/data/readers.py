@@ -204,7 +204,12 @@ def _read_csv(path: Path, target_column: str | None, labels: bool) -> SeriesData
                                 "series values must be numeric")
                 break
         features.append(values)
-        raw_labels.append([row[j] for j in targets])
+        raw_labels.append([row[j].strip() for j in targets])
+        for j in targets:
+            if not row[j].strip():
+                col = f"'{header[j]}'" if header else str(j + 1)
+                problems.append(f"{name}: line {line} column {col}: the label is missing; every series needs one "
+                                "(drop unlabelled rows, or use pipeline predict for them)")
         if len(problems) >= 20:
             problems.append(f"{name}: stopped after 20 problems")
             break
@@ -266,6 +271,10 @@ def _read_ucr_tsv(path: Path, labels: bool) -> SeriesData:
                 bad = next(c for c in cells[1:] if not _is_number(c))
                 problems.append(f"{name}: line {line_no}: '{bad}' is not a number; series values must be numeric")
                 continue
+            if labels and not cells[0].strip():
+                problems.append(f"{name}: line {line_no}: the label (the first value) is missing; every series "
+                                "needs one")
+                continue
             raw_labels.append(cells[0])
             if len(problems) >= 20:
                 break
@@ -311,8 +320,9 @@ def _read_ts(path: Path, pad: bool, labels: bool) -> SeriesData:
                 header.get("targetlabel", "false").lower().startswith("true")
             fields = line.split(":")
             label = fields.pop().strip() if has_label else None
-            if has_label and not fields:
-                problems.append(f"{name}: line {line_no}: no series before the label")
+            if has_label and (not fields or not label):
+                problems.append(f"{name}: line {line_no}: the label is missing; with @classLabel/@targetLabel true "
+                                "each series ends in ':label'")
                 continue
             try:
                 dims = [[float("nan") if v.strip() == "?" else float(v) for v in d.split(",")] for d in fields]

@@ -168,3 +168,48 @@ def test_every_registered_command_has_help_with_an_example():
         assert result.exit_code == 0, name
         assert "Example" in result.output, f"`pipeline {name} --help` has no example"
         assert f"pipeline {name}" in command.help, name
+
+
+def _truncated_npz(path):
+    np.savez(path, X=np.zeros((4, 8)), y=np.zeros(4))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+BAD_FILES = {
+    "truncated.npz": (_truncated_npz, "truncated.npz: not a readable .npz archive (File is not a zip file); save it "
+                                      "with numpy.savez"),
+    "semicolons.csv": ("1;2;3\n4;5;6\n", "semicolons.csv: values are not comma separated; a .csv needs ',' between "
+                                         "values (UCR tab-separated files must end in .tsv)"),
+    "ragged.csv": ("t0,t1,y\n1,2,0\n1,2\n1,3,1\n", "ragged.csv: line 3 has 2 values, expected 3; every row must "
+                                                   "have the same number of columns (pad unequal series yourself)"),
+    "text.csv": ("t0,t1,y\n1,2,0\n1,oops,1\n", "text.csv: line 3 column 't1': 'oops' is not a number; series "
+                                              "values must be numeric"),
+    "empty.csv": ("", "empty.csv: is empty; it needs one series per row"),
+    "nolabel.csv": ("t0,t1,y\n1,2,0\n1,3,\n", "nolabel.csv: line 3 column 'y': the label is missing; every series "
+                                             "needs one (drop unlabelled rows, or use pipeline predict for them)"),
+    "latin1.csv": (b"t0,t1,y\n1,2,0\n1,3,caf\xe9\n", "latin1.csv: line 3 is not UTF-8 text; save the file as UTF-8 "
+                                                   "(text files must be UTF-8)"),
+    "nolabel.tsv": ("1\t0.5\t0.25\n\t1\t2\n", "nolabel.tsv: line 2: the label (the first value) is missing; every "
+                                              "series needs one"),
+    "text.tsv": ("1\t0.5\t0.25\n2\tx\t2\n", "text.tsv: line 2: 'x' is not a number; series values must be numeric"),
+    "header.ts": ("hello\n1,2:a\n", "header.ts: line 1: expected an '@' header line or '@data' before the series; "
+                                    "this is not a valid .ts file"),
+    "nolabel.ts": ("@problemName x\n@classLabel true a b\n@data\n1,2,3:a\n1,2,3\n",
+                   "nolabel.ts: line 5: the label is missing; with @classLabel/@targetLabel true each series ends "
+                   "in ':label'"),
+    "nolabels.npz": (lambda p: np.savez(p, X=np.zeros((4, 8))),
+                     "nolabels.npz: has no array 'y' (found ['X']); save labels as y=(N,) or (N, K)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_every_reader_refuses_a_bad_file_with_one_line_naming_file_and_row(tmp_path, name):
+    content, message = BAD_FILES[name]
+    path = tmp_path / name
+    if callable(content):
+        content(path)
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = tmp_path / "run"
+    result = run(["train", "--data", str(path), "--epochs", "1", "--out", str(out), "--no-progress"])
+    assert_usage_error(result, message, out_dir=out)

@@ -380,8 +380,9 @@ def verify(bundle, run_dir, atol, rtol, threads):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the JSON report to this file.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.pass_context
 @user_errors
-def bench(run_dir, model_name, width, channels, length, classes, batch, threads, device, train_models, train_batch,
+def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, threads, device, train_models, train_batch,
           compile_mode, no_memory, quick, as_json, out, force):
     """Speed side by side in one run: eager, torch.compile, TorchScript, runtime; training loops; export.
 
@@ -401,6 +402,10 @@ def bench(run_dir, model_name, width, channels, length, classes, batch, threads,
 
     if out is not None and out.exists() and not force:
         raise UserError(f"{out} already exists; pass --force to replace it or choose another --out")
+    shape_flags = [f"--{name.replace('_name', '')}" for name in ("model_name", "width", "channels", "length", "classes")
+                   if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if run_dir is not None and shape_flags:
+        raise UserError(f"{run_dir} fixes the model to benchmark; {', '.join(shape_flags)} only apply without RUN_DIR")
     cfg = BenchConfig(run_dir=_str(run_dir), model=model_name, width=width, channels=channels, length=length,
                       classes=classes, batch=batch, threads=threads, device=device,
                       train_models=tuple(train_models) or None, train_batch=train_batch, memory=not no_memory,

@@ -116,6 +116,13 @@ def test_bad_bench_flags_exit_2_with_one_line(args, message):
     assert result.exit_code == 2 and result.output == message
 
 
+def test_shape_flags_with_a_run_dir_are_refused(tmp_path):
+    result = CliRunner().invoke(main, ["bench", str(tmp_path), "--width", "0.5", "--length", "64"])
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {tmp_path} fixes the model to benchmark; --width, --length only apply without "
+                             "RUN_DIR\n")
+
+
 def test_bench_does_not_overwrite_its_out_file_without_force(tmp_path):
     out = tmp_path / "bench.json"
     out.write_text("keep")
@@ -142,3 +149,22 @@ def test_cuda_bench_has_compiled_training_rows_without_recompiles():
             assert row["compile"]["recompiles_after_epoch_1"] == 0, row
     assert {t["target"] for t in report["targets"]} >= {"CUDA compiled training vs eager (--compile on)",
                                                        "CUDA compiled training vs eager (--compile on --precision bf16)"}
+
+
+def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
+    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.train import train
+
+    run = train(DataConfig(data=str(npz_file("binary", n=40, length=16)), task="binary", val_split=0.0), LossConfig(),
+                ModelConfig(name="resnet", width=0.125), TrainConfig(epochs=1, progress=False), out=tmp_path / "run",
+                log=lambda _: None)
+    result = CliRunner().invoke(main, ["bench", str(run.run_dir), "--quick", "--no-memory", "--train-model",
+                                       "simple-cnn", "--batch", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {k: report["model"][k] for k in ("model", "width", "channels", "length", "classes")} == {
+        "model": "resnet", "width": 0.125, "channels": 1, "length": 16, "classes": 2}
+    assert {r["metric"] for r in report["rows"] if r["section"] == "training"} == {"training simple-cnn, batch 64"}
+    assert {r["name"] for r in report["rows"] if r["section"] == "inference"} == set(ENGINES)
+    # the inference targets are stated for fcn at length 128 only; the simple-cnn training target applies
+    assert [t["target"] for t in report["targets"]] == ["pipeline train vs tutorial loop (simple-cnn)"]

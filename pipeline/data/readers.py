@@ -140,7 +140,11 @@ def _read_npy(path: Path, labels: bool) -> SeriesData:
     name = path.name
     if labels:
         raise DataError([f"{name}: a .npy file holds no labels; save X and y together with numpy.savez"])
-    X = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # truncated, not a .npy, or an object array
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError([f"{name}: not a readable .npy array ({first}); save it with numpy.save"]) from None
     problems: list[str] = []
     X = _as_ncl(X, name, problems)
     if X is not None and X.dtype.kind not in "iuf":

@@ -166,3 +166,16 @@ def test_predict_streams_a_float64_npy_without_labels(cli_run, tmp_path):
     with np.load(tmp_path / "p.npz") as got:
         np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-6, rtol=1e-6)
         np.testing.assert_array_equal(got["label"], expected["label"])
+
+
+def test_predict_refuses_a_truncated_or_foreign_npy_with_one_line(cli_run, tmp_path):
+    bundle_dir = cli_run / "run" / "bundle"
+    np.save(tmp_path / "cut.npy", np.zeros((64, 1, 16), np.float32))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:-100])
+    (tmp_path / "foreign.npy").write_bytes(b"\x93NUMPY garbage")
+    for name in ("cut.npy", "foreign.npy"):  # numpy's own reason goes in the parentheses
+        result = _invoke("predict", bundle_dir, "--data", tmp_path / name, "--out", tmp_path / "p.csv")
+        assert result.exit_code == 2 and result.output.count("\n") == 1
+        assert result.output.startswith(f"Error: {name}: not a readable .npy array (")
+        assert result.output.endswith("); save it with numpy.save\n")
+        assert not (tmp_path / "p.csv").exists()

@@ -100,18 +100,24 @@ TOKENS = [*"0123456789.,;:\t -eEnaN@#\n", "@data\n", "@classLabel true a b\n", "
 TEXT = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
 
 
+NPY_HEADER = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (4, 1, 8), }"
+
+
 @SETTINGS
-@given(suffix=st.sampled_from(SUFFIXES), body=st.one_of(TEXT.map(str.encode), st.binary(max_size=200)))
-def test_readers_answer_any_file_with_series_or_a_data_error(tmp_path_factory, suffix, body):
+@given(suffix=st.sampled_from(SUFFIXES), labels=st.booleans(),
+       body=st.one_of(TEXT.map(str.encode), st.binary(max_size=200),
+                      st.binary(max_size=100).map(lambda tail: NPY_HEADER.ljust(128, b" ")[:127] + b"\n" + tail)))
+def test_readers_answer_any_file_with_series_or_a_data_error(tmp_path_factory, suffix, labels, body):
     path = tmp_path_factory.mktemp("hostile") / f"data{suffix}"
     path.write_bytes(body)
     try:
-        data = read_series(path)
+        data = read_series(path, labels=labels)
     except DataError as exc:
         assert exc.problems and all("\n" not in p for p in exc.problems)
         assert all(p.startswith(path.name) or p.startswith(str(path)) for p in exc.problems), exc.problems
         return
-    assert data.X.ndim == 3 and data.X.dtype == np.float32 and len(data.y) == len(data.X)
+    assert data.X.ndim == 3 and data.X.dtype.kind in "iuf"
+    assert len(data.y) == len(data.X) if labels else data.y is None
 
 
 @SETTINGS

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.readers import SeriesData
-from pipeline.errors import DataError
 from pipeline.tasks import TASKS
 
 # More distinct integer labels than this are taken for a regression target when inferring the task.

@@ -285,7 +285,7 @@ class Trainer:
             if (i + 1) % CHECK_EVERY == 0 or i + 1 == len(steps.bounds):
                 start = i - i % CHECK_EVERY
                 global_sums[start:i + 1] = distributed.sum_across(local_sums[start:i + 1], self.ranks)
-                self._check_finite(global_sums / steps.batch_sizes, start, i + 1, epoch)
+                self._check_finite(global_sums[start:i + 1] / steps.batch_sizes[start:i + 1], start, epoch)
                 if show_bars:
                     batch_bar.set_postfix(loss=f"{float(global_sums[:i + 1].sum()) / e:.4g}")
         return float(global_sums.sum()) / self.train_src.n
@@ -345,15 +345,14 @@ class Trainer:
             self.log(f"compile: {total_graphs} graphs compiled, {total_graphs - after_first} after epoch 1")
         return self._finish(time.perf_counter() - started, stopped_early, compile_info)
 
-    def _check_finite(self, batch_losses: Tensor, start: int, stop: int, epoch: int) -> None:
-        """One sync per CHECK_EVERY steps: the first non-finite batch loss stops training, named exactly."""
-        window = batch_losses[start:stop]
-        finite = torch.isfinite(window)
+    def _check_finite(self, batch_means: Tensor, start: int, epoch: int) -> None:
+        """One sync per CHECK_EVERY steps: the first non-finite mean loss of batches start.. stops training."""
+        finite = torch.isfinite(batch_means)
         if bool(finite.all()):
             return
-        first = start + int((~finite).nonzero()[0, 0])
-        raise PipelineError(f"training diverged: loss is {float(batch_losses[first])} at epoch {epoch}, batch "
-                            f"{first + 1}; lower --lr or check the data. The last good checkpoint is "
+        bad = int((~finite).nonzero()[0, 0])
+        raise PipelineError(f"training diverged: loss is {float(batch_means[bad])} at epoch {epoch}, batch "
+                            f"{start + bad + 1}; lower --lr or check the data. The last good checkpoint is "
                             f"{self.run_dir / LAST}")
 
     def _report_epoch(self, bar, show_bars: bool, val: dict | None, metric: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +106,17 @@ def task_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
     root = tmp_path_factory.mktemp("bundles")
     both = ("multiclass", "regression")
     return {task: _build_bundle(root / task, task, fmt="all" if task in both else "onnx") for task in TASKS}
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for `pipeline` child processes: one thread each (the same float sums in every
+    process), and never inside a torchrun job the test itself might run under."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def run_pipeline(args, cwd) -> subprocess.CompletedProcess:
+    """`pipeline ARGS` in a new process, as a user runs it; output captured as text."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=subprocess_env(), timeout=600)

@@ -14,20 +14,10 @@ import torch
 
 import runtime
 from pipeline.checkpoint import load_checkpoint
+from tests.conftest import run_pipeline, subprocess_env
 
 TRAIN = ["train", "--task", "multiclass", "--model", "fcn", "--width", "0.25", "--batch-size", "16",
          "--val-split", "0.2", "--patience", "0", "--seed", "5", "--no-progress"]
-
-
-def _env():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every process: the same float sums
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _pipeline(args, cwd, **kwargs):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=_env(), timeout=600, **kwargs)
 
 
 def _epochs_done(run_dir) -> list[dict]:
@@ -45,12 +35,12 @@ def _same_weights(a, b) -> bool:
 def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_path, npz_file):
     data = npz_file("multiclass", n=400, length=64)
     args = [*TRAIN, "--data", data, "--epochs", "5"]
-    straight = _pipeline([*args, "--out", tmp_path / "straight"], tmp_path)
+    straight = run_pipeline([*args, "--out", tmp_path / "straight"], tmp_path)
     assert straight.returncode == 0, straight.stderr
 
     crashed = tmp_path / "crashed"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args), "--out", str(crashed)],
-                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(_epochs_done(crashed)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -62,7 +52,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
     assert len(_epochs_done(crashed)) == 2  # killed inside epoch 3, before its checkpoint
     assert load_checkpoint(crashed / "last.pt")["epoch"] == 2
 
-    resumed = _pipeline(["train", "--resume", crashed], tmp_path)
+    resumed = run_pipeline(["train", "--resume", crashed], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout and "at epoch 3 of 5" in resumed.stdout
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(crashed / "last.pt")
@@ -97,14 +87,14 @@ def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_
     (tmp_path / "die_at_save.py").write_text(DIE_AT_SAVE)
     run_dir = tmp_path / "run"
     args = [*TRAIN, "--data", npz_file("multiclass", n=80, length=16), "--epochs", "3", "--out", run_dir]
-    proc = subprocess.run([sys.executable, "die_at_save.py", *map(str, args)], cwd=tmp_path, env=_env(),
+    proc = subprocess.run([sys.executable, "die_at_save.py", *map(str, args)], cwd=tmp_path, env=subprocess_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL
     state = load_checkpoint(run_dir / "last.pt")  # epoch 1's, whole
     assert state["epoch"] == 1
     leftovers = [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.")  # the killed writer's half file
-    resumed = _pipeline(["train", "--resume", run_dir], tmp_path)
+    resumed = run_pipeline(["train", "--resume", run_dir], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
     assert [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")] == []  # the dead writer's file is gone
@@ -130,32 +120,32 @@ main(sys.argv[1:])
 
 def test_a_kill_while_exporting_leaves_the_previous_bundle_loadable(tmp_path, npz_file):
     run_dir = tmp_path / "run"
-    trained = _pipeline([*TRAIN, "--data", npz_file("multiclass", n=60, length=16), "--epochs", "1", "--out",
+    trained = run_pipeline([*TRAIN, "--data", npz_file("multiclass", n=60, length=16), "--epochs", "1", "--out",
                          run_dir], tmp_path)
     assert trained.returncode == 0, trained.stderr
-    first = _pipeline(["export", run_dir, "--format", "onnx"], tmp_path)
+    first = run_pipeline(["export", run_dir, "--format", "onnx"], tmp_path)
     assert first.returncode == 0, first.stderr
     manifest = (run_dir / "bundle" / "manifest.json").read_text()
     (tmp_path / "die_in_export.py").write_text(DIE_IN_EXPORT)
     killed = subprocess.run([sys.executable, "die_in_export.py", "export", str(run_dir), "--format", "all", "--force"],
-                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+                            cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL
     assert (run_dir / "bundle" / "manifest.json").read_text() == manifest
     bundle = runtime.load(run_dir / "bundle")  # every sha256 checked
     assert bundle.predict(torch.randn(3, 1, 16).numpy())["logits"].shape == (3, 3)
     assert len([p for p in run_dir.iterdir() if p.name.startswith(".bundle.") and p.name.endswith(".tmp")]) == 1
-    again = _pipeline(["export", run_dir, "--format", "all", "--force"], tmp_path)
+    again = run_pipeline(["export", run_dir, "--format", "all", "--force"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
 
 
 def test_a_bundle_left_aside_by_a_kill_between_renames_is_restored(tmp_path, npz_file):
     run_dir = tmp_path / "run"
-    assert _pipeline([*TRAIN, "--data", npz_file("multiclass", n=60, length=16), "--epochs", "1", "--out",
+    assert run_pipeline([*TRAIN, "--data", npz_file("multiclass", n=60, length=16), "--epochs", "1", "--out",
                       run_dir], tmp_path).returncode == 0
-    assert _pipeline(["export", run_dir, "--format", "onnx"], tmp_path).returncode == 0
+    assert run_pipeline(["export", run_dir, "--format", "onnx"], tmp_path).returncode == 0
     (run_dir / "bundle").rename(run_dir / ".bundle.old")  # the state between the two renames
-    again = _pipeline(["export", run_dir, "--format", "onnx"], tmp_path)
+    again = run_pipeline(["export", run_dir, "--format", "onnx"], tmp_path)
     assert again.returncode == 2
     assert again.stdout == f"restored {run_dir / 'bundle'} (an earlier export was stopped while replacing it)\n"
     assert again.stderr == (f"Error: {run_dir / 'bundle'} already exists; pass --force to replace it or choose "
@@ -176,7 +166,7 @@ class RunsCode:
 @pytest.mark.parametrize("command", ["export", "resume"])
 def test_a_checkpoint_that_runs_code_when_unpickled_is_refused(tmp_path, npz_file, command):
     run_dir = tmp_path / "run"
-    assert _pipeline([*TRAIN, "--data", npz_file("multiclass", n=60, length=16), "--epochs", "1", "--out",
+    assert run_pipeline([*TRAIN, "--data", npz_file("multiclass", n=60, length=16), "--epochs", "1", "--out",
                       run_dir], tmp_path).returncode == 0
     marker = tmp_path / "pwned"
     name = "best.pt" if command == "export" else "last.pt"
@@ -184,7 +174,7 @@ def test_a_checkpoint_that_runs_code_when_unpickled_is_refused(tmp_path, npz_fil
     state["payload"] = RunsCode(marker)
     torch.save(state, run_dir / name)
     args = ["export", run_dir] if command == "export" else ["train", "--resume", run_dir, "--epochs", "2"]
-    result = _pipeline(args, tmp_path)
+    result = run_pipeline(args, tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import torch
@@ -13,6 +10,7 @@ import torch
 from pipeline.checkpoint import load_checkpoint
 from pipeline.distributed import Ranks, shard
 from pipeline.train import RUN_FILES
+from tests.conftest import run_pipeline
 
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -27,21 +25,14 @@ def test_shards_cover_the_global_batch_in_order():
             assert max(sizes) - min(sizes) <= 1
 
 
-def _pipeline(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
-
-
 def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tmp_path, npz_file):
     data = npz_file("multiclass", n=60, length=16)
     common = ["train", "--data", str(data), "--task", "multiclass", "--val-split", "0.2", "--model", "simple-cnn",
               "--width", "0.5", "--epochs", "3", "--batch-size", "11", "--lr", "0.01", "--scheduler", "none",
               "--patience", "0", "--seed", "3", "--no-progress"]
-    one = _pipeline(*common, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    one = run_pipeline([*common, "--out", tmp_path / "one"], tmp_path)
     assert one.returncode == 0, one.stderr
-    two = _pipeline(*common, "--out", str(tmp_path / "two"), "--nproc", "2", cwd=tmp_path)
+    two = run_pipeline([*common, "--out", tmp_path / "two", "--nproc", "2"], tmp_path)
     assert two.returncode == 0, two.stderr
     # one set of artifacts, written once, and one voice in the log
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(RUN_FILES)

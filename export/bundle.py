@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -13,23 +14,34 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.exporters import DEFAULT_OPSET, quiet, export_onnx, export_torchscript
+from export.exporters import DEFAULT_OPSET, ExportError, export_onnx, export_torchscript, quiet
 from export.graphs import (DECISIONS, LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph,
-                           torchscript_loss)
+                           onnx_loss_candidates, torchscript_loss)
 from export.layout import conv2d_layout
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
 from pipeline.checkpoint import BEST, load_checkpoint
 from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
-from pipeline.files import remove_stale_temps, temp_prefix
+from pipeline.files import current_umask, remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
 from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
+from runtime.compare import summary
+from runtime.inputs import plural
 
 FORMAT_VERSION = 1
 FORMATS = ("onnx", "torchscript", "all")
 GOLDEN_BATCH = 2  # one of BATCH_SIZES: more than one sample, small JSON
+# The loss grid's edges: scores a confidently trained classifier emits (logits of +-20..100), log-rates
+# of +-20 (exp(20) ~ 5e8 counts), counts and regression targets far from the usual range.
+EDGE_BATCH = 16
+CONFIDENT_SCORE = 100.0
+CONFIDENT_LOG_RATE = 20.0
+COUNT_LIMIT = 1e4
+REGRESSION_LIMIT = 1e4
+# The model grid's edge: series at this many standard deviations, so the graph runs at large activations.
+LOUD_SERIES = 10.0
 README = """pipeline model bundle ({task})
 
 Files
@@ -38,7 +50,7 @@ Files
 {files}  golden.json        a few inputs with the outputs eager PyTorch gave; run them and compare
   verification.json  how the graphs compared with eager PyTorch at export (every shape and engine)
 
-Model graph: input "x", float32 (batch, {channels} channels, {length}), raw series; the normalisation
+Model graph: input "x", float32 (batch, {channels}, {length}), raw series; the normalisation
 is inside the graph. Outputs: {outputs}.
 Loss graph: inputs "prediction" (the model's first output, float32) and "target" ({target});
 outputs "loss" (scalar, the training reduction) and "per_sample_loss" (batch,). Loss: {loss}.
@@ -83,24 +95,67 @@ def _targets(task: str, n: int, k: int, g: torch.Generator) -> torch.Tensor:
     return torch.randn(n, k, generator=g)
 
 
-def _series(model, n: int, c: int, length: int, g: torch.Generator) -> torch.Tensor:
+def _series(model, n: int, c: int, length: int, g: torch.Generator, scale: float = 1.0) -> torch.Tensor:
     """Raw-looking series: the training statistics' scale, so the baked-in normalisation is exercised."""
     mean, std = model.normalize.mean, model.normalize.std
-    return (torch.randn(n, c, length, generator=g) * std + mean).float()
+    return (torch.randn(n, c, length, generator=g) * std * scale + mean).float()
 
 
 def model_cases(model, cfg: ModelConfig) -> list[Case]:
     g = torch.Generator().manual_seed(1)
     # the training length first, so the golden data (first batch-2 case) uses it
     lengths = [cfg.length] if cfg.fixed_length else [cfg.length, max(cfg.length // 2, 1), 2 * cfg.length]
-    return [Case(f"batch={n} length={L}", (_series(model, n, cfg.in_channels, L, g),))
-            for L in lengths for n in BATCH_SIZES]
+    cases = [Case(f"batch={n} length={L}", (_series(model, n, cfg.in_channels, L, g),))
+             for L in lengths for n in BATCH_SIZES]
+    loud = _series(model, 7, cfg.in_channels, cfg.length, g, scale=LOUD_SERIES)
+    return cases + [Case(f"batch=7 length={cfg.length} x{LOUD_SERIES:g} std", (loud,))]
 
 
 def loss_cases(task: str, cfg: ModelConfig) -> list[Case]:
+    """Moderate scores at every batch size, then the scores trained models really emit (see edge_cases)."""
     g = torch.Generator().manual_seed(2)
     return [Case(f"batch={n}", (torch.randn(n, cfg.n_outputs, generator=g) * 2,
-                                _targets(task, n, cfg.n_outputs, g))) for n in BATCH_SIZES]
+                                _targets(task, n, cfg.n_outputs, g))) for n in BATCH_SIZES] + \
+        edge_cases(task, cfg.n_outputs, g)
+
+
+def _magnitudes(shape: tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    """Magnitudes in [low, high] with both ends present exactly."""
+    m = low + (high - low) * torch.rand(shape, generator=g)
+    m.view(-1)[0], m.view(-1)[-1] = low, high
+    return m
+
+
+def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH) -> list[Case]:
+    """Confident scores (|score| up to CONFIDENT_SCORE, both signs) with all-correct, all-wrong and random
+    targets, and targets at the limits of their range: where unstable loss graphs return inf or nan."""
+    s = CONFIDENT_SCORE
+    if task in ("binary", "multilabel"):
+        t = torch.randint(0, 2, (n, k), generator=g).float()
+        t[0], t[-1] = 0.0, 1.0  # both limits in every case
+        sign, m = 2 * t - 1, _magnitudes((n, k), 15.0, s, g)
+        pairs = {"correct": (sign * m, t), "wrong": (-sign * m, t), "random": ((torch.rand(n, k, generator=g) * 2 - 1) * s, t)}
+    elif task == "multiclass":
+        t = torch.randint(0, k, (n,), generator=g)
+        t[0], t[-1] = 0, k - 1
+        m = _magnitudes((n, 1), 15.0, s, g)
+        hot = torch.nn.functional.one_hot(t, k).bool()
+        correct = torch.where(hot, m, -m)
+        wrong = torch.where(hot, -m, torch.where(torch.roll(hot, 1, dims=1), m, -m))
+        pairs = {"correct": (correct, t), "wrong": (wrong, t), "random": ((torch.rand(n, k, generator=g) * 2 - 1) * s, t)}
+    elif task == "count":
+        t = torch.poisson(torch.full((n, k), 3.0), generator=g)
+        t[0], t[-1] = 0.0, COUNT_LIMIT  # none, and far more than usual
+        low = CONFIDENT_LOG_RATE
+        pairs = {"correct": (torch.log(t + 0.5), t), "wrong": (torch.where(t > 3, torch.full_like(t, -low), torch.full_like(t, low)), t),
+                 "random": ((torch.rand(n, k, generator=g) * 2 - 1) * low, t)}
+    else:
+        t = (torch.rand(n, k, generator=g) * 2 - 1) * REGRESSION_LIMIT
+        t[0], t[-1] = -REGRESSION_LIMIT, REGRESSION_LIMIT
+        pairs = {"correct": (t + torch.randn(n, k, generator=g) * 1e-3, t), "wrong": (-t, t),
+                 "random": ((torch.rand(n, k, generator=g) * 2 - 1) * REGRESSION_LIMIT, t)}
+    return [Case(f"batch={n} edge {what}", (scores.float().contiguous(), targets)) for what, (scores, targets)
+            in pairs.items()]
 
 
 def engines(paths: dict[str, Path], input_names: tuple[str, ...]) -> dict:
@@ -141,23 +196,52 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     out = Path(out) if out else run_dir / "bundle"
     if recover(out):
         log(f"restored {out} (an earlier export was stopped while replacing it)")
-    if out.exists() and not force:
-        raise PipelineError(f"{out} already exists; pass --force to replace it or choose another --out")
+    check_bundle_target(out, run_dir, force)
     state, cfg, model, loss = rebuild(run_dir)
     task = state["encoding"]["task"]
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a bundle is read like any folder the user makes
     try:
         source = {"run_dir": str(run_dir.resolve()), "checkpoint": BEST,
                   "checkpoint_sha256": sha256(run_dir / BEST)}  # so `pipeline verify` can rebuild eager
-        manifest = _write_bundle(tmp, state, cfg, model, loss, task, config, source)
+        manifest = _write_bundle(tmp, state, cfg, model, loss, task, config, source, log)
         _swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"verified {manifest['verification']['checks']} checks, worst |diff| "
-        f"{manifest['verification']['max_abs']:.3g} (atol {config.atol:g}, rtol {config.rtol:g})")
+    log(f"verified {summary(manifest['verification_rows'])} (atol {config.atol:g} + rtol {config.rtol:g} x |eager|)")
+    manifest.pop("verification_rows")
     return out
+
+
+def is_bundle(folder: Path) -> bool:
+    """A folder `pipeline export` wrote: its manifest.json has the bundle keys."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"format_version", "files", "task"} <= set(manifest)
+
+
+def check_bundle_target(out: Path, run_dir: Path, force: bool) -> None:
+    """--out may be a new folder, an empty one, or (with --force) an earlier bundle; never anything else."""
+    resolved, run = Path(out).resolve(), Path(run_dir).resolve()
+    if resolved == run or resolved in run.parents:
+        what = "is the run folder" if resolved == run else f"holds the run folder {run_dir}"
+        raise PipelineError(f"--out {out} {what}; a bundle needs a folder of its own (default RUN_DIR/bundle), "
+                            "and nothing else is ever replaced")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise PipelineError(f"--out {out} is a file; pass a folder for the bundle")
+    if not any(out.iterdir()):
+        return
+    if not is_bundle(out):
+        raise PipelineError(f"--out {out} is not a bundle (no bundle manifest.json in it); export replaces only a "
+                            "folder written by pipeline export, so choose another --out")
+    if not force:
+        raise PipelineError(f"{out} already exists; pass --force to replace it or choose another --out")
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
@@ -183,18 +267,22 @@ def recover(out: Path) -> bool:
 
 
 def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,
-                  source: dict) -> dict:
+                  source: dict, log=print) -> dict:
     graph = model_graph(model, task)
     outputs = OUTPUT_NAMES[task]
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
     x_axes = {0: "batch"} if cfg.fixed_length else {0: "batch", 2: "length"}
-    loss_axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
     meta = _metadata(state, cfg, task, config)
     want = ("onnx", "torchscript") if config.fmt == "all" else (config.fmt,)
     files: dict[str, dict[str, Path]] = {"model": {}, "loss": {}}
     methods = {}
-    example_x = model_grid[-1].inputs  # batch 64: examples >= 2 so no axis is specialised
-    example_loss = loss_grid[-1].inputs
+    example_x = model_grid[len(BATCH_SIZES) - 1].inputs  # batch 64: examples >= 2 so no axis is specialised
+    example_loss = loss_grid[len(BATCH_SIZES) - 1].inputs
+    loss_what = f"loss '{state['loss']['name']}'"
+    names = {"onnx": "ONNX", "torchscript": "TorchScript"}
+    log(f"exporting the {cfg.name} model and the {state['loss']['name']} loss of {task} to "
+        f"{' and '.join(names[f] for f in want)}; each graph is then checked against eager PyTorch on "
+        f"{len(model_grid)} model and {len(loss_grid)} loss input sets")
     rows, layout = [], None
     if "onnx" in want:
         verify_model = lambda paths: verify_graph(  # noqa: E731
@@ -202,14 +290,13 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
             DECISIONS.get(task))
         rows, layout = _export_model_onnx(graph, model, task, example_x, tmp / "model.onnx", outputs,
                                           {"x": x_axes}, config.opset, meta, verify_model)
+        files["loss"]["onnx"] = export_loss_onnx(loss, example_loss, tmp / "loss.onnx", config.opset, meta, loss_what)
         files["model"]["onnx"] = tmp / "model.onnx"
-        files["loss"]["onnx"] = export_onnx(loss, example_loss, tmp / "loss.onnx", LOSS_INPUTS, LOSS_OUTPUTS,
-                                            loss_axes, config.opset, meta, f"loss '{state['loss']['name']}'")
     if "torchscript" in want:
         files["model"]["torchscript"], methods["model"] = export_torchscript(graph, example_x, tmp / "model.pt",
                                                                              "model")
         files["loss"]["torchscript"], methods["loss"] = export_torchscript(
-            torchscript_loss(loss), example_loss, tmp / "loss.pt", f"loss '{state['loss']['name']}'")
+            torchscript_loss(loss), example_loss, tmp / "loss.pt", loss_what)
         rows += verify_graph("model", graph, engines({"torchscript": files["model"]["torchscript"]}, ("x",)),
                              model_grid, outputs, config.atol, config.rtol, DECISIONS.get(task))
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS), loss_grid, LOSS_OUTPUTS,
@@ -230,7 +317,19 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
     if layout:
         manifest["onnx_layout"] = layout
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return {**manifest, "verification_rows": rows}
+
+
+def export_loss_onnx(loss, example: tuple, path: Path, opset: int, meta: dict, what: str) -> Path:
+    """The loss graph with a dynamic batch: the first candidate (see onnx_loss_candidates) that exports."""
+    axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
+    first_error = None
+    for candidate in onnx_loss_candidates(loss):
+        try:
+            return export_onnx(candidate, example, path, LOSS_INPUTS, LOSS_OUTPUTS, axes, opset, meta, what)
+        except ExportError as exc:
+            first_error = first_error or exc
+    raise first_error
 
 
 def _export_model_onnx(graph, model, task: str, example_x: tuple, path: Path, outputs: tuple[str, ...],
@@ -291,6 +390,9 @@ def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: Expor
         "files": files,
         "verification": {k: v for k, v in verification.items() if k != "rows"},
         "source": source,
+        # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
+        # them out of a .csv laid out the same way, as train and evaluate do
+        **({"csv_labels": state["csv_labels"]} if state.get("csv_labels") else {}),
     }
 
 
@@ -304,6 +406,6 @@ def _readme(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...]) -> 
         lines += "  loss.pt            the loss graph (TorchScript)\n"
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
     target = _target_spec(task, cfg.n_outputs)
-    return README.format(task=task, files=lines, channels=cfg.in_channels, length=length,
+    return README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
                          outputs=", ".join(OUTPUT_NAMES[task]), target=f"{target['dtype']}, {target['meaning']}",
                          loss=json.dumps(_loss_description(state)))

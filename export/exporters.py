@@ -48,6 +48,22 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
+def _stable_log_sigmoid(x):
+    """log(sigmoid(x)) as -softplus(-x). The stock ONNX translation is Log(Sigmoid(x)), which is -inf once
+    sigmoid(x) rounds to 0 in float32 (x < -88): the scores of every confident classifier. onnxruntime's
+    Softplus is the stable max(x, 0) + log1p(exp(-|x|)), as torch's own log_sigmoid kernel."""
+    from onnxscript import opset18 as op
+
+    return op.Neg(op.Softplus(op.Neg(x)))
+
+
+def _translations() -> dict:
+    """ATen ops whose stock ONNX form is numerically worse than eager PyTorch, with stable replacements.
+    Applies to every graph, so user losses built on F.logsigmoid, F.binary_cross_entropy_with_logits or
+    F.multilabel_soft_margin_loss export stably too."""
+    return {torch.ops.aten.log_sigmoid.default: _stable_log_sigmoid}
+
+
 def export_onnx(module: nn.Module, example_inputs: tuple, path: Path, input_names: tuple[str, ...],
                 output_names: tuple[str, ...], dynamic_axes: dict[str, dict[int, str]],
                 opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None, what: str = "graph") -> Path:
@@ -60,7 +76,8 @@ def export_onnx(module: nn.Module, example_inputs: tuple, path: Path, input_name
         with quiet():
             torch.onnx.export(module, example_inputs, str(path), input_names=list(input_names),
                               output_names=list(output_names), dynamic_shapes=dynamic_shapes,
-                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                              custom_translation_table=_translations())
     except Exception as exc:
         raise ExportError(f"{what} could not be exported to ONNX: {_first_line(exc)}") from None
     proto = onnx.load(str(path))
@@ -94,5 +111,8 @@ def export_torchscript(module: nn.Module, example_inputs: tuple, path: Path, wha
                 method = f"trace (script failed: {_first_line(script_exc)})"
             except Exception as exc:
                 raise ExportError(f"{what} could not be exported to TorchScript: {_first_line(exc)}") from None
-        compiled.save(str(path))
+        try:  # a traced Python call (a custom autograd.Function, say) only fails here
+            compiled.save(str(path))
+        except Exception as exc:
+            raise ExportError(f"{what} could not be exported to TorchScript: {_first_line(exc)}") from None
     return Path(path), method

@@ -87,6 +87,36 @@ class ScriptableCustomLoss(nn.Module):
         return loss, torch.stack(per_sample)
 
 
+class ScanCustomLoss(nn.Module):
+    """A user loss for ONNX when vmap cannot stay batch-dynamic: per-sample losses by a scan over the batch
+    (an ONNX Scan). torch's vmap rules for some ops (nll_loss, so every F.cross_entropy) fix the batch size
+    while exporting; a scan has no such rule, at the price of a loop in the graph."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        from torch._higher_order_ops.scan import scan
+
+        prediction = prediction.float()
+        loss = self.inner(prediction, target).reshape(())
+
+        def step(carry: Tensor, pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            p, t = pair
+            return carry.clone(), self.inner(p.unsqueeze(0), t.unsqueeze(0)).reshape(())
+
+        _, per_sample = scan(step, torch.zeros((), dtype=prediction.dtype), (prediction, target))
+        return loss, per_sample
+
+
+def onnx_loss_candidates(loss: nn.Module) -> list[nn.Module]:
+    """The modules to try, in order, for a loss's ONNX graph: built-ins as they are; user losses with
+    per-sample losses by vmap (one batched graph) and, where that fixes the batch size, by a scan."""
+    inner = getattr(loss, "inner", None)
+    return [loss] if inner is None else [loss, ScanCustomLoss(inner).eval()]
+
+
 def torchscript_loss(loss: nn.Module) -> nn.Module:
     """The module to script for a loss graph: built-ins as they are, user losses with a loop."""
     inner = getattr(loss, "inner", None)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from export.bundle import engines, loss_cases, model_cases, rebuild, sha256
 from export.graphs import DECISIONS, LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, model_graph
 from export.verify import verify_graph
 from pipeline.errors import PipelineError
+from runtime.golden import golden_rows, read_golden
 
 
 def find_checkpoint(bundle_dir: Path, manifest: dict, run_dir: Path | None) -> Path | None:
@@ -32,13 +35,33 @@ def recheck(bundle_dir: Path, manifest: dict, run_dir: Path, atol: float, rtol: 
                             "the run was trained further?); re-export the run, or pass --run with the right run")
     state, cfg, model, loss = rebuild(run_dir)
     task = manifest["task"]
-    files = {"model": {}, "loss": {}}
-    for graph in files:
-        for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".pt")):
-            if f"{graph}{suffix}" in manifest["files"]:
-                files[graph][fmt] = Path(bundle_dir) / f"{graph}{suffix}"
+    files = bundle_files(bundle_dir, manifest)
     rows = verify_graph("model", model_graph(model, task), engines(files["model"], ("x",)),
                         model_cases(model, cfg), OUTPUT_NAMES[task], atol, rtol, DECISIONS.get(task))
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS), loss_cases(task, cfg), LOSS_OUTPUTS,
                          atol, rtol)
+    return rows
+
+
+def bundle_files(bundle_dir: Path, manifest: dict) -> dict[str, dict[str, Path]]:
+    """{'model': {format: path}, 'loss': {...}} for the graph files the manifest lists."""
+    files: dict[str, dict[str, Path]] = {"model": {}, "loss": {}}
+    for graph in files:
+        for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".pt")):
+            if f"{graph}{suffix}" in manifest["files"]:
+                files[graph][fmt] = Path(bundle_dir) / f"{graph}{suffix}"
+    return files
+
+
+def torchscript_golden(bundle_dir: Path, manifest: dict, atol: float | None, rtol: float | None) -> list[dict]:
+    """The golden inputs through the bundle's TorchScript graphs (model.pt, loss.pt), as libtorch would run them."""
+    golden = read_golden(bundle_dir)
+    rows = []
+    for graph, paths in bundle_files(bundle_dir, manifest).items():
+        if "torchscript" in paths:
+            names = ("x",) if graph == "model" else LOSS_INPUTS
+            run = engines({"torchscript": paths["torchscript"]}, names)["torchscript"]
+            rows += golden_rows(golden, graph, "torchscript",
+                                lambda feeds, run=run, names=names: run([torch.from_numpy(feeds[n]) for n in names]),
+                                atol, rtol)
     return rows

@@ -13,8 +13,9 @@ import click
 
 from pipeline import __version__
 from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEVICES, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS,
-                             PRECISIONS, SCHEDULERS, DataConfig, LossConfig, ModelConfig, TrainConfig)
-from pipeline.errors import PipelineError
+                             PRECISIONS, SCHEDULERS, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DataConfig, LossConfig, ModelConfig,
+                             TrainConfig, default_epochs)
+from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from pipeline.tasks import TASK_NAMES, TASKS
 
 
@@ -36,7 +37,7 @@ def user_errors(fn):
         except ModuleNotFoundError as exc:
             if exc.name in ("torch", "onnx", "onnxscript", "matplotlib", "tqdm"):
                 raise UserError(f"this command needs {exc.name}, which the runtime-only install leaves out; "
-                                "install the training extra: pip install 'pipeline[train]'") from None
+                                f"{TRAIN_EXTRA_HINT}") from None
             raise
 
     return wrapper
@@ -79,7 +80,9 @@ def main():
 
 
 # Flags that may change when a run is resumed; every other flag is fixed by the saved run.
-RESUMABLE = {"resume", "epochs", "device", "compile", "compile_mode", "progress", "precision", "patience", "nproc"}
+RESUMABLE_FLAGS = ("--epochs", "--patience", "--nproc", "--device", "--compile", "--compile-mode", "--precision",
+                   "--progress")
+RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE_FLAGS}
 
 
 @main.command()
@@ -112,7 +115,8 @@ RESUMABLE = {"resume", "epochs", "device", "compile", "compile_mode", "progress"
 @click.option("--width", type=float, default=1.0, show_default=True, help="Multiplies the model's channel sizes.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
-@click.option("--epochs", type=int, default=None, help="Epochs [default: 300; 40 on the embedded data].")
+@click.option("--epochs", type=int, default=None,
+              help=f"Epochs [default: {DEFAULT_EPOCHS}; {DEFAULT_EPOCHS_EMBEDDED} on the embedded data].")
 @click.option("--batch-size", type=int, default=None,
               help="[default: training series / 10, between 2 and 32, as Wang et al. for small sets]")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
@@ -153,49 +157,59 @@ def train(ctx, **opts):
       pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 200
       pipeline train --data big.npz --nproc 2 --batch-size 64
     """
-    from pipeline import distributed
-    from pipeline import train as training
-
-    if opts["nproc"] > 1 and not distributed.from_env().enabled:
-        raise SystemExit(distributed.launch(opts["nproc"], _without_nproc(sys.argv[1:])))
-
+    # every flag is checked before torch is imported (seconds), so a typo fails at once
     if opts["resume"] is not None:
         fixed = sorted(k for k in opts if k not in RESUMABLE and
                        ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE)
         if fixed:
             flags = ", ".join("--" + k.rstrip("_").replace("_", "-") for k in fixed)
             raise UserError(f"--resume continues a run with its saved settings; {flags} cannot be changed "
-                            "(allowed with --resume: --epochs, --patience, --nproc, --device, --compile, "
-                            "--compile-mode, --precision, --progress)")
+                            f"(allowed with --resume: {', '.join(RESUMABLE_FLAGS)})")
         overrides = {k: opts[k] for k in ("device", "compile_mode", "precision", "progress", "patience")
                      if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
         if ctx.get_parameter_source("compile_") == click.core.ParameterSource.COMMANDLINE:
             overrides["compile"] = opts["compile_"]
-        result = training.resume(opts["resume"], epochs=opts["epochs"], overrides=overrides, log=click.echo)
     else:
-        data_cfg = DataConfig(
-            data=_str(opts["data"]), val_data=_str(opts["val_data"]), test_data=_str(opts["test_data"]),
-            val_split=opts["val_split"],
-            target_column=opts["target_column"], task=opts["task"], normalize=opts["normalize"], pad=opts["pad"])
-        class_weights = opts["class_weights"]
-        loss_cfg = LossConfig(
-            name=opts["loss_name"], huber_delta=opts["huber_delta"], beta=opts["beta"],
-            pos_weight=_floats("--pos-weight", opts["pos_weight"]),
-            class_weights=class_weights if class_weights in (None, "balanced")
-            else _floats("--class-weights", class_weights),
-            label_smoothing=opts["label_smoothing"], loss_params=_loss_params(opts["loss_param"]))
-        model_cfg = ModelConfig(name=opts["model_name"], width=opts["width"])
-        epochs = opts["epochs"] if opts["epochs"] is not None else 40 if opts["data"] is None else 300
-        train_cfg = TrainConfig(
-            epochs=epochs, batch_size=opts["batch_size"], lr=opts["lr"], optimizer=opts["optimizer"],
-            momentum=opts["momentum"], weight_decay=opts["weight_decay"], scheduler=opts["scheduler"],
-            patience=opts["patience"], seed=opts["seed"], compile=opts["compile_"],
-            compile_mode=opts["compile_mode"], device=opts["device"], precision=opts["precision"],
-            progress=opts["progress"])
-        result = training.train(data_cfg, loss_cfg, model_cfg, train_cfg, out=opts["out"], force=opts["force"],
-                                log=click.echo)
+        configs = _train_configs(opts)
+
+    from export.dry_run import check_loss_exports
+    from pipeline import distributed
+    from pipeline import train as training
+
+    if opts["nproc"] > 1 and not distributed.from_env().enabled:
+        raise SystemExit(distributed.launch(opts["nproc"], _without_nproc(sys.argv[1:])))
+    if opts["resume"] is not None:
+        result = training.resume(opts["resume"], epochs=opts["epochs"], overrides=overrides, log=click.echo,
+                                 preflight=check_loss_exports)
+    else:
+        result = training.train(*configs, out=opts["out"], force=opts["force"], log=click.echo,
+                                preflight=check_loss_exports)
     if distributed.from_env().main:
         _summarise(result)
+
+
+def _train_configs(opts: dict) -> tuple[DataConfig, LossConfig, ModelConfig, TrainConfig]:
+    """The four validated configs of a new run, from the command line's options."""
+    data_cfg = DataConfig(
+        data=_str(opts["data"]), val_data=_str(opts["val_data"]), test_data=_str(opts["test_data"]),
+        val_split=opts["val_split"],
+        target_column=opts["target_column"], task=opts["task"], normalize=opts["normalize"], pad=opts["pad"])
+    class_weights = opts["class_weights"]
+    loss_cfg = LossConfig(
+        name=opts["loss_name"], huber_delta=opts["huber_delta"], beta=opts["beta"],
+        pos_weight=_floats("--pos-weight", opts["pos_weight"]),
+        class_weights=class_weights if class_weights in (None, "balanced")
+        else _floats("--class-weights", class_weights),
+        label_smoothing=opts["label_smoothing"], loss_params=_loss_params(opts["loss_param"]))
+    model_cfg = ModelConfig(name=opts["model_name"], width=opts["width"])
+    epochs = opts["epochs"] if opts["epochs"] is not None else default_epochs(opts["data"] is None)
+    train_cfg = TrainConfig(
+        epochs=epochs, batch_size=opts["batch_size"], lr=opts["lr"], optimizer=opts["optimizer"],
+        momentum=opts["momentum"], weight_decay=opts["weight_decay"], scheduler=opts["scheduler"],
+        patience=opts["patience"], seed=opts["seed"], compile=opts["compile_"],
+        compile_mode=opts["compile_mode"], device=opts["device"], precision=opts["precision"],
+        progress=opts["progress"])
+    return data_cfg, loss_cfg, model_cfg, train_cfg
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -261,21 +275,25 @@ def export_command(run_dir, fmt, opset, out, atol, rtol, force):
 
 # --- scoring with a bundle: numpy + onnxruntime only, so these work in a runtime-only install ------------
 
-def _scoring_options(fn):
+def _scoring_options(target_help: str):
+    return lambda fn: _with_scoring_options(fn, target_help)
+
+
+def _with_scoring_options(fn, target_help: str):
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,
                       help="onnxruntime intra-op threads [default: onnxruntime's choice].")(fn)
     fn = click.option("--batch-size", type=click.IntRange(min=1), default=None,
                       help="Series per onnxruntime call [default: as many as fit 8 MiB, at most 256].")(fn)
     fn = click.option("--pad", is_flag=True, help="Right-pad unequal-length .ts series with their last value.")(fn)
-    fn = click.option("--target-column", default=None,
-                      help="CSV label column(s), by name or 0-based index, to leave out of the series.")(fn)
+    fn = click.option("--target-column", default=None, help=target_help)(fn)
     fn = click.option("--data", type=click.Path(dir_okay=False, path_type=Path), required=True,
                       help="Series file: .npz, .npy, .csv, UCR .tsv or UCR/UEA .ts.")(fn)
     return click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))(fn)
 
 
 @main.command()
-@_scoring_options
+@_scoring_options("CSV label column(s), by name or 0-based index, to leave out of the series [default: the "
+                  "training data's label column, where the file has it; 'none': every column is a series value].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="preds.csv, .jsonl (class names and probabilities), .npy (the score matrix) or .npz (every "
               "named output) [default: CSV on standard output].")
@@ -297,7 +315,8 @@ def predict(bundle, data, target_column, pad, batch_size, threads, out, force):
 
 
 @main.command()
-@_scoring_options
+@_scoring_options("CSV label column(s), by name or 0-based index [default: the training data's label column, "
+                  "where the file has it, else the last column].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @user_errors
 def evaluate(bundle, data, target_column, pad, batch_size, threads, as_json):
@@ -313,7 +332,7 @@ def evaluate(bundle, data, target_column, pad, batch_size, threads, as_json):
     from pipeline.scoring import evaluate_file
 
     result = evaluate_file(bundle, data, target_column=target_column, pad=pad, batch_size=batch_size,
-                           threads=threads)
+                           threads=threads, log=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -342,16 +361,14 @@ def verify(bundle, run_dir, atol, rtol, threads):
       pipeline verify copied_bundle --run artifacts/demo
     """
     from pipeline.scoring import verify_bundle
-    from runtime.compare import format_table
+    from runtime.compare import format_table, summary
 
     report = verify_bundle(bundle, run_dir, atol, rtol, threads)
     click.echo(f"sha256 of every file: ok\ngolden data:\n{format_table(report.golden)}")
     click.echo(report.note)
     if report.eager is not None:
         failing = [r for r in report.eager if r["problem"]]
-        worst = max((r["max_abs"] or 0.0) for r in report.eager)
-        click.echo(format_table(failing) if failing else
-                   f"{len(report.eager)} checks, worst |diff| {worst:.3g}: ok")
+        click.echo(format_table(failing) if failing else f"{summary(report.eager)}: ok")
     if not report.passed:
         click.echo("Error: the bundle's graphs disagree with the reference outputs (table above)", err=True)
         raise SystemExit(1)
@@ -398,14 +415,14 @@ def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, thr
 
     from pipeline.bench.report import format_report
     from pipeline.bench.run import BenchConfig, run_bench
-    from pipeline.files import write_text
+    from pipeline.files import check_output_file, write_text
 
-    if out is not None and out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to replace it or choose another --out")
+    check_output_file(out, force)
     shape_flags = [f"--{name.replace('_name', '')}" for name in ("model_name", "width", "channels", "length", "classes")
                    if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if run_dir is not None and shape_flags:
-        raise UserError(f"{run_dir} fixes the model to benchmark; {', '.join(shape_flags)} only apply without RUN_DIR")
+        verb = "applies" if len(shape_flags) == 1 else "apply"
+        raise UserError(f"{run_dir} fixes the model to benchmark; {', '.join(shape_flags)} only {verb} without RUN_DIR")
     cfg = BenchConfig(run_dir=_str(run_dir), model=model_name, width=width, channels=channels, length=length,
                       classes=classes, batch=batch, threads=threads, device=device,
                       train_models=tuple(train_models) or None, train_batch=train_batch, memory=not no_memory,

@@ -7,10 +7,12 @@ import math
 from dataclasses import dataclass
 
 from pipeline.errors import PipelineError
-from pipeline.tasks import TASK_NAMES
+from pipeline.tasks import ALL_LOSS_NAMES, TASK_NAMES, TASKS, is_custom_loss
 
 MODEL_NAMES = ("fcn", "resnet", "simple-cnn", "mlp", "linear")
 FIXED_LENGTH_MODELS = ("simple-cnn", "mlp", "linear")
+# Shortest training series per model: simple-cnn pools pairs of steps; the rest take even one step per series.
+MIN_LENGTH = {"simple-cnn": 2}
 NORMALIZE_MODES = ("channel", "series", "none")
 # Below this many training series no validation split is held out by default: a handful of
 # held-out series (UCR sets have 20-400) make early stopping noisy and cost accuracy.
@@ -33,6 +35,14 @@ def _positive(flag: str, value, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not ok or (isinstance(value, float) and not math.isfinite(value)):
         raise PipelineError(f"{flag} must be {'>= 0' if allow_zero else '> 0'}; got {value}")
+
+
+DEFAULT_EPOCHS = 300  # Wang et al. 2017 train far longer; early stopping ends most runs sooner
+DEFAULT_EPOCHS_EMBEDDED = 40  # the embedded waveforms converge in a few dozen epochs (about a minute on CPU)
+
+
+def default_epochs(embedded_data: bool) -> int:
+    return DEFAULT_EPOCHS_EMBEDDED if embedded_data else DEFAULT_EPOCHS
 
 
 def auto_batch_size(n_train: int) -> int:
@@ -90,6 +100,10 @@ class LossConfig(_JsonMixin):
     loss_params: tuple[tuple[str, str], ...] = ()  # keyword arguments for a custom loss
 
     def __post_init__(self):
+        if self.name is not None and not is_custom_loss(self.name) and self.name not in ALL_LOSS_NAMES:
+            by_task = "; ".join(f"{task}: {', '.join(spec.loss_names)}" for task, spec in TASKS.items())
+            raise PipelineError(f"--loss '{self.name}' is not a loss; choose one of {by_task}; or a custom loss "
+                                "as package.module:ClassName")
         _positive("--huber-delta", self.huber_delta)
         _positive("--beta", self.beta, allow_zero=True)
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -137,7 +151,7 @@ class ModelConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
     """The optimisation loop: optimizer, schedule, stopping, compile and device."""
 
-    epochs: int = 300
+    epochs: int = DEFAULT_EPOCHS
     batch_size: int | None = None  # None: auto_batch_size(training series)
     lr: float = 1e-3
     optimizer: str = "adam"

@@ -79,6 +79,22 @@ def sum_across(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return t
 
 
+def average_buffers(module: torch.nn.Module, ranks: Ranks) -> None:
+    """Make every process's floating-point buffers (BatchNorm running statistics) their mean over processes.
+
+    DDP hands rank 0's buffers to all processes at the start of each forward, so after a step each process
+    holds rank 0's statistics updated with its own share of the batch; evaluating, checkpointing or exporting
+    then would depend on the process. The mean is the update with every share's statistics."""
+    if not ranks.enabled:
+        return
+    with torch.no_grad():
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                total = buffer.clone()
+                dist.all_reduce(total, op=dist.ReduceOp.SUM)
+                buffer.copy_(total / ranks.world)
+
+
 def barrier(ranks: Ranks) -> None:
     if ranks.enabled:
         dist.barrier()

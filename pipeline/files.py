@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
 
 def temp_prefix(path: Path) -> str:
     """Temporary siblings of `path` carry the writer's process id, so a killed writer's leftovers are known."""
@@ -43,6 +45,25 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def check_output_file(path: Path | None, force: bool) -> None:
+    """An --out file may be new, or (with --force) an earlier file; a folder or anything else is never replaced."""
+    if path is None or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir():
+        raise PipelineError(f"--out {path} is a folder; pass a file name (nothing in the folder is replaced)")
+    if not path.is_file():
+        raise PipelineError(f"--out {path} is not a regular file; pass another --out")
+    if not force:
+        raise PipelineError(f"{path} already exists; pass --force to replace it or choose another --out")
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` then rename tmp over `path`, so readers never see half a file: a writer
     killed at any moment leaves the previous file whole (and a temporary file that the next write removes)."""
@@ -50,9 +71,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the file the usual permissions
     try:
         write(Path(tmp))
         os.replace(tmp, path)

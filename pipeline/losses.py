@@ -22,6 +22,7 @@ from pipeline.config import LossConfig
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from pipeline.tasks import TASKS, is_custom_loss
+from runtime.inputs import plural
 
 
 class BuiltinLoss(nn.Module):
@@ -54,7 +55,7 @@ class BuiltinLoss(nn.Module):
             pos_weight = self.pos_weight if self.has_pos_weight else None
             return F.binary_cross_entropy_with_logits(prediction, target, reduction="none", pos_weight=pos_weight)
         if name == "bce":
-            return F.binary_cross_entropy(torch.sigmoid(prediction), target, reduction="none")
+            return self._bce_of_sigmoid(prediction, target)
         if name == "hinge":
             signed = 2.0 * target - 1.0  # labels 0/1 -> -1/+1
             return torch.clamp(1.0 - signed * prediction, min=0.0)
@@ -70,6 +71,19 @@ class BuiltinLoss(nn.Module):
         if name == "poisson_nll":
             return F.poisson_nll_loss(prediction, target, log_input=True, full=False, reduction="none")
         raise RuntimeError("unknown loss " + name)
+
+    @staticmethod
+    def _bce_of_sigmoid(logit: Tensor, target: Tensor) -> Tensor:
+        """torch.nn.BCELoss of sigmoid(logit), with its clamp of each log at -100, taken from log-sigmoid.
+
+        BCELoss on float32 sigmoid outputs jumps to the clamp once sigmoid rounds to 1 (|logit| > ~17),
+        and where it jumps depends on each engine's sigmoid, so no exported graph could agree with it
+        there. log-sigmoid keeps the exact value up to the same clamp: identical to BCELoss(sigmoid(x))
+        wherever float32 sigmoid has not rounded to 0 or 1.
+        """
+        log_p = torch.clamp(F.logsigmoid(logit), min=-100.0)  # log(sigmoid(x))
+        log_not_p = torch.clamp(F.logsigmoid(-logit), min=-100.0)  # log(1 - sigmoid(x))
+        return -(target * log_p + (1.0 - target) * log_not_p)
 
     def _cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
         """torch's weighted, label-smoothed cross-entropy (reduction none), written out.
@@ -163,7 +177,7 @@ def resolve_loss_params(cfg: LossConfig, loss_name: str, enc: LabelEncoding,
         if cfg.class_weights == "balanced":
             params["class_weights"] = balanced_class_weights(train_targets, n)
         elif len(cfg.class_weights) != n:
-            raise PipelineError(f"--class-weights has {len(cfg.class_weights)} values but the data has {n} "
+            raise PipelineError(f"--class-weights has {plural(len(cfg.class_weights), 'value')} but the data has {n} "
                                 f"classes ({', '.join(enc.classes[:10])}); give one weight per class")
         else:
             params["class_weights"] = list(cfg.class_weights)
@@ -233,3 +247,8 @@ def check_custom_loss(loss: CustomLoss, prediction: Tensor, target: Tensor, spec
     if not value.requires_grad:
         raise PipelineError(f"--loss '{spec}' returned a value without gradient; compute it with torch "
                             "operations on the prediction")
+    try:
+        value.reshape(()).backward()
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"--loss '{spec}' has no gradient on {shapes}: {type(exc).__name__}: {first}") from None

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.config import ModelConfig
+from pipeline.config import MIN_LENGTH, ModelConfig
 from pipeline.errors import PipelineError
 
 NORM_EPS = 1e-8
@@ -168,6 +168,7 @@ class SequenceModel(nn.Module):
 
 def build_model(config: ModelConfig) -> SequenceModel:
     """A fresh model for `config`; fixed-length models need config.length."""
-    if config.fixed_length and config.length < 2:
-        raise PipelineError(f"--model {config.name} needs series of length 2 or more")
+    shortest = MIN_LENGTH.get(config.name, 1)
+    if config.fixed_length and config.length < shortest:
+        raise PipelineError(f"--model {config.name} needs series of length {shortest} or more")
     return SequenceModel(config)

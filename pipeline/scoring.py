@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
-from pipeline.data.readers import SeriesData, read_series
-from pipeline.errors import PipelineError
-from pipeline.files import write_atomic
+import runtime.bundle
+from pipeline.data.readers import SeriesData, peek_csv_header, read_series
+from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
+from pipeline.files import check_output_file, write_atomic
 from runtime.golden import check_golden
 from runtime.outputs import OUT_SUFFIXES, prediction_table, write_predictions, write_rows
 
@@ -34,6 +35,24 @@ def _length_note(bundle: runtime.Bundle, data: SeriesData) -> str | None:
             f"(it accepts any length{hint})")
 
 
+def training_label_columns(bundle: runtime.Bundle, data: Path, log) -> str | None:
+    """The training file's label columns, when `data` is a .csv that has them (by header name, or, without a
+    header, at the training file's width): the columns `pipeline train` read the labels from."""
+    labels = bundle.manifest.get("csv_labels")
+    if data.suffix.lower() != ".csv" or not labels:
+        return None
+    header, width = peek_csv_header(data)
+    if header is not None and all(c in header for c in labels["columns"]):
+        names = ", ".join(f"'{c}'" for c in labels["columns"])
+    elif header is None and width == labels["width"] and all(c.isdigit() for c in labels["columns"]):
+        names = ", ".join(f"{c} (0-based)" for c in labels["columns"])
+    else:
+        return None
+    log(f"note: column {names} of {data.name} holds the labels, as in the training data (--target-column "
+        "chooses others)")
+    return ",".join(labels["columns"])
+
+
 def predict_file(bundle_dir: Path, data: Path, out: Path | None, target_column: str | None = None,
                  pad: bool = False, batch_size: int | None = None, threads: int | None = None,
                  force: bool = False, log=print) -> int:
@@ -41,15 +60,18 @@ def predict_file(bundle_dir: Path, data: Path, out: Path | None, target_column: 
     suffix = out.suffix.lower() if out is not None else ".csv"
     if suffix not in OUT_SUFFIXES:
         raise PipelineError(f"--out {out}: unsupported type '{suffix}'; use one of {', '.join(OUT_SUFFIXES)}")
-    if out is not None and out.exists() and not force:
-        raise PipelineError(f"{out} already exists; pass --force to replace it or choose another --out")
+    check_output_file(out, force)
     bundle = open_bundle(bundle_dir, threads)
+    if target_column is None:
+        target_column = training_label_columns(bundle, Path(data), log)
+    elif target_column.strip().lower() == "none":  # every column is a series value
+        target_column = None
     series = read_series(data, target_column, pad=pad, labels=False)
     note = _length_note(bundle, series)
     if note:
         log(note)
     try:
-        outputs = bundle.predict(series.X, batch_size=batch_size, name=series.source)
+        outputs = bundle.predict(series.X, batch_size=batch_size, name=series.source, lines=series.lines)
     except runtime.InputError as exc:
         raise PipelineError(str(exc)) from None
     if out is None:
@@ -62,13 +84,15 @@ def predict_file(bundle_dir: Path, data: Path, out: Path | None, target_column: 
 
 
 def evaluate_file(bundle_dir: Path, data: Path, target_column: str | None = None, pad: bool = False,
-                  batch_size: int | None = None, threads: int | None = None) -> dict:
+                  batch_size: int | None = None, threads: int | None = None, log=print) -> dict:
     """Loss and task metrics of the bundle on a labelled file, as the trainer reports them."""
     bundle = open_bundle(bundle_dir, threads)
+    if target_column is None:
+        target_column = training_label_columns(bundle, Path(data), log)
     series = read_series(data, target_column, pad=pad, labels=True)
     try:
         metrics = bundle.evaluate(series.X, series.y, batch_size=batch_size, x_name=series.source,
-                                  y_name=f"{series.source}: {series.label_field}")
+                                  y_name=f"{series.source}: {series.label_field}", lines=series.lines)
     except runtime.InputError as exc:
         raise PipelineError(str(exc)) from None
     return {"data": str(data), "series": series.n, "task": bundle.task, **metrics}
@@ -87,21 +111,31 @@ class VerifyReport:
 
 def verify_bundle(bundle_dir: Path, run_dir: Path | None = None, atol: float | None = None,
                   rtol: float | None = None, threads: int | None = None) -> VerifyReport:
-    """Golden data through the graphs; then, where torch is installed, the full grid against eager."""
-    bundle = open_bundle(bundle_dir, threads)
-    golden = check_golden(bundle, atol, rtol)
-    atol = bundle.manifest["verification"]["atol"] if atol is None else atol
-    rtol = bundle.manifest["verification"]["rtol"] if rtol is None else rtol
+    """Golden data through every graph of the bundle (ONNX by onnxruntime, TorchScript where torch is
+    installed); then, with torch, the full export grid against eager PyTorch rebuilt from the run."""
     try:
-        from export.recheck import find_checkpoint, recheck
+        manifest = runtime.bundle.read_manifest(bundle_dir)
+        runtime.bundle.check_files(bundle_dir, manifest)
+    except runtime.BundleError as exc:
+        raise PipelineError(str(exc)) from None
+    has_onnx = runtime.bundle.MODEL_FILE in manifest.get("files", {})
+    golden = check_golden(open_bundle(bundle_dir, threads), atol, rtol) if has_onnx else []
+    atol = manifest["verification"]["atol"] if atol is None else atol
+    rtol = manifest["verification"]["rtol"] if rtol is None else rtol
+    try:
+        from export.recheck import find_checkpoint, recheck, torchscript_golden
     except ModuleNotFoundError as exc:
         if exc.name not in ("torch", "onnx", "onnxscript"):
             raise
+        if not has_onnx:
+            raise PipelineError(f"{bundle_dir}: holds TorchScript graphs only, and checking them needs torch, which "
+                                f"the runtime-only install leaves out; {TRAIN_EXTRA_HINT}") from None
         return VerifyReport(golden, None, "eager re-check skipped: the training extra is not installed "
-                                          "(pip install 'pipeline[train]' to re-check against PyTorch)")
-    found = find_checkpoint(bundle.path, bundle.manifest, run_dir)
+                                          f"({TRAIN_EXTRA_HINT} to re-check against PyTorch)")
+    golden += torchscript_golden(Path(bundle_dir), manifest, atol, rtol)
+    found = find_checkpoint(Path(bundle_dir), manifest, run_dir)
     if found is None:
         return VerifyReport(golden, None, "eager re-check skipped: the run folder the bundle was exported from "
                                           "is not here; pass --run RUN_DIR")
-    return VerifyReport(golden, recheck(bundle.path, bundle.manifest, found, atol, rtol),
+    return VerifyReport(golden, recheck(Path(bundle_dir), manifest, found, atol, rtol),
                         f"eager re-check against {found}")

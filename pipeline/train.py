@@ -29,6 +29,7 @@ from pipeline.losses import CustomLoss, build_loss, check_custom_loss, resolve_l
 from pipeline.models import SequenceModel, build_model
 from pipeline.report import plot_loss_curve, write_history
 from pipeline.tasks import TASKS, resolve_loss_name
+from runtime.inputs import plural
 from runtime.metrics import compute_metrics
 
 CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
@@ -168,7 +169,8 @@ class Trainer:
     """One run: built from configs (new run) or from a run folder (resume)."""
 
     def __init__(self, run_dir: Path, data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig,
-                 train_cfg: TrainConfig, datasets: Datasets, log: Callable[[str], None]):
+                 train_cfg: TrainConfig, datasets: Datasets, log: Callable[[str], None],
+                 preflight: Callable | None = None):
         self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
         self.ranks = distributed.from_env()
         self.log = log if self.ranks.main else (lambda _: None)  # one voice, not one per process
@@ -192,6 +194,9 @@ class Trainer:
             with torch.no_grad():
                 prediction = self.model.eval()(x)
             check_custom_loss(self.loss_fn, prediction, y, self.loss_name)
+            if preflight is not None:  # e.g. a dry export of the loss: fail in seconds, not after training
+                preflight(self.loss_fn.eval(), prediction, y, self.loss_name, self.log)
+                self.loss_fn.train()
         self.optimizer = _make_optimizer(train_cfg, self.model)
         self.scheduler = _make_scheduler(train_cfg, self.optimizer)
         self.shuffle = torch.Generator().manual_seed(train_cfg.seed)
@@ -215,11 +220,14 @@ class Trainer:
     # --- state -------------------------------------------------------------------------------
     def describe(self) -> dict:
         """Everything needed to rebuild the model and the loss; stored in config.json and checkpoints."""
-        return {
+        described = {
             "model_config": self.model_cfg.to_dict(),
             "encoding": self.datasets.encoding.to_dict(),
             "loss": {"name": self.loss_name, "params": self.loss_params},
         }
+        if self.datasets.csv_labels:
+            described["csv_labels"] = self.datasets.csv_labels
+        return described
 
     def _state(self, full: bool) -> dict:
         state = {**self.describe(), "model": self.model.state_dict(), "epoch": self.epoch,
@@ -288,6 +296,7 @@ class Trainer:
                 self._check_finite(global_sums[start:i + 1] / steps.batch_sizes[start:i + 1], start, epoch)
                 if show_bars:
                     batch_bar.set_postfix(loss=f"{float(global_sums[:i + 1].sum()) / e:.4g}")
+        distributed.average_buffers(self.model, self.ranks)  # one model to evaluate and save, on every process
         return float(global_sums.sum()) / self.train_src.n
 
     def fit(self) -> RunResult:
@@ -342,7 +351,7 @@ class Trainer:
             after_first = (graphs_after_first - graphs_start) if graphs_after_first is not None else total_graphs
             compile_info = {"mode": cfg.compile_mode, "graphs": total_graphs,
                             "recompiles_after_epoch_1": total_graphs - after_first}
-            self.log(f"compile: {total_graphs} graphs compiled, {total_graphs - after_first} after epoch 1")
+            self.log(f"compile: {plural(total_graphs, 'graph')} compiled, {total_graphs - after_first} after epoch 1")
         return self._finish(time.perf_counter() - started, stopped_early, compile_info)
 
     def _check_finite(self, batch_means: Tensor, start: int, epoch: int) -> None:
@@ -415,7 +424,21 @@ def _check_run_dir(out: Path | None, force: bool, model: str, task: str) -> Path
     if run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise PipelineError(f"{run_dir} already exists and is not empty; pass --force to overwrite it "
                             "or choose another --out")
+    clashing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if clashing and not is_run_dir(run_dir):
+        raise PipelineError(f"--out {run_dir} holds {', '.join(clashing)} but is not a run folder (no config.json "
+                            "written by pipeline train); --force replaces only a run's own files, so choose "
+                            "another --out")
     return run_dir
+
+
+def is_run_dir(folder: Path) -> bool:
+    """A folder `pipeline train` wrote: its config.json has the run keys."""
+    try:
+        config = json.loads((Path(folder) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"pipeline_version", "model_config", "encoding"} <= set(config)
 
 
 def _create_run_dir(run_dir: Path) -> None:
@@ -430,8 +453,10 @@ def _absolute(path: str | None) -> str | None:
 
 
 def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
-          out: Path | None = None, force: bool = False, log: Callable[[str], None] = print) -> RunResult:
-    """Validate all inputs, then train a new run into `out` (default: a new folder under artifacts/)."""
+          out: Path | None = None, force: bool = False, log: Callable[[str], None] = print,
+          preflight: Callable | None = None) -> RunResult:
+    """Validate all inputs, then train a new run into `out` (default: a new folder under artifacts/).
+    `preflight(loss, prediction, target, name, log)` checks a custom loss on a real batch before training."""
     data_cfg = replace(data_cfg, data=_absolute(data_cfg.data), val_data=_absolute(data_cfg.val_data),
                        test_data=_absolute(data_cfg.test_data))
     ranks = distributed.from_env()
@@ -441,7 +466,8 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
         # every process checks the folder before any creates it, then all take rank 0's (timestamped) name
         run_dir = _check_run_dir(out, force, model_cfg.name, datasets.encoding.task)
         run_dir = Path(distributed.same_on_all(str(run_dir), ranks))
-        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)  # validates the rest
+        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log,  # validates the rest
+                          preflight)
         distributed.barrier(ranks)
         log = trainer.log
         for note in datasets.notes:
@@ -464,7 +490,7 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
 
 
 def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = None,
-           log: Callable[[str], None] = print) -> RunResult:
+           log: Callable[[str], None] = print, preflight: Callable | None = None) -> RunResult:
     """Continue a run from its last checkpoint: model, optimizer, scheduler, RNG and epoch."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG
@@ -478,14 +504,14 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
     if epochs is not None:
         train_cfg = replace(train_cfg, epochs=epochs)
     if state["epoch"] >= train_cfg.epochs:
-        raise PipelineError(f"--resume {run_dir}: the run already finished {state['epoch']} epochs; pass "
+        raise PipelineError(f"--resume {run_dir}: the run already finished {plural(state['epoch'], 'epoch')}; pass "
                             f"--epochs larger than {state['epoch']} to train further")
     model_cfg = ModelConfig.from_dict(saved["model_config"])
     encoding = LabelEncoding.from_dict(saved["encoding"])
     datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, encoding=encoding)
     ranks = distributed.from_env()
     try:
-        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)
+        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight)
         trainer.restore(state)
         trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
         distributed.barrier(ranks)  # every process has read the run before rank 0 rewrites its config

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.errors import BundleError, InputError, IntegrityError
-from runtime.inputs import SeriesSpec, batch_rows, batches
+from runtime.inputs import SeriesSpec, batch_rows, batches, plural
 from runtime.metrics import compute_metrics
 from runtime.targets import check_targets, encode_labels
 
@@ -106,15 +106,17 @@ class Bundle:
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, task={self.task!r}, outputs={self.outputs})"
 
-    def predict(self, x, batch_size: int | None = None, name: str = "x") -> dict[str, np.ndarray]:
-        """Named model outputs for series x, (N, C, L) or (N, L); large inputs run in bounded batches."""
+    def predict(self, x, batch_size: int | None = None, name: str = "x",
+                lines: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Named model outputs for series x, (N, C, L) or (N, L); large inputs run in bounded batches.
+        `lines` (the file line of each series) makes messages name lines instead of 0-based rows."""
         x = self.series.check(x, name)
         rows = batch_rows(x, batch_size)
         if len(x) <= rows and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous \
                 and np.isfinite(x).all():  # one ready batch (the latency case): no copies, no batching
             return dict(zip(self.outputs, self.model_session.run(None, {"x": x})))
         results: dict[str, np.ndarray] = {}
-        for start, batch in batches(x, rows, name):
+        for start, batch in batches(x, rows, name, lines):
             outputs = self.model_session.run(None, {"x": batch})
             if not results:  # allocate once, now that each output's trailing shape and dtype are known
                 results = {n: np.empty((len(x),) + o.shape[1:], dtype=o.dtype) for n, o in zip(self.outputs, outputs)}
@@ -140,17 +142,17 @@ class Bundle:
             None, {"prediction": np.ascontiguousarray(prediction, dtype=np.float32), "target": target})
         return float(loss), per_sample
 
-    def encode(self, y, name: str = "y") -> np.ndarray:
+    def encode(self, y, name: str = "y", lines: np.ndarray | None = None) -> np.ndarray:
         """Raw labels (class names or numbers, as in the training data) as loss-graph targets."""
-        return encode_labels(self.task, self.classes, self.n_outputs, y, name)
+        return encode_labels(self.task, self.classes, self.n_outputs, y, name, lines)
 
     def evaluate(self, x, y, batch_size: int | None = None, x_name: str = "x",
-                 y_name: str = "y") -> dict[str, float | None]:
+                 y_name: str = "y", lines: np.ndarray | None = None) -> dict[str, float | None]:
         """The loss and the trainer's metrics on series x with raw labels y."""
-        target = self.encode(y, y_name)
+        target = self.encode(y, y_name, lines)
         if len(target) != len(x):
-            raise InputError(f"{y_name}: has {len(target)} labels for {len(x)} series; pass one per series")
-        raw = self.predict(x, batch_size, x_name)[self.outputs[0]]
+            raise InputError(f"{y_name}: has {plural(len(target), 'label')} for {len(x)} series; pass one per series")
+        raw = self.predict(x, batch_size, x_name, lines)[self.outputs[0]]
         loss, _ = self.loss(raw, target)
         return {"loss": loss, **compute_metrics(self.task, raw, target)}
 

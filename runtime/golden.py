@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -17,28 +19,32 @@ def _array(entry: dict) -> np.ndarray:
     return np.asarray(entry["data"], dtype=entry["dtype"]).reshape(entry["shape"])
 
 
-def read_golden(bundle: Bundle) -> dict:
-    path = bundle.path / GOLDEN_FILE
+def read_golden(bundle_dir: Path) -> dict:
+    path = Path(bundle_dir) / GOLDEN_FILE
     if not path.exists():
         raise BundleError(f"{path}: not found; re-export the bundle (pipeline export writes golden data)")
     return json.loads(path.read_text())
 
 
-def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None = None) -> list[dict]:
-    """One row per graph output: max abs/rel difference against the golden outputs, and any problem."""
-    golden = read_golden(bundle)
+def golden_rows(golden: dict, graph: str, engine: str, run: Callable[[dict[str, np.ndarray]], list],
+                atol: float | None = None, rtol: float | None = None) -> list[dict]:
+    """One row per output of `graph` ('model' or 'loss'): `run(named inputs) -> outputs` against the golden ones."""
     atol = golden["atol"] if atol is None else atol
     rtol = golden["rtol"] if rtol is None else rtol
-    sessions = {"model": bundle.model_session, "loss": bundle.loss_session}
+    inputs = {name: _array(v) for name, v in golden[graph]["inputs"].items()}
+    first = next(iter(inputs.values()))
+    case = "golden " + ("x".join(map(str, first.shape)) if graph == "model" else f"batch={len(first)}")
+    actual = run(inputs)
+    return [{"graph": graph, "engine": engine, "output": name, "case": case,
+             **compare(_array(expected), np.asarray(got), atol, rtol)}
+            for (name, expected), got in zip(golden[graph]["outputs"].items(), actual)]
+
+
+def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None = None) -> list[dict]:
+    """One row per graph output: max abs/rel difference against the golden outputs, and any problem."""
+    golden = read_golden(bundle.path)
     rows = []
-    for graph, session in sessions.items():
-        if session is None:
-            continue
-        inputs = {name: _array(v) for name, v in golden[graph]["inputs"].items()}
-        first = next(iter(inputs.values()))
-        case = "golden " + ("x".join(map(str, first.shape)) if graph == "model" else f"batch={len(first)}")
-        actual = session.run(None, inputs)
-        for (name, expected), got in zip(golden[graph]["outputs"].items(), actual):
-            rows.append({"graph": graph, "engine": "onnxruntime", "output": name, "case": case,
-                         **compare(_array(expected), np.asarray(got), atol, rtol)})
+    for graph, session in {"model": bundle.model_session, "loss": bundle.loss_session}.items():
+        if session is not None:
+            rows += golden_rows(golden, graph, "onnxruntime", lambda feeds, s=session: s.run(None, feeds), atol, rtol)
     return rows

@@ -19,11 +19,39 @@ DEFAULT_MAX_LENGTH = 1 << 20
 MAX_ROWS_LISTED = 5
 
 
-def rows_text(rows: np.ndarray) -> str:
-    """'row 3' or 'rows 1, 4, 9 and 12 more' (0-based, as numpy indexes them)."""
-    shown = ", ".join(str(int(i)) for i in rows[:MAX_ROWS_LISTED])
+def plural(count: int, word: str) -> str:
+    """'1 channel', '2 channels' (words whose plural adds an s)."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def rows_text(rows: np.ndarray, lines: np.ndarray | None = None) -> str:
+    """Where series are: 'row 3' or 'rows 1, 4, 9 and 12 more' (0-based, as numpy indexes an array), or with
+    `lines` (the 1-based file line of each series of a text file) 'line 5' or 'lines 2, 5, 10'."""
+    rows = np.asarray(rows)
+    word, numbers = ("row", rows) if lines is None else ("line", np.asarray(lines)[rows])
+    shown = ", ".join(str(int(i)) for i in numbers[:MAX_ROWS_LISTED])
     more = f" and {len(rows) - MAX_ROWS_LISTED} more" if len(rows) > MAX_ROWS_LISTED else ""
-    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+    return f"{word}{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def parse_numbers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Text labels as float64, and a mask of those that are not numbers (read as NaN)."""
+    flat = np.asarray(values).reshape(-1)
+    numbers = np.full(flat.shape, np.nan)
+    bad = np.zeros(flat.shape, dtype=bool)
+    for i, text in enumerate(flat.tolist()):
+        try:
+            numbers[i] = float(text)
+        except (TypeError, ValueError):
+            bad[i] = True
+    return numbers.reshape(np.shape(values)), bad.reshape(np.shape(values))
+
+
+def not_numbers_text(values: np.ndarray, bad: np.ndarray) -> str:
+    """"'abc' is not a number" or "'abc', 'NA' are not numbers" for the text values under `bad`."""
+    distinct = list(dict.fromkeys(np.asarray(values)[bad].tolist()))
+    shown = ", ".join(repr(v) for v in distinct[:3]) + (", ..." if len(distinct) > 3 else "")
+    return f"{shown} {'is not a number' if len(distinct) == 1 else 'are not numbers'}"
 
 
 def number_text(value) -> str:
@@ -72,7 +100,7 @@ class SeriesSpec:
         if n == 0:
             raise InputError(f"{name}: holds no series (shape {x.shape}); pass at least one")
         if c != self.channels:
-            raise InputError(f"{name}: series have {c} channels but the model was trained on {self.channels}")
+            raise InputError(f"{name}: series have {plural(c, 'channel')} but the model was trained on {self.channels}")
         if self.fixed is not None and length != self.fixed:
             raise InputError(f"{name}: series have length {length} but this model takes exactly {self.fixed} "
                              "(it was trained with a fixed-length model; resample or crop the series)")
@@ -124,7 +152,8 @@ def _page_releaser(x: np.ndarray):
     return release
 
 
-def batches(x: np.ndarray, rows: int, name: str = "x") -> Iterator[tuple[int, np.ndarray]]:
+def batches(x: np.ndarray, rows: int, name: str = "x",
+            lines: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(start, float32 C-contiguous batch) pairs; only one batch is ever copied out of a memmap."""
     release = _page_releaser(x)
     for start in range(0, len(x), rows):
@@ -133,7 +162,7 @@ def batches(x: np.ndarray, rows: int, name: str = "x") -> Iterator[tuple[int, np
         finite = np.isfinite(batch).reshape(len(batch), -1).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite) + start
-            raise InputError(f"{name}: NaN or Inf in series {rows_text(bad)} (or values too large for float32); "
+            raise InputError(f"{name}: NaN or Inf in series {rows_text(bad, lines)} (or values too large for float32); "
                              "fill or drop missing values first")
         yield start, batch
         release(start, start + len(batch))  # after the caller is done with it: the batch may be a view

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.inputs import as_array, number_text, rows_text
+from runtime.inputs import as_array, not_numbers_text, number_text, parse_numbers, rows_text
 
 
-def encode_labels(task: str, classes: list[str] | None, n_outputs: int, y, name: str = "y") -> np.ndarray:
+def encode_labels(task: str, classes: list[str] | None, n_outputs: int, y, name: str = "y",
+                  lines: np.ndarray | None = None) -> np.ndarray:
     """Raw labels (class names or numbers) as the targets the loss graph takes.
 
     multiclass -> (N,) int64 class index; binary -> (N, 1) float32 0/1 by class name;
@@ -27,14 +28,22 @@ def encode_labels(task: str, classes: list[str] | None, n_outputs: int, y, name:
         unknown = np.array([t not in index for t in texts], dtype=bool)
         if unknown.any():
             first = texts[int(np.flatnonzero(unknown)[0])]
-            raise InputError(f"{name} {rows_text(np.flatnonzero(unknown))}: class '{first}' is not one of the "
+            raise InputError(f"{name} {rows_text(np.flatnonzero(unknown), lines)}: class '{first}' is not one of the "
                              f"bundle's classes ({', '.join(classes[:10])})")
         idx = np.array([index[t] for t in texts], dtype=np.int64)
         return idx if task == "multiclass" else idx.astype(np.float32)[:, None]
-    return check_targets(task, n_outputs, y, name)
+    if y.dtype.kind in "US":  # numbers read from a text file
+        numbers, bad = parse_numbers(y)
+        if bad.any():
+            rows = np.flatnonzero(bad.reshape(len(y), -1).any(axis=1))
+            raise InputError(f"{name} {rows_text(rows, lines)}: {not_numbers_text(y, bad)}; a {task} bundle takes "
+                             "numbers as labels")
+        y = numbers
+    return check_targets(task, n_outputs, y, name, lines)
 
 
-def check_targets(task: str, n_outputs: int, target, name: str = "target") -> np.ndarray:
+def check_targets(task: str, n_outputs: int, target, name: str = "target",
+                  lines: np.ndarray | None = None) -> np.ndarray:
     """Encoded targets in the loss graph's dtype and shape, with values the task allows."""
     target = as_array(target, name)
     if task == "multiclass":
@@ -42,7 +51,7 @@ def check_targets(task: str, n_outputs: int, target, name: str = "target") -> np
             raise InputError(f"{name}: has shape {target.shape}; multiclass targets are class indices (N,)")
         bad = (target != np.round(target)) | (target < 0) | (target >= n_outputs)
         if bad.any():
-            raise InputError(f"{name} {rows_text(np.flatnonzero(bad))}: {number_text(target[bad][0])} is not a class index "
+            raise InputError(f"{name} {rows_text(np.flatnonzero(bad), lines)}: {number_text(target[bad][0])} is not a class index "
                              f"0..{n_outputs - 1}")
         return target.astype(np.int64)
     if target.ndim == 1 and n_outputs == 1:
@@ -53,7 +62,7 @@ def check_targets(task: str, n_outputs: int, target, name: str = "target") -> np
     target = target.astype(np.float32)
     bad = ~np.isfinite(target).all(axis=1)
     if bad.any():
-        raise InputError(f"{name} {rows_text(np.flatnonzero(bad))}: NaN or Inf; every series needs a target")
+        raise InputError(f"{name} {rows_text(np.flatnonzero(bad), lines)}: NaN or Inf; every series needs a target")
     rules = {"binary": ((target != 0) & (target != 1), "is not 0 or 1"),
              "multilabel": ((target != 0) & (target != 1), "is not 0 or 1"),
              "count": ((target < 0) | (target != np.round(target)), "is not a non-negative integer count")}
@@ -61,5 +70,5 @@ def check_targets(task: str, n_outputs: int, target, name: str = "target") -> np
         bad_cells, why = rules[task]
         bad = bad_cells.any(axis=1)
         if bad.any():
-            raise InputError(f"{name} {rows_text(np.flatnonzero(bad))}: {number_text(target[bad_cells][0])} {why}")
+            raise InputError(f"{name} {rows_text(np.flatnonzero(bad), lines)}: {number_text(target[bad_cells][0])} {why}")
     return target

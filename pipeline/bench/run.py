@@ -13,6 +13,7 @@ import torch
 from pipeline.bench import inference, memory, training
 from pipeline.bench.report import check_targets
 from pipeline.bench.timing import default_threads, machine
+from runtime.inputs import plural
 from pipeline.config import COMPILE_MODES, MODEL_NAMES
 from pipeline.errors import PipelineError
 
@@ -149,7 +150,7 @@ def _compiled_variants(cfg: BenchConfig, name: str, shape: dict) -> list[tuple[s
 
 
 def _compile_note(info: dict) -> str:
-    return f"{info['graphs']} graphs compiled, {info['recompiles_after_epoch_1']} after the warm-up epoch"
+    return f"{plural(info['graphs'], 'graph')} compiled, {info['recompiles_after_epoch_1']} after the warm-up epoch"
 
 
 def export_rows(cfg: BenchConfig, run_dir: Path, work: Path, log) -> tuple[list[dict], Path]:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, FIXED_LENGTH_MODELS, DataConfig
-from pipeline.data.prepare import (LabelEncoding, check_series, encode_labels, fit_encoding, infer_task,
-                                   stratified_split)
+from pipeline.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, FIXED_LENGTH_MODELS, MIN_LENGTH, DataConfig
+from pipeline.data.prepare import (LabelEncoding, check_classes, check_series, encode_labels, fit_encoding,
+                                   infer_task, stratified_split)
 from pipeline.data.readers import SeriesData, read_series
 from pipeline.data.synthetic import waveforms
 from pipeline.errors import DataError
@@ -34,6 +34,7 @@ class Datasets:
     val: Split | None
     test: Split | None
     notes: list[str] = field(default_factory=list)  # what was inferred, said to the user
+    csv_labels: dict | None = None  # a .csv training file's label columns and width, for `pipeline predict`
 
     @property
     def channels(self) -> int:
@@ -81,8 +82,13 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
         check_series(data, problems, channels=reference and reference.X.shape[1],
                      length=reference and reference.X.shape[2], fixed_length_model=fixed)
         targets[role] = encode_labels(encoding, data, problems)
-    if fixed and train.X.shape[2] < 2:
-        problems.append(f"{train.source}: series of length {train.X.shape[2]} are too short for --model {fixed}")
+    if targets["train"] is not None:
+        check_classes(encoding, train, targets["train"], problems)
+    shortest = MIN_LENGTH.get(model_name, 1)
+    if train.X.shape[2] < shortest:
+        problems.append(f"{train.source}: series of length {train.X.shape[2]} are too short for --model "
+                        f"{model_name}, which needs {shortest} or more (--model linear and mlp take any length, "
+                        "even one value per series)")
     if problems:
         raise DataError(problems)
     all_rows = lambda d: np.arange(d.n)  # noqa: E731
@@ -113,4 +119,5 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
     if len(train_split) < 2:
         raise DataError([f"{train.source}: only {len(train_split)} series left for training; "
                          "training needs at least 2 (lower --val-split)"])
-    return Datasets(encoding, train_split, val, test, notes)
+    csv_labels = {"columns": list(train.label_columns), "width": train.columns} if train.label_columns else None
+    return Datasets(encoding, train_split, val, test, notes, csv_labels)

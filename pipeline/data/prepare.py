@@ -10,11 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.readers import SeriesData
+from pipeline.errors import DataError
 from pipeline.tasks import TASKS
+from runtime.inputs import not_numbers_text, parse_numbers, plural, rows_text
 
 # More distinct integer labels than this are taken for a regression target when inferring the task.
 MAX_INFERRED_CLASSES = 50
-MAX_ROWS_LISTED = 5
+# Nor is a column where more than this fraction of the series have a label of their own (ids, amounts).
+MAX_DISTINCT_FRACTION = 0.5
+MIN_SERIES_FOR_FRACTION = 20
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,9 @@ class LabelEncoding:
         return cls(d["task"], tuple(d["classes"]) if d["classes"] else None, d["n_outputs"])
 
 
-def _rows(mask: np.ndarray) -> str:
-    idx = np.flatnonzero(mask) + 1
-    shown = ", ".join(str(i) for i in idx[:MAX_ROWS_LISTED])
-    more = f" and {len(idx) - MAX_ROWS_LISTED} more" if len(idx) > MAX_ROWS_LISTED else ""
-    return f"row{'s' if len(idx) > 1 else ''} {shown}{more}"
+def _where(data: SeriesData, mask: np.ndarray) -> str:
+    """The series under `mask` as the runtime names them: file lines of text files, 0-based array rows."""
+    return rows_text(np.flatnonzero(mask), data.lines)
 
 
 def _first(values: np.ndarray, mask: np.ndarray) -> str:
@@ -59,12 +61,33 @@ def _natural_key(label: str):
         return (1, 0.0, label)
 
 
+def _too_many_classes(distinct: int, n: int) -> bool:
+    """Labels that cannot be classes: too many, each series its own (3 or more), or, from 20 series on,
+    more than half of them distinct."""
+    return (distinct > MAX_INFERRED_CLASSES or (distinct == n and n >= 3)
+            or (n >= MIN_SERIES_FOR_FRACTION and distinct > n * MAX_DISTINCT_FRACTION))
+
+
 def infer_task(data: SeriesData) -> tuple[str, str]:
-    """Guess the task from the training labels; returns (task, the reason to print)."""
+    """Guess the task from the training labels; returns (task, the reason to print).
+
+    Never a class task where nearly every series has a label of its own, and never class names because
+    a few cells of a numeric column are not numbers (those are reported instead)."""
     y = data.y
     if data.labels_are_classes:
         return "multiclass", f"{data.source} declares class labels"
     if y.dtype.kind == "U":
+        numbers, bad = parse_numbers(y)
+        if bad.sum() <= MAX_DISTINCT_FRACTION * bad.size:  # mostly numbers: the rest are typos or gaps
+            rows = bad.reshape(len(y), -1).any(axis=1)
+            raise DataError([f"{data.source}: {data.label_field} {_where(data, rows)}: {not_numbers_text(y, bad)}; "
+                             "the other labels are numbers, so fix or drop those rows (or pass --task multiclass "
+                             "if the labels are class names)"])
+        distinct = len(np.unique(y))
+        if _too_many_classes(distinct, len(y)):
+            raise DataError([f"{data.source}: {data.label_field} holds {distinct} different names for {len(y)} "
+                             "series, too many to be classes; pass --task (and --target-column if this is not "
+                             "the label)"])
         return "multiclass", f"{data.label_field} holds class names"
     finite = y[np.isfinite(y)]
     integral = finite.size > 0 and bool(np.all(finite == np.round(finite)))
@@ -75,7 +98,7 @@ def infer_task(data: SeriesData) -> tuple[str, str]:
     distinct = np.unique(finite)
     if integral and set(distinct.tolist()) <= {0.0, 1.0}:
         return "binary", f"{data.label_field} holds only 0 and 1"
-    if integral and distinct.min() >= 0 and len(distinct) <= MAX_INFERRED_CLASSES:
+    if integral and distinct.min() >= 0 and not _too_many_classes(len(distinct), len(y)):
         return "multiclass", (f"{data.label_field} holds {len(distinct)} distinct integers "
                               "(pass --task count or --task regression if they are amounts)")
     return "regression", f"{data.label_field} holds real numbers"
@@ -109,13 +132,14 @@ def encode_labels(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> 
     if y.dtype.kind == "U" and enc.task in ("multiclass", "binary"):
         return _encode_names(enc, data, problems)
     if y.dtype.kind == "U":
-        bad = ~np.char.isnumeric(np.char.lstrip(y.astype(str), "-"))
-        problems.append(f"{where} {_rows(bad)}: {_first(y, bad)} is not a number; --task {enc.task} "
-                        f"needs {spec.target_rule}")
-        return None
+        y, bad = parse_numbers(y)
+        if bad.any():
+            problems.append(f"{where} {_where(data, bad.reshape(len(y), -1).any(1))}: "
+                            f"{not_numbers_text(data.y, bad)}; --task {enc.task} needs {spec.target_rule}")
+            return None
     finite = np.isfinite(y)
     if not finite.all():
-        problems.append(f"{where} {_rows(~finite.reshape(len(y), -1).any(1))}: label is NaN or Inf; "
+        problems.append(f"{where} {_where(data, ~finite.reshape(len(y), -1).any(1))}: label is NaN or Inf; "
                         "every series needs a label (drop or fill those rows)")
         return None
     if enc.task == "multiclass":
@@ -125,11 +149,11 @@ def encode_labels(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> 
             return None
         bad = y != np.round(y)
         if bad.any():
-            problems.append(f"{where} {_rows(bad)}: {_first(y, bad)} is not an integer; --task multiclass "
+            problems.append(f"{where} {_where(data, bad)}: {_first(y, bad)} is not an integer; --task multiclass "
                             f"needs integer class indices 0..{len(enc.classes) - 1}")
         bad = (y < 0) | (y > len(enc.classes) - 1)
         if bad.any():
-            problems.append(f"{where} {_rows(bad)}: class index {_first(y, bad)} is out of range; the "
+            problems.append(f"{where} {_where(data, bad)}: class index {_first(y, bad)} is out of range; the "
                             f"training labels define classes 0..{len(enc.classes) - 1}")
         return None if len(problems) > n_before else y.astype(np.int64)
     y2 = y.reshape(len(y), -1)
@@ -144,31 +168,43 @@ def encode_labels(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> 
     if enc.task in ("binary", "multilabel"):
         bad = (y2 != 0) & (y2 != 1)
         if bad.any():
-            problems.append(f"{where} {_rows(bad.any(1))}: {_first(y, bad.any(1))} is not 0 or 1; "
+            problems.append(f"{where} {_where(data, bad.any(1))}: {_first(y, bad.any(1))} is not 0 or 1; "
                             f"--task {enc.task} needs {spec.target_rule}")
     if enc.task == "count":
         bad = y2 < 0
         if bad.any():
-            problems.append(f"{where} {_rows(bad.any(1))}: {_first(y, bad.any(1))} is negative; "
+            problems.append(f"{where} {_where(data, bad.any(1))}: {_first(y, bad.any(1))} is negative; "
                             "--task count needs non-negative integers")
         bad = y2 != np.round(y2)
         if bad.any():
-            problems.append(f"{where} {_rows(bad.any(1))}: {_first(y, bad.any(1))} is fractional; "
+            problems.append(f"{where} {_where(data, bad.any(1))}: {_first(y, bad.any(1))} is fractional; "
                             "--task count needs non-negative integers (use --task regression for amounts)")
     return None if len(problems) > n_before else y2.astype(np.float32)
+
+
+def check_classes(enc: LabelEncoding, data: SeriesData, targets: np.ndarray, problems: list[str]) -> None:
+    """A class task needs at least two classes among its training labels, or there is nothing to learn."""
+    if enc.task not in ("binary", "multiclass"):
+        return
+    present = np.unique(targets)
+    if len(present) < 2:
+        only = enc.classes[int(present[0])] if len(present) else "none"
+        problems.append(f"{data.source}: {data.label_field}: every training label is the same class ('{only}'); "
+                        f"--task {enc.task} needs at least two classes to learn from (check --target-column, "
+                        "or use --task regression for a constant target)")
 
 
 def _encode_names(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> np.ndarray | None:
     y = data.y
     where = f"{data.source}: {data.label_field}"
-    if enc.task == "binary" and len(enc.classes) != 2:
+    if enc.task == "binary" and len(enc.classes) > 2:
         problems.append(f"{where}: has {len(enc.classes)} classes ({', '.join(enc.classes[:5])}); "
                         "--task binary needs exactly two (use --task multiclass)")
         return None
     index = {c: i for i, c in enumerate(enc.classes)}
     unknown = np.array([v not in index for v in y.tolist()])
     if unknown.any():
-        problems.append(f"{where} {_rows(unknown)}: class {_first(y, unknown)} does not occur in the "
+        problems.append(f"{where} {_where(data, unknown)}: class {_first(y, unknown)} does not occur in the "
                         f"training data (classes: {', '.join(enc.classes[:10])})")
         return None
     idx = np.array([index[v] for v in y.tolist()], dtype=np.int64)
@@ -180,7 +216,7 @@ def check_series(data: SeriesData, problems: list[str], channels: int | None = N
     """NaN/Inf in the series and channel/length mismatches against the training data."""
     X = data.X
     if channels is not None and X.shape[1] != channels:
-        problems.append(f"{data.source}: series have {X.shape[1]} channels but the training data has "
+        problems.append(f"{data.source}: series have {plural(X.shape[1], 'channel')} but the training data has "
                         f"{channels}; all files must have the same channels")
     if length is not None and fixed_length_model and X.shape[2] != length:
         problems.append(f"{data.source}: series have length {X.shape[2]} but --model {fixed_length_model} "
@@ -188,7 +224,7 @@ def check_series(data: SeriesData, problems: list[str], channels: int | None = N
                         "any length")
     bad = _nonfinite_rows(X)
     if bad.any():
-        problems.append(f"{data.source}: series {_rows(bad)} contain NaN or Inf; fill or drop missing "
+        problems.append(f"{data.source}: series {_where(data, bad)} contain NaN or Inf; fill or drop missing "
                         "values (or pass --pad for unequal-length .ts files)")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
+from runtime.inputs import plural
 
 # Arrays above this size are memory-mapped instead of read into memory.
 MMAP_THRESHOLD_BYTES = 256 * 1024 * 1024
@@ -29,6 +30,9 @@ class SeriesData:
     source: str  # file name used in messages
     label_field: str  # how the user names the labels, e.g. "column 'y'" or "array 'y'"
     labels_are_classes: bool = False  # .ts/.tsv class labels: names, never numbers
+    lines: np.ndarray | None = None  # (N,) 1-based file line of each series (text files); None: arrays
+    label_columns: tuple[str, ...] = ()  # .csv: the label columns by header name, or 0-based index if no header
+    columns: int = 0  # .csv: the number of columns per row
 
     @property
     def n(self) -> int:
@@ -84,32 +88,67 @@ def _as_ncl(X: np.ndarray, name: str, problems: list[str]) -> np.ndarray | None:
     return None
 
 
-def _npz_member_memmap(path: Path, member: str) -> np.ndarray | None:
-    """Memory-map an uncompressed array inside an .npz (np.load cannot mmap zip members)."""
+def _read_header(f, name: str, what: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, header bytes) of the .npy stream at f, or a DataError naming it."""
+    try:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f, max_header_size=10_000)
+    except Exception as exc:  # a foreign or truncated header
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        subject = f"{what} is not" if what else "not"
+        raise DataError([f"{name}: {subject} a readable .npy array ({first}); save it with numpy.save"]) from None
+    return tuple(shape), fortran, dtype, f.tell()
+
+
+def _check_declared(name: str, what: str, shape: tuple[int, ...], dtype: np.dtype, data_bytes: int) -> None:
+    """Refuse object arrays and headers whose shape the file does not hold, before anything is allocated."""
+    if dtype.hasobject:
+        raise DataError([f"{name}: {what} holds Python objects (dtype {dtype}), which are not loaded because "
+                         "unpickling can run code; save numbers, e.g. X.astype(np.float32)"])
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != data_bytes:
+        raise DataError([f"{name}: {what} declares shape {shape} of {dtype} ({declared:,} bytes) but the file "
+                         f"holds {data_bytes:,} bytes; it is truncated or altered, save it again with numpy"])
+
+
+def _npz_members(path: Path) -> dict[str, tuple]:
+    """Each .npy member's (shape, fortran, dtype, data offset or None) from the headers alone, checked."""
+    members = {}
     with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(member)
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size < MMAP_THRESHOLD_BYTES:
-            return None
-        with open(path, "rb") as f:
-            f.seek(info.header_offset)
-            local = f.read(30)
-            name_len = int.from_bytes(local[26:28], "little")
-            extra_len = int.from_bytes(local[28:30], "little")
-            start = info.header_offset + 30 + name_len + extra_len
-            f.seek(start)
-            major, _ = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if major == 1
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
-            offset = f.tell()
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
-                     order="F" if fortran else "C")
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            what = f"array '{info.filename[:-4]}'"
+            with zf.open(info) as f:
+                shape, fortran, dtype, header = _read_header(f, path.name, what)
+            _check_declared(path.name, what, shape, dtype, info.file_size - header)
+            members[info.filename[:-4]] = (shape, fortran, dtype, info)
+    return members
+
+
+def _npz_member_memmap(path: Path, info: zipfile.ZipInfo, shape, fortran: bool, dtype) -> np.ndarray | None:
+    """Memory-map an uncompressed array inside an .npz (np.load cannot mmap zip members)."""
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size < MMAP_THRESHOLD_BYTES:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        _read_header(f, path.name, "array")
+        offset = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
 
 
 def _read_npz(path: Path, labels: bool) -> SeriesData:
     name = path.name
     try:
+        members = _npz_members(path)
         archive = np.load(path, allow_pickle=False)
+    except DataError:
+        raise
     except Exception as exc:  # zipfile/npy format errors: not an npz at all
         raise DataError([f"{name}: not a readable .npz archive ({exc}); save it with numpy.savez"]) from None
     keys = set(archive.files)
@@ -120,15 +159,22 @@ def _read_npz(path: Path, labels: bool) -> SeriesData:
         problems.append(f"{name}: has no array 'y' (found {sorted(keys)}); save labels as y=(N,) or (N, K)")
     if problems:
         raise DataError(problems)
-    X = _npz_member_memmap(path, "X.npy")
-    if X is None:
-        X = archive["X"]
-    y = archive["y"] if "y" in keys and labels else None
+    X = _npz_member_memmap(path, members["X"][3], *members["X"][:3]) if "X" in members else None
+    try:
+        X = archive["X"] if X is None else X
+        y = archive["y"] if "y" in keys and labels else None
+    except Exception as exc:  # a member that is not an array numpy reads
+        raise DataError([f"{name}: not a readable .npz archive ({exc}); save it with numpy.savez"]) from None
     X = _as_ncl(X, name, problems)
     if y is not None and y.dtype.kind in "US":
         y = y.astype(str)
     elif y is not None and y.dtype.kind not in "biuf":
         problems.append(f"{name}: array 'y' has dtype {y.dtype}; labels must be numbers or strings")
+    if y is not None and y.ndim == 0:
+        problems.append(f"{name}: array 'y' is a single value; save one label per series, y=(N,) or (N, K)")
+    elif y is not None and X is not None and len(y) != len(X):
+        problems.append(f"{name}: X holds {len(X)} series but y holds {plural(len(y), 'label')}; save one label per "
+                        "series (the same number of rows in both)")
     if X is not None and X.dtype.kind not in "biuf":
         problems.append(f"{name}: array 'X' has dtype {X.dtype}; series must be numeric")
     if problems:
@@ -140,6 +186,9 @@ def _read_npy(path: Path, labels: bool) -> SeriesData:
     name = path.name
     if labels:
         raise DataError([f"{name}: a .npy file holds no labels; save X and y together with numpy.savez"])
+    with open(path, "rb") as f:
+        shape, _, dtype, header = _read_header(f, name, "")
+    _check_declared(name, "the file", shape, dtype, path.stat().st_size - header)
     try:
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:  # truncated, not a .npy, or an object array
@@ -174,26 +223,23 @@ def _read_csv(path: Path, target_column: str | None, labels: bool) -> SeriesData
     with open(path, newline="") as f:
         sample = f.read(4096)
         f.seek(0)
-        rows = [r for r in csv.reader(f) if r]
-    if not rows:
+        reader = csv.reader(f)
+        numbered = [(reader.line_num, r) for r in reader if r]  # the file line where each row ends
+    if not numbered:
         raise DataError([f"{name}: is empty; it needs one series per row"])
     if ";" in sample and "," not in sample or "\t" in sample and "," not in sample:
         raise DataError([f"{name}: values are not comma separated; a .csv needs ',' between values "
                          "(UCR tab-separated files must end in .tsv)"])
-    header = None
-    if any(not _is_number(c) for c in rows[0][:-1]) or (
-        target_column is not None and target_column in rows[0]
-    ):
-        header, rows = rows[0], rows[1:]
-    width = len(header) if header else len(rows[0]) if rows else 0
+    header = csv_header(numbered[0][1], target_column)
+    if header:
+        numbered = numbered[1:]
+    width = len(header) if header else len(numbered[0][1]) if numbered else 0
     targets = _target_indices(name, header, width, target_column, labels)
     problems = []
-    features, raw_labels = [], []
-    first_data_line = 2 if header else 1
-    for i, row in enumerate(rows):
-        line = first_data_line + i
+    features, raw_labels, lines = [], [], []
+    for line, row in numbered:
         if len(row) != width:
-            problems.append(f"{name}: line {line} has {len(row)} values, expected {width}; every row "
+            problems.append(f"{name}: line {line} has {plural(len(row), 'value')}, expected {width}; every row "
                             "must have the same number of columns (pad unequal series yourself)")
             continue
         values = []
@@ -208,6 +254,7 @@ def _read_csv(path: Path, target_column: str | None, labels: bool) -> SeriesData
                                 "series values must be numeric")
                 break
         features.append(values)
+        lines.append(line)
         raw_labels.append([row[j].strip() for j in targets])
         for j in targets:
             if not row[j].strip():
@@ -226,8 +273,31 @@ def _read_csv(path: Path, target_column: str | None, labels: bool) -> SeriesData
     y = None
     if targets:
         cols = [_parse_labels([r[k] for r in raw_labels]) for k in range(len(targets))]
-        y = cols[0] if len(cols) == 1 else np.stack(cols, axis=1)
-    return SeriesData(X, y, name, f"column {field}")
+        y = cols[0] if len(cols) == 1 else np.stack(cols, axis=1) if len({c.dtype.kind for c in cols}) == 1 \
+            else np.stack([c.astype(str) for c in cols], axis=1)
+    label_columns = tuple(header[j] if header else str(j) for j in targets)
+    return SeriesData(X, y, name, f"column {field}", lines=np.asarray(lines), label_columns=label_columns,
+                      columns=width)
+
+
+def csv_header(first_row: list[str], target_column: str | None) -> list[str] | None:
+    """The first row when it is a header: a cell that is not a number (the last may be a class name), or
+    the name given to --target-column."""
+    if any(not _is_number(c) for c in first_row[:-1]):
+        return first_row
+    if target_column is not None and any(t.strip() in first_row for t in target_column.split(",")):
+        return first_row
+    return None
+
+
+def peek_csv_header(path: Path) -> tuple[list[str] | None, int]:
+    """(the header or None, the number of columns) of a .csv, from its first row alone."""
+    try:
+        with open(path, newline="") as f:
+            first = next((r for r in csv.reader(f) if r), [])
+    except (OSError, UnicodeDecodeError):
+        return None, 0
+    return csv_header(first, None), len(first)
 
 
 def _is_number(text: str) -> bool:
@@ -259,7 +329,7 @@ def _target_indices(name: str, header: list[str] | None, width: int, target_colu
 def _read_ucr_tsv(path: Path, labels: bool) -> SeriesData:
     """UCR archive 2018 .tsv: label first, then the series, tab separated, no header."""
     name = path.name
-    problems, series, raw_labels = [], [], []
+    problems, series, raw_labels, lines = [], [], [], []
     with open(path) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
@@ -280,6 +350,7 @@ def _read_ucr_tsv(path: Path, labels: bool) -> SeriesData:
                                 "needs one")
                 continue
             raw_labels.append(cells[0])
+            lines.append(line_no)
             if len(problems) >= 20:
                 break
     lengths = {len(s) for s in series}
@@ -292,7 +363,7 @@ def _read_ucr_tsv(path: Path, labels: bool) -> SeriesData:
         raise DataError([f"{name}: is empty; it needs one series per line"])
     X = np.asarray(series, dtype=np.float32)[:, None, :]
     y = np.array([s.strip() for s in raw_labels], dtype=str) if labels else None
-    return SeriesData(X, y, name, "label column 1", labels_are_classes=True)
+    return SeriesData(X, y, name, "label column 1", labels_are_classes=True, lines=np.asarray(lines))
 
 
 def _read_ts(path: Path, pad: bool, labels: bool) -> SeriesData:
@@ -301,6 +372,7 @@ def _read_ts(path: Path, pad: bool, labels: bool) -> SeriesData:
     header: dict[str, str] = {}
     cases: list[list[list[float]]] = []
     raw_labels: list[str] = []
+    lines: list[int] = []
     problems: list[str] = []
     in_data = False
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -335,6 +407,7 @@ def _read_ts(path: Path, pad: bool, labels: bool) -> SeriesData:
                 continue
             cases.append(dims)
             raw_labels.append(label)
+            lines.append(line_no)
             if len(problems) >= 20:
                 break
     if not in_data and not problems:
@@ -348,10 +421,10 @@ def _read_ts(path: Path, pad: bool, labels: bool) -> SeriesData:
     if labels and raw_labels[0] is not None:
         is_class = header.get("classlabel", "false").lower().startswith("true")
         y = np.array(raw_labels, dtype=str) if is_class else _parse_labels(raw_labels)
-        return SeriesData(X, y, name, "the class label", labels_are_classes=is_class)
+        return SeriesData(X, y, name, "the class label", labels_are_classes=is_class, lines=np.asarray(lines))
     if labels:
         raise DataError([f"{name}: has no labels (@classLabel/@targetLabel false); training needs labelled series"])
-    return SeriesData(X, None, name, "")
+    return SeriesData(X, None, name, "", lines=np.asarray(lines))
 
 
 def _stack_ts_cases(name: str, cases: list[list[list[float]]], header: dict[str, str], pad: bool) -> np.ndarray:

@@ -45,7 +45,7 @@ def test_nan_in_series(base):
     X[5, 0, 0] = np.inf
     data = _npz(tmp / "train.npz", X, np.arange(12) % 2)
     result = run(["train", "--data", data, "--out", str(tmp / "run")])
-    assert_usage_error(result, "train.npz: series rows 4, 6 contain NaN or Inf; fill or drop missing values (or "
+    assert_usage_error(result, "train.npz: series rows 3, 5 contain NaN or Inf; fill or drop missing values (or "
                                "pass --pad for unequal-length .ts files)", tmp / "run")
 
 
@@ -54,7 +54,7 @@ def test_class_index_out_of_range_in_validation_file(base):
     train = _npz(tmp / "train.npz", X, np.arange(12) % 3)
     val = _npz(tmp / "val.npz", X[:4], [0, 1, 5, 2])
     result = run(["train", "--data", train, "--val-data", val, "--task", "multiclass", "--out", str(tmp / "run")])
-    assert_usage_error(result, "val.npz: array 'y' row 3: class index 5 is out of range; the training labels "
+    assert_usage_error(result, "val.npz: array 'y' row 2: class index 5 is out of range; the training labels "
                                "define classes 0..2", tmp / "run")
 
 
@@ -62,7 +62,7 @@ def test_non_binary_labels(base):
     tmp, X = base
     data = _npz(tmp / "train.npz", X, [0, 1, 2, 1, 0, 1, 0, 1, 0.5, 1, 0, 1])
     result = run(["train", "--data", data, "--task", "binary", "--out", str(tmp / "run")])
-    assert_usage_error(result, "train.npz: array 'y' rows 3, 9: 2 is not 0 or 1; --task binary needs 0 or 1",
+    assert_usage_error(result, "train.npz: array 'y' rows 2, 8: 2 is not 0 or 1; --task binary needs 0 or 1",
                        tmp / "run")
 
 
@@ -73,8 +73,8 @@ def test_negative_and_fractional_counts_reported_together(base):
     assert result.exit_code == 2
     assert result.output == (
         "Error: 2 problems in the input data:\n"
-        "  - train.npz: array 'y' row 3: -2 is negative; --task count needs non-negative integers\n"
-        "  - train.npz: array 'y' row 8: 1.5 is fractional; --task count needs non-negative integers (use "
+        "  - train.npz: array 'y' row 2: -2 is negative; --task count needs non-negative integers\n"
+        "  - train.npz: array 'y' row 7: 1.5 is fractional; --task count needs non-negative integers (use "
         "--task regression for amounts)\n")
 
 
@@ -87,7 +87,7 @@ def test_channel_mismatch_and_label_problem_in_test_file_together(base):
     assert result.output == (
         "Error: 2 problems in the input data:\n"
         "  - test.npz: series have 2 channels but the training data has 1; all files must have the same channels\n"
-        "  - test.npz: array 'y' row 3: 7 is not 0 or 1; --task binary needs 0 or 1\n")
+        "  - test.npz: array 'y' row 2: 7 is not 0 or 1; --task binary needs 0 or 1\n")
     assert not (tmp / "run").exists()
 
 

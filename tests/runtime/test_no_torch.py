@@ -88,8 +88,9 @@ def test_runtime_api_and_cli_commands_run_a_bundle_without_torch(task_bundles, t
     assert code == 0 and {k: v for k, v in json.loads(text).items() if k in expected["evaluate"]} == expected["evaluate"]
     code, text = got["verify_cli"]
     assert code == 0, text
-    assert text.endswith("eager re-check skipped: the training extra is not installed (pip install "
-                         "'pipeline[train]' to re-check against PyTorch)\nverified\n")
+    assert text.endswith("eager re-check skipped: the training extra is not installed (install the training "
+                         "extra as the README does: pip install torch==2.13.0 && pip install -e '.[train]' to "
+                         "re-check against PyTorch)\nverified\n")
 
 
 def test_cli_help_works_and_train_says_what_to_install_without_torch(tmp_path):
@@ -106,7 +107,6 @@ def test_cli_help_works_and_train_says_what_to_install_without_torch(tmp_path):
         print(r.output, end="")
     """)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ("2\nError: this command needs torch, which the runtime-only install leaves out; install "
-                           "the training extra: pip install 'pipeline[train]'\n"
-                           "2\nError: this command needs onnx, which the runtime-only install leaves out; install "
-                           "the training extra: pip install 'pipeline[train]'\n")
+    hint = "install the training extra as the README does: pip install torch==2.13.0 && pip install -e '.[train]'"
+    assert proc.stdout == (f"2\nError: this command needs torch, which the runtime-only install leaves out; {hint}\n"
+                           f"2\nError: this command needs onnx, which the runtime-only install leaves out; {hint}\n")

@@ -69,15 +69,19 @@ def as_tuple(outputs) -> tuple[Tensor, ...]:
     return outputs if isinstance(outputs, tuple) else (outputs,)
 
 
-class ScriptableCustomLoss(nn.Module):
-    """A user loss for TorchScript: per-sample losses by a scripted loop over the batch.
-
-    (The eager wrapper uses torch.func.vmap, which TorchScript cannot compile.)
-    """
+class _UserLossGraph(nn.Module):
+    """Holds a user loss; each subclass says how it gets the per-sample losses in its format."""
 
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner = inner
+
+
+class ScriptableCustomLoss(_UserLossGraph):
+    """A user loss for TorchScript: per-sample losses by a scripted loop over the batch.
+
+    (The eager wrapper uses torch.func.vmap, which TorchScript cannot compile.)
+    """
 
     def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         prediction = prediction.float()
@@ -87,14 +91,10 @@ class ScriptableCustomLoss(nn.Module):
         return loss, torch.stack(per_sample)
 
 
-class ScanCustomLoss(nn.Module):
+class ScanCustomLoss(_UserLossGraph):
     """A user loss for ONNX when vmap cannot stay batch-dynamic: per-sample losses by a scan over the batch
     (an ONNX Scan). torch's vmap rules for some ops (nll_loss, so every F.cross_entropy) fix the batch size
     while exporting; a scan has no such rule, at the price of a loop in the graph."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
 
     def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         from torch._higher_order_ops.scan import scan

@@ -74,7 +74,7 @@ def main():
 
     \b
     Example:
-      pipeline train                      # the embedded waveform data, about a minute on CPU
+      pipeline train                      # the embedded waveform data, about a minute on 2 CPU cores
       pipeline train --data ECG_TRAIN.ts --test-data ECG_TEST.ts
     """
 
@@ -151,11 +151,12 @@ def train(ctx, **opts):
     Examples:
       pipeline train
       pipeline train --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts
-      pipeline train --data prices.csv --task regression --loss huber --huber-delta 0.5
-      pipeline train --data ecg.npz --class-weights balanced --label-smoothing 0.1
+      pipeline train --data prices.csv --target-column close --task regression --loss huber --huber-delta 0.5
+      pipeline train --data ecg.npz --class-weights balanced --label-smoothing 0.1 --model resnet
       pipeline train --data x.npz --loss mylosses:FocalLoss --loss-param gamma=2
-      pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 200
+      pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 600
       pipeline train --data big.npz --nproc 2 --batch-size 64
+      torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint host0:29500 -m pipeline.cli train ...
     """
     # every flag is checked before torch is imported (seconds), so a typo fails at once
     if opts["resume"] is not None:
@@ -172,7 +173,6 @@ def train(ctx, **opts):
     else:
         configs = _train_configs(opts)
 
-    from export.dry_run import check_loss_exports
     from pipeline import distributed
     from pipeline import train as training
 
@@ -180,12 +180,19 @@ def train(ctx, **opts):
         raise SystemExit(distributed.launch(opts["nproc"], _without_nproc(sys.argv[1:])))
     if opts["resume"] is not None:
         result = training.resume(opts["resume"], epochs=opts["epochs"], overrides=overrides, log=click.echo,
-                                 preflight=check_loss_exports)
+                                 preflight=_dry_export)
     else:
         result = training.train(*configs, out=opts["out"], force=opts["force"], log=click.echo,
-                                preflight=check_loss_exports)
+                                preflight=_dry_export)
     if distributed.from_env().main:
         _summarise(result)
+
+
+def _dry_export(*args) -> None:
+    """A custom loss is exported on a few series before training (export.dry_run), imported only then."""
+    from export.dry_run import check_loss_exports
+
+    check_loss_exports(*args)
 
 
 def _train_configs(opts: dict) -> tuple[DataConfig, LossConfig, ModelConfig, TrainConfig]:
@@ -257,8 +264,8 @@ def export_command(run_dir, fmt, opset, out, atol, rtol, force):
 
     \b
     Examples:
-      pipeline export artifacts/20261121-101500-fcn-multiclass
-      pipeline export RUN_DIR --format onnx --opset 18 --out model_bundle --force
+      pipeline export RUN_DIR                       # both formats into RUN_DIR/bundle
+      pipeline export RUN_DIR --format onnx --opset 18 --out my_bundle --force
     """
     from export.bundle import ExportConfig, export_run
     from export.exporters import ExportError
@@ -304,7 +311,7 @@ def predict(bundle, data, target_column, pad, batch_size, threads, out, force):
 
     \b
     Examples:
-      pipeline predict artifacts/demo/bundle --data new_series.npy --out preds.csv
+      pipeline predict artifacts/demo/bundle --data new.npy --out preds.csv
       pipeline predict BUNDLE --data GunPoint_TEST.ts --out preds.jsonl
       pipeline predict BUNDLE --data readings.csv --target-column label > preds.csv
     """
@@ -324,7 +331,7 @@ def evaluate(bundle, data, target_column, pad, batch_size, threads, as_json):
 
     \b
     Examples:
-      pipeline evaluate artifacts/demo/bundle --data GunPoint_TEST.ts
+      pipeline evaluate artifacts/demo/bundle --data test.ts
       pipeline evaluate BUNDLE --data test.npz --json
     """
     import json
@@ -407,9 +414,10 @@ def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, thr
 
     \b
     Examples:
-      pipeline bench                          # fcn, length 128, 1 channel, 3 classes: a few minutes
+      pipeline bench                          # fcn, length 128, 1 channel, 3 classes; about 6 minutes on 2 cores
       pipeline bench artifacts/demo --json --out bench.json
       pipeline bench --model resnet --length 512 --threads 4 --quick
+      pipeline bench --device cuda
     """
     import json
 

@@ -50,3 +50,44 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tm
     h1 = [r["train_loss"] for r in single["history"]]
     h2 = [r["train_loss"] for r in parallel["history"]]
     np.testing.assert_allclose(h2, h1, atol=ATOL, rtol=RTOL)
+
+
+def _average_in_process(rank: int, world: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+
+    from pipeline.distributed import average_buffers
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    bn = torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        bn.running_mean.fill_(float(rank + 1))  # rank 0: 1, rank 1: 2
+        bn.running_var.fill_(float(10 * (rank + 1)))
+    bn.num_batches_tracked.fill_(7)
+    average_buffers(bn, Ranks(rank, world))
+    results[rank] = (bn.running_mean.tolist(), bn.running_var.tolist(), int(bn.num_batches_tracked))
+    dist.destroy_process_group()
+
+
+def test_average_buffers_gives_every_process_the_mean_running_statistics(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_average_in_process, args=(2, str(tmp_path / "init"), results), nprocs=2)
+        assert dict(results) == {0: ([1.5, 1.5], [15.0, 15.0], 7), 1: ([1.5, 1.5], [15.0, 15.0], 7)}
+
+
+def test_two_gloo_processes_train_the_default_batchnorm_model_and_export_it(tmp_path, npz_file):
+    """fcn (BatchNorm) under DDP: the processes end in step, and the run exports and verifies."""
+    data = npz_file("multiclass", n=40, length=16)
+    result = run_pipeline(["train", "--data", data, "--nproc", "2", "--width", "0.125", "--epochs", "2",
+                           "--batch-size", "8", "--no-progress", "--out", tmp_path / "ddp"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "on 2 processes (cpu)" in result.stdout and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(RUN_FILES)
+    state = load_checkpoint(tmp_path / "ddp" / "best.pt")
+    assert any(name.endswith("running_mean") for name in state["model"])
+    exported = run_pipeline(["export", tmp_path / "ddp"], tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    verified = run_pipeline(["verify", tmp_path / "ddp" / "bundle"], tmp_path)
+    assert verified.returncode == 0 and verified.stdout.endswith("verified\n"), verified.stdout

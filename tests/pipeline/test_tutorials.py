@@ -27,7 +27,14 @@ def rng():
     return np.random.default_rng(0)
 
 
+def _line(r):
+    x = r.uniform(-1, 1, size=(10000, 1))  # one feature per sample
+    return x, 2 * x[:, 0] + 1
+
+
 SCENARIOS = {
+    # 002: the linear-regression warm-up, y = 2x + 1 with X of shape (10000, 1): series of length 1
+    "linear-y-2x-plus-1": (_line, ["--model", "linear", "--task", "regression", "--loss", "mse"]),
     # 000 example 1: Conv1d-ReLU-MaxPool-Flatten-Linear regression, MSE, Adam, y of shape (100, 1)
     "cnn-regression-mse": (lambda r: (r.normal(size=(100, 1, 30)), r.normal(size=(100, 1))),
                            ["--model", "simple-cnn", "--task", "regression", "--loss", "mse"]),

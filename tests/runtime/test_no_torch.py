@@ -110,3 +110,43 @@ def test_cli_help_works_and_train_says_what_to_install_without_torch(tmp_path):
     hint = "install the training extra as the README does: pip install torch==2.13.0 && pip install -e '.[train]'"
     assert proc.stdout == (f"2\nError: this command needs torch, which the runtime-only install leaves out; {hint}\n"
                            f"2\nError: this command needs onnx, which the runtime-only install leaves out; {hint}\n")
+
+
+def test_verify_of_a_torchscript_only_bundle_without_torch_says_what_to_install(task_bundles, tmp_path):
+    import shutil
+
+    bundle = shutil.copytree(task_bundles["regression"].bundle, tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in ("model.onnx", "loss.onnx"):  # what --format torchscript writes: no ONNX graphs
+        (bundle / name).unlink()
+        del manifest["files"][name]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    proc = _run(f"""
+        from click.testing import CliRunner
+        from pipeline.cli import main
+        r = CliRunner().invoke(main, ["verify", r"{bundle}"])
+        print(r.exit_code)
+        print(r.output, end="")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (f"2\nError: {bundle}: holds TorchScript graphs only, and checking them needs torch, which "
+                           "the runtime-only install leaves out; install the training extra as the README does: pip "
+                           "install torch==2.13.0 && pip install -e '.[train]'\n")
+
+
+def test_train_checks_its_flags_before_importing_torch():
+    """A typo answers at once: the flags are validated before torch (seconds to import) is needed."""
+    proc = _run("""
+        from click.testing import CliRunner
+        from pipeline.cli import main
+        for args in (["--huber-delta", "-1"], ["--loss", "hubber"], ["--val-split", "1.5"]):
+            r = CliRunner().invoke(main, ["train", *args])
+            print(r.exit_code, r.output, end="")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "2 Error: --huber-delta must be > 0; got -1.0",
+        "2 Error: --loss 'hubber' is not a loss; choose one of regression: mse, l1, huber, smooth_l1; binary: "
+        "bce_with_logits, bce, hinge; multiclass: cross_entropy, multi_margin, nll; multilabel: bce_with_logits, "
+        "multilabel_soft_margin; count: poisson_nll; or a custom loss as package.module:ClassName",
+        "2 Error: --val-split must be in [0, 1); got 1.5"]

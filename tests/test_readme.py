@@ -1,0 +1,211 @@
+"""Every command block of the README runs, in README order, in a copy of the project (tiny data where the
+README names big files, one epoch where it trains), so the README cannot drift from the product; the
+help texts show the README's examples and time estimates."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.data.synthetic import waveforms
+from tests.conftest import make_task_data, subprocess_env
+from tests.test_cli_matrix import USER_LOSSES
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def commands(block: str) -> list[str]:
+    """Logical lines of a bash block: continuations joined, comments and comment lines dropped."""
+    text = block.replace("\\\n", " ")
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        lines.append(re.sub(r"\s+#\s.*$", "", line).strip())
+    return lines
+
+
+def test_the_ci_runs_exactly_the_readmes_test_command():
+    setup, tests = blocks("bash")[:2]
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert commands(tests) == [ci]
+    assert ci.endswith("python -m pytest -q") and "pip install torch==2.13.0 && pip install -e '.[train,test]'" in ci
+    assert commands(setup)[0].startswith("pip install torch==2.13.0 && pip install -e '.[train]' && pipeline train")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny(line: str) -> str:
+    """The README line on tiny settings: one epoch (two when resuming), small widths, quick benches, one
+    machine for the multi-node example (each command of an && chain on its own)."""
+    return " && ".join(_tiny(part.strip()) for part in line.split(" && "))
+
+
+def _tiny(line: str) -> str:
+    if re.search(r"\bpipeline train\b|pipeline\.cli train", line):
+        if "--resume" in line:
+            line = re.sub(r"--epochs \d+", "--epochs 2", line)
+        else:
+            line += "" if "--epochs" in line else " --epochs 1"
+            line += " --width 0.125"
+    if line.startswith("torchrun"):
+        line = (line.replace("--nnodes 2", "--nnodes 1").replace("--nproc-per-node 4", "--nproc-per-node 2")
+                .replace("host0:29500", f"127.0.0.1:{_free_port()}").replace("/shared/run", "shared/run")
+                .replace("--batch-size 256", "--batch-size 16"))
+    if re.search(r"\bpipeline bench\b", line) and "--device cuda" not in line:
+        line = line.replace("--length 512", "--length 64") + " --no-memory" + ("" if "--quick" in line else " --quick")
+    return line.replace("RUN_DIR", "artifacts/run_dir")
+
+
+def _write_ts(path: Path, X: np.ndarray, labels) -> None:
+    classes = sorted({str(v) for v in labels})
+    with open(path, "w") as f:
+        f.write(f"@problemName tiny\n@univariate true\n@equalLength true\n@seriesLength {X.shape[-1]}\n"
+                f"@classLabel true {' '.join(classes)}\n@data\n")
+        for series, label in zip(X.reshape(len(X), -1), labels):
+            f.write(",".join(f"{v:.5f}" for v in series) + f":{label}\n")
+
+
+def _sandbox(tmp_path: Path) -> Path:
+    """A copy of the project with the small files the README's commands name."""
+    box = tmp_path / "project"
+    ignore = shutil.ignore_patterns("node_modules", "build", "__pycache__", "artifacts", ".git", "*.egg-info")
+    shutil.copytree(ROOT, box, ignore=ignore)
+    (box / "artifacts").mkdir()
+    X, y = make_task_data("binary", n=30, length=24)
+    _write_ts(box / "GunPoint_TRAIN.ts", X, np.where(y == 1, 2, 1))
+    X, y = make_task_data("binary", n=20, length=24, seed=1)
+    _write_ts(box / "GunPoint_TEST.ts", X, np.where(y == 1, 2, 1))
+    X, y = make_task_data("regression", n=40, length=12)
+    header = ",".join([f"t{j}" for j in range(12)] + ["close"])
+    np.savetxt(box / "prices.csv", np.column_stack([X[:, 0], y[:, 0]]), delimiter=",", header=header, comments="",
+               fmt="%.5f")
+    for name, n in (("ecg.npz", 60), ("x.npz", 40), ("big.npz", 64)):
+        X, y = make_task_data("multiclass", n=n, length=16)
+        np.savez(box / name, X=X, y=y)
+    (box / "mylosses.py").write_text(USER_LOSSES)
+    demo = waveforms()  # the embedded data the main job trains on: the runtime block scores its kind
+    np.save(box / "new.npy", demo.X[:16])
+    _write_ts(box / "test.ts", demo.X[:24], demo.y[:24])
+    return box
+
+
+def _bash(line: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**subprocess_env(), "ONNXRUNTIME_NODE_INSTALL": "skip", "PYTHONUNBUFFERED": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `pipeline`, `python` of this env
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _serve_then_stop(line: str, cwd: Path) -> None:
+    """A command that serves until stopped: wait for its address, fetch the page, stop it."""
+    env = {**subprocess_env(), "PYTHONUNBUFFERED": "1", "ONNXRUNTIME_NODE_INSTALL": "skip"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.Popen(["bash", "-c", f"exec {line}" if "&&" not in line else line], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, seen = time.monotonic() + 300, ""
+        while time.monotonic() < deadline:
+            out = proc.stdout.readline()
+            seen += out
+            found = re.search(r"http://127\.0\.0\.1:\d+/index\.html", out)
+            if found:
+                page = urllib.request.urlopen(found.group(0), timeout=30).read().decode()
+                assert "<html" in page.lower()
+                return
+            if not out and proc.poll() is not None:
+                break
+        pytest.fail(f"{line}: no address printed\n{seen[-2000:]}")
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def _run_python_block(code: str, box: Path) -> None:
+    from pipeline.data.readers import read_series
+
+    data = read_series(box / "test.ts")
+    cwd = os.getcwd()
+    os.chdir(box)
+    try:
+        namespace = {"x": data.X, "y": data.y}
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    assert set(namespace["outputs"]) == set(namespace["bundle"].outputs)
+    assert np.isfinite(namespace["loss"]) and namespace["per_sample_loss"].shape == (len(data.X),)
+    assert np.isfinite(namespace["metrics"]["loss"]) and 0 <= namespace["metrics"]["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(tmp_path):
+    box = _sandbox(tmp_path)
+    ran = []
+    # what later blocks name and no README line creates: a run to resume, a run for RUN_DIR
+    for out in ("artifacts/20261121-101500-fcn-multiclass", "artifacts/run_dir"):
+        setup = _bash(f"pipeline train --data x.npz --epochs 1 --width 0.125 --out {out}", box)
+        assert setup.returncode == 0, setup.stderr
+    for block in blocks("bash")[:1] + blocks("bash")[2:]:  # the test command is this very suite (test above)
+        for line in commands(block):
+            line = re.sub(r"^pip install torch==2\.13\.0 && pip install -e '\.\[train\]' && ", "", line)  # installed
+            line = tiny(line)
+            if "serve.py" in line and "--check" not in line:
+                _serve_then_stop(line, box)
+            elif "--device cuda" in line:
+                result = _bash(line, box)
+                cuda = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                                      capture_output=True, text=True).stdout.strip() == "True"
+                assert result.returncode == 0 if cuda else (result.returncode == 2 and result.stderr == (
+                    "Error: --device cuda was asked for but CUDA is not available here; use --device cpu\n"))
+            else:
+                result = _bash(line, box)
+                assert result.returncode == 0, f"README command failed: {line}\n{result.stdout[-3000:]}\n" \
+                                               f"{result.stderr[-3000:]}"
+                assert "Traceback" not in result.stderr, line
+            ran.append(line)
+    _run_python_block(blocks("python")[0], box)
+    assert len(ran) == sum(len(commands(b)) for b in blocks("bash")) - 1
+    assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()
+    assert (box / "shared/run/best.pt").is_file() and (box / "bench.json").is_file() and (box / "preds.csv").is_file()
+
+
+HELP_COMMANDS = ("train", "export", "predict", "evaluate", "verify", "bench")
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
+def test_help_shows_the_readmes_examples_and_estimates(command):
+    help_text = CliRunner().invoke(main, [command, "--help"]).output
+    examples = {re.sub(r"\s+", " ", line.split("  #")[0].strip()) for line in help_text.splitlines()}
+    readme_lines = [line for block in blocks("bash") for line in commands(block)
+                    if re.match(rf"(.*&& )?pipeline {command}\b", line)]
+    assert readme_lines
+    for line in readme_lines:
+        line = re.sub(r"\s+", " ", line.split(" && ")[-1] if line.startswith("pip") else line)
+        if line.startswith(f"pipeline {command}"):
+            assert line in examples, f"README's `{line}` is not among `pipeline {command} --help`'s examples"
+    if command == "bench":
+        assert "about 6 minutes on 2 cores" in help_text and "about 6 minutes on 2 cores" in README
+    if command == "train":
+        top = CliRunner().invoke(main, ["--help"]).output
+        assert "about a minute on 2 CPU cores" in top and "in about a minute on 2 CPU cores" in README

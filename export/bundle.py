@@ -130,11 +130,12 @@ def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH) -> li
     """Confident scores (|score| up to CONFIDENT_SCORE, both signs) with all-correct, all-wrong and random
     targets, and targets at the limits of their range: where unstable loss graphs return inf or nan."""
     s = CONFIDENT_SCORE
+    uniform = lambda limit: (torch.rand(n, k, generator=g) * 2 - 1) * limit  # noqa: E731
     if task in ("binary", "multilabel"):
         t = torch.randint(0, 2, (n, k), generator=g).float()
         t[0], t[-1] = 0.0, 1.0  # both limits in every case
         sign, m = 2 * t - 1, _magnitudes((n, k), 15.0, s, g)
-        pairs = {"correct": (sign * m, t), "wrong": (-sign * m, t), "random": ((torch.rand(n, k, generator=g) * 2 - 1) * s, t)}
+        pairs = {"correct": (sign * m, t), "wrong": (-sign * m, t), "random": (uniform(s), t)}
     elif task == "multiclass":
         t = torch.randint(0, k, (n,), generator=g)
         t[0], t[-1] = 0, k - 1
@@ -142,18 +143,18 @@ def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH) -> li
         hot = torch.nn.functional.one_hot(t, k).bool()
         correct = torch.where(hot, m, -m)
         wrong = torch.where(hot, -m, torch.where(torch.roll(hot, 1, dims=1), m, -m))
-        pairs = {"correct": (correct, t), "wrong": (wrong, t), "random": ((torch.rand(n, k, generator=g) * 2 - 1) * s, t)}
+        pairs = {"correct": (correct, t), "wrong": (wrong, t), "random": (uniform(s), t)}
     elif task == "count":
         t = torch.poisson(torch.full((n, k), 3.0), generator=g)
         t[0], t[-1] = 0.0, COUNT_LIMIT  # none, and far more than usual
-        low = CONFIDENT_LOG_RATE
-        pairs = {"correct": (torch.log(t + 0.5), t), "wrong": (torch.where(t > 3, torch.full_like(t, -low), torch.full_like(t, low)), t),
-                 "random": ((torch.rand(n, k, generator=g) * 2 - 1) * low, t)}
+        r = CONFIDENT_LOG_RATE
+        wrong = torch.where(t > 3, torch.full_like(t, -r), torch.full_like(t, r))  # tiny rate for many, huge for few
+        pairs = {"correct": (torch.log(t + 0.5), t), "wrong": (wrong, t), "random": (uniform(r), t)}
     else:
         t = (torch.rand(n, k, generator=g) * 2 - 1) * REGRESSION_LIMIT
         t[0], t[-1] = -REGRESSION_LIMIT, REGRESSION_LIMIT
         pairs = {"correct": (t + torch.randn(n, k, generator=g) * 1e-3, t), "wrong": (-t, t),
-                 "random": ((torch.rand(n, k, generator=g) * 2 - 1) * REGRESSION_LIMIT, t)}
+                 "random": (uniform(REGRESSION_LIMIT), t)}
     return [Case(f"batch={n} edge {what}", (scores.float().contiguous(), targets)) for what, (scores, targets)
             in pairs.items()]
 

@@ -13,8 +13,8 @@ import click
 
 from pipeline import __version__
 from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEVICES, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS,
-                             PRECISIONS, SCHEDULERS, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DataConfig, LossConfig, ModelConfig,
-                             TrainConfig, default_epochs)
+                             PRECISIONS, SCHEDULERS, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DataConfig, LossConfig,
+                             ModelConfig, TrainConfig, default_epochs)
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from pipeline.tasks import TASK_NAMES, TASKS
 

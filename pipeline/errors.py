@@ -5,7 +5,8 @@ from __future__ import annotations
 
 # How to add training to a runtime-only install, in the README's order: the CPU torch wheel first, or a bare
 # requirement resolves the newest torch with several GB of CUDA packages.
-TRAIN_EXTRA_HINT = "install the training extra as the README does: pip install torch==2.13.0 && pip install -e '.[train]'"
+TRAIN_EXTRA_HINT = ("install the training extra as the README does: pip install torch==2.13.0 && "
+                    "pip install -e '.[train]'")
 
 
 class PipelineError(Exception):

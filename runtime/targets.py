@@ -51,7 +51,8 @@ def check_targets(task: str, n_outputs: int, target, name: str = "target",
             raise InputError(f"{name}: has shape {target.shape}; multiclass targets are class indices (N,)")
         bad = (target != np.round(target)) | (target < 0) | (target >= n_outputs)
         if bad.any():
-            raise InputError(f"{name} {rows_text(np.flatnonzero(bad), lines)}: {number_text(target[bad][0])} is not a class index "
+            first = number_text(target[bad][0])
+            raise InputError(f"{name} {rows_text(np.flatnonzero(bad), lines)}: {first} is not a class index "
                              f"0..{n_outputs - 1}")
         return target.astype(np.int64)
     if target.ndim == 1 and n_outputs == 1:
@@ -70,5 +71,6 @@ def check_targets(task: str, n_outputs: int, target, name: str = "target",
         bad_cells, why = rules[task]
         bad = bad_cells.any(axis=1)
         if bad.any():
-            raise InputError(f"{name} {rows_text(np.flatnonzero(bad), lines)}: {number_text(target[bad_cells][0])} {why}")
+            first = number_text(target[bad_cells][0])
+            raise InputError(f"{name} {rows_text(np.flatnonzero(bad), lines)}: {first} {why}")
     return target

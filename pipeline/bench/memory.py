@@ -55,14 +55,12 @@ def stream_sizes(bundle: Path, folder: Path, length: int, sizes_mib: list[int]) 
 
 
 def _child(bundle: str, data: str, out: str) -> None:
-    from pipeline.cli import main
+    """`pipeline predict BUNDLE --data DATA --out OUT --force`, through the library function the command calls
+    (the training library does not import the command-line shell)."""
+    from pipeline.scoring import predict_file
 
     start = time.perf_counter()
-    try:
-        main(["predict", bundle, "--data", data, "--out", out, "--force"], standalone_mode=False)
-    except SystemExit as exc:
-        if exc.code:
-            raise
+    predict_file(Path(bundle), Path(data), Path(out), force=True, log=lambda _: None)
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_bytes() / 1e6}))
 

@@ -7,13 +7,37 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
+from torch import nn
 
+from export.bundle import rebuild
 from pipeline.cli import main
 
 
 def _cli(args):
     return CliRunner().invoke(main, args + ["--epochs", "2", "--no-progress"], catch_exceptions=False)
+
+
+def _hinge(p, t):  # numpy: mean max(0, 1 - y f) with 0/1 labels as -1/+1
+    p, t = p.numpy().astype(np.float64), t.numpy().astype(np.float64)
+    return float(np.maximum(0.0, 1.0 - (2 * t - 1) * p).mean())
+
+
+# The loss each tutorial computes, from torch.nn (numpy for hinge), on the model's raw outputs.
+REFERENCES = {
+    "linear-y-2x-plus-1": lambda p, t: nn.MSELoss()(p, t),
+    "cnn-regression-mse": lambda p, t: nn.MSELoss()(p, t),
+    "cnn-binary-bce-sgd": lambda p, t: nn.BCELoss()(torch.sigmoid(p.double()), t.double()),
+    "cnn-multiclass-ce": lambda p, t: nn.CrossEntropyLoss()(p, t.long().reshape(-1)),
+    "imbalanced-weighted": lambda p, t: nn.BCEWithLogitsLoss(pos_weight=torch.tensor([5.0]))(p, t),
+    "l1": lambda p, t: nn.L1Loss()(p, t),
+    "multilabel": lambda p, t: nn.BCEWithLogitsLoss()(p, t),
+    "hinge": _hinge,
+    "huber": lambda p, t: nn.HuberLoss(delta=2.0)(p, t),
+    "poisson": lambda p, t: nn.PoissonNLLLoss(log_input=True, full=False)(p, t),
+    "mlp-10-classes": lambda p, t: nn.CrossEntropyLoss()(p, t.long().reshape(-1)),
+}
 
 
 def _write(tmp_path, name, X, y):
@@ -61,15 +85,26 @@ SCENARIOS = {
 }
 
 
+def test_every_tutorial_scenario_has_a_reference():
+    assert set(REFERENCES) == set(SCENARIOS)
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_tutorial_scenario_runs_through_the_cli(tmp_path, rng, name):
     make, flags = SCENARIOS[name]
     X, y = make(rng)
     out = tmp_path / "run"
-    result = _cli(["train", "--data", _write(tmp_path, name, X, y), "--out", str(out)] + flags)
+    result = _cli(["train", "--data", _write(tmp_path, name, X, y), "--out", str(out), "--val-split", "0"] + flags)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert np.isfinite(metrics["train"]["loss"])
+    # the loss the trainer reports for its best checkpoint is the tutorial's torch.nn loss of that model
+    _, _, model, _ = rebuild(out)
+    X = X.reshape(len(X), -1, X.shape[-1]) if X.ndim == 3 else X[:, None, :]
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(X.astype(np.float32)))
+    target = torch.from_numpy(np.asarray(y, dtype=np.float32).reshape(len(y), -1))
+    np.testing.assert_allclose(metrics["train"]["loss"], float(REFERENCES[name](outputs, target)), atol=1e-5,
+                               rtol=1e-4)
 
 
 def test_tutorial_custom_loss_with_constructor_parameter(tmp_path, rng, monkeypatch):

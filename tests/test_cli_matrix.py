@@ -17,6 +17,8 @@ from pipeline.config import MODEL_NAMES
 from pipeline.tasks import TASKS
 from tests.conftest import make_task_data
 
+pytestmark = pytest.mark.slow  # 19 train/export/score runs, about a minute
+
 # One user-loss module for every task (the README's FocalLoss serves binary and multiclass).
 USER_LOSSES = textwrap.dedent("""
     import math

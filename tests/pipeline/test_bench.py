@@ -26,6 +26,7 @@ def quick_report(tmp_path_factory):
     return report
 
 
+@pytest.mark.slow  # a whole quick bench run
 def test_quick_bench_json_has_every_row(quick_report):
     keys = {(r["section"], r["name"], r["metric"]) for r in quick_report["rows"]}
     expected = {("inference", e, m) for e in ENGINES for m in ("latency, batch 1", "throughput, batch 16")}
@@ -40,6 +41,7 @@ def test_quick_bench_json_has_every_row(quick_report):
         assert row["value"] > 0 and row["ratio"] > 0, row
 
 
+@pytest.mark.slow  # a whole quick bench run
 def test_ratios_are_against_eager_pytorch_of_the_same_measure(quick_report):
     rows = quick_report["rows"]
     for metric in ("latency, batch 1", "throughput, batch 16"):
@@ -64,6 +66,7 @@ def test_ratios_are_against_eager_pytorch_of_the_same_measure(quick_report):
     assert memory[1]["ratio"] == pytest.approx(memory[1]["seconds_per_gib"] / memory[0]["seconds_per_gib"])
 
 
+@pytest.mark.slow  # a whole quick bench run
 def test_report_names_the_machine_threads_and_model(quick_report):
     m = quick_report["machine"]
     assert m["threads"] == 2 and m["cpu"] and m["torch"] and m["onnxruntime"] and m["device"] == "cpu"
@@ -151,6 +154,7 @@ def test_cuda_bench_has_compiled_training_rows_without_recompiles():
                                                        "CUDA compiled training vs eager (--compile on --precision bf16)"}
 
 
+@pytest.mark.slow  # a whole quick bench run
 def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
     from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
     from pipeline.train import train

@@ -16,6 +16,8 @@ import runtime
 from pipeline.checkpoint import load_checkpoint
 from tests.conftest import run_pipeline, subprocess_env
 
+pytestmark = pytest.mark.slow  # kills real training and export processes
+
 TRAIN = ["train", "--task", "multiclass", "--model", "fcn", "--width", "0.25", "--batch-size", "16",
          "--val-split", "0.2", "--patience", "0", "--seed", "5", "--no-progress"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.checkpoint import load_checkpoint
@@ -25,6 +26,7 @@ def test_shards_cover_the_global_batch_in_order():
             assert max(sizes) - min(sizes) <= 1
 
 
+@pytest.mark.slow  # real gloo processes
 def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tmp_path, npz_file):
     data = npz_file("multiclass", n=60, length=16)
     common = ["train", "--data", str(data), "--task", "multiclass", "--val-split", "0.2", "--model", "simple-cnn",
@@ -68,6 +70,7 @@ def _average_in_process(rank: int, world: int, init_file: str, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # real gloo processes
 def test_average_buffers_gives_every_process_the_mean_running_statistics(tmp_path):
     import torch.multiprocessing as mp
 
@@ -77,6 +80,7 @@ def test_average_buffers_gives_every_process_the_mean_running_statistics(tmp_pat
         assert dict(results) == {0: ([1.5, 1.5], [15.0, 15.0], 7), 1: ([1.5, 1.5], [15.0, 15.0], 7)}
 
 
+@pytest.mark.slow  # real gloo processes
 def test_two_gloo_processes_train_the_default_batchnorm_model_and_export_it(tmp_path, npz_file):
     """fcn (BatchNorm) under DDP: the processes end in step, and the run exports and verifies."""
     data = npz_file("multiclass", n=40, length=16)

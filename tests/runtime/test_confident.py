@@ -35,6 +35,7 @@ def _make_confident(run_dir, scale: float) -> None:
     save_checkpoint(run_dir / BEST, state)
 
 
+@pytest.mark.slow  # five trainings and exports
 @pytest.mark.parametrize("task, loss, flags", CASES, ids=[f"{t}-{l}" for t, l, _ in CASES])
 def test_evaluate_of_a_confident_model_equals_the_trainers_loss_and_metrics(tmp_path, task, loss, flags):
     for name, seed in (("train", 0), ("test", 1)):

@@ -15,6 +15,8 @@ import torch
 from export.bundle import rebuild, tensor_json
 from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph
 
+pytestmark = pytest.mark.slow  # builds the C++ kit and runs npm ci and chromium
+
 HOSTS = Path(__file__).resolve().parents[2] / "runtime" / "hosts"
 ATOL = RTOL = 1e-5  # the export tolerances
 HOST_TASKS = ("multiclass", "regression")  # a classification and a regression bundle

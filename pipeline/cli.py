@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
-from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEVICES, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS,
-                             PRECISIONS, SCHEDULERS, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DataConfig, LossConfig,
-                             ModelConfig, TrainConfig, default_epochs)
+from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DEVICES,
+                             LOSS_PARAM_DEFAULTS, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULERS,
+                             DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs)
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from pipeline.tasks import TASK_NAMES, TASKS
 
@@ -102,13 +102,16 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
               help="channel: z-score per channel fitted on training data; series: per series; none.")
 @click.option("--pad", is_flag=True, help="Right-pad unequal-length .ts series with their last value.")
 @click.option("--loss", "loss_name", default=None, metavar="NAME", help=_loss_help())
-@click.option("--huber-delta", type=float, default=1.0, show_default=True, help="Delta of --loss huber.")
-@click.option("--beta", type=float, default=1.0, show_default=True, help="Beta of --loss smooth_l1.")
+@click.option("--huber-delta", type=float, default=None,
+              help=f"Delta of --loss huber. [default: {LOSS_PARAM_DEFAULTS['huber_delta']}]")
+@click.option("--beta", type=float, default=None,
+              help=f"Beta of --loss smooth_l1. [default: {LOSS_PARAM_DEFAULTS['beta']}]")
 @click.option("--pos-weight", default=None, metavar="W[,W..]",
               help="Positive-class weight for bce_with_logits: one number or one per label.")
 @click.option("--class-weights", default=None, metavar="balanced|W1,W2,..",
               help="Class weights for cross_entropy/nll/multi_margin; 'balanced' computes them from the labels.")
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="For cross_entropy.")
+@click.option("--label-smoothing", type=float, default=None,
+              help=f"For cross_entropy. [default: {LOSS_PARAM_DEFAULTS['label_smoothing']}]")
 @click.option("--loss-param", multiple=True, metavar="NAME=VALUE", help="Constructor argument of a custom loss.")
 @click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default="fcn", show_default=True,
               help="fcn/resnet take any length; simple-cnn, mlp and linear are fixed to the training length.")

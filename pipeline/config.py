@@ -41,6 +41,9 @@ DEFAULT_EPOCHS = 300  # Wang et al. 2017 train far longer; early stopping ends m
 DEFAULT_EPOCHS_EMBEDDED = 40  # the embedded waveforms converge in a few dozen epochs (about a minute on CPU)
 
 
+LOSS_PARAM_DEFAULTS = {"huber_delta": 1.0, "beta": 1.0, "label_smoothing": 0.0}  # torch.nn's own defaults
+
+
 def default_epochs(embedded_data: bool) -> int:
     return DEFAULT_EPOCHS_EMBEDDED if embedded_data else DEFAULT_EPOCHS
 
@@ -92,11 +95,12 @@ class LossConfig(_JsonMixin):
     """The loss by name (or package.module:Class) with every parameter that tunes it."""
 
     name: str | None = None  # None: the task's default
-    huber_delta: float = 1.0
-    beta: float = 1.0
+    # None: not given (LOSS_PARAM_DEFAULTS apply), so a flag given at its default value is still a given flag
+    huber_delta: float | None = None
+    beta: float | None = None
     pos_weight: tuple[float, ...] | None = None
     class_weights: str | tuple[float, ...] | None = None  # "balanced" or explicit weights
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
     loss_params: tuple[tuple[str, str], ...] = ()  # keyword arguments for a custom loss
 
     def __post_init__(self):
@@ -104,9 +108,11 @@ class LossConfig(_JsonMixin):
             by_task = "; ".join(f"{task}: {', '.join(spec.loss_names)}" for task, spec in TASKS.items())
             raise PipelineError(f"--loss '{self.name}' is not a loss; choose one of {by_task}; or a custom loss "
                                 "as package.module:ClassName")
-        _positive("--huber-delta", self.huber_delta)
-        _positive("--beta", self.beta, allow_zero=True)
-        if not 0.0 <= self.label_smoothing < 1.0:
+        if self.huber_delta is not None:
+            _positive("--huber-delta", self.huber_delta)
+        if self.beta is not None:
+            _positive("--beta", self.beta, allow_zero=True)
+        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0:
             raise PipelineError(f"--label-smoothing must be in [0, 1); got {self.label_smoothing}")
         for w in self.pos_weight or ():
             _positive("--pos-weight", w)
@@ -117,6 +123,17 @@ class LossConfig(_JsonMixin):
                 raise PipelineError("--class-weights must not all be 0")
         elif self.class_weights not in (None, "balanced"):
             raise PipelineError(f"--class-weights must be 'balanced' or numbers 'w1,w2,..'; got {self.class_weights}")
+
+    def given(self) -> dict[str, bool]:
+        """Which tuning flags were given (at any value, the default's too)."""
+        return {"huber_delta": self.huber_delta is not None, "beta": self.beta is not None,
+                "pos_weight": self.pos_weight is not None, "class_weights": self.class_weights is not None,
+                "label_smoothing": self.label_smoothing is not None}
+
+    def value(self, name: str) -> float:
+        """A scalar tuning parameter: as given, else its default."""
+        value = getattr(self, name)
+        return LOSS_PARAM_DEFAULTS[name] if value is None else value
 
     @classmethod
     def from_dict(cls, d: dict):

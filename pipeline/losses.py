@@ -152,21 +152,15 @@ def resolve_loss_params(cfg: LossConfig, loss_name: str, enc: LabelEncoding,
     if is_custom_loss(loss_name):
         return {"custom": loss_name, "kwargs": dict(cfg.loss_params)}
     spec = TASKS[enc.task].loss(loss_name)
-    given = {"huber_delta": cfg.huber_delta != 1.0, "beta": cfg.beta != 1.0,
-             "pos_weight": cfg.pos_weight is not None, "class_weights": cfg.class_weights is not None,
-             "label_smoothing": cfg.label_smoothing != 0.0}
-    unused = [k for k, v in given.items() if v and k not in spec.params]
+    unused = [k for k, v in cfg.given().items() if v and k not in spec.params]
     if unused:
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)
         raise PipelineError(f"{flags} does not apply to --loss {loss_name}; it takes "
                             f"{', '.join('--' + p.replace('_', '-') for p in spec.params) or 'no parameters'}")
     params: dict = {}
-    if "huber_delta" in spec.params:
-        params["huber_delta"] = cfg.huber_delta
-    if "beta" in spec.params:
-        params["beta"] = cfg.beta
-    if "label_smoothing" in spec.params:
-        params["label_smoothing"] = cfg.label_smoothing
+    for name in ("huber_delta", "beta", "label_smoothing"):
+        if name in spec.params:
+            params[name] = cfg.value(name)
     if "pos_weight" in spec.params and cfg.pos_weight is not None:
         pos = list(cfg.pos_weight)
         if len(pos) not in (1, enc.n_outputs):

@@ -170,15 +170,18 @@ class Trainer:
 
     def __init__(self, run_dir: Path, data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig,
                  train_cfg: TrainConfig, datasets: Datasets, log: Callable[[str], None],
-                 preflight: Callable | None = None):
+                 preflight: Callable | None = None, saved_loss: dict | None = None):
         self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
         self.ranks = distributed.from_env()
         self.log = log if self.ranks.main else (lambda _: None)  # one voice, not one per process
         self.datasets = datasets
         enc: LabelEncoding = datasets.encoding
         self.task = TASKS[enc.task]
-        self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
-        self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
+        if saved_loss is not None:  # a resumed run keeps the loss it was trained with, as recorded
+            self.loss_name, self.loss_params = saved_loss["name"], saved_loss["params"]
+        else:
+            self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
+            self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
         self.device = distributed.start(self.ranks, pick_device(train_cfg.device))
         torch.manual_seed(train_cfg.seed)
         self.model_cfg = replace(model_cfg, in_channels=datasets.channels, length=datasets.length,
@@ -511,7 +514,8 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
     datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, encoding=encoding)
     ranks = distributed.from_env()
     try:
-        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight)
+        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight,
+                          saved_loss=state["loss"])
         trainer.restore(state)
         trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
         distributed.barrier(ranks)  # every process has read the run before rank 0 rewrites its config

@@ -213,3 +213,12 @@ def test_every_reader_refuses_a_bad_file_with_one_line_naming_file_and_row(tmp_p
     out = tmp_path / "run"
     result = run(["train", "--data", str(path), "--epochs", "1", "--out", str(out), "--no-progress"])
     assert_usage_error(result, message, out_dir=out)
+
+
+@pytest.mark.parametrize("value", ["1.0", "1.5"])
+def test_a_loss_flag_is_given_whatever_its_value(base, value):
+    """--huber-delta at its default value is as much a flag as any other value: both are refused for mse."""
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X, np.linspace(0, 1, 12))
+    result = run(["train", "--data", data, "--task", "regression", "--huber-delta", value, "--out", str(tmp / "run")])
+    assert_usage_error(result, "--huber-delta does not apply to --loss mse; it takes no parameters", tmp / "run")

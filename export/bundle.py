@@ -23,7 +23,7 @@ from pipeline import __version__
 from pipeline.checkpoint import BEST, load_checkpoint
 from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
-from pipeline.files import current_umask, remove_stale_temps, temp_prefix
+from pipeline.files import current_umask, json_object_with, remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
 from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
@@ -207,22 +207,17 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     try:
         source = {"run_dir": str(run_dir.resolve()), "checkpoint": BEST,
                   "checkpoint_sha256": sha256(run_dir / BEST)}  # so `pipeline verify` can rebuild eager
-        manifest = _write_bundle(tmp, state, cfg, model, loss, task, config, source, log)
+        manifest, rows = _write_bundle(tmp, state, cfg, model, loss, task, config, source, log)
         _swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"verified {summary(manifest['verification_rows'])} (atol {config.atol:g} + rtol {config.rtol:g} x |eager|)")
-    manifest.pop("verification_rows")
+    log(f"verified {summary(rows)} (atol {config.atol:g} + rtol {config.rtol:g} x |eager|)")
     return out
 
 
 def is_bundle(folder: Path) -> bool:
     """A folder `pipeline export` wrote: its manifest.json has the bundle keys."""
-    try:
-        manifest = json.loads((Path(folder) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and {"format_version", "files", "task"} <= set(manifest)
+    return json_object_with(Path(folder) / "manifest.json", {"format_version", "files", "task"})
 
 
 def check_bundle_target(out: Path, run_dir: Path, force: bool) -> None:
@@ -268,7 +263,8 @@ def recover(out: Path) -> bool:
 
 
 def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,
-                  source: dict, log=print) -> dict:
+                  source: dict, log=print) -> tuple[dict, list[dict]]:
+    """Export and verify every graph into `tmp` and write the bundle's files; (manifest, verification rows)."""
     graph = model_graph(model, task)
     outputs = OUTPUT_NAMES[task]
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
@@ -318,7 +314,7 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
     if layout:
         manifest["onnx_layout"] = layout
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return {**manifest, "verification_rows": rows}
+    return manifest, rows
 
 
 def export_loss_onnx(loss, example: tuple, path: Path, opset: int, meta: dict, what: str) -> Path:

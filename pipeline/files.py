@@ -52,6 +52,15 @@ def current_umask() -> int:
     return umask
 
 
+def json_object_with(path: Path, keys: set[str]) -> bool:
+    """Whether `path` holds a JSON object with all of `keys`: how a command knows a folder is its own."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and keys <= set(found)
+
+
 def check_output_file(path: Path | None, force: bool) -> None:
     """An --out file may be new, or (with --force) an earlier file; a folder or anything else is never replaced."""
     if path is None or not (path.exists() or path.is_symlink()):

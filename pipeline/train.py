@@ -24,7 +24,7 @@ from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, au
 from pipeline.data.load import Datasets, Split, load_datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
-from pipeline.files import write_json
+from pipeline.files import json_object_with, write_json
 from pipeline.losses import CustomLoss, build_loss, check_custom_loss, resolve_loss_params
 from pipeline.models import SequenceModel, build_model
 from pipeline.report import plot_loss_curve, write_history
@@ -437,11 +437,7 @@ def _check_run_dir(out: Path | None, force: bool, model: str, task: str) -> Path
 
 def is_run_dir(folder: Path) -> bool:
     """A folder `pipeline train` wrote: its config.json has the run keys."""
-    try:
-        config = json.loads((Path(folder) / CONFIG).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and {"pipeline_version", "model_config", "encoding"} <= set(config)
+    return json_object_with(Path(folder) / CONFIG, {"pipeline_version", "model_config", "encoding"})
 
 
 def _create_run_dir(run_dir: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pipeline.losses import user_loss
+
 # Named outputs per task, raw scores first (the loss graph's `prediction` input).
 OUTPUT_NAMES = {
     "regression": ("prediction",),
@@ -113,11 +115,11 @@ class ScanCustomLoss(_UserLossGraph):
 def onnx_loss_candidates(loss: nn.Module) -> list[nn.Module]:
     """The modules to try, in order, for a loss's ONNX graph: built-ins as they are; user losses with
     per-sample losses by vmap (one batched graph) and, where that fixes the batch size, by a scan."""
-    inner = getattr(loss, "inner", None)
+    inner = user_loss(loss)
     return [loss] if inner is None else [loss, ScanCustomLoss(inner).eval()]
 
 
 def torchscript_loss(loss: nn.Module) -> nn.Module:
     """The module to script for a loss graph: built-ins as they are, user losses with a loop."""
-    inner = getattr(loss, "inner", None)
+    inner = user_loss(loss)
     return ScriptableCustomLoss(inner).eval() if inner is not None else loss

@@ -139,6 +139,12 @@ class CustomLoss(nn.Module):
             return torch.stack([one(p, t) for p, t in zip(prediction, target)])
 
 
+def user_loss(loss: nn.Module) -> nn.Module | None:
+    """The user's own module inside a loss built by build_loss, or None for a built-in: the one place that
+    tells a loss module apart (is_custom_loss does it for a name)."""
+    return loss.inner if isinstance(loss, CustomLoss) else None
+
+
 def balanced_class_weights(targets: np.ndarray, n_classes: int) -> list[float]:
     """n_samples / (n_classes * count_c), as scikit-learn's 'balanced'; absent classes get 0."""
     counts = np.bincount(targets, minlength=n_classes).astype(np.float64)

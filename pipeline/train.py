@@ -25,7 +25,7 @@ from pipeline.data.load import Datasets, Split, load_datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from pipeline.files import json_object_with, write_json
-from pipeline.losses import CustomLoss, build_loss, check_custom_loss, resolve_loss_params
+from pipeline.losses import build_loss, check_custom_loss, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
 from pipeline.report import plot_loss_curve, write_history
 from pipeline.tasks import TASKS, resolve_loss_name
@@ -192,7 +192,7 @@ class Trainer:
         self.val_src = BatchSource(datasets.val, self.device) if datasets.val else None
         if data_cfg.normalize == "channel":
             self.model.normalize.fit(*self.train_src.channel_stats())
-        if isinstance(self.loss_fn, CustomLoss):
+        if user_loss(self.loss_fn) is not None:
             x, y = self.train_src.batch(torch.arange(min(4, self.train_src.n)))
             with torch.no_grad():
                 prediction = self.model.eval()(x)

@@ -113,7 +113,7 @@ def _check_declared(name: str, what: str, shape: tuple[int, ...], dtype: np.dtyp
 
 
 def _npz_members(path: Path) -> dict[str, tuple]:
-    """Each .npy member's (shape, fortran, dtype, data offset or None) from the headers alone, checked."""
+    """Each .npy member's (shape, fortran, dtype, zip entry, header bytes) from the headers alone, checked."""
     members = {}
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
@@ -123,12 +123,14 @@ def _npz_members(path: Path) -> dict[str, tuple]:
             with zf.open(info) as f:
                 shape, fortran, dtype, header = _read_header(f, path.name, what)
             _check_declared(path.name, what, shape, dtype, info.file_size - header)
-            members[info.filename[:-4]] = (shape, fortran, dtype, info)
+            members[info.filename[:-4]] = (shape, fortran, dtype, info, header)
     return members
 
 
-def _npz_member_memmap(path: Path, info: zipfile.ZipInfo, shape, fortran: bool, dtype) -> np.ndarray | None:
-    """Memory-map an uncompressed array inside an .npz (np.load cannot mmap zip members)."""
+def _npz_member_memmap(path: Path, shape, fortran: bool, dtype, info: zipfile.ZipInfo,
+                       header: int) -> np.ndarray | None:
+    """Memory-map an uncompressed array inside an .npz (np.load cannot mmap zip members); `header` is the
+    member's .npy header length, read (and checked) by _npz_members."""
     if info.compress_type != zipfile.ZIP_STORED or info.file_size < MMAP_THRESHOLD_BYTES:
         return None
     with open(path, "rb") as f:
@@ -136,9 +138,7 @@ def _npz_member_memmap(path: Path, info: zipfile.ZipInfo, shape, fortran: bool, 
         local = f.read(30)
         name_len = int.from_bytes(local[26:28], "little")
         extra_len = int.from_bytes(local[28:30], "little")
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        _read_header(f, path.name, "array")
-        offset = f.tell()
+        offset = info.header_offset + 30 + name_len + extra_len + header
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
 
 
@@ -159,7 +159,7 @@ def _read_npz(path: Path, labels: bool) -> SeriesData:
         problems.append(f"{name}: has no array 'y' (found {sorted(keys)}); save labels as y=(N,) or (N, K)")
     if problems:
         raise DataError(problems)
-    X = _npz_member_memmap(path, members["X"][3], *members["X"][:3]) if "X" in members else None
+    X = _npz_member_memmap(path, *members["X"]) if "X" in members else None
     try:
         X = archive["X"] if X is None else X
         y = archive["y"] if "y" in keys and labels else None

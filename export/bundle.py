@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,8 +16,7 @@ import onnxruntime as ort
 import torch
 
 from export.exporters import DEFAULT_OPSET, ExportError, export_onnx, export_torchscript, quiet
-from export.graphs import (DECISIONS, LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph,
-                           onnx_loss_candidates, torchscript_loss)
+from export.graphs import as_tuple, model_graph, onnx_loss_candidates, torchscript_loss
 from export.layout import conv2d_layout
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
@@ -29,8 +29,12 @@ from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import summary
 from runtime.inputs import plural
+from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
+                              MODEL_INPUT, README_FILE, REQUIRED_KEYS, SCHEMA_FILE, VERIFICATION_FILE, FileEntry,
+                              InputSpec, LengthSpec, LossEntry, Manifest, Normalization, Source, TensorSpec,
+                              Verification, schema_text)
+from runtime.tasks import TASKS
 
-FORMAT_VERSION = 1
 FORMATS = ("onnx", "torchscript", "all")
 GOLDEN_BATCH = 2  # one of BATCH_SIZES: more than one sample, small JSON
 # The loss grid's edges: scores a confidently trained classifier emits (logits of +-20..100), log-rates
@@ -49,6 +53,7 @@ Files
                      versions, and the sha256 of every file (check them before use)
 {files}  golden.json        a few inputs with the outputs eager PyTorch gave; run them and compare
   verification.json  how the graphs compared with eager PyTorch at export (every shape and engine)
+  manifest.schema.json  the JSON Schema that manifest.json follows (every host checks the manifest with it)
 
 Model graph: input "x", float32 (batch, {channels}, {length}), raw series; the normalisation
 is inside the graph. Outputs: {outputs}.
@@ -86,11 +91,13 @@ def rebuild(run_dir: Path):
 
 
 def _targets(task: str, n: int, k: int, g: torch.Generator) -> torch.Tensor:
-    if task == "multiclass":
+    """Random targets of the task's kind: class indices, 0/1, counts or values."""
+    spec = TASKS[task]
+    if spec.scores == "softmax":
         return torch.randint(0, k, (n,), generator=g)
-    if task in ("binary", "multilabel"):
+    if spec.values == "0/1":
         return torch.randint(0, 2, (n, k), generator=g).float()
-    if task == "count":
+    if spec.values == "count":
         return torch.poisson(torch.full((n, k), 3.0), generator=g)
     return torch.randn(n, k, generator=g)
 
@@ -129,14 +136,14 @@ def _magnitudes(shape: tuple[int, ...], low: float, high: float, g: torch.Genera
 def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH) -> list[Case]:
     """Confident scores (|score| up to CONFIDENT_SCORE, both signs) with all-correct, all-wrong and random
     targets, and targets at the limits of their range: where unstable loss graphs return inf or nan."""
-    s = CONFIDENT_SCORE
+    s, spec = CONFIDENT_SCORE, TASKS[task]
     uniform = lambda limit: (torch.rand(n, k, generator=g) * 2 - 1) * limit  # noqa: E731
-    if task in ("binary", "multilabel"):
+    if spec.scores == "sigmoid":
         t = torch.randint(0, 2, (n, k), generator=g).float()
         t[0], t[-1] = 0.0, 1.0  # both limits in every case
         sign, m = 2 * t - 1, _magnitudes((n, k), 15.0, s, g)
         pairs = {"correct": (sign * m, t), "wrong": (-sign * m, t), "random": (uniform(s), t)}
-    elif task == "multiclass":
+    elif spec.scores == "softmax":
         t = torch.randint(0, k, (n,), generator=g)
         t[0], t[-1] = 0, k - 1
         m = _magnitudes((n, 1), 15.0, s, g)
@@ -144,7 +151,7 @@ def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH) -> li
         correct = torch.where(hot, m, -m)
         wrong = torch.where(hot, -m, torch.where(torch.roll(hot, 1, dims=1), m, -m))
         pairs = {"correct": (correct, t), "wrong": (wrong, t), "random": (uniform(s), t)}
-    elif task == "count":
+    elif spec.scores == "exp":
         t = torch.poisson(torch.full((n, k), 3.0), generator=g)
         t[0], t[-1] = 0.0, COUNT_LIMIT  # none, and far more than usual
         r = CONFIDENT_LOG_RATE
@@ -217,7 +224,7 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
 
 def is_bundle(folder: Path) -> bool:
     """A folder `pipeline export` wrote: its manifest.json has the bundle keys."""
-    return json_object_with(Path(folder) / "manifest.json", {"format_version", "files", "task"})
+    return json_object_with(Path(folder) / MANIFEST_FILE, REQUIRED_KEYS)
 
 
 def check_bundle_target(out: Path, run_dir: Path, force: bool) -> None:
@@ -263,10 +270,11 @@ def recover(out: Path) -> bool:
 
 
 def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,
-                  source: dict, log=print) -> tuple[dict, list[dict]]:
+                  source: dict, log=print) -> tuple[Manifest, list[dict]]:
     """Export and verify every graph into `tmp` and write the bundle's files; (manifest, verification rows)."""
+    spec = TASKS[task]
     graph = model_graph(model, task)
-    outputs = OUTPUT_NAMES[task]
+    outputs = spec.outputs
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
     x_axes = {0: "batch"} if cfg.fixed_length else {0: "batch", 2: "length"}
     meta = _metadata(state, cfg, task, config)
@@ -281,39 +289,41 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
         f"{' and '.join(names[f] for f in want)}; each graph is then checked against eager PyTorch on "
         f"{len(model_grid)} model and {len(loss_grid)} loss input sets")
     rows, layout = [], None
+    path = lambda graph_name, fmt: tmp / GRAPH_FILES[graph_name, fmt]  # noqa: E731
     if "onnx" in want:
         verify_model = lambda paths: verify_graph(  # noqa: E731
-            "model", graph, engines(paths, ("x",)), model_grid, outputs, config.atol, config.rtol,
-            DECISIONS.get(task))
-        rows, layout = _export_model_onnx(graph, model, task, example_x, tmp / "model.onnx", outputs,
-                                          {"x": x_axes}, config.opset, meta, verify_model)
-        files["loss"]["onnx"] = export_loss_onnx(loss, example_loss, tmp / "loss.onnx", config.opset, meta, loss_what)
-        files["model"]["onnx"] = tmp / "model.onnx"
+            "model", graph, engines(paths, (MODEL_INPUT,)), model_grid, outputs, config.atol, config.rtol,
+            spec.decision)
+        rows, layout = _export_model_onnx(graph, model, task, example_x, path("model", "onnx"), outputs,
+                                          {MODEL_INPUT: x_axes}, config.opset, meta, verify_model)
+        files["loss"]["onnx"] = export_loss_onnx(loss, example_loss, path("loss", "onnx"), config.opset, meta,
+                                                 loss_what)
+        files["model"]["onnx"] = path("model", "onnx")
     if "torchscript" in want:
-        files["model"]["torchscript"], methods["model"] = export_torchscript(graph, example_x, tmp / "model.pt",
-                                                                             "model")
+        files["model"]["torchscript"], methods["model"] = export_torchscript(graph, example_x,
+                                                                             path("model", "torchscript"), "model")
         files["loss"]["torchscript"], methods["loss"] = export_torchscript(
-            torchscript_loss(loss), example_loss, tmp / "loss.pt", loss_what)
-        rows += verify_graph("model", graph, engines({"torchscript": files["model"]["torchscript"]}, ("x",)),
-                             model_grid, outputs, config.atol, config.rtol, DECISIONS.get(task))
+            torchscript_loss(loss), example_loss, path("loss", "torchscript"), loss_what)
+        rows += verify_graph("model", graph, engines({"torchscript": files["model"]["torchscript"]}, (MODEL_INPUT,)),
+                             model_grid, outputs, config.atol, config.rtol, spec.decision)
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS), loss_grid, LOSS_OUTPUTS,
                          config.atol, config.rtol)
     failures = [r for r in rows if r["problem"]]
     if failures:
         raise VerificationError(failures, config.atol, config.rtol)
-    max_abs = max((r["max_abs"] or 0.0) for r in rows)
-    verification = {"atol": config.atol, "rtol": config.rtol, "passed": True, "checks": len(rows),
-                    "max_abs": max_abs, "max_rel": max((r["max_rel"] or 0.0) for r in rows), "rows": rows}
-    (tmp / "verification.json").write_text(json.dumps(verification, indent=1) + "\n")
-    golden = {"model": _golden(graph, model_grid, ("x",), outputs),
+    verification = Verification(atol=config.atol, rtol=config.rtol, passed=True, checks=len(rows),
+                                max_abs=max((r["max_abs"] or 0.0) for r in rows),
+                                max_rel=max((r["max_rel"] or 0.0) for r in rows))
+    (tmp / VERIFICATION_FILE).write_text(json.dumps({**dataclasses.asdict(verification), "rows": rows}, indent=1)
+                                         + "\n")
+    golden = {"model": _golden(graph, model_grid, (MODEL_INPUT,), outputs),
               "loss": _golden(loss, loss_grid, LOSS_INPUTS, LOSS_OUTPUTS),
               "atol": config.atol, "rtol": config.rtol}
-    (tmp / "golden.json").write_text(json.dumps(golden) + "\n")
-    (tmp / "README.txt").write_text(_readme(state, cfg, task, want))
-    manifest = _manifest(tmp, state, cfg, task, config, methods, verification, source)
-    if layout:
-        manifest["onnx_layout"] = layout
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
+    (tmp / README_FILE).write_text(_readme(state, cfg, task, want))
+    (tmp / SCHEMA_FILE).write_text(schema_text())
+    manifest = _manifest(tmp, state, cfg, task, config, methods, verification, source, layout)
+    (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return manifest, rows
 
 
@@ -335,11 +345,11 @@ def _export_model_onnx(graph, model, task: str, example_x: tuple, path: Path, ou
     layout does not exist for the model or does not verify; returns the verification rows and the layout."""
     fast = conv2d_layout(model)
     if fast is not None:
-        export_onnx(model_graph(fast, task), example_x, path, ("x",), outputs, axes, opset, meta, "model")
+        export_onnx(model_graph(fast, task), example_x, path, (MODEL_INPUT,), outputs, axes, opset, meta, "model")
         rows = verify_model({"onnx": path})
         if not any(r["problem"] for r in rows):
             return rows, "conv2d"
-    export_onnx(graph, example_x, path, ("x",), outputs, axes, opset, meta, "model")
+    export_onnx(graph, example_x, path, (MODEL_INPUT,), outputs, axes, opset, meta, "model")
     return verify_model({"onnx": path}), "conv1d"
 
 
@@ -357,52 +367,41 @@ def _metadata(state: dict, cfg: ModelConfig, task: str, config: ExportConfig) ->
     }
 
 
-def _target_spec(task: str, k: int) -> dict:
-    if task == "multiclass":
-        return {"name": "target", "dtype": "int64", "shape": ["batch"], "meaning": "class index"}
-    return {"name": "target", "dtype": "float32", "shape": ["batch", k],
-            "meaning": {"binary": "0 or 1", "multilabel": "0/1 per label", "count": "counts",
-                        "regression": "values"}[task]}
+def _target_spec(task: str, k: int) -> TensorSpec:
+    spec = TASKS[task]
+    return TensorSpec(LOSS_INPUTS[1], spec.target_dtype, spec.target_shape(k), spec.target_meaning)
 
 
 def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: ExportConfig, methods: dict,
-              verification: dict, source: dict) -> dict:
-    files = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
-    length = {"fixed": cfg.length} if cfg.fixed_length else {"min": 1, "max": None, "trained": cfg.length}
-    return {
-        "format_version": FORMAT_VERSION, "task": task, "classes": state["encoding"]["classes"],
-        "input": {"name": "x", "dtype": "float32", "layout": ["batch", "channels", "length"],
-                  "channels": cfg.in_channels, "length": length},
-        "outputs": list(OUTPUT_NAMES[task]),
-        "normalization": {"mode": cfg.normalize, "inside_graph": True,
-                          "mean": state["model"]["normalize.mean"].reshape(-1).tolist(),
-                          "std": state["model"]["normalize.std"].reshape(-1).tolist()},
-        "model": cfg.to_dict(),
-        "loss": {**_loss_description(state), "inputs": [
-            {"name": "prediction", "dtype": "float32", "shape": ["batch", cfg.n_outputs]},
-            _target_spec(task, cfg.n_outputs)], "outputs": list(LOSS_OUTPUTS)},
-        "opset": config.opset, "torchscript": methods,
-        "versions": {"pipeline": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": ort.__version__, "numpy": np.__version__},
-        "files": files,
-        "verification": {k: v for k, v in verification.items() if k != "rows"},
-        "source": source,
+              verification: Verification, source: dict, layout: str | None) -> Manifest:
+    files = {p.name: FileEntry(sha256(p), p.stat().st_size) for p in sorted(tmp.iterdir())}
+    length = LengthSpec(fixed=cfg.length) if cfg.fixed_length else LengthSpec(min=1, max=None, trained=cfg.length)
+    return Manifest(
+        format_version=FORMAT_VERSION, task=task, classes=state["encoding"]["classes"],
+        input=InputSpec(MODEL_INPUT, "float32", ["batch", "channels", "length"], cfg.in_channels, length),
+        outputs=list(TASKS[task].outputs),
+        normalization=Normalization(cfg.normalize, True, state["model"]["normalize.mean"].reshape(-1).tolist(),
+                                    state["model"]["normalize.std"].reshape(-1).tolist()),
+        model=cfg.to_dict(),
+        loss=LossEntry(state["loss"]["name"], state["loss"]["params"], [
+            TensorSpec(LOSS_INPUTS[0], "float32", ["batch", cfg.n_outputs]), _target_spec(task, cfg.n_outputs)],
+            list(LOSS_OUTPUTS)),
+        opset=config.opset, torchscript=methods,
+        versions={"pipeline": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                  "onnxruntime": ort.__version__, "numpy": np.__version__},
+        files=files, verification=verification, source=Source(**source),
         # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
         # them out of a .csv laid out the same way, as train and evaluate do
-        **({"csv_labels": state["csv_labels"]} if state.get("csv_labels") else {}),
-    }
+        csv_labels=state.get("csv_labels") or None, onnx_layout=layout)
 
 
 def _readme(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...]) -> str:
-    lines = ""
-    if "onnx" in want:
-        lines += "  model.onnx         the model graph (ONNX, onnxruntime)\n"
-        lines += "  loss.onnx          the loss graph (ONNX)\n"
-    if "torchscript" in want:
-        lines += "  model.pt           the model graph (TorchScript; torch::jit::load in C++)\n"
-        lines += "  loss.pt            the loss graph (TorchScript)\n"
+    what = {("model", "onnx"): "the model graph (ONNX, onnxruntime)", ("loss", "onnx"): "the loss graph (ONNX)",
+            ("model", "torchscript"): "the model graph (TorchScript; torch::jit::load in C++)",
+            ("loss", "torchscript"): "the loss graph (TorchScript)"}
+    lines = "".join(f"  {GRAPH_FILES[key]:<18} {text}\n" for key, text in what.items() if key[1] in want)
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
     target = _target_spec(task, cfg.n_outputs)
     return README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
-                         outputs=", ".join(OUTPUT_NAMES[task]), target=f"{target['dtype']}, {target['meaning']}",
+                         outputs=", ".join(TASKS[task].outputs), target=f"{target.dtype}, {target.meaning}",
                          loss=json.dumps(_loss_description(state)))

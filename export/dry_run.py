@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from export.bundle import engines, export_loss_onnx
 from export.exporters import DEFAULT_OPSET, ExportError, export_torchscript
-from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, torchscript_loss
+from export.graphs import torchscript_loss
 from export.verify import DEFAULT_ATOL, DEFAULT_RTOL, Case, verify_graph
 from pipeline.errors import PipelineError
+from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 
 
 def check_loss_exports(loss: nn.Module, prediction: Tensor, target: Tensor, spec: str, log=print) -> None:

@@ -6,20 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.losses import user_loss
-
-# Named outputs per task, raw scores first (the loss graph's `prediction` input).
-OUTPUT_NAMES = {
-    "regression": ("prediction",),
-    "binary": ("logit", "probability"),
-    "multiclass": ("logits", "probabilities", "label"),
-    "multilabel": ("logits", "probabilities"),
-    "count": ("log_rate", "rate"),
-}
-# How raw scores become decisions; verification also reports how often those agree with eager.
-DECISIONS = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold"}
-LOSS_INPUTS = ("prediction", "target")
-LOSS_OUTPUTS = ("loss", "per_sample_loss")
-
+from runtime.tasks import TASKS
 
 class _TaskGraph(nn.Module):
     """Holds the eager model; each task's subclass only says which outputs it emits."""
@@ -58,13 +45,13 @@ class CountGraph(_TaskGraph):
         return log_rate, torch.exp(log_rate)
 
 
-_GRAPHS = {"regression": RegressionGraph, "binary": SigmoidGraph, "multiclass": SoftmaxGraph,
-           "multilabel": SigmoidGraph, "count": CountGraph}
+# How each kind of task score (runtime.tasks.Task.scores) becomes the task's named outputs.
+_GRAPHS = {"identity": RegressionGraph, "sigmoid": SigmoidGraph, "softmax": SoftmaxGraph, "exp": CountGraph}
 
 
 def model_graph(model: nn.Module, task: str) -> nn.Module:
     """The eager model (never a compiled wrapper) wrapped to emit the task's named outputs, in eval mode."""
-    return _GRAPHS[task](model).eval()
+    return _GRAPHS[TASKS[task].scores](model).eval()
 
 
 def as_tuple(outputs) -> tuple[Tensor, ...]:

@@ -7,17 +7,18 @@ from pathlib import Path
 import torch
 
 from export.bundle import engines, loss_cases, model_cases, rebuild, sha256
-from export.graphs import DECISIONS, LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, model_graph
+from export.graphs import model_graph
 from export.verify import verify_graph
 from pipeline.errors import PipelineError
 from runtime.golden import golden_rows, read_golden
+from runtime.manifest import GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, Manifest
+from runtime.tasks import TASKS
 
 
-def find_checkpoint(bundle_dir: Path, manifest: dict, run_dir: Path | None) -> Path | None:
+def find_checkpoint(bundle_dir: Path, manifest: Manifest, run_dir: Path | None) -> Path | None:
     """The run folder the bundle came from: --run, else the one recorded at export, else the bundle's parent."""
-    checkpoint = manifest.get("source", {}).get("checkpoint", "best.pt")
-    candidates = [run_dir] if run_dir is not None else [manifest.get("source", {}).get("run_dir"),
-                                                        Path(bundle_dir).resolve().parent]
+    checkpoint = manifest.source.checkpoint
+    candidates = [run_dir] if run_dir is not None else [manifest.source.run_dir, Path(bundle_dir).resolve().parent]
     for candidate in candidates:
         if candidate is not None and (Path(candidate) / checkpoint).is_file():
             return Path(candidate)
@@ -26,40 +27,38 @@ def find_checkpoint(bundle_dir: Path, manifest: dict, run_dir: Path | None) -> P
     return None
 
 
-def recheck(bundle_dir: Path, manifest: dict, run_dir: Path, atol: float, rtol: float) -> list[dict]:
+def recheck(bundle_dir: Path, manifest: Manifest, run_dir: Path, atol: float, rtol: float) -> list[dict]:
     """Rows of the export verification grid, run again on the bundle's files against eager PyTorch."""
-    source = manifest.get("source", {})
-    checkpoint = run_dir / source.get("checkpoint", "best.pt")
-    if source.get("checkpoint_sha256") and sha256(checkpoint) != source["checkpoint_sha256"]:
+    checkpoint = run_dir / manifest.source.checkpoint
+    if sha256(checkpoint) != manifest.source.checkpoint_sha256:
         raise PipelineError(f"{checkpoint}: is not the checkpoint this bundle was exported from (sha256 differs; "
                             "the run was trained further?); re-export the run, or pass --run with the right run")
     state, cfg, model, loss = rebuild(run_dir)
-    task = manifest["task"]
+    task = manifest.task
     files = bundle_files(bundle_dir, manifest)
-    rows = verify_graph("model", model_graph(model, task), engines(files["model"], ("x",)),
-                        model_cases(model, cfg), OUTPUT_NAMES[task], atol, rtol, DECISIONS.get(task))
+    rows = verify_graph("model", model_graph(model, task), engines(files["model"], (MODEL_INPUT,)),
+                        model_cases(model, cfg), TASKS[task].outputs, atol, rtol, TASKS[task].decision)
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS), loss_cases(task, cfg), LOSS_OUTPUTS,
                          atol, rtol)
     return rows
 
 
-def bundle_files(bundle_dir: Path, manifest: dict) -> dict[str, dict[str, Path]]:
+def bundle_files(bundle_dir: Path, manifest: Manifest) -> dict[str, dict[str, Path]]:
     """{'model': {format: path}, 'loss': {...}} for the graph files the manifest lists."""
     files: dict[str, dict[str, Path]] = {"model": {}, "loss": {}}
-    for graph in files:
-        for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".pt")):
-            if f"{graph}{suffix}" in manifest["files"]:
-                files[graph][fmt] = Path(bundle_dir) / f"{graph}{suffix}"
+    for (graph, fmt), name in GRAPH_FILES.items():
+        if manifest.has(name):
+            files[graph][fmt] = Path(bundle_dir) / name
     return files
 
 
-def torchscript_golden(bundle_dir: Path, manifest: dict, atol: float | None, rtol: float | None) -> list[dict]:
+def torchscript_golden(bundle_dir: Path, manifest: Manifest, atol: float | None, rtol: float | None) -> list[dict]:
     """The golden inputs through the bundle's TorchScript graphs (model.pt, loss.pt), as libtorch would run them."""
     golden = read_golden(bundle_dir)
     rows = []
     for graph, paths in bundle_files(bundle_dir, manifest).items():
         if "torchscript" in paths:
-            names = ("x",) if graph == "model" else LOSS_INPUTS
+            names = (MODEL_INPUT,) if graph == "model" else LOSS_INPUTS
             run = engines({"torchscript": paths["torchscript"]}, names)["torchscript"]
             rows += golden_rows(golden, graph, "torchscript",
                                 lambda feeds, run=run, names=names: run([torch.from_numpy(feeds[n]) for n in names]),

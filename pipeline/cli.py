@@ -16,7 +16,7 @@ from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS, DEF
                              LOSS_PARAM_DEFAULTS, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULERS,
                              DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs)
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
-from pipeline.tasks import TASK_NAMES, TASKS
+from runtime.tasks import TASK_NAMES, TASKS
 
 
 class UserError(click.ClickException):

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.errors import PipelineError
-from pipeline.tasks import ALL_LOSS_NAMES, TASK_NAMES, TASKS, is_custom_loss
+from runtime.tasks import ALL_LOSS_NAMES, TASK_NAMES, TASKS, is_custom_loss
 
 MODEL_NAMES = ("fcn", "resnet", "simple-cnn", "mlp", "linear")
 FIXED_LENGTH_MODELS = ("simple-cnn", "mlp", "linear")

@@ -21,19 +21,23 @@ from torch import Tensor, nn
 from pipeline.config import LossConfig
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
-from pipeline.tasks import TASKS, is_custom_loss
 from runtime.inputs import plural
+from runtime.tasks import TASKS, is_custom_loss
 
 
 class BuiltinLoss(nn.Module):
-    """One of the registry's losses with its exact parameters as buffers (scriptable)."""
+    """A built-in loss with its exact parameters as buffers (scriptable). Each subclass is one registry
+    entry (LOSSES) and writes out its elementwise loss in the ops whose ONNX form is stable at any score."""
 
-    def __init__(self, name: str, class_weights: Tensor | None = None, pos_weight: Tensor | None = None,
+    name = ""
+    weighted_mean = False  # torch's class-weighted 'mean' divides by the summed weights of the targets
+
+    def __init__(self, class_weights: Tensor | None = None, pos_weight: Tensor | None = None,
                  huber_delta: float = 1.0, beta: float = 1.0, label_smoothing: float = 0.0):
         super().__init__()
-        self.name = name
         self.has_class_weights = class_weights is not None
         self.has_pos_weight = pos_weight is not None
+        self.divide_by_weights = self.weighted_mean and self.has_class_weights
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(0))
         self.register_buffer("pos_weight", pos_weight if pos_weight is not None else torch.ones(0))
         self.huber_delta = float(huber_delta)
@@ -41,77 +45,137 @@ class BuiltinLoss(nn.Module):
         self.label_smoothing = float(label_smoothing)
 
     def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
-        name = self.name
-        weight = self.class_weights if self.has_class_weights else None
-        if name == "mse":
-            return F.mse_loss(prediction, target, reduction="none")
-        if name == "l1":
-            return F.l1_loss(prediction, target, reduction="none")
-        if name == "huber":
-            return F.huber_loss(prediction, target, reduction="none", delta=self.huber_delta)
-        if name == "smooth_l1":
-            return F.smooth_l1_loss(prediction, target, reduction="none", beta=self.beta)
-        if name == "bce_with_logits":
-            pos_weight = self.pos_weight if self.has_pos_weight else None
-            return F.binary_cross_entropy_with_logits(prediction, target, reduction="none", pos_weight=pos_weight)
-        if name == "bce":
-            return self._bce_of_sigmoid(prediction, target)
-        if name == "hinge":
-            signed = 2.0 * target - 1.0  # labels 0/1 -> -1/+1
-            return torch.clamp(1.0 - signed * prediction, min=0.0)
-        if name == "cross_entropy":
-            return self._cross_entropy(prediction, target)
-        if name == "nll":
-            # nll of log_softmax is cross-entropy; the written-out form also exports to ONNX with weights
-            return self._cross_entropy(prediction, target)
-        if name == "multi_margin":
-            return F.multi_margin_loss(prediction, target, weight=weight, reduction="none")
-        if name == "multilabel_soft_margin":
-            return F.multilabel_soft_margin_loss(prediction, target, reduction="none")
-        if name == "poisson_nll":
-            return F.poisson_nll_loss(prediction, target, log_input=True, full=False, reduction="none")
-        raise RuntimeError("unknown loss " + name)
-
-    @staticmethod
-    def _bce_of_sigmoid(logit: Tensor, target: Tensor) -> Tensor:
-        """torch.nn.BCELoss of sigmoid(logit), with its clamp of each log at -100, taken from log-sigmoid.
-
-        BCELoss on float32 sigmoid outputs jumps to the clamp once sigmoid rounds to 1 (|logit| > ~17),
-        and where it jumps depends on each engine's sigmoid, so no exported graph could agree with it
-        there. log-sigmoid keeps the exact value up to the same clamp: identical to BCELoss(sigmoid(x))
-        wherever float32 sigmoid has not rounded to 0 or 1.
-        """
-        log_p = torch.clamp(F.logsigmoid(logit), min=-100.0)  # log(sigmoid(x))
-        log_not_p = torch.clamp(F.logsigmoid(-logit), min=-100.0)  # log(1 - sigmoid(x))
-        return -(target * log_p + (1.0 - target) * log_not_p)
-
-    def _cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
-        """torch's weighted, label-smoothed cross-entropy (reduction none), written out.
-
-        Same numbers as F.cross_entropy, but in plain ops: torch's own ONNX export of
-        weight + label_smoothing disagrees with eager by about 0.04.
-        """
-        log_p = torch.log_softmax(logits, dim=1)  # (N, C)
-        if self.has_class_weights:
-            weight = self.class_weights
-        else:
-            weight = torch.ones(logits.shape[1], dtype=logits.dtype, device=logits.device)
-        nll = -log_p.gather(1, target.unsqueeze(1)).squeeze(1) * weight[target]  # (N,)
-        if self.label_smoothing == 0.0:
-            return nll
-        smooth = -(log_p * weight.unsqueeze(0)).sum(dim=1) / logits.shape[1]  # (N,)
-        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
+        raise NotImplementedError
 
     def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         prediction = prediction.float()  # losses run in fp32 under autocast
         elementwise = self._elementwise(prediction, target)
         per_sample_loss = elementwise.reshape(elementwise.shape[0], -1).mean(dim=1)  # (N,)
-        if self.has_class_weights and self.name in ("cross_entropy", "nll"):
-            # torch's weighted 'mean' divides by the summed weights of the targets, not by N
+        if self.divide_by_weights:
             loss = per_sample_loss.sum() / self.class_weights[target].sum()
         else:
             loss = per_sample_loss.mean()
         return loss, per_sample_loss
+
+
+class MSELoss(BuiltinLoss):
+    name = "mse"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(prediction, target, reduction="none")
+
+
+class L1Loss(BuiltinLoss):
+    name = "l1"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return F.l1_loss(prediction, target, reduction="none")
+
+
+class HuberLoss(BuiltinLoss):
+    name = "huber"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return F.huber_loss(prediction, target, reduction="none", delta=self.huber_delta)
+
+
+class SmoothL1Loss(BuiltinLoss):
+    name = "smooth_l1"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return F.smooth_l1_loss(prediction, target, reduction="none", beta=self.beta)
+
+
+class BCEWithLogitsLoss(BuiltinLoss):
+    """Stable in ONNX through the exporter's log-sigmoid translation (export/exporters.py)."""
+
+    name = "bce_with_logits"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        pos_weight = self.pos_weight if self.has_pos_weight else None
+        return F.binary_cross_entropy_with_logits(prediction, target, reduction="none", pos_weight=pos_weight)
+
+
+class BCELoss(BuiltinLoss):
+    """torch.nn.BCELoss of sigmoid(logit), with its clamp of each log at -100, taken from log-sigmoid.
+
+    BCELoss on float32 sigmoid outputs jumps to the clamp once sigmoid rounds to 1 (|logit| > ~17),
+    and where it jumps depends on each engine's sigmoid, so no exported graph could agree with it
+    there. log-sigmoid keeps the exact value up to the same clamp: identical to BCELoss(sigmoid(x))
+    wherever float32 sigmoid has not rounded to 0 or 1.
+    """
+
+    name = "bce"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        log_p = torch.clamp(F.logsigmoid(prediction), min=-100.0)  # log(sigmoid(x))
+        log_not_p = torch.clamp(F.logsigmoid(-prediction), min=-100.0)  # log(1 - sigmoid(x))
+        return -(target * log_p + (1.0 - target) * log_not_p)
+
+
+class HingeLoss(BuiltinLoss):
+    name = "hinge"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        signed = 2.0 * target - 1.0  # labels 0/1 -> -1/+1
+        return torch.clamp(1.0 - signed * prediction, min=0.0)
+
+
+class CrossEntropyLoss(BuiltinLoss):
+    """torch's weighted, label-smoothed cross-entropy (reduction none), written out.
+
+    Same numbers as F.cross_entropy, but in plain ops: torch's own ONNX export of
+    weight + label_smoothing disagrees with eager by about 0.04.
+    """
+
+    name = "cross_entropy"
+    weighted_mean = True
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        log_p = torch.log_softmax(prediction, dim=1)  # (N, C)
+        if self.has_class_weights:
+            weight = self.class_weights
+        else:
+            weight = torch.ones(prediction.shape[1], dtype=prediction.dtype, device=prediction.device)
+        nll = -log_p.gather(1, target.unsqueeze(1)).squeeze(1) * weight[target]  # (N,)
+        if self.label_smoothing == 0.0:
+            return nll
+        smooth = -(log_p * weight.unsqueeze(0)).sum(dim=1) / prediction.shape[1]  # (N,)
+        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
+
+
+class NLLLoss(CrossEntropyLoss):
+    """nll of log_softmax(logits) is cross-entropy; the written-out form also exports to ONNX with weights."""
+
+    name = "nll"
+
+
+class MultiMarginLoss(BuiltinLoss):
+    name = "multi_margin"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        weight = self.class_weights if self.has_class_weights else None
+        return F.multi_margin_loss(prediction, target, weight=weight, reduction="none")
+
+
+class MultilabelSoftMarginLoss(BuiltinLoss):
+    name = "multilabel_soft_margin"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return F.multilabel_soft_margin_loss(prediction, target, reduction="none")
+
+
+class PoissonNLLLoss(BuiltinLoss):
+    name = "poisson_nll"
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return F.poisson_nll_loss(prediction, target, log_input=True, full=False, reduction="none")
+
+
+# The loss registry: each built-in name (runtime/tasks.py says which task offers it) -> its implementation.
+LOSSES: dict[str, type[BuiltinLoss]] = {cls.name: cls for cls in (
+    MSELoss, L1Loss, HuberLoss, SmoothL1Loss, BCEWithLogitsLoss, BCELoss, HingeLoss, CrossEntropyLoss, NLLLoss,
+    MultiMarginLoss, MultilabelSoftMarginLoss, PoissonNLLLoss)}
 
 
 class CustomLoss(nn.Module):
@@ -184,12 +248,30 @@ def resolve_loss_params(cfg: LossConfig, loss_name: str, enc: LabelEncoding,
     return params
 
 
+def resolve_loss_name(task: str, loss: str | None) -> str:
+    """The loss to use for `task`: the default when None, else checked against the task's losses."""
+    spec = TASKS[task]
+    if loss is None:
+        return spec.default_loss
+    if is_custom_loss(loss) or loss in spec.loss_names:
+        return loss
+    others = [t for t, s in TASKS.items() if loss in s.loss_names]
+    hint = f" ('{loss}' is a loss for --task {', '.join(others)})" if others else ""
+    raise PipelineError(
+        f"--loss '{loss}' does not fit --task {task}{hint}; choose one of "
+        f"{', '.join(spec.loss_names)}, or a custom loss as package.module:ClassName"
+    )
+
+
 def build_loss(loss_name: str, params: dict) -> nn.Module:
-    """The loss module for a resolved name and parameters."""
+    """The loss module for a resolved name and parameters; an unknown name fails here, at lookup."""
     if is_custom_loss(loss_name):
         return CustomLoss(load_custom_loss(loss_name, params.get("kwargs", {})), loss_name)
+    if loss_name not in LOSSES:
+        raise PipelineError(f"loss '{loss_name}' is not a built-in loss; choose one of {', '.join(LOSSES)}, or a "
+                            "custom loss as package.module:ClassName")
     tensor = lambda key: torch.tensor(params[key], dtype=torch.float32) if key in params else None  # noqa: E731
-    return BuiltinLoss(loss_name, class_weights=tensor("class_weights"), pos_weight=tensor("pos_weight"),
+    return LOSSES[loss_name](class_weights=tensor("class_weights"), pos_weight=tensor("pos_weight"),
                        huber_delta=params.get("huber_delta", 1.0), beta=params.get("beta", 1.0),
                        label_smoothing=params.get("label_smoothing", 0.0))
 

@@ -16,6 +16,7 @@ from pipeline.data.readers import SeriesData, peek_csv_header, read_series
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from pipeline.files import check_output_file, write_atomic
 from runtime.golden import check_golden
+from runtime.manifest import MODEL_ONNX
 from runtime.outputs import OUT_SUFFIXES, prediction_table, write_predictions, write_rows
 
 
@@ -38,7 +39,7 @@ def _length_note(bundle: runtime.Bundle, data: SeriesData) -> str | None:
 def training_label_columns(bundle: runtime.Bundle, data: Path, log) -> str | None:
     """The training file's label columns, when `data` is a .csv that has them (by header name, or, without a
     header, at the training file's width): the columns `pipeline train` read the labels from."""
-    labels = bundle.manifest.get("csv_labels")
+    labels = bundle.manifest.csv_labels
     if data.suffix.lower() != ".csv" or not labels:
         return None
     header, width = peek_csv_header(data)
@@ -114,15 +115,15 @@ def verify_bundle(bundle_dir: Path, run_dir: Path | None = None, atol: float | N
     """Golden data through every graph of the bundle (ONNX by onnxruntime, TorchScript where torch is
     installed); then, with torch, the full export grid against eager PyTorch rebuilt from the run."""
     try:
-        manifest = runtime.bundle.read_manifest(bundle_dir)
+        manifest = runtime.Manifest.read(bundle_dir)
         runtime.bundle.check_files(bundle_dir, manifest)
     except runtime.BundleError as exc:
         raise PipelineError(str(exc)) from None
-    has_onnx = runtime.bundle.MODEL_FILE in manifest.get("files", {})
+    has_onnx = manifest.has(MODEL_ONNX)
     # every file's sha256 was checked just above: the sessions open without hashing them again
     golden = check_golden(open_bundle(bundle_dir, threads, check=False), atol, rtol) if has_onnx else []
-    atol = manifest["verification"]["atol"] if atol is None else atol
-    rtol = manifest["verification"]["rtol"] if rtol is None else rtol
+    atol = manifest.verification.atol if atol is None else atol
+    rtol = manifest.verification.rtol if rtol is None else rtol
     try:
         from export.recheck import find_checkpoint, recheck, torchscript_golden
     except ModuleNotFoundError as exc:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import platform
 import sys
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -19,21 +17,17 @@ from torch import Tensor, nn
 
 from pipeline import __version__
 from pipeline import distributed
-from pipeline.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from pipeline.checkpoint import load_checkpoint
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets, Split, load_datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
-from pipeline.files import json_object_with, write_json
-from pipeline.losses import build_loss, check_custom_loss, resolve_loss_params, user_loss
+from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
-from pipeline.report import plot_loss_curve, write_history
-from pipeline.tasks import TASKS, resolve_loss_name
+from pipeline.run_folder import RunFolder, check_new
 from runtime.inputs import plural
-from runtime.metrics import compute_metrics
+from runtime.tasks import TASKS, compute_metrics
 
-CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
-RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS)
 EVAL_BATCH = 1024
 # Steps between reads of the loss (a device sync): a non-finite loss is still reported with its exact batch.
 CHECK_EVERY = 20
@@ -173,6 +167,7 @@ class Trainer:
                  preflight: Callable | None = None, saved_loss: dict | None = None):
         self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
         self.ranks = distributed.from_env()
+        self.folder = RunFolder(run_dir, writes=self.ranks.main)  # every file of the run is written through it
         self.log = log if self.ranks.main else (lambda _: None)  # one voice, not one per process
         self.datasets = datasets
         enc: LabelEncoding = datasets.encoding
@@ -335,13 +330,10 @@ class Trainer:
             if monitored < self.best["loss"]:
                 self.best, self.bad_epochs = {"loss": monitored, "epoch": epoch}, 0
                 self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                if self.ranks.main:
-                    save_checkpoint(self.run_dir / BEST, self._state(full=False))
+                self.folder.save_best(self._state(full=False))
             else:
                 self.bad_epochs += 1
-            if self.ranks.main:
-                save_checkpoint(self.run_dir / LAST, self._state(full=True))
-                write_history(self.run_dir / HISTORY, self.history, metric)
+            self.folder.save_epoch(self._state(full=True), self.history, metric)
             self._report_epoch(epochs_bar, show_bars, val, metric)
             if cfg.patience and self.bad_epochs >= cfg.patience:
                 stopped_early = True
@@ -365,7 +357,7 @@ class Trainer:
         bad = int((~finite).nonzero()[0, 0])
         raise PipelineError(f"training diverged: loss is {float(batch_means[bad])} at epoch {epoch}, batch "
                             f"{start + bad + 1}; lower --lr or check the data. The last good checkpoint is "
-                            f"{self.run_dir / LAST}")
+                            f"{self.folder.last}")
 
     def _report_epoch(self, bar, show_bars: bool, val: dict | None, metric: str) -> None:
         row = self.history[-1]
@@ -380,71 +372,33 @@ class Trainer:
             self.log(f"epoch {row['epoch']:>4}/{self.cfg.epochs} {text} lr={row['lr']:.3g}")
 
     def _finish(self, seconds: float, stopped_early: bool, compile_info: dict | None) -> RunResult:
+        """The end-of-run report: the best weights evaluated on every split, metrics.json and the curve."""
         distributed.check_in_step(self.model, self.ranks)
         if self.best_model is not None:
             self.model.load_state_dict(self.best_model)
         else:  # resumed after the best epoch: the best weights are only on disk
-            self.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
-        results = {"train": evaluate(self.model, self.loss_fn, self.train_src, self.task.name)}
-        if self.val_src:
-            results["val"] = evaluate(self.model, self.loss_fn, self.val_src, self.task.name)
-        if self.datasets.test:
-            results["test"] = evaluate(self.model, self.loss_fn, BatchSource(self.datasets.test, self.device),
-                                       self.task.name)
+            self.model.load_state_dict(load_checkpoint(self.folder.best)["model"])
         metrics = {
             "task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
             "best_epoch": self.best["epoch"], "epochs_run": self.epoch, "stopped_early": stopped_early,
             "selected_by": "val_loss" if self.val_src else "train_loss",
-            **results,
+            **self.final_metrics(),
             "batch_size": self.batch_size, "device": str(self.device), "processes": self.ranks.world,
             "compile": compile_info, "train_seconds": round(seconds, 3),
         }
-        if self.ranks.main:
-            write_json(self.run_dir / METRICS, metrics)
-            plot_loss_curve(self.run_dir / CURVE, self.history,
-                            f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
+        self.folder.save_report(metrics, self.history, f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
         return RunResult(self.run_dir, metrics, self.history)
+
+    def final_metrics(self) -> dict[str, dict]:
+        """Loss and task metrics of the current weights on train, validation and test data."""
+        sources = {"train": self.train_src, "val": self.val_src,
+                   "test": BatchSource(self.datasets.test, self.device) if self.datasets.test else None}
+        return {split: evaluate(self.model, self.loss_fn, source, self.task.name)
+                for split, source in sources.items() if source is not None}
 
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4g}"
-
-
-def _default_run_dir(model: str, task: str | None) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("artifacts") / f"{stamp}-{model}" if task is None else Path("artifacts") / f"{stamp}-{model}-{task}"
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
-
-
-def _check_run_dir(out: Path | None, force: bool, model: str, task: str) -> Path:
-    run_dir = Path(out) if out else _default_run_dir(model, task)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise PipelineError(f"--out {run_dir} is a file; pass a folder")
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise PipelineError(f"{run_dir} already exists and is not empty; pass --force to overwrite it "
-                            "or choose another --out")
-    clashing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if clashing and not is_run_dir(run_dir):
-        raise PipelineError(f"--out {run_dir} holds {', '.join(clashing)} but is not a run folder (no config.json "
-                            "written by pipeline train); --force replaces only a run's own files, so choose "
-                            "another --out")
-    return run_dir
-
-
-def is_run_dir(folder: Path) -> bool:
-    """A folder `pipeline train` wrote: its config.json has the run keys."""
-    return json_object_with(Path(folder) / CONFIG, {"pipeline_version", "model_config", "encoding"})
-
-
-def _create_run_dir(run_dir: Path) -> None:
-    if run_dir.exists():  # --force: remove what an earlier run wrote, keep anything else
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _absolute(path: str | None) -> str | None:
@@ -463,7 +417,7 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
     try:
         datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed)
         # every process checks the folder before any creates it, then all take rank 0's (timestamped) name
-        run_dir = _check_run_dir(out, force, model_cfg.name, datasets.encoding.task)
+        run_dir = check_new(out, force, model_cfg.name, datasets.encoding.task)
         run_dir = Path(distributed.same_on_all(str(run_dir), ranks))
         trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log,  # validates the rest
                           preflight)
@@ -471,13 +425,11 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
         log = trainer.log
         for note in datasets.notes:
             log(note)
-        if ranks.main:
-            _create_run_dir(run_dir)
-            write_json(run_dir / CONFIG, {
-                "pipeline_version": __version__, "torch_version": torch.__version__,
-                "python": platform.python_version(), "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
-                "train": train_cfg.to_dict(), **trainer.describe(),
-            })
+        trainer.folder.create({
+            "pipeline_version": __version__, "torch_version": torch.__version__,
+            "python": platform.python_version(), "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
+            "train": train_cfg.to_dict(), **trainer.describe(),
+        })
         log(f"run folder: {run_dir}")
         where = f"{ranks.world} processes ({trainer.device.type})" if ranks.enabled else str(trainer.device)
         log(f"training {trainer.model_cfg.name} for {datasets.encoding.task} with loss {trainer.loss_name} on "
@@ -492,11 +444,8 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
            log: Callable[[str], None] = print, preflight: Callable | None = None) -> RunResult:
     """Continue a run from its last checkpoint: model, optimizer, scheduler, RNG and epoch."""
     run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG
-    if not config_path.is_file():
-        raise PipelineError(f"--resume {run_dir}: no {CONFIG} there; pass a folder written by `pipeline train`")
-    saved = json.loads(config_path.read_text())
-    state = load_checkpoint(run_dir / LAST)
+    saved = RunFolder(run_dir).read_config()
+    state = load_checkpoint(RunFolder(run_dir).last)
     data_cfg = DataConfig.from_dict(saved["data"])
     loss_cfg = LossConfig.from_dict(saved["loss_config"])
     train_cfg = TrainConfig.from_dict({**saved["train"], **(overrides or {})})
@@ -515,9 +464,7 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
         trainer.restore(state)
         trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
         distributed.barrier(ranks)  # every process has read the run before rank 0 rewrites its config
-        if ranks.main:
-            saved["train"] = train_cfg.to_dict()
-            write_json(config_path, saved)
+        trainer.folder.update_config({**saved, "train": train_cfg.to_dict()})
         return trainer.fit()
     finally:
         distributed.stop(ranks)

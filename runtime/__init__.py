@@ -9,6 +9,7 @@
 
 from runtime.bundle import Bundle, load
 from runtime.errors import BundleError, InputError, IntegrityError
-from runtime.metrics import compute_metrics
+from runtime.manifest import Manifest
+from runtime.tasks import TASKS, compute_metrics
 
-__all__ = ["Bundle", "BundleError", "InputError", "IntegrityError", "compute_metrics", "load"]
+__all__ = ["Bundle", "BundleError", "InputError", "IntegrityError", "Manifest", "TASKS", "compute_metrics", "load"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -12,11 +11,10 @@ import onnxruntime as ort
 
 from runtime.errors import BundleError, InputError, IntegrityError
 from runtime.inputs import SeriesSpec, batch_rows, batches, plural
-from runtime.metrics import compute_metrics
-from runtime.targets import check_targets, encode_labels
+from runtime.errors import input_error
+from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_ONNX, Manifest
+from runtime.tasks import TASKS
 
-FORMAT_VERSIONS = (1,)
-MODEL_FILE, LOSS_FILE, MANIFEST = "model.onnx", "loss.onnx", "manifest.json"
 
 
 def file_sha256(path: Path) -> str:
@@ -27,36 +25,18 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(bundle_dir: Path) -> dict:
-    """The manifest, with its format version checked."""
-    path = Path(bundle_dir) / MANIFEST
-    if not Path(bundle_dir).is_dir():
-        raise BundleError(f"{bundle_dir}: not a folder; pass the bundle folder written by pipeline export")
-    if not path.exists():
-        raise BundleError(f"{path}: not found; {bundle_dir} is not a bundle (pipeline export writes one)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version not in FORMAT_VERSIONS:
-        raise BundleError(f"{path}: format_version {version!r} is not supported by this runtime (it reads "
-                          f"{', '.join(map(str, FORMAT_VERSIONS))}); upgrade the runtime or re-export the bundle")
-    return manifest
-
-
-def check_files(bundle_dir: Path, manifest: dict) -> None:
+def check_files(bundle_dir: Path, manifest: Manifest) -> None:
     """Every file the manifest lists exists with its recorded size and sha256."""
-    for name, entry in sorted(manifest.get("files", {}).items()):
+    for name, entry in sorted(manifest.files.items()):
         path = Path(bundle_dir) / name
         if not path.is_file():
             raise IntegrityError(f"{path}: listed in manifest.json but missing; the bundle is incomplete, "
                                  "copy it again or re-export it")
         size = path.stat().st_size
-        if size != entry["bytes"]:
-            raise IntegrityError(f"{path}: is {size} bytes but manifest.json says {entry['bytes']} (truncated or "
+        if size != entry.bytes:
+            raise IntegrityError(f"{path}: is {size} bytes but {MANIFEST_FILE} says {entry.bytes} (truncated or "
                                  "altered); copy the bundle again or re-export it")
-        if file_sha256(path) != entry["sha256"]:
+        if file_sha256(path) != entry.sha256:
             raise IntegrityError(f"{path}: sha256 differs from manifest.json (the file was altered); copy the "
                                  "bundle again or re-export it")
 
@@ -87,20 +67,22 @@ def _check_io(session: ort.InferenceSession, path: Path, inputs: list[tuple[str,
     want_inputs = [(name, f"tensor({'float' if dtype == 'float32' else dtype})") for name, dtype in inputs]
     got_outputs = [o.name for o in session.get_outputs()]
     if got_inputs != want_inputs or got_outputs != list(outputs):
-        raise BundleError(f"{path}: graph inputs {got_inputs} and outputs {got_outputs} differ from manifest.json "
+        raise BundleError(f"{path}: graph inputs {got_inputs} and outputs {got_outputs} differ from {MANIFEST_FILE} "
                           f"(inputs {want_inputs}, outputs {list(outputs)}); the bundle is inconsistent, re-export it")
 
 
 class Bundle:
     """An exported model and loss, checked and ready to run (use `runtime.load`)."""
 
-    def __init__(self, path: Path, manifest: dict, model: ort.InferenceSession, loss: ort.InferenceSession | None):
+    def __init__(self, path: Path, manifest: Manifest, model: ort.InferenceSession,
+                 loss: ort.InferenceSession | None):
         self.path, self.manifest = path, manifest
-        self.task: str = manifest["task"]
-        self.outputs: list[str] = list(manifest["outputs"])
-        self.n_outputs: int = int(manifest["model"]["n_outputs"])
-        self.classes: list[str] | None = manifest["classes"]
-        self.series = SeriesSpec(manifest["input"])
+        self.task: str = manifest.task
+        self.spec = TASKS[manifest.task]
+        self.outputs: list[str] = list(manifest.outputs)
+        self.n_outputs: int = manifest.n_outputs
+        self.classes: list[str] | None = manifest.classes
+        self.series = SeriesSpec(manifest.input)
         self.model_session, self.loss_session = model, loss
 
     def __repr__(self) -> str:
@@ -114,10 +96,10 @@ class Bundle:
         rows = batch_rows(x, batch_size)
         if len(x) <= rows and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous \
                 and np.isfinite(x).all():  # one ready batch (the latency case): no copies, no batching
-            return dict(zip(self.outputs, self.model_session.run(None, {"x": x})))
+            return dict(zip(self.outputs, self.model_session.run(None, {MODEL_INPUT: x})))
         results: dict[str, np.ndarray] = {}
         for start, batch in batches(x, rows, name, lines):
-            outputs = self.model_session.run(None, {"x": batch})
+            outputs = self.model_session.run(None, {MODEL_INPUT: batch})
             if not results:  # allocate once, now that each output's trailing shape and dtype are known
                 results = {n: np.empty((len(x),) + o.shape[1:], dtype=o.dtype) for n, o in zip(self.outputs, outputs)}
             for output, values in zip(self.outputs, outputs):
@@ -127,13 +109,15 @@ class Bundle:
     def loss(self, prediction, target) -> tuple[float, np.ndarray]:
         """(loss, per_sample_loss) from the loss graph: prediction is the first model output, target encoded."""
         if self.loss_session is None:
-            raise BundleError(f"{self.path}: has no {LOSS_FILE} (exported with --format torchscript); re-export "
+            raise BundleError(f"{self.path}: has no {LOSS_ONNX} (exported with --format torchscript); re-export "
                               "with --format onnx or all")
         prediction = np.asarray(prediction)
         if prediction.dtype.kind != "f" or prediction.ndim != 2 or prediction.shape[1] != self.n_outputs:
             raise InputError(f"prediction: has shape {prediction.shape} and dtype {prediction.dtype}; pass the "
                              f"model's '{self.outputs[0]}' output, float (N, {self.n_outputs})")
-        target = check_targets(self.task, self.n_outputs, target)
+        target, problems = self.spec.check_encoded(target, self.n_outputs)
+        if problems:
+            raise input_error(problems)
         if len(target) != len(prediction):
             raise InputError(f"target: has {len(target)} rows but prediction has {len(prediction)}")
         if len(prediction) == 0:
@@ -144,7 +128,10 @@ class Bundle:
 
     def encode(self, y, name: str = "y", lines: np.ndarray | None = None) -> np.ndarray:
         """Raw labels (class names or numbers, as in the training data) as loss-graph targets."""
-        return encode_labels(self.task, self.classes, self.n_outputs, y, name, lines)
+        target, problems = self.spec.encode(y, self.classes, self.n_outputs, name, lines)
+        if problems:
+            raise input_error(problems)
+        return target
 
     def evaluate(self, x, y, batch_size: int | None = None, x_name: str = "x",
                  y_name: str = "y", lines: np.ndarray | None = None) -> dict[str, float | None]:
@@ -154,7 +141,7 @@ class Bundle:
             raise InputError(f"{y_name}: has {plural(len(target), 'label')} for {len(x)} series; pass one per series")
         raw = self.predict(x, batch_size, x_name, lines)[self.outputs[0]]
         loss, _ = self.loss(raw, target)
-        return {"loss": loss, **compute_metrics(self.task, raw, target)}
+        return {"loss": loss, **self.spec.compute_metrics(raw, target)}
 
     def class_names(self, index: np.ndarray) -> np.ndarray:
         """Class names for class indices (multiclass labels, or binary 0/1 decisions)."""
@@ -165,18 +152,18 @@ def load(bundle_dir: str | os.PathLike, threads: int | None = None, providers: l
          check: bool = True) -> Bundle:
     """Open a bundle: check its format version and every file's sha256, then start onnxruntime sessions."""
     path = Path(bundle_dir)
-    manifest = read_manifest(path)
+    manifest = Manifest.read(path)
     if check:
         check_files(path, manifest)
-    if MODEL_FILE not in manifest.get("files", {}):
-        raise BundleError(f"{path}: has no {MODEL_FILE} (exported with --format torchscript); the runtime runs "
+    if not manifest.has(MODEL_ONNX):
+        raise BundleError(f"{path}: has no {MODEL_ONNX} (exported with --format torchscript); the runtime runs "
                           "ONNX graphs, so re-export with --format onnx or all")
     options = session_options(threads)
-    model = _open(path / MODEL_FILE, options, providers)
-    _check_io(model, path / MODEL_FILE, [("x", manifest["input"]["dtype"])], manifest["outputs"])
+    model = _open(path / MODEL_ONNX, options, providers)
+    _check_io(model, path / MODEL_ONNX, [(MODEL_INPUT, manifest.input.dtype)], manifest.outputs)
     loss = None
-    if LOSS_FILE in manifest["files"]:
-        loss = _open(path / LOSS_FILE, options, providers)
-        spec = manifest["loss"]
-        _check_io(loss, path / LOSS_FILE, [(i["name"], i["dtype"]) for i in spec["inputs"]], spec["outputs"])
+    if manifest.has(LOSS_ONNX):
+        loss = _open(path / LOSS_ONNX, options, providers)
+        spec = manifest.loss
+        _check_io(loss, path / LOSS_ONNX, [(i.name, i.dtype) for i in spec.inputs], spec.outputs)
     return Bundle(path, manifest, model, loss)

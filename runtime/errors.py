@@ -13,3 +13,10 @@ class IntegrityError(BundleError):
 
 class InputError(BundleError, ValueError):
     """Series, predictions or targets that do not fit the bundle (shape, dtype, values)."""
+
+
+def input_error(problems: list[str]) -> InputError:
+    """One InputError for every problem found: the problem itself, or a numbered list."""
+    if len(problems) == 1:
+        return InputError(problems[0])
+    return InputError(f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))

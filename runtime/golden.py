@@ -11,8 +11,7 @@ import numpy as np
 from runtime.bundle import Bundle
 from runtime.compare import compare
 from runtime.errors import BundleError
-
-GOLDEN_FILE = "golden.json"
+from runtime.manifest import GOLDEN_FILE
 
 
 def _array(entry: dict) -> np.ndarray:

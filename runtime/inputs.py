@@ -75,14 +75,14 @@ def as_array(value, name: str) -> np.ndarray:
 class SeriesSpec:
     """The model input the manifest promises: channels and allowed lengths."""
 
-    def __init__(self, manifest_input: dict):
-        self.channels = int(manifest_input["channels"])
-        length = manifest_input["length"]
-        self.fixed = length.get("fixed")
-        self.min_length = int(self.fixed if self.fixed is not None else length.get("min") or 1)
-        max_length = self.fixed if self.fixed is not None else length.get("max")
+    def __init__(self, manifest_input):  # a runtime.manifest.InputSpec
+        self.channels = int(manifest_input.channels)
+        length = manifest_input.length
+        self.fixed = length.fixed
+        self.min_length = int(self.fixed if self.fixed is not None else length.min or 1)
+        max_length = self.fixed if self.fixed is not None else length.max
         self.max_length = DEFAULT_MAX_LENGTH if max_length is None else int(max_length)
-        self.trained_length = int(self.fixed if self.fixed is not None else length["trained"])
+        self.trained_length = int(self.fixed if self.fixed is not None else length.trained)
 
     def check(self, x, name: str = "x") -> np.ndarray:
         """(N, C, L) view of x (an (N, L) input gets its one channel), checked against the spec."""

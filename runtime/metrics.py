@@ -1,4 +1,4 @@
-"""Task metrics in numpy, shared by the trainer and the runtime so both report the same numbers."""
+"""Metric functions in numpy; runtime/tasks.py says which task uses which, for the trainer and the runtime."""
 
 from __future__ import annotations
 
@@ -81,18 +81,3 @@ def count_metrics(log_rate: np.ndarray, target: np.ndarray) -> dict[str, float]:
     y_log_ratio = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / rate), 0.0)
     deviance = 2.0 * (y_log_ratio - (y - rate))
     return {"mae": float(np.abs(rate - y).mean()), "poisson_deviance": float(deviance.mean())}
-
-
-_BY_TASK = {
-    "regression": regression_metrics,
-    "binary": binary_metrics,
-    "multiclass": multiclass_metrics,
-    "multilabel": multilabel_metrics,
-    "count": count_metrics,
-}
-
-
-def compute_metrics(task: str, raw_output: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
-    """Metrics for `task` from the model's raw scores (N, K) and the encoded targets."""
-    raw_output = np.asarray(raw_output, dtype=np.float64)
-    return _BY_TASK[task](raw_output, np.asarray(target))

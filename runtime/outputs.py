@@ -14,39 +14,14 @@ from runtime.bundle import Bundle
 OUT_SUFFIXES = (".csv", ".jsonl", ".npy", ".npz")
 
 
-def _label_names(bundle: Bundle) -> list[str]:
-    return bundle.classes or [str(j) for j in range(bundle.n_outputs)]
-
-
 def prediction_table(bundle: Bundle, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Columns of one row per series: decisions by name where the task has classes, then the scores."""
-    task, names = bundle.task, _label_names(bundle)
-    columns: dict[str, np.ndarray] = {}
-    if task == "multiclass":
-        columns["label"] = bundle.class_names(outputs["label"])
-        for j, name in enumerate(names):
-            columns[f"probability_{name}"] = outputs["probabilities"][:, j]
-    elif task == "binary":
-        columns["label"] = bundle.class_names(outputs["logit"][:, 0] > 0)
-        columns[f"probability_{names[1]}"] = outputs["probability"][:, 0]
-    elif task == "multilabel":
-        for j, name in enumerate(names):
-            columns[f"label_{name}"] = (outputs["logits"][:, j] > 0).astype(np.int64)
-        for j, name in enumerate(names):
-            columns[f"probability_{name}"] = outputs["probabilities"][:, j]
-    else:
-        key = "prediction" if task == "regression" else "rate"
-        values = outputs[key]
-        for j in range(values.shape[1]):
-            columns[key if values.shape[1] == 1 else f"{key}_{j}"] = values[:, j]
-    return columns
+    return bundle.spec.prediction_columns(outputs, bundle.classes, bundle.n_outputs)
 
 
 def main_scores(bundle: Bundle, outputs: dict[str, np.ndarray]) -> np.ndarray:
     """The one matrix a .npy holds: probabilities for classifiers, predictions or rates otherwise."""
-    key = {"multiclass": "probabilities", "binary": "probability", "multilabel": "probabilities",
-           "regression": "prediction", "count": "rate"}[bundle.task]
-    return outputs[key]
+    return outputs[bundle.spec.main_output]
 
 
 def _cell(value):

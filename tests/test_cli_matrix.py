@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import MODEL_NAMES
-from pipeline.tasks import TASKS
+from runtime.tasks import TASKS
 from tests.conftest import make_task_data
 
 pytestmark = pytest.mark.slow  # 19 train/export/score runs, about a minute

@@ -12,6 +12,7 @@ from pipeline.data.prepare import (LabelEncoding, check_classes, check_series, e
 from pipeline.data.readers import SeriesData, read_series
 from pipeline.data.synthetic import waveforms
 from pipeline.errors import DataError
+from runtime.tasks import TASKS
 
 
 @dataclass
@@ -92,7 +93,7 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
     if problems:
         raise DataError(problems)
     all_rows = lambda d: np.arange(d.n)  # noqa: E731
-    stratify = encoding.task in ("binary", "multiclass")
+    stratify = TASKS[encoding.task].has_classes
     if "val" in files:
         train_rows, val_rows = all_rows(train), None
         val = Split(files["val"].X, all_rows(files["val"]), targets["val"], files["val"].source)

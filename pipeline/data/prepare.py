@@ -11,8 +11,8 @@ import numpy as np
 
 from pipeline.data.readers import SeriesData
 from pipeline.errors import DataError
-from pipeline.tasks import TASKS
 from runtime.inputs import not_numbers_text, parse_numbers, plural, rows_text
+from runtime.tasks import TASKS
 
 # More distinct integer labels than this are taken for a regression target when inferring the task.
 MAX_INFERRED_CLASSES = 50
@@ -41,17 +41,6 @@ class LabelEncoding:
 def _where(data: SeriesData, mask: np.ndarray) -> str:
     """The series under `mask` as the runtime names them: file lines of text files, 0-based array rows."""
     return rows_text(np.flatnonzero(mask), data.lines)
-
-
-def _first(values: np.ndarray, mask: np.ndarray) -> str:
-    """The first offending value as the user wrote it: 7 not 7.0, 'abc' quoted."""
-    v = values[mask][0] if values.ndim == 1 else values[mask.reshape(len(mask), -1).any(1)][0]
-    v = v.tolist() if hasattr(v, "tolist") else v
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    if isinstance(v, list):
-        return "[" + ", ".join(str(int(e)) if isinstance(e, float) and e.is_integer() else repr(e) for e in v) + "]"
-    return repr(v)
 
 
 def _natural_key(label: str):
@@ -106,85 +95,36 @@ def infer_task(data: SeriesData) -> tuple[str, str]:
 
 def fit_encoding(task: str, train: SeriesData) -> LabelEncoding:
     """Classes and output width from the training labels."""
-    y = train.y
-    if task == "multiclass":
-        if y.dtype.kind == "U":
-            classes = tuple(sorted(set(y.tolist()), key=_natural_key))
-        else:
-            finite = y[np.isfinite(y)] if y.ndim == 1 else np.array([0.0])
-            top = int(finite.max()) if finite.size and np.all(finite == np.round(finite)) else 0
-            classes = tuple(str(i) for i in range(max(top, 0) + 1))
-        return LabelEncoding(task, classes, max(len(classes), 2))
-    if task == "binary":
-        if y.dtype.kind == "U":
-            return LabelEncoding(task, tuple(sorted(set(y.tolist()), key=_natural_key)), 1)
-        return LabelEncoding(task, ("0", "1"), 1)
-    width = 1 if y.ndim == 1 else int(y.shape[1])
-    return LabelEncoding(task, None, width)
+    spec, y = TASKS[task], train.y
+    if not spec.has_classes:
+        return LabelEncoding(task, None, 1 if y.ndim == 1 else int(y.shape[1]))
+    if y.dtype.kind == "U":
+        classes = tuple(sorted(set(y.tolist()), key=_natural_key))
+    elif spec.scores == "sigmoid":  # one logit for two classes
+        classes = ("0", "1")
+    else:  # integer labels are class indices 0..max
+        finite = y[np.isfinite(y)] if y.ndim == 1 else np.array([0.0])
+        top = int(finite.max()) if finite.size and np.all(finite == np.round(finite)) else 0
+        classes = tuple(str(i) for i in range(max(top, 0) + 1))
+    return LabelEncoding(task, classes, 1 if spec.scores == "sigmoid" else max(len(classes), 2))
 
 
 def encode_labels(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> np.ndarray | None:
-    """Targets in the task's dtype and shape, or None with the reasons appended to `problems`."""
-    spec = TASKS[enc.task]
+    """Targets in the task's dtype and shape, or None with the reasons appended to `problems` (the task's
+    own encoding, the one the runtime uses for `evaluate`, so both say the same)."""
     where = f"{data.source}: {data.label_field}"
-    y = data.y
-    n_before = len(problems)
-    if y.dtype.kind == "U" and enc.task in ("multiclass", "binary"):
-        return _encode_names(enc, data, problems)
-    if y.dtype.kind == "U":
-        y, bad = parse_numbers(y)
-        if bad.any():
-            problems.append(f"{where} {_where(data, bad.reshape(len(y), -1).any(1))}: "
-                            f"{not_numbers_text(data.y, bad)}; --task {enc.task} needs {spec.target_rule}")
-            return None
-    finite = np.isfinite(y)
-    if not finite.all():
-        problems.append(f"{where} {_where(data, ~finite.reshape(len(y), -1).any(1))}: label is NaN or Inf; "
-                        "every series needs a label (drop or fill those rows)")
+    if enc.classes and enc.n_outputs == 1 and len(enc.classes) > 2:
+        problems.append(f"{where}: has {len(enc.classes)} classes ({', '.join(enc.classes[:5])}); "
+                        f"--task {enc.task} needs exactly two (use --task multiclass)")
         return None
-    if enc.task == "multiclass":
-        if y.ndim != 1:
-            problems.append(f"{where}: has shape {y.shape}; --task multiclass needs one class index per "
-                            "series (for several labels per series use --task multilabel)")
-            return None
-        bad = y != np.round(y)
-        if bad.any():
-            problems.append(f"{where} {_where(data, bad)}: {_first(y, bad)} is not an integer; --task multiclass "
-                            f"needs integer class indices 0..{len(enc.classes) - 1}")
-        bad = (y < 0) | (y > len(enc.classes) - 1)
-        if bad.any():
-            problems.append(f"{where} {_where(data, bad)}: class index {_first(y, bad)} is out of range; the "
-                            f"training labels define classes 0..{len(enc.classes) - 1}")
-        return None if len(problems) > n_before else y.astype(np.int64)
-    y2 = y.reshape(len(y), -1)
-    if enc.task == "multilabel" and (y.ndim != 2):
-        problems.append(f"{where}: has shape {y.shape}; --task multilabel needs a 0/1 matrix (N, K) "
-                        "with one column per label (for one label use --task binary)")
-        return None
-    if y2.shape[1] != enc.n_outputs:
-        problems.append(f"{where}: has {y2.shape[1]} target columns but the training data has "
-                        f"{enc.n_outputs}; every file needs the same targets")
-        return None
-    if enc.task in ("binary", "multilabel"):
-        bad = (y2 != 0) & (y2 != 1)
-        if bad.any():
-            problems.append(f"{where} {_where(data, bad.any(1))}: {_first(y, bad.any(1))} is not 0 or 1; "
-                            f"--task {enc.task} needs {spec.target_rule}")
-    if enc.task == "count":
-        bad = y2 < 0
-        if bad.any():
-            problems.append(f"{where} {_where(data, bad.any(1))}: {_first(y, bad.any(1))} is negative; "
-                            "--task count needs non-negative integers")
-        bad = y2 != np.round(y2)
-        if bad.any():
-            problems.append(f"{where} {_where(data, bad.any(1))}: {_first(y, bad.any(1))} is fractional; "
-                            "--task count needs non-negative integers (use --task regression for amounts)")
-    return None if len(problems) > n_before else y2.astype(np.float32)
+    targets, found = TASKS[enc.task].encode(data.y, enc.classes, enc.n_outputs, where, data.lines)
+    problems.extend(found)
+    return targets
 
 
 def check_classes(enc: LabelEncoding, data: SeriesData, targets: np.ndarray, problems: list[str]) -> None:
     """A class task needs at least two classes among its training labels, or there is nothing to learn."""
-    if enc.task not in ("binary", "multiclass"):
+    if not TASKS[enc.task].has_classes:
         return
     present = np.unique(targets)
     if len(present) < 2:
@@ -192,23 +132,6 @@ def check_classes(enc: LabelEncoding, data: SeriesData, targets: np.ndarray, pro
         problems.append(f"{data.source}: {data.label_field}: every training label is the same class ('{only}'); "
                         f"--task {enc.task} needs at least two classes to learn from (check --target-column, "
                         "or use --task regression for a constant target)")
-
-
-def _encode_names(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> np.ndarray | None:
-    y = data.y
-    where = f"{data.source}: {data.label_field}"
-    if enc.task == "binary" and len(enc.classes) > 2:
-        problems.append(f"{where}: has {len(enc.classes)} classes ({', '.join(enc.classes[:5])}); "
-                        "--task binary needs exactly two (use --task multiclass)")
-        return None
-    index = {c: i for i, c in enumerate(enc.classes)}
-    unknown = np.array([v not in index for v in y.tolist()])
-    if unknown.any():
-        problems.append(f"{where} {_where(data, unknown)}: class {_first(y, unknown)} does not occur in the "
-                        f"training data (classes: {', '.join(enc.classes[:10])})")
-        return None
-    idx = np.array([index[v] for v in y.tolist()], dtype=np.int64)
-    return idx if enc.task == "multiclass" else idx.astype(np.float32)[:, None]
 
 
 def check_series(data: SeriesData, problems: list[str], channels: int | None = None,

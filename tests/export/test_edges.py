@@ -15,11 +15,12 @@ from torch import nn
 import export.exporters as exporters
 from export.bundle import CONFIDENT_SCORE, ExportConfig, edge_cases, export_run
 from export.exporters import export_onnx, export_torchscript
-from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, ScanCustomLoss
+from export.graphs import ScanCustomLoss
+from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 from export.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerificationError
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.losses import CustomLoss, build_loss
-from pipeline.tasks import TASKS
+from runtime.tasks import TASKS
 from pipeline.train import train
 
 K = 3  # outputs of the multi-output tasks

@@ -15,11 +15,10 @@ from torch import nn
 
 import export.bundle as bundle_mod
 from export.bundle import ExportConfig, export_run, sha256
-from export.graphs import OUTPUT_NAMES
 from export.verify import BATCH_SIZES
 from pipeline.cli import main
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.tasks import TASKS
+from runtime.tasks import TASKS
 from pipeline.train import train
 
 QUIET = dict(log=lambda _: None)
@@ -29,11 +28,12 @@ NON_DEFAULT = {
     "cross_entropy": dict(class_weights=(0.5, 2.0, 1.0), label_smoothing=0.1),
     "nll": dict(class_weights=(1.0, 3.0, 0.5)), "multi_margin": dict(class_weights=(1.0, 2.0, 1.0)),
 }
-BUNDLE_FILES = {"all": ["README.txt", "golden.json", "loss.onnx", "loss.pt", "manifest.json", "model.onnx",
-                        "model.pt", "verification.json"],
-                "onnx": ["README.txt", "golden.json", "loss.onnx", "manifest.json", "model.onnx", "verification.json"],
-                "torchscript": ["README.txt", "golden.json", "loss.pt", "manifest.json", "model.pt",
-                                "verification.json"]}
+BUNDLE_FILES = {"all": ["README.txt", "golden.json", "loss.onnx", "loss.pt", "manifest.json",
+                        "manifest.schema.json", "model.onnx", "model.pt", "verification.json"],
+                "onnx": ["README.txt", "golden.json", "loss.onnx", "manifest.json", "manifest.schema.json",
+                         "model.onnx", "verification.json"],
+                "torchscript": ["README.txt", "golden.json", "loss.pt", "manifest.json", "manifest.schema.json",
+                                "model.pt", "verification.json"]}
 
 
 def _run(tmp_path, npz_file, task, loss=None, model="fcn", name="run", **loss_kwargs):
@@ -60,7 +60,7 @@ def test_parity_matrix_every_task_and_loss_in_both_formats(tmp_path, npz_file, t
     assert cases == {f"batch={n} length={L}" for n in BATCH_SIZES for L in (8, 16, 32)} | {"batch=7 length=16 x10 std"}
     assert {r["case"] for r in rows if r["graph"] == "loss"} == {f"batch={n}" for n in BATCH_SIZES} | {
         f"batch=16 edge {what}" for what in ("correct", "wrong", "random")}
-    assert {r["output"] for r in rows if r["graph"] == "model"} == set(OUTPUT_NAMES[task])
+    assert {r["output"] for r in rows if r["graph"] == "model"} == set(TASKS[task].outputs)
     # every difference within atol + rtol * |eager| at its own value (the edge cases reach values of 4e8)
     assert max(r["tolerance_used"] for r in rows if r["tolerance_used"] is not None) <= 1.0
     assert max(r["max_abs"] for r in rows if r["max_abs"] is not None and r["case"].startswith("batch=64 ")) \

@@ -54,15 +54,16 @@ def test_class_index_out_of_range_in_validation_file(base):
     train = _npz(tmp / "train.npz", X, np.arange(12) % 3)
     val = _npz(tmp / "val.npz", X[:4], [0, 1, 5, 2])
     result = run(["train", "--data", train, "--val-data", val, "--task", "multiclass", "--out", str(tmp / "run")])
-    assert_usage_error(result, "val.npz: array 'y' row 2: class index 5 is out of range; the training labels "
-                               "define classes 0..2", tmp / "run")
+    assert_usage_error(result, "val.npz: array 'y' row 2: class '5' is not one of the classes of the training "
+                               "data (0, 1, 2)", tmp / "run")
 
 
 def test_non_binary_labels(base):
     tmp, X = base
     data = _npz(tmp / "train.npz", X, [0, 1, 2, 1, 0, 1, 0, 1, 0.5, 1, 0, 1])
     result = run(["train", "--data", data, "--task", "binary", "--out", str(tmp / "run")])
-    assert_usage_error(result, "train.npz: array 'y' rows 2, 8: 2 is not 0 or 1; --task binary needs 0 or 1",
+    assert_usage_error(result, "train.npz: array 'y' rows 2, 8: class '2' is not one of the classes of the "
+                       "training data (0, 1)",
                        tmp / "run")
 
 
@@ -73,8 +74,8 @@ def test_negative_and_fractional_counts_reported_together(base):
     assert result.exit_code == 2
     assert result.output == (
         "Error: 2 problems in the input data:\n"
-        "  - train.npz: array 'y' row 2: -2 is negative; --task count needs non-negative integers\n"
-        "  - train.npz: array 'y' row 7: 1.5 is fractional; --task count needs non-negative integers (use "
+        "  - train.npz: array 'y' row 2: -2 is negative; count labels are non-negative integers\n"
+        "  - train.npz: array 'y' row 7: 1.5 is fractional; count labels are non-negative integers (use "
         "--task regression for amounts)\n")
 
 
@@ -87,7 +88,7 @@ def test_channel_mismatch_and_label_problem_in_test_file_together(base):
     assert result.output == (
         "Error: 2 problems in the input data:\n"
         "  - test.npz: series have 2 channels but the training data has 1; all files must have the same channels\n"
-        "  - test.npz: array 'y' row 2: 7 is not 0 or 1; --task binary needs 0 or 1\n")
+        "  - test.npz: array 'y' row 2: class '7' is not one of the classes of the training data (0, 1)\n")
     assert not (tmp / "run").exists()
 
 

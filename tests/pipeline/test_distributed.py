@@ -10,7 +10,7 @@ import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.distributed import Ranks, shard
-from pipeline.train import RUN_FILES
+from pipeline.run_folder import RUN_FILES
 from tests.conftest import run_pipeline
 
 ATOL, RTOL = 1e-5, 1e-4

@@ -115,14 +115,14 @@ def test_a_bad_label_value_is_named_with_its_file_line_by_train_and_evaluate(tmp
                                   "are numbers, so fix or drop those rows (or pass --task multiclass if the labels are "
                                   "class names)")
     result = run(["train", "--data", bad, "--task", "regression", "--out", tmp_path / "run"])
-    assert_one_line_error(result, "bad.csv: column 'y' lines 42, 79: 'abc', 'NA' are not numbers; --task regression "
-                                  "needs real numbers, one column per target")
+    same = "bad.csv: column 'y' lines 42, 79: 'abc', 'NA' are not numbers; regression labels are real numbers, one "\
+           "column per target"  # train and evaluate share one label check: the same words, the same lines
+    assert_one_line_error(result, same)
     assert run(["train", "--data", good, "--out", tmp_path / "run", *TINY]).exit_code == 0
     assert run(["export", tmp_path / "run", "--format", "onnx"]).exit_code == 0
     result = run(["evaluate", tmp_path / "run" / "bundle", "--data", bad])
     assert result.exit_code == 2
-    assert result.output.splitlines()[-1] == ("Error: bad.csv: column 'y' lines 42, 79: 'abc', 'NA' are not numbers; "
-                                              "a regression bundle takes numbers as labels")
+    assert result.output.splitlines()[-1] == f"Error: {same}"
 
 
 def test_a_nan_series_gets_the_same_file_line_from_train_evaluate_and_predict(tmp_path):

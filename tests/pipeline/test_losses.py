@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.losses import BuiltinLoss, CustomLoss, balanced_class_weights, build_loss, check_custom_loss, load_custom_loss
-from pipeline.tasks import TASKS
+from pipeline.losses import (LOSSES, CustomLoss, balanced_class_weights, build_loss, check_custom_loss,
+                             load_custom_loss)
+from runtime.tasks import TASKS
 
 ATOL, RTOL = 1e-6, 1e-6
 N, K, C = 7, 3, 4
@@ -90,7 +91,16 @@ def test_every_registry_loss_is_checked_against_a_reference():
     """A loss added to the registry without a torch.nn (or numpy) reference above fails here."""
     covered = {"bce_with_logits" if case.startswith("multilabel_bce") else case for case in CASES} | {"hinge"}
     assert {spec.name for task in TASKS.values() for spec in task.losses} == covered
-    assert all(isinstance(build_loss(name, {}), BuiltinLoss) for name in covered)
+    # the implementations are keyed by the same names, each its own module
+    assert set(LOSSES) == covered and all(LOSSES[name].name == name for name in LOSSES)
+    assert {name: type(build_loss(name, {})) for name in covered} == {name: LOSSES[name] for name in covered}
+
+
+def test_an_unknown_loss_name_fails_at_lookup_not_at_the_first_forward():
+    with pytest.raises(PipelineError) as err:
+        build_loss("mse2", {})
+    assert str(err.value) == ("loss 'mse2' is not a built-in loss; choose one of " + ", ".join(LOSSES)
+                              + ", or a custom loss as package.module:ClassName")
 
 
 def test_balanced_class_weights_follow_inverse_frequency():

@@ -45,7 +45,7 @@ def test_class_names_sort_naturally_and_unknown_classes_are_reported():
     assert enc.classes == ("2", "9", "10")
     problems = []
     assert encode_labels(enc, _data(np.array(["2", "11"]), classes=True), problems) is None
-    assert problems == ["f.npz: array 'y' row 1: class '11' does not occur in the training data (classes: 2, 9, 10)"]
+    assert problems == ["f.npz: array 'y' row 1: class '11' is not one of the classes of the training data (2, 9, 10)"]
 
 
 def test_binary_with_two_string_classes_maps_to_0_1():

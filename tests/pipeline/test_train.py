@@ -14,8 +14,9 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import main
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.models import build_model
-from pipeline.tasks import TASKS
-from pipeline.train import RUN_FILES, batch_bounds, resume, train
+from runtime.tasks import TASKS
+from pipeline.run_folder import RUN_FILES
+from pipeline.train import batch_bounds, resume, train
 
 QUIET = dict(log=lambda _: None)
 

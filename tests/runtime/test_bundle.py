@@ -12,7 +12,7 @@ import torch
 
 import runtime
 from export.bundle import rebuild
-from export.graphs import OUTPUT_NAMES, as_tuple, model_graph
+from export.graphs import as_tuple, model_graph
 from pipeline.data.load import load_datasets
 from pipeline.config import DataConfig
 from pipeline.losses import build_loss
@@ -36,8 +36,8 @@ def test_predictions_equal_eager_pytorch(task_bundles, task):
     X = np.load(tb.test_file)["X"]
     bundle = runtime.load(tb.bundle)
     got = bundle.predict(X, batch_size=5)  # several batches, the last one short
-    assert list(got) == list(OUTPUT_NAMES[task])
-    for name, expected in zip(OUTPUT_NAMES[task], _eager_outputs(tb.run_dir, X)):
+    assert list(got) == list(runtime.TASKS[task].outputs)
+    for name, expected in zip(runtime.TASKS[task].outputs, _eager_outputs(tb.run_dir, X)):
         assert got[name].shape == expected.shape and got[name].dtype == expected.dtype, name
         np.testing.assert_allclose(got[name], expected, atol=ATOL, rtol=RTOL, err_msg=name)
 
@@ -175,7 +175,7 @@ def test_input_errors_say_what_is_wrong_and_the_fix(task_bundles, build_bundle):
     assert str(err.value) == "target row 1: 3 is not a class index 0..2"
     with pytest.raises(runtime.InputError) as err:
         bundle.evaluate(np.zeros((2, 16), np.float32), ["cat", "cow"])
-    assert str(err.value) == "y row 1: class 'cow' is not one of the bundle's classes (cat, dog, eel)"
+    assert str(err.value) == "y row 1: class 'cow' is not one of the classes of the training data (cat, dog, eel)"
     fixed = runtime.load(build_bundle("regression", model="simple-cnn").bundle)
     with pytest.raises(runtime.InputError) as err:
         fixed.predict(np.zeros((2, 20), np.float32))

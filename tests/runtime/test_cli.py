@@ -115,7 +115,7 @@ def test_evaluate_prints_the_trainers_test_metrics_from_every_reader(cli_run, tm
     rows = np.flatnonzero(y == "dog")
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: bad.npz: array 'y' rows {', '.join(map(str, rows[:5]))} and "
-                                    f"{len(rows) - 5} more: class 'wolf' is not one of the bundle's classes "
+                                    f"{len(rows) - 5} more: class 'wolf' is not one of the classes of the training data "
                                     "(cat, dog, eel)\n")
 
 

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from export.bundle import rebuild, tensor_json
-from export.graphs import LOSS_INPUTS, LOSS_OUTPUTS, OUTPUT_NAMES, as_tuple, model_graph
+from export.graphs import as_tuple, model_graph
+from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
+from runtime.tasks import TASKS
 
 pytestmark = pytest.mark.slow  # builds the C++ kit and runs npm ci and chromium
 
@@ -45,7 +47,7 @@ def eager_cases(run_dir: Path, path: Path) -> Path:
         with torch.inference_mode():
             model_out, loss_out = as_tuple(graph(x)), as_tuple(loss(prediction, target))
         cases.append({
-            "model": {"inputs": {"x": tensor_json(x)}, "outputs": dict(zip(OUTPUT_NAMES[task], map(tensor_json, model_out)))},
+            "model": {"inputs": {"x": tensor_json(x)}, "outputs": dict(zip(TASKS[task].outputs, map(tensor_json, model_out)))},
             "loss": {"inputs": dict(zip(LOSS_INPUTS, map(tensor_json, (prediction, target)))),
                      "outputs": dict(zip(LOSS_OUTPUTS, map(tensor_json, loss_out)))},
             "atol": ATOL, "rtol": RTOL})
@@ -60,11 +62,11 @@ def assert_host_agrees(run_host, tb, task: str, tmp_path: Path) -> None:
     """
     golden = run_host(tb.bundle)
     assert golden.returncode == 0, golden.stdout + golden.stderr
-    assert golden.stderr == f"all {len(OUTPUT_NAMES[task]) + 2} outputs match\n"
+    assert golden.stderr == f"all {len(TASKS[task].outputs) + 2} outputs match\n"
     result = run_host(tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in OUTPUT_NAMES[task]] +
+    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in TASKS[task].outputs] +
                                                 [("loss", o) for o in LOSS_OUTPUTS])
     assert all(r[-1] == "ok" for r in rows)
     assert max(float(r[r.index("max_abs") + 1]) for r in rows) <= ATOL + RTOL * 100
@@ -96,12 +98,12 @@ def test_node_host_agrees_with_eager_on_golden_and_other_shapes(node_host, task_
     tb = task_bundles[task]
     golden = _node(node_host, tb.bundle)
     assert golden.returncode == 0, golden.stdout + golden.stderr
-    assert golden.stderr == f"all {len(OUTPUT_NAMES[task]) + 2} outputs match\n"
+    assert golden.stderr == f"all {len(TASKS[task].outputs) + 2} outputs match\n"
     cases = eager_cases(tb.run_dir, tmp_path / "cases.json")
     result = _node(node_host, tb.bundle, "--cases", cases, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads(result.stdout)
-    assert [(r["graph"], r["output"]) for r in rows] == 3 * ([("model", o) for o in OUTPUT_NAMES[task]] +
+    assert [(r["graph"], r["output"]) for r in rows] == 3 * ([("model", o) for o in TASKS[task].outputs] +
                                                              [("loss", o) for o in LOSS_OUTPUTS])
     assert all(r["ok"] for r in rows) and max(r["max_abs"] for r in rows) <= ATOL + RTOL * 100
 
@@ -202,3 +204,40 @@ def test_browser_page_refuses_a_tampered_bundle(browser_kit, task_bundles, tmp_p
     result = _browser(browser_kit, copy)
     assert (result.returncode, result.stderr) == (2, "Error: model.onnx: sha256 differs from manifest.json "
                                                      "(the file was altered)\n")
+
+
+# --- every kit checks the manifest against the schema the bundle carries ------------------------------
+
+def _wrong_field_bundle(task_bundles, tmp_path: Path, case: str) -> tuple[Path, str]:
+    """A copy of a real bundle with one wrong manifest field, and the words every host must say about it."""
+    from tests.runtime.test_manifest import WRONG_FIELDS
+
+    change, message = WRONG_FIELDS[case]
+    copy = Path(shutil.copytree(task_bundles["multiclass"].bundle, tmp_path / "bad"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    change(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return copy, (f"{message}; the bundle is damaged or was not written by pipeline export, re-export it")
+
+
+HOST_WRONG_FIELDS = ("channels as text", "classes not a list", "n_outputs zero", "unknown task")
+
+
+@pytest.mark.parametrize("case", HOST_WRONG_FIELDS)
+def test_node_host_names_a_wrong_manifest_field(node_host, task_bundles, tmp_path, case):
+    copy, message = _wrong_field_bundle(task_bundles, tmp_path, case)
+    result = _node(node_host, copy)
+    assert (result.returncode, result.stderr) == (2, f"Error: {copy / 'manifest.json'}: {message}\n")
+
+
+@pytest.mark.parametrize("case", HOST_WRONG_FIELDS)
+def test_cpp_host_names_a_wrong_manifest_field(cpp_selfcheck, task_bundles, tmp_path, case):
+    copy, message = _wrong_field_bundle(task_bundles, tmp_path, case)
+    result = _cpp(cpp_selfcheck, copy)
+    assert (result.returncode, result.stderr) == (2, f"Error: {copy / 'manifest.json'}: {message}\n")
+
+
+def test_browser_page_names_a_wrong_manifest_field(browser_kit, task_bundles, tmp_path):
+    copy, message = _wrong_field_bundle(task_bundles, tmp_path, "channels as text")
+    result = _browser(browser_kit, copy)
+    assert (result.returncode, result.stderr) == (2, f"Error: manifest.json: {message}\n")

@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from runtime.metrics import compute_metrics, roc_auc, sigmoid
+from runtime.metrics import roc_auc, sigmoid
+from runtime.tasks import compute_metrics
 
 
 def test_regression_metrics():

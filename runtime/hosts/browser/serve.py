@@ -25,11 +25,13 @@ from pathlib import Path
 
 KIT = Path(__file__).resolve().parent
 ORT_DIST = KIT / "node_modules" / "onnxruntime-web" / "dist"
+SHARED_JS = KIT.parent / "js"  # bundle-core.js, the bundle implementation shared with the Node.js kit
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
 class Handler(SimpleHTTPRequestHandler):
-    """/ the kit, /ort/ onnxruntime-web, /bundle/ the bundle, /cases.json the cases, POST /report."""
+    """/ the kit, /ort/ onnxruntime-web, /js/ the shared bundle code, /bundle/ the bundle, /cases.json the cases,
+    POST /report."""
 
     routes: dict[str, Path] = {}
     reports: list = []
@@ -56,7 +58,7 @@ class Handler(SimpleHTTPRequestHandler):
 def serve(bundle: Path, cases: Path | None) -> ThreadingHTTPServer:
     if not (ORT_DIST / "ort.min.js").exists():
         sys.exit(f"onnxruntime-web is not installed; run: cd {KIT} && npm ci")
-    Handler.routes = {"/ort/": ORT_DIST, "/bundle/": bundle.resolve()}
+    Handler.routes = {"/ort/": ORT_DIST, "/js/": SHARED_JS, "/bundle/": bundle.resolve()}
     if cases is not None:
         Handler.routes["/cases.json"] = cases.resolve()
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(KIT)))

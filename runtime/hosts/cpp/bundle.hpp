@@ -1,5 +1,5 @@
-// Load a pipeline bundle in C++ with libtorch: manifest and sha256 checks, then the TorchScript
-// model and loss.
+// Load a pipeline bundle in C++ with libtorch: the manifest checked against the bundle's
+// manifest.schema.json, every file's size and sha256 (OpenSSL), then the TorchScript model and loss.
 //
 //   pipeline::Bundle bundle("artifacts/demo/bundle");
 //   std::vector<torch::Tensor> outputs = bundle.predict(x);          // x: float32 (batch, channels, length)
@@ -12,9 +12,11 @@
 #include <utility>
 #include <vector>
 
-#include "json.hpp"
+#include <nlohmann/json.hpp>
 
 namespace pipeline {
+
+using Json = nlohmann::json;
 
 struct BundleError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -39,5 +41,8 @@ class Bundle {
 
 // Tensors from the golden-data layout {"shape": [...], "dtype": "float32"|"int64", "data": [...]}.
 torch::Tensor tensor_from_json(const Json& entry);
+
+// A JSON file parsed with nlohmann/json; a BundleError names the file when it is not valid JSON.
+Json read_json_file(const std::string& path);
 
 }  // namespace pipeline

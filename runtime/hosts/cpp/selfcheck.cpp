@@ -21,8 +21,7 @@ struct Row {
 
 std::string shape_text(const Json& shape) {
   std::string out = "[";
-  for (size_t i = 0; i < shape.array.size(); ++i)
-    out += (i ? "," : "") + std::to_string(static_cast<long long>(shape.array[i].number));
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? "," : "") + std::to_string(shape[i].get<long long>());
   return out + "]";
 }
 
@@ -46,15 +45,15 @@ Row compare(const std::string& graph, const std::string& name, const Json& expec
 }
 
 std::vector<Row> run_case(pipeline::Bundle& bundle, const Json& c) {
-  double atol = c["atol"].number, rtol = c["rtol"].number;
+  double atol = c["atol"].get<double>(), rtol = c["rtol"].get<double>();
   std::vector<Row> rows;
-  if (c.has("model")) {
+  if (c.contains("model")) {
     auto outputs = bundle.predict(pipeline::tensor_from_json(c["model"]["inputs"]["x"]));
     auto names = bundle.output_names();
     for (size_t k = 0; k < names.size(); ++k)
       rows.push_back(compare("model", names[k], c["model"]["outputs"][names[k]], outputs.at(k), atol, rtol));
   }
-  if (c.has("loss")) {
+  if (c.contains("loss")) {
     const Json& inputs = c["loss"]["inputs"];
     auto [loss, per_sample] = bundle.loss(pipeline::tensor_from_json(inputs["prediction"]),
                                           pipeline::tensor_from_json(inputs["target"]));
@@ -80,8 +79,8 @@ int main(int argc, char** argv) {
   if (cases_file.empty()) cases_file = dir + "/golden.json";
   try {
     pipeline::Bundle bundle(dir);
-    Json cases = Json::read_file(cases_file);
-    std::vector<Json> list = cases.type == Json::Type::Array ? cases.array : std::vector<Json>{cases};
+    Json cases = pipeline::read_json_file(cases_file);
+    std::vector<Json> list = cases.is_array() ? cases.get<std::vector<Json>>() : std::vector<Json>{cases};
     int bad = 0, total = 0;
     for (const auto& c : list) {
       for (const auto& r : run_case(bundle, c)) {

@@ -7,40 +7,7 @@
 
 const fs = require('fs');
 const path = require('path');
-const { BundleError, loadBundle } = require('./bundle');
-
-function maxDiffs(expected, actual) {
-  let maxAbs = 0;
-  let maxRel = 0;
-  let ok = expected.data.length === actual.data.length;
-  for (let i = 0; ok && i < expected.data.length; i += 1) {
-    const e = Number(expected.data[i]);
-    const a = Number(actual.data[i]);
-    const diff = Math.abs(a - e);
-    maxAbs = Math.max(maxAbs, diff);
-    maxRel = Math.max(maxRel, diff / Math.max(Math.abs(e), 1e-12));
-    if (!(diff <= expected.atol + expected.rtol * Math.abs(e))) ok = false;
-  }
-  return { maxAbs, maxRel, ok };
-}
-
-async function runCase(bundle, graph, caseData, atol, rtol) {
-  const inputs = caseData.inputs;
-  let outputs;
-  if (graph === 'model') {
-    outputs = await bundle.predict(inputs.x.data, inputs.x.shape);
-  } else {
-    const prediction = { data: Float32Array.from(inputs.prediction.data), dims: inputs.prediction.shape };
-    const { loss, perSampleLoss } = await bundle.loss(prediction, inputs.target.data);
-    outputs = { loss: { data: [loss], dims: [] }, per_sample_loss: perSampleLoss };
-  }
-  return Object.entries(caseData.outputs).map(([name, expected]) => {
-    const actual = outputs[name];
-    const shapeOk = JSON.stringify(Array.from(actual.dims)) === JSON.stringify(expected.shape);
-    const diffs = maxDiffs({ ...expected, atol, rtol }, actual);
-    return { graph, output: name, shape: expected.shape, max_abs: diffs.maxAbs, max_rel: diffs.maxRel, ok: shapeOk && diffs.ok };
-  });
-}
+const { BundleError, checkCases, loadBundle } = require('./bundle');
 
 async function main(argv) {
   const args = argv.slice(2);
@@ -59,12 +26,7 @@ async function main(argv) {
   }
   const cases = JSON.parse(fs.readFileSync(casesFile, 'utf8'));
   const list = Array.isArray(cases) ? cases : [cases];
-  const rows = [];
-  for (const c of list) {
-    for (const graph of ['model', 'loss']) {
-      if (c[graph]) rows.push(...(await runCase(bundle, graph, c[graph], c.atol, c.rtol)));
-    }
-  }
+  const rows = await checkCases(bundle, list);
   if (args.includes('--json')) {
     console.log(JSON.stringify(rows));
   } else {

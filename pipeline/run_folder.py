@@ -1,0 +1,103 @@
+"""The run folder, written from one place: config.json, the checkpoints, history.csv, metrics.json and the
+loss curve. Only what `pipeline train` wrote is ever replaced (see `check_new`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.checkpoint import BEST, LAST, save_checkpoint
+from pipeline.errors import PipelineError
+from pipeline.files import json_object_with, write_json
+from pipeline.report import plot_loss_curve, write_history
+
+CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
+RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS)
+CONFIG_KEYS = {"pipeline_version", "model_config", "encoding"}  # how a run folder is recognised
+
+
+class RunFolder:
+    """Every write into one run's folder. `writes=False` (every process but rank 0 under DDP, or a bench)
+    makes each write a no-op, so callers never ask who they are."""
+
+    def __init__(self, path: Path, writes: bool = True):
+        self.path, self.writes = Path(path), writes
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def last(self) -> Path:
+        return self.path / LAST
+
+    @property
+    def best(self) -> Path:
+        return self.path / BEST
+
+    def create(self, config: dict) -> None:
+        """A new run: remove what an earlier run wrote here (--force; anything else stays), write config.json."""
+        if not self.writes:
+            return
+        if self.path.exists():
+            for name in RUN_FILES:
+                (self.path / name).unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / CONFIG, config)
+
+    def read_config(self) -> dict:
+        path = self.path / CONFIG
+        if not path.is_file():
+            raise PipelineError(f"--resume {self.path}: no {CONFIG} there; pass a folder written by `pipeline train`")
+        return json.loads(path.read_text())
+
+    def update_config(self, config: dict) -> None:
+        if self.writes:
+            write_json(self.path / CONFIG, config)
+
+    def save_best(self, state: dict) -> None:
+        if self.writes:
+            save_checkpoint(self.best, state)
+
+    def save_epoch(self, state: dict, history: list[dict], metric: str) -> None:
+        """After every epoch: the resumable checkpoint and the history so far."""
+        if self.writes:
+            save_checkpoint(self.last, state)
+            write_history(self.path / HISTORY, history, metric)
+
+    def save_report(self, metrics: dict, history: list[dict], title: str) -> None:
+        """At the end: metrics.json and the loss curve."""
+        if self.writes:
+            write_json(self.path / METRICS, metrics)
+            plot_loss_curve(self.path / CURVE, history, title)
+
+
+def default_run_dir(model: str, task: str | None) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("artifacts") / f"{stamp}-{model}" if task is None else Path("artifacts") / f"{stamp}-{model}-{task}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def check_new(out: Path | None, force: bool, model: str, task: str) -> Path:
+    """The folder a new run goes to: --out (new, empty, or with --force an earlier run), else a new one."""
+    run_dir = Path(out) if out else default_run_dir(model, task)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PipelineError(f"--out {run_dir} is a file; pass a folder")
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise PipelineError(f"{run_dir} already exists and is not empty; pass --force to overwrite it "
+                            "or choose another --out")
+    clashing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if clashing and not is_run_dir(run_dir):
+        raise PipelineError(f"--out {run_dir} holds {', '.join(clashing)} but is not a run folder (no config.json "
+                            "written by pipeline train); --force replaces only a run's own files, so choose "
+                            "another --out")
+    return run_dir
+
+
+def is_run_dir(folder: Path) -> bool:
+    """A folder `pipeline train` wrote: its config.json has the run keys."""
+    return json_object_with(Path(folder) / CONFIG, CONFIG_KEYS)

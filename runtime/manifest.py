@@ -1,0 +1,352 @@
+"""What a bundle is, defined once: the format version, the file names and every manifest key (numpy-free).
+
+`export/` writes a `Manifest` with `to_json`; `runtime/` and `pipeline verify` read it with `from_json`,
+which checks every field and names the first bad one. The JSON Schema shipped in `runtime/` and in every
+bundle (`manifest.schema.json`, read by the Node, C++ and browser kits) is generated from these classes:
+
+    python -c "import runtime.manifest as m; print(m.schema_text(), end='')" > runtime/manifest.schema.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from runtime.errors import BundleError
+from runtime.tasks import TASK_NAMES
+
+FORMAT_VERSION = 1
+FORMAT_VERSIONS = (1,)  # the versions this runtime reads
+
+MANIFEST_FILE = "manifest.json"
+SCHEMA_FILE = "manifest.schema.json"
+GOLDEN_FILE = "golden.json"
+VERIFICATION_FILE = "verification.json"
+README_FILE = "README.txt"
+# The graph files by (graph, format); the runtime runs the ONNX ones, libtorch the TorchScript ones.
+GRAPH_FILES = {("model", "onnx"): "model.onnx", ("loss", "onnx"): "loss.onnx",
+               ("model", "torchscript"): "model.pt", ("loss", "torchscript"): "loss.pt"}
+MODEL_ONNX, LOSS_ONNX = GRAPH_FILES["model", "onnx"], GRAPH_FILES["loss", "onnx"]
+MODEL_INPUT = "x"
+LOSS_INPUTS = ("prediction", "target")
+LOSS_OUTPUTS = ("loss", "per_sample_loss")
+SCHEMA_PATH = Path(__file__).with_name(SCHEMA_FILE)
+
+OMIT_NONE = {"omit_none": True}  # field metadata: left out of the JSON when None (not written as null)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One bundle file: its sha256 and size, checked before use."""
+
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class LengthSpec:
+    """Series lengths the model takes: exactly `fixed`, or `min`..`max` (None: no limit) trained at `trained`."""
+
+    fixed: int | None = field(default=None, metadata=OMIT_NONE)
+    min: int | None = field(default=None, metadata=OMIT_NONE)
+    max: int | None = field(default=None, metadata={"omit_none_when": "fixed"})  # null: no limit
+    trained: int | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model graph's input."""
+
+    name: str
+    dtype: Literal["float32"]
+    layout: list[str]
+    channels: int
+    length: LengthSpec
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The per-channel normalisation baked into the model graph."""
+
+    mode: str
+    inside_graph: bool
+    mean: list[float]
+    std: list[float]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A loss graph input: name, dtype, shape ('batch' or a size per axis) and what it holds."""
+
+    name: str
+    dtype: Literal["float32", "int64"]
+    shape: list[str | int]
+    meaning: str | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """The loss the run trained with, its parameters and the loss graph's inputs and outputs."""
+
+    name: str
+    params: dict[str, Any]
+    inputs: list[TensorSpec]
+    outputs: list[str]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How the graphs compared with eager PyTorch at export (rows in verification.json)."""
+
+    atol: float
+    rtol: float
+    passed: bool
+    checks: int
+    max_abs: float
+    max_rel: float
+
+
+@dataclass(frozen=True)
+class Source:
+    """The run and checkpoint the bundle was exported from, so `pipeline verify` can rebuild eager."""
+
+    run_dir: str
+    checkpoint: str
+    checkpoint_sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json: everything a host needs to run a bundle and check it."""
+
+    format_version: int
+    task: Literal[TASK_NAMES]  # type: ignore[valid-type]
+    classes: list[str] | None
+    input: InputSpec
+    outputs: list[str]
+    normalization: Normalization
+    model: dict[str, Any] = field(metadata={"schema": {
+        "required": ["n_outputs"], "properties": {"n_outputs": {"type": "integer", "minimum": 1}}}})
+    loss: LossEntry
+    opset: int
+    torchscript: dict[str, Any]
+    versions: dict[str, str]
+    files: dict[str, FileEntry]
+    verification: Verification
+    source: Source
+    # a .csv training file's label columns (header names, or 0-based indices) and width
+    csv_labels: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
+    onnx_layout: Literal["conv2d", "conv1d"] | None = field(default=None, metadata=OMIT_NONE)
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.model["n_outputs"])
+
+    def has(self, name: str) -> bool:
+        """Whether the bundle lists the file `name` (e.g. a graph exported only in some formats)."""
+        return name in self.files
+
+    def to_json(self) -> str:
+        return json.dumps(_dump(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str = MANIFEST_FILE) -> "Manifest":
+        """Parse and check manifest.json; a BundleError names the first bad field and the fix."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{where}: not valid JSON ({exc}); re-export the bundle") from None
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if version not in FORMAT_VERSIONS:
+            raise BundleError(f"{where}: format_version {version!r} is not supported by this runtime (it reads "
+                              f"{', '.join(map(str, FORMAT_VERSIONS))}); upgrade the runtime or re-export the bundle")
+        return _load(cls, data, "", where)
+
+    @classmethod
+    def read(cls, bundle_dir: Path) -> "Manifest":
+        """The manifest of the bundle folder `bundle_dir`, checked."""
+        path = Path(bundle_dir) / MANIFEST_FILE
+        if not Path(bundle_dir).is_dir():
+            raise BundleError(f"{bundle_dir}: not a folder; pass the bundle folder written by pipeline export")
+        if not path.exists():
+            raise BundleError(f"{path}: not found; {bundle_dir} is not a bundle (pipeline export writes one)")
+        return cls.from_json(path.read_bytes().decode("utf-8", errors="replace"), str(path))
+
+
+# The keys every bundle manifest has: how a folder is recognised as one (export replaces only bundles).
+REQUIRED_KEYS = frozenset(f.name for f in dataclasses.fields(Manifest) if f.default is dataclasses.MISSING)
+
+
+# --- dataclass <-> JSON, and the schema, from the annotations above -----------------------------------
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls, globalns=vars(sys.modules[__name__]))
+
+
+def _dump(value):
+    if dataclasses.is_dataclass(value):
+        out = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if v is None and (f.metadata.get("omit_none") or getattr(value, f.metadata.get("omit_none_when", ""),
+                                                                      None) is not None):
+                continue
+            out[f.name] = _dump(v)
+        return out
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_dump(v) for v in value]
+    return value
+
+
+def _bad(where: str, path: str, what: str, value) -> BundleError:
+    got = json.dumps(value)[:60] if not isinstance(value, _Missing) else "nothing"
+    return BundleError(f"{where}: field '{path}' must be {what}, got {got}; the bundle is damaged or was not "
+                       "written by pipeline export, re-export it")
+
+
+class _Missing:
+    pass
+
+
+def _load(tp, value, path: str, where: str):
+    """`value` checked against the type `tp`; `path` is the dotted field name for messages."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is not type(None) and _json_type(option) in (None, _json_type_of(value)):
+                return _load(option, value, path, where)  # deeper problems are named where they are
+        raise _bad(where, path, _describe(tp), value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _bad(where, path, "an object", value)
+        hints, kwargs = _hints(tp), {}
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise BundleError(f"{where}: field '{_join(path, unknown[0])}' is not part of bundle format "
+                              f"{FORMAT_VERSION}; re-export the bundle with this version of pipeline")
+        for f in dataclasses.fields(tp):
+            sub = _join(path, f.name)
+            if f.name not in value:
+                if f.default is dataclasses.MISSING:
+                    raise _bad(where, sub, _describe(hints[f.name]), _Missing())
+                continue
+            kwargs[f.name] = _load(hints[f.name], value[f.name], sub, where)
+            extra = f.metadata.get("schema", {})
+            for key in extra.get("required", []):
+                rule = extra["properties"][key]
+                item = kwargs[f.name].get(key, _Missing())
+                if _json_type_of(item) != "integer" or item < rule["minimum"]:
+                    raise _bad(where, f"{sub}.{key}", f"an integer >= {rule['minimum']}", item)
+        return tp(**kwargs)
+    if origin is Literal:
+        if value not in args:
+            raise _bad(where, path, _describe(tp), value)
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise _bad(where, path, _describe(tp), value)
+        return [_load(args[0], v, f"{path}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(where, path, "an object", value)
+        return {k: _load(args[1], v, _join(path, k), where) for k, v in value.items()}
+    if tp is Any:
+        return value
+    checks = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str)}
+    if not checks[tp](value):
+        raise _bad(where, path, _describe(tp), value)  # e.g. "an integer"
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+_A = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+      "null": "null", "array": "a list", "object": "an object"}
+_PLURAL = {"integer": "integers", "number": "numbers", "string": "strings", "boolean": "booleans", "null": "nulls",
+           "array": "lists", "object": "objects"}
+
+
+def _json_type(tp) -> str | None:
+    """The JSON type a Python annotation stands for, or None (unions, literals, Any)."""
+    names = {int: "integer", float: "number", bool: "boolean", str: "string", type(None): "null"}
+    if tp in names:
+        return names[tp]
+    if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict:
+        return "object"
+    return "array" if typing.get_origin(tp) is list else None
+
+
+def _json_type_of(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", str: "string", list: "array", dict: "object", type(None): "null"}.get(type(value), "?")
+
+
+def _describe(tp) -> str:
+    """What a field must be, in the words the JS and C++ kits use for the same schema."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin is list:
+        item = _json_type(args[0])
+        return f"a list of {_PLURAL[item]}" if item else "a list"
+    return _A.get(_json_type(tp), "any value")
+
+
+def _schema(tp) -> dict:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_schema(a) for a in args]}
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        properties = {}
+        for f in dataclasses.fields(tp):
+            prop = _schema(hints[f.name])
+            extra = dict(f.metadata.get("schema", {}))
+            if extra:
+                prop.update(extra)
+            properties[f.name] = prop
+        required = [f.name for f in dataclasses.fields(tp) if f.default is dataclasses.MISSING]
+        return {"type": "object", "description": (tp.__doc__ or "").strip().splitlines()[0],
+                "properties": properties, "required": required, "additionalProperties": False}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin is list:
+        return {"type": "array", "items": _schema(args[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema(args[1])}
+    if tp is Any:
+        return {}
+    return {"type": {int: "integer", float: "number", bool: "boolean", str: "string", type(None): "null"}[tp]}
+
+
+def manifest_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of manifest.json, generated from `Manifest`."""
+    schema = _schema(Manifest)
+    schema["properties"]["format_version"] = {"enum": list(FORMAT_VERSIONS)}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://pipeline.invalid/bundle-manifest-{FORMAT_VERSION}.schema.json",
+            "title": f"pipeline bundle manifest, format {FORMAT_VERSION}", **schema}
+
+
+def schema_text() -> str:
+    return json.dumps(manifest_schema(), indent=1) + "\n"

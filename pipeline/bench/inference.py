@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.bench.timing import Timing, sample, settle, warm_up
+from runtime.manifest import GRAPH_FILES
 
 
 @dataclass
@@ -38,9 +39,10 @@ def torch_engines(graph: nn.Module, bundle: Path, device: torch.device, compile_
     compiled = torch.compile(graph, mode=compile_mode, dynamic=False)
     engines.append(Engine("torch.compile", compiled, to_tensor, sync, torch.inference_mode,
                           f"mode={compile_mode}, one static graph per batch size"))
-    if (bundle / "model.pt").exists():
+    scripted_path = bundle / GRAPH_FILES["model", "torchscript"]
+    if scripted_path.exists():
         with quiet():
-            scripted = torch.jit.load(str(bundle / "model.pt"), map_location=device).eval()
+            scripted = torch.jit.load(str(scripted_path), map_location=device).eval()
         engines.append(Engine("TorchScript", scripted, to_tensor, sync, torch.inference_mode, "bundle model.pt"))
     return engines
 
@@ -56,7 +58,7 @@ def runtime_engines(bundle: Path, threads: int, device: torch.device) -> list[En
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     loaded = runtime.load(bundle, threads=threads, providers=providers)
     where = "CUDA provider" if providers else "CPU provider"
-    layout = loaded.manifest.get("onnx_layout", "conv1d")
+    layout = loaded.manifest.onnx_layout or "conv1d"
     session = loaded.model_session
     return [
         Engine("runtime Bundle.predict", loaded.predict, np.ascontiguousarray,

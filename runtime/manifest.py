@@ -223,7 +223,8 @@ def _load(tp, value, path: str, where: str):
         if value is None and type(None) in args:
             return None
         for option in args:
-            if option is not type(None) and _json_type(option) in (None, _json_type_of(value)):
+            found = _json_type_of(value)
+            if option is not type(None) and _json_type(option) in (None, found, "number" if found == "integer" else ""):
                 return _load(option, value, path, where)  # deeper problems are named where they are
         raise _bad(where, path, _describe(tp), value)
     if dataclasses.is_dataclass(tp):

@@ -48,7 +48,7 @@ class Task:
     target_rule: str  # what a label must be, said in error messages
     target_meaning: str  # what the loss graph's target holds, said in the manifest
     metric_fn: Callable[[np.ndarray, np.ndarray], dict]  # (raw scores float64, encoded targets) -> metrics
-    metrics: tuple[str, ...]  # its keys; the first is shown in the progress bar and picks the best epoch
+    metrics: tuple[str, ...]  # its keys; the first is shown in the progress bar and history.csv
     has_classes: bool = False  # labels are class names/indices (binary, multiclass): stratified splits
     decision: str | None = None  # how raw scores become labels: 'argmax' or 'threshold' (score > 0)
     main_output: str = ""  # what a .npy of predictions holds

@@ -141,6 +141,9 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="RUN_DIR",
               help="Continue a run from its last checkpoint (raise --epochs to train longer).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars (shown on a terminal).")
+@click.option("--tensorboard", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Write TensorBoard event files (losses, metrics, lr per epoch; hparams; the model graph) to DIR "
+              "[default DIR: RUN_DIR/tensorboard]; a resumed run continues them.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes on this machine: runs this command under torchrun (DDP, gloo on CPU, "
               "NCCL on CUDA); --batch-size stays the global batch. For several machines run `torchrun ... -m "
@@ -158,6 +161,7 @@ def train(ctx, **opts):
       pipeline train --data ecg.npz --class-weights balanced --label-smoothing 0.1 --model resnet
       pipeline train --data x.npz --loss mylosses:FocalLoss --loss-param gamma=2
       pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 600
+      pipeline train --tensorboard --out artifacts/tb-demo
       pipeline train --data big.npz --nproc 2 --batch-size 64
       torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint host0:29500 -m pipeline.cli train ...
     """
@@ -218,7 +222,7 @@ def _train_configs(opts: dict) -> tuple[DataConfig, LossConfig, ModelConfig, Tra
         momentum=opts["momentum"], weight_decay=opts["weight_decay"], scheduler=opts["scheduler"],
         patience=opts["patience"], seed=opts["seed"], compile=opts["compile_"],
         compile_mode=opts["compile_mode"], device=opts["device"], precision=opts["precision"],
-        progress=opts["progress"])
+        progress=opts["progress"], tensorboard=opts["tensorboard"])
     return data_cfg, loss_cfg, model_cfg, train_cfg
 
 

@@ -182,6 +182,7 @@ class TrainConfig(_JsonMixin):
     device: str = "auto"
     precision: str = "fp32"
     progress: bool = True
+    tensorboard: str | None = None  # event-file folder; "" means RUN_DIR/tensorboard
 
     def __post_init__(self):
         _positive("--epochs", self.epochs)

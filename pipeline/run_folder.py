@@ -11,6 +11,7 @@ from pipeline.checkpoint import BEST, LAST, save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.files import json_object_with, write_json
 from pipeline.report import plot_loss_curve, write_history
+from pipeline.tracking import EVENT_PREFIX, TENSORBOARD_DIR
 
 CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
 RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS)
@@ -42,6 +43,9 @@ class RunFolder:
         if self.path.exists():
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
+            events = self.path / TENSORBOARD_DIR
+            for path in events.glob(f"**/{EVENT_PREFIX}*") if events.is_dir() else ():
+                path.unlink()  # an earlier run's event files; anything else in the folder stays
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.path / CONFIG, config)
 

@@ -25,6 +25,7 @@ from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
 from pipeline.run_folder import RunFolder, check_new
+from pipeline.tracking import TENSORBOARD_DIR
 from runtime.inputs import plural
 from runtime.tasks import TASKS, compute_metrics
 
@@ -310,6 +311,7 @@ class Trainer:
         epochs_bar = tqdm(range(self.epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
                           initial=self.epoch, total=cfg.epochs, disable=not show_bars, dynamic_ncols=True)
         stopped_early = False
+        tensorboard = self._tensorboard()
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             train_loss = self.train_epoch(epoch, steps, show_bars)
@@ -334,6 +336,8 @@ class Trainer:
             else:
                 self.bad_epochs += 1
             self.folder.save_epoch(self._state(full=True), self.history, metric)
+            if tensorboard:
+                tensorboard.epoch(self.history[-1], val)
             self._report_epoch(epochs_bar, show_bars, val, metric)
             if cfg.patience and self.bad_epochs >= cfg.patience:
                 stopped_early = True
@@ -347,7 +351,30 @@ class Trainer:
             compile_info = {"mode": cfg.compile_mode, "graphs": total_graphs,
                             "recompiles_after_epoch_1": total_graphs - after_first}
             self.log(f"compile: {plural(total_graphs, 'graph')} compiled, {total_graphs - after_first} after epoch 1")
-        return self._finish(time.perf_counter() - started, stopped_early, compile_info)
+        result = self._finish(time.perf_counter() - started, stopped_early, compile_info)
+        if tensorboard:
+            tensorboard.finish(self.hparams(), result.metrics)
+        return result
+
+    def _tensorboard(self):
+        """The TensorBoard writer when --tensorboard was given (main process only), with the graph on a new run."""
+        if self.cfg.tensorboard is None or not self.folder.writes:
+            return None
+        from pipeline.tracking import TensorBoard
+
+        tensorboard = TensorBoard(Path(self.cfg.tensorboard), first_epoch=self.epoch + 1)
+        if self.epoch == 0:
+            x, _ = self.train_src.batch(torch.arange(min(2, self.train_src.n)))
+            tensorboard.graph(self.model.eval(), x)
+        self.log(f"tensorboard: {self.cfg.tensorboard} (tensorboard --logdir {self.cfg.tensorboard})")
+        return tensorboard
+
+    def hparams(self) -> dict:
+        """The run's settings as flat values, for trackers."""
+        return {"task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
+                "width": self.model_cfg.width, "lr": self.cfg.lr, "batch_size": self.batch_size,
+                "epochs": self.cfg.epochs, "optimizer": self.cfg.optimizer, "scheduler": self.cfg.scheduler,
+                "seed": self.cfg.seed, "precision": self.cfg.precision, "processes": self.ranks.world}
 
     def _check_finite(self, batch_means: Tensor, start: int, epoch: int) -> None:
         """One sync per CHECK_EVERY steps: the first non-finite mean loss of batches start.. stops training."""
@@ -419,6 +446,9 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
         # every process checks the folder before any creates it, then all take rank 0's (timestamped) name
         run_dir = check_new(out, force, model_cfg.name, datasets.encoding.task)
         run_dir = Path(distributed.same_on_all(str(run_dir), ranks))
+        if train_cfg.tensorboard is not None:  # recorded absolute, so --resume continues the same event files
+            train_cfg = replace(train_cfg, tensorboard=str((Path(train_cfg.tensorboard) if train_cfg.tensorboard
+                                                            else run_dir / TENSORBOARD_DIR).resolve()))
         trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log,  # validates the rest
                           preflight)
         distributed.barrier(ranks)

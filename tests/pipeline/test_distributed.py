@@ -95,3 +95,18 @@ def test_two_gloo_processes_train_the_default_batchnorm_model_and_export_it(tmp_
     assert exported.returncode == 0, exported.stderr
     verified = run_pipeline(["verify", tmp_path / "ddp" / "bundle"], tmp_path)
     assert verified.returncode == 0 and verified.stdout.endswith("verified\n"), verified.stdout
+
+
+def test_under_ddp_only_rank_0_writes_tensorboard_events(tmp_path, npz_file):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = npz_file("regression", n=40, length=16)
+    result = run_pipeline(["train", "--data", data, "--nproc", "2", "--width", "0.125", "--epochs", "2",
+                           "--batch-size", "8", "--no-progress", "--model", "simple-cnn", "--tensorboard",
+                           "--out", tmp_path / "ddp"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted([*RUN_FILES, "tensorboard"])
+    acc = EventAccumulator(str(tmp_path / "ddp" / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/train")] == [1, 2]  # one writer: no epoch twice
+    assert result.stdout.count("tensorboard: ") == 1

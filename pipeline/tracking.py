@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 TENSORBOARD_DIR = "tensorboard"  # default folder, inside the run folder
 EVENT_PREFIX = "events.out.tfevents."  # what TensorBoard writes; --force removes only these from a run's folder
-SCALARS = ("loss/train", "loss/val", "lr", "seconds")  # plus val/<metric> for every metric of the task
 
 
 class TensorBoard:

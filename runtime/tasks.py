@@ -179,7 +179,7 @@ class Task:
                            n_outputs: int) -> dict[str, np.ndarray]:
         """One column per value `predict` writes, one row per series: decisions by class name, then scores."""
         names = list(classes) if classes else [str(j) for j in range(n_outputs)]
-        raw, named = outputs[self.outputs[0]], outputs[self.outputs[-1] if self.scores != "softmax" else self.outputs[1]]
+        raw, named = outputs[self.outputs[0]], outputs[self.main_output]
         as_names = np.asarray(names, dtype=object)
         columns: dict[str, np.ndarray] = {}
         if self.scores == "softmax":
@@ -192,7 +192,7 @@ class Task:
             columns.update({f"label_{c}": (raw[:, j] > 0).astype(np.int64) for j, c in enumerate(names)})
             columns.update({f"probability_{c}": named[:, j] for j, c in enumerate(names)})
         else:
-            key = self.outputs[-1]
+            key = self.main_output
             columns.update({key if named.shape[1] == 1 else f"{key}_{j}": named[:, j] for j in range(named.shape[1])})
         return columns
 

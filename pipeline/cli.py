@@ -5,6 +5,7 @@ This module imports no torch at import time, so `pipeline --help` works in a run
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def main():
 
 # Flags that may change when a run is resumed; every other flag is fixed by the saved run.
 RESUMABLE_FLAGS = ("--epochs", "--patience", "--nproc", "--device", "--compile", "--compile-mode", "--precision",
-                   "--progress")
+                   "--progress", "--mlflow-optional")
 RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE_FLAGS}
 
 
@@ -144,6 +145,12 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
 @click.option("--tensorboard", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Write TensorBoard event files (losses, metrics, lr per epoch; hparams; the model graph) to DIR "
               "[default DIR: RUN_DIR/tensorboard]; a resumed run continues them.")
+@click.option("--mlflow", default=None, metavar="URI",
+              help="Log the run to MLflow: a tracking server (http://HOST:PORT) or a local store (sqlite:///mlflow.db, "
+              "a folder): the config as parameters, per-epoch metrics, tags, the run's files as artifacts. "
+              "Experiment: $MLFLOW_EXPERIMENT_NAME [default: pipeline]. A resumed run continues its MLflow run.")
+@click.option("--mlflow-optional", is_flag=True,
+              help="Train without MLflow (one warning line) when the --mlflow store cannot be reached.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes on this machine: runs this command under torchrun (DDP, gloo on CPU, "
               "NCCL on CUDA); --batch-size stays the global batch. For several machines run `torchrun ... -m "
@@ -162,6 +169,7 @@ def train(ctx, **opts):
       pipeline train --data x.npz --loss mylosses:FocalLoss --loss-param gamma=2
       pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 600
       pipeline train --tensorboard --out artifacts/tb-demo
+      pipeline train --mlflow http://127.0.0.1:5000 --out artifacts/mlflow-demo
       pipeline train --data big.npz --nproc 2 --batch-size 64
       torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint host0:29500 -m pipeline.cli train ...
     """
@@ -183,6 +191,13 @@ def train(ctx, **opts):
     from pipeline import distributed
     from pipeline import train as training
 
+    if distributed.from_env().main:  # before any process starts: a store that is down is one line, not a traceback
+        uri = configs[3].mlflow if opts["resume"] is None else _saved_mlflow(opts["resume"])
+        if uri is not None and not _mlflow_reachable(uri, opts["mlflow_optional"]):
+            if opts["resume"] is None:
+                configs = (*configs[:3], dataclasses.replace(configs[3], mlflow=None))
+            else:
+                overrides["mlflow"] = None
     if opts["nproc"] > 1 and not distributed.from_env().enabled:
         raise SystemExit(distributed.launch(opts["nproc"], _without_nproc(sys.argv[1:])))
     if opts["resume"] is not None:
@@ -193,6 +208,26 @@ def train(ctx, **opts):
                                 preflight=_dry_export)
     if distributed.from_env().main:
         _summarise(result)
+
+
+def _saved_mlflow(run_dir: Path) -> str | None:
+    from pipeline.run_folder import RunFolder
+
+    return RunFolder(run_dir).read_config().get("train", {}).get("mlflow")
+
+
+def _mlflow_reachable(uri: str, optional: bool) -> bool:
+    """True when the store answers; else one error line, or with --mlflow-optional one warning and False."""
+    from pipeline.tracking import check_mlflow
+
+    try:
+        check_mlflow(uri)
+    except PipelineError as exc:
+        if not optional:
+            raise PipelineError(f"{exc}; --mlflow-optional trains without it") from None
+        click.echo(f"warning: {exc}; training without MLflow (--mlflow-optional)", err=True)
+        return False
+    return True
 
 
 def _dry_export(*args) -> None:
@@ -222,7 +257,7 @@ def _train_configs(opts: dict) -> tuple[DataConfig, LossConfig, ModelConfig, Tra
         momentum=opts["momentum"], weight_decay=opts["weight_decay"], scheduler=opts["scheduler"],
         patience=opts["patience"], seed=opts["seed"], compile=opts["compile_"],
         compile_mode=opts["compile_mode"], device=opts["device"], precision=opts["precision"],
-        progress=opts["progress"], tensorboard=opts["tensorboard"])
+        progress=opts["progress"], tensorboard=opts["tensorboard"], mlflow=opts["mlflow"])
     return data_cfg, loss_cfg, model_cfg, train_cfg
 
 
@@ -262,8 +297,13 @@ def _summarise(result) -> None:
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance against eager.")
 @click.option("--rtol", type=float, default=1e-5, show_default=True, help="Relative tolerance against eager.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@click.option("--mlflow", default=None, metavar="URI",
+              help="Also log the verified bundle as an MLflow model (pyfunc on the numpy + onnxruntime runtime, "
+              "signature and input example from the bundle), into the run's MLflow run when it was trained with "
+              "--mlflow on the same store.")
+@click.option("--register", default=None, metavar="NAME", help="Register the MLflow model under NAME (new version).")
 @user_errors
-def export_command(run_dir, fmt, opset, out, atol, rtol, force):
+def export_command(run_dir, fmt, opset, out, atol, rtol, force, mlflow, register):
     """Export a run's model and loss graphs, verified against eager PyTorch, as a bundle.
 
     Fails (exit 1, nothing written) when any exported output differs from eager beyond the
@@ -273,10 +313,16 @@ def export_command(run_dir, fmt, opset, out, atol, rtol, force):
     Examples:
       pipeline export RUN_DIR                       # both formats into RUN_DIR/bundle
       pipeline export RUN_DIR --format onnx --opset 18 --out my_bundle --force
+      pipeline export RUN_DIR --mlflow http://127.0.0.1:5000 --register waveforms
     """
     from export.bundle import ExportConfig, export_run
     from export.exporters import ExportError
     from export.verify import VerificationError
+
+    if mlflow is not None or register is not None:  # the store is checked before minutes of export
+        from export.mlflow_model import check_target
+
+        mlflow = check_target(mlflow, register)
 
     try:
         bundle = export_run(run_dir, ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol), out=out,
@@ -285,6 +331,10 @@ def export_command(run_dir, fmt, opset, out, atol, rtol, force):
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None
     click.echo(f"wrote {bundle}")
+    if mlflow is not None:
+        from export.mlflow_model import log_bundle
+
+        log_bundle(bundle, run_dir, mlflow, register, log=click.echo)
 
 
 # --- scoring with a bundle: numpy + onnxruntime only, so these work in a runtime-only install ------------

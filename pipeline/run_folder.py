@@ -59,6 +59,11 @@ class RunFolder:
         if self.writes:
             write_json(self.path / CONFIG, config)
 
+    def files(self) -> list[Path]:
+        """The run's own files that exist, and its TensorBoard folder: what trackers keep as artifacts."""
+        found = [self.path / name for name in RUN_FILES if (self.path / name).is_file()]
+        return found + [p for p in (self.path / TENSORBOARD_DIR,) if p.is_dir()]
+
     def save_best(self, state: dict) -> None:
         if self.writes:
             save_checkpoint(self.best, state)

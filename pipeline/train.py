@@ -25,7 +25,7 @@ from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
 from pipeline.run_folder import RunFolder, check_new
-from pipeline.tracking import TENSORBOARD_DIR
+from pipeline.tracking import TENSORBOARD_DIR, RunEnd, mlflow_uri
 from runtime.inputs import plural
 from runtime.tasks import TASKS, compute_metrics
 
@@ -302,16 +302,30 @@ class Trainer:
         cfg = self.cfg
         started = time.perf_counter()
         steps = self.step_modules()
-        graphs_start = _graph_count() if self.use_compile else 0
-        graphs_after_first = None
-        metric = self.task.metrics[0]
         from tqdm.auto import tqdm
 
         show_bars = cfg.progress and sys.stderr.isatty()
         epochs_bar = tqdm(range(self.epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
                           initial=self.epoch, total=cfg.epochs, disable=not show_bars, dynamic_ncols=True)
+        trackers = self._trackers()
+        try:
+            result = self._epochs(steps, epochs_bar, show_bars, trackers, started)
+        except BaseException as exc:
+            for tracker in trackers:
+                tracker.fail(interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
+        end = RunEnd(self.hparams(), result.metrics, self.folder.files(), self.epoch)
+        for tracker in trackers:
+            tracker.finish(end)
+        return result
+
+    def _epochs(self, steps, epochs_bar, show_bars: bool, trackers: list, started: float) -> RunResult:
+        """The epoch loop and the end-of-run report."""
+        cfg = self.cfg
+        metric = self.task.metrics[0]
+        graphs_start = _graph_count() if self.use_compile else 0
+        graphs_after_first = None
         stopped_early = False
-        tensorboard = self._tensorboard()
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             train_loss = self.train_epoch(epoch, steps, show_bars)
@@ -336,8 +350,8 @@ class Trainer:
             else:
                 self.bad_epochs += 1
             self.folder.save_epoch(self._state(full=True), self.history, metric)
-            if tensorboard:
-                tensorboard.epoch(self.history[-1], val)
+            for tracker in trackers:  # after the checkpoint: a resumed run never sends an epoch twice
+                tracker.epoch(self.history[-1], val)
             self._report_epoch(epochs_bar, show_bars, val, metric)
             if cfg.patience and self.bad_epochs >= cfg.patience:
                 stopped_early = True
@@ -351,10 +365,29 @@ class Trainer:
             compile_info = {"mode": cfg.compile_mode, "graphs": total_graphs,
                             "recompiles_after_epoch_1": total_graphs - after_first}
             self.log(f"compile: {plural(total_graphs, 'graph')} compiled, {total_graphs - after_first} after epoch 1")
-        result = self._finish(time.perf_counter() - started, stopped_early, compile_info)
-        if tensorboard:
-            tensorboard.finish(self.hparams(), result.metrics)
-        return result
+        return self._finish(time.perf_counter() - started, stopped_early, compile_info)
+
+    def _trackers(self) -> list:
+        """TensorBoard and MLflow as asked for, on the main process only."""
+        if not self.folder.writes:
+            return []
+        trackers = [self._tensorboard()] if self.cfg.tensorboard is not None else []
+        return trackers + ([self._mlflow()] if self.cfg.mlflow is not None else [])
+
+    def _mlflow(self):
+        """A new MLflow run (its id saved in config.json, so --resume continues it), or the run's own again."""
+        from pipeline.tracking import MLflowRun
+
+        config = self.folder.read_config()
+        if config.get("mlflow_run_id"):
+            tracker = MLflowRun.resume(self.cfg.mlflow, config["mlflow_run_id"], self.epoch, self.cfg.epochs)
+        else:
+            tags = {"task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
+                    "run_dir": str(self.run_dir.resolve())}
+            tracker = MLflowRun.start(self.cfg.mlflow, config, self.run_dir.name, tags)
+            self.folder.update_config({**config, "mlflow_run_id": tracker.run_id})
+        self.log(f"mlflow: run {tracker.run_id} at {self.cfg.mlflow}")
+        return tracker
 
     def _tensorboard(self):
         """The TensorBoard writer when --tensorboard was given (main process only), with the graph on a new run."""
@@ -449,6 +482,8 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
         if train_cfg.tensorboard is not None:  # recorded absolute, so --resume continues the same event files
             train_cfg = replace(train_cfg, tensorboard=str((Path(train_cfg.tensorboard) if train_cfg.tensorboard
                                                             else run_dir / TENSORBOARD_DIR).resolve()))
+        if train_cfg.mlflow is not None:
+            train_cfg = replace(train_cfg, mlflow=mlflow_uri(train_cfg.mlflow))
         trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log,  # validates the rest
                           preflight)
         distributed.barrier(ranks)
@@ -494,7 +529,8 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
         trainer.restore(state)
         trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
         distributed.barrier(ranks)  # every process has read the run before rank 0 rewrites its config
-        trainer.folder.update_config({**saved, "train": train_cfg.to_dict()})
+        # --mlflow-optional with the store down skips MLflow this time only; the run keeps its URI for later
+        trainer.folder.update_config({**saved, "train": {**train_cfg.to_dict(), "mlflow": saved["train"].get("mlflow")}})
         return trainer.fit()
     finally:
         distributed.stop(ranks)

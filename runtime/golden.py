@@ -25,6 +25,11 @@ def read_golden(bundle_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def model_example(bundle_dir: Path) -> np.ndarray:
+    """The golden input series of the model graph: an example request for hosts that ask for one."""
+    return _array(next(iter(read_golden(bundle_dir)["model"]["inputs"].values())))
+
+
 def golden_rows(golden: dict, graph: str, engine: str, run: Callable[[dict[str, np.ndarray]], list],
                 atol: float | None = None, rtol: float | None = None) -> list[dict]:
     """One row per output of `graph` ('model' or 'loss'): `run(named inputs) -> outputs` against the golden ones."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,3 +123,59 @@ def run_pipeline(args, cwd) -> subprocess.CompletedProcess:
     """`pipeline ARGS` in a new process, as a user runs it; output captured as text."""
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=subprocess_env(), timeout=600)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def background(command: list[str], url: str, cwd: Path, env: dict | None = None, timeout: float = 180):
+    """A server process, started in its own process group, stopped (with its workers) when the block ends;
+    yields once `url` answers 200."""
+    import urllib.request
+
+    log = open(Path(cwd) / f"server-{free_port()}.log", "w+")
+    proc = subprocess.Popen(command, cwd=cwd, env=env or subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if urllib.request.urlopen(url, timeout=5).status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"{' '.join(command)} did not answer at {url}:\n{log.read()[-3000:]}")
+            time.sleep(0.5)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def mlflow_command() -> str:
+    return str(Path(sys.executable).parent / "mlflow")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on localhost: sqlite backend and artifact store in a temporary folder."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with background([mlflow_command(), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+                     "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port",
+                     str(port), "--workers", "1"], f"{url}/health", folder):
+        yield url

@@ -313,7 +313,7 @@ def export_command(run_dir, fmt, opset, out, atol, rtol, force, mlflow, register
     Examples:
       pipeline export RUN_DIR                       # both formats into RUN_DIR/bundle
       pipeline export RUN_DIR --format onnx --opset 18 --out my_bundle --force
-      pipeline export RUN_DIR --mlflow http://127.0.0.1:5000 --register waveforms
+      pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
     """
     from export.bundle import ExportConfig, export_run
     from export.exporters import ExportError

@@ -4,6 +4,8 @@ help texts show the README's examples and time estimates."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -20,7 +22,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.data.synthetic import waveforms
-from tests.conftest import make_task_data, subprocess_env
+from tests.conftest import background, make_task_data, subprocess_env
 from tests.test_cli_matrix import USER_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,10 +160,29 @@ def _run_python_block(code: str, box: Path) -> None:
     assert np.isfinite(namespace["metrics"]["loss"]) and 0 <= namespace["metrics"]["accuracy"] <= 1
 
 
+def _background(line: str, box: Path, servers: contextlib.ExitStack) -> None:
+    """A README line ending in `&` (a server the next lines talk to): started, waited for, stopped at the end."""
+    port = re.search(r"--port (\d+)", line).group(1)
+    ready = f"http://127.0.0.1:{port}/" + ("health" if line.startswith("mlflow server") else "ping")
+    env = {**subprocess_env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    servers.enter_context(background(["bash", "-c", line.rstrip("&").strip()], ready, box, env=env))
+
+
+def _local_ports(line: str, ports: dict[str, str]) -> str:
+    """The README's ports 5000/5001 as free ports of this machine (the same one for every line)."""
+    return re.sub(r"(127\.0\.0\.1:|--port )(500[01])\b",
+                  lambda m: m.group(1) + ports.setdefault(m.group(2), str(_free_port())), line)
+
+
 @pytest.mark.slow
 def test_every_readme_command_runs(tmp_path):
     box = _sandbox(tmp_path)
-    ran = []
+    with contextlib.ExitStack() as servers:
+        _run_every_command(box, servers)
+
+
+def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
+    ran, ports = [], {}
     # what later blocks name and no README line creates: a run to resume, a run for RUN_DIR
     for out in ("artifacts/20261121-101500-fcn-multiclass", "artifacts/run_dir"):
         setup = _bash(f"pipeline train --data x.npz --epochs 1 --width 0.125 --out {out}", box)
@@ -169,8 +190,13 @@ def test_every_readme_command_runs(tmp_path):
     for block in blocks("bash")[:1] + blocks("bash")[2:]:  # the test command is this very suite (test above)
         for line in commands(block):
             line = re.sub(r"^pip install torch==2\.13\.0 && pip install -e '\.\[train\]' && ", "", line)  # installed
-            line = tiny(line)
-            if ("serve.py" in line and "--check" not in line) or line.startswith("tensorboard "):
+            line = _local_ports(tiny(line), ports)
+            if line.endswith("&"):
+                _background(line, box, servers)
+            elif line.startswith("curl "):
+                result = _bash(line, box)
+                assert result.returncode == 0 and len(json.loads(result.stdout)["predictions"]) == 1, result
+            elif ("serve.py" in line and "--check" not in line) or line.startswith("tensorboard "):
                 _serve_then_stop(line, box)
             elif "--device cuda" in line:
                 result = _bash(line, box)

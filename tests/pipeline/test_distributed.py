@@ -97,16 +97,23 @@ def test_two_gloo_processes_train_the_default_batchnorm_model_and_export_it(tmp_
     assert verified.returncode == 0 and verified.stdout.endswith("verified\n"), verified.stdout
 
 
-def test_under_ddp_only_rank_0_writes_tensorboard_events(tmp_path, npz_file):
+def test_under_ddp_only_rank_0_writes_tensorboard_events_and_the_mlflow_run(tmp_path, npz_file):
+    from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     data = npz_file("regression", n=40, length=16)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_pipeline(["train", "--data", data, "--nproc", "2", "--width", "0.125", "--epochs", "2",
                            "--batch-size", "8", "--no-progress", "--model", "simple-cnn", "--tensorboard",
-                           "--out", tmp_path / "ddp"], tmp_path)
+                           "--mlflow", store, "--out", tmp_path / "ddp"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted([*RUN_FILES, "tensorboard"])
     acc = EventAccumulator(str(tmp_path / "ddp" / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
     assert [e.step for e in acc.Scalars("loss/train")] == [1, 2]  # one writer: no epoch twice
-    assert result.stdout.count("tensorboard: ") == 1
+    assert result.stdout.count("tensorboard: ") == 1 and result.stdout.count("mlflow: run ") == 1
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one process logged, once
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/train")] == [1, 2]
+    assert runs[0].data.params["train.mlflow"] == store

@@ -146,8 +146,8 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
               help="Write TensorBoard event files (losses, metrics, lr per epoch; hparams; the model graph) to DIR "
               "[default DIR: RUN_DIR/tensorboard]; a resumed run continues them.")
 @click.option("--mlflow", default=None, metavar="URI",
-              help="Log the run to MLflow: a tracking server (http://HOST:PORT) or a local store (sqlite:///mlflow.db, "
-              "a folder): the config as parameters, per-epoch metrics, tags, the run's files as artifacts. "
+              help="Log the run to MLflow: a tracking server (http://HOST:PORT) or a local database store "
+              "(sqlite:///mlflow.db): the config as parameters, per-epoch metrics, tags, the run's files as artifacts. "
               "Experiment: $MLFLOW_EXPERIMENT_NAME [default: pipeline]. A resumed run continues its MLflow run.")
 @click.option("--mlflow-optional", is_flag=True,
               help="Train without MLflow (one warning line) when the --mlflow store cannot be reached.")

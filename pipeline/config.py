@@ -183,7 +183,7 @@ class TrainConfig(_JsonMixin):
     precision: str = "fp32"
     progress: bool = True
     tensorboard: str | None = None  # event-file folder; "" means RUN_DIR/tensorboard
-    mlflow: str | None = None  # tracking URI (http://..., sqlite:///..., a folder), local stores made absolute
+    mlflow: str | None = None  # tracking URI (http://..., sqlite:///...), local stores made absolute
 
     def __post_init__(self):
         _positive("--epochs", self.epochs)

@@ -80,7 +80,7 @@ class TensorBoard:
         self.writer.close()
 
 
-# --- MLflow: a tracking server (http://...) or a local store (sqlite:///..., a folder) --------------------
+# --- MLflow: a tracking server (http://...) or a local database store (sqlite:///...) --------------------
 
 MLFLOW_EXTRA_HINT = "pip install mlflow (or pip install -e '.[mlflow]' for the client alone)"
 DEFAULT_EXPERIMENT = "pipeline"  # MLFLOW_EXPERIMENT_NAME, MLflow's own variable, overrides it

@@ -69,10 +69,11 @@ def log_bundle(bundle_dir: Path, run_dir: Path, uri: str, register: str | None, 
     `register` when given. Returns the model's URI."""
     mlflow = import_mlflow("--mlflow")
     bundle = runtime.load(bundle_dir)
+    run_id = _training_run(run_dir, uri)
     with _quiet():
-        info, run = _log(mlflow, bundle, bundle_dir, run_dir, uri, register)
+        info, run = _log(mlflow, bundle, bundle_dir, run_dir, run_id, uri, register)
     log(f"mlflow: logged the bundle as {info.model_uri} in run {run.info.run_id}"
-        + (" (the training run)" if _training_run(run_dir, uri) else ""))
+        + (" (the training run)" if run_id else ""))
     if register is not None:
         log(f"mlflow: registered as models:/{register}/{info.registered_model_version}")
     return info.model_uri
@@ -95,11 +96,11 @@ def _quiet():
             os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bars
 
 
-def _log(mlflow, bundle: runtime.Bundle, bundle_dir: Path, run_dir: Path, uri: str, register: str | None):
-    """log_model into the training run (or a new run named after the run folder); (ModelInfo, Run)."""
+def _log(mlflow, bundle: runtime.Bundle, bundle_dir: Path, run_dir: Path, run_id: str | None, uri: str,
+         register: str | None):
+    """log_model into the training run `run_id` (None: a new run named after the run folder); (ModelInfo, Run)."""
     example = model_example(bundle_dir)
     mlflow.set_tracking_uri(uri)
-    run_id = _training_run(run_dir, uri)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             code = Path(tmp) / "runtime"  # the runtime package alone, not the host kits' node_modules

@@ -6,12 +6,13 @@ The tensorboard and mlflow packages are imported only when --tensorboard / --mlf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from pipeline.errors import PipelineError
 
@@ -141,8 +142,7 @@ def _why(exc: Exception, uri: str) -> str:
                 f"{where.hostname} --port {where.port or 5000}) or fix the address")
     if "timed out" in text.lower():
         return f"the MLflow tracking server did not answer within {CHECK_TIMEOUT_S} s; check the address"
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return f"the MLflow store refused: {first[:300]}"
+    return f"the MLflow store refused: {_first_line(exc)}"
 
 
 def mlflow_experiment_id(client, flag: str = "--mlflow") -> str:
@@ -170,36 +170,46 @@ def _flat(config: dict, prefix: str = "") -> dict[str, str]:
 
 class MLflowRun:
     """One training run in MLflow: the config as parameters, per-epoch metrics (the TensorBoard names), the
-    final metrics, the run folder's files as artifacts. Uses MlflowClient, so no global MLflow state is set."""
+    final metrics, the run folder's files as artifacts. Uses MlflowClient, so no global MLflow state is set.
+    A store lost during training costs one warning, not the training: the run folder keeps everything."""
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str, log: Callable[[str], None] = print):
         from mlflow.tracking import MlflowClient
 
-        self.client, self.run_id = MlflowClient(uri), run_id
+        self.client, self.uri, self.run_id, self.log, self.lost = MlflowClient(uri), uri, run_id, log, False
 
     @classmethod
-    def start(cls, uri: str, config: dict, run_name: str, tags: dict[str, str]) -> MLflowRun:
+    def start(cls, uri: str, config: dict, run_name: str, tags: dict[str, str], log=print) -> MLflowRun:
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(uri)
-        run = client.create_run(mlflow_experiment_id(client), run_name=run_name, tags=tags)
-        tracker = cls(uri, run.info.run_id)
-        params = _flat(config)
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters per request
-            client.log_batch(tracker.run_id, params=items[i:i + 100])
-        return tracker
+        with _store_errors(uri):
+            run = client.create_run(mlflow_experiment_id(client), run_name=run_name, tags=tags)
+            items = [Param(k, v) for k, v in _flat(config).items()]
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters per request
+                client.log_batch(run.info.run_id, params=items[i:i + 100])
+        return cls(uri, run.info.run_id, log)
 
     @classmethod
-    def resume(cls, uri: str, run_id: str, epoch: int, epochs: int) -> MLflowRun:
+    def resume(cls, uri: str, run_id: str, epoch: int, epochs: int, log=print) -> MLflowRun:
         """The same MLflow run again; epochs after the last checkpoint were never logged (see `epoch`)."""
-        tracker = cls(uri, run_id)
-        tracker.client.update_run(run_id, status="RUNNING")
-        tracker.client.set_tag(run_id, "resumed_after_epoch", str(epoch))
-        tracker.client.set_tag(run_id, "epochs", str(epochs))  # parameters cannot change; --epochs may have
+        tracker = cls(uri, run_id, log)
+        with _store_errors(uri):
+            tracker.client.update_run(run_id, status="RUNNING")
+            tracker.client.set_tag(run_id, "resumed_after_epoch", str(epoch))
+            tracker.client.set_tag(run_id, "epochs", str(epochs))  # parameters cannot change; --epochs may have
         return tracker
+
+    def _send(self, what: str, call: Callable[[], None]) -> None:
+        if self.lost:
+            return
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - any failure of the store is reported the same way
+            self.lost = True
+            self.log(f"warning: mlflow: {what} failed ({_first_line(exc)}); MLflow logging stops for this run, "
+                     "training goes on and the run folder keeps everything")
 
     def _metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -213,19 +223,38 @@ class MLflowRun:
         if val:
             values["loss/val"] = val["loss"]
             values.update({f"val/{k}": v for k, v in val.items() if k != "loss" and v is not None})
-        self._metrics(values, row["epoch"])
+        self._send(f"logging epoch {row['epoch']}", lambda: self._metrics(values, row["epoch"]))
 
     def finish(self, end: RunEnd) -> None:
-        self._metrics(end.final_metrics(), end.epoch)
-        for path in end.files:
-            if path.is_dir():
-                self.client.log_artifacts(self.run_id, str(path), artifact_path=path.name)
-            else:
-                self.client.log_artifact(self.run_id, str(path))
-        self.client.set_terminated(self.run_id, "FINISHED")
+        def send() -> None:
+            self._metrics(end.final_metrics(), end.epoch)
+            for path in end.files:
+                if path.is_dir():
+                    self.client.log_artifacts(self.run_id, str(path), artifact_path=path.name)
+                else:
+                    self.client.log_artifact(self.run_id, str(path))
+            self.client.set_terminated(self.run_id, "FINISHED")
+
+        self._send("logging the final metrics and files", send)
 
     def fail(self, interrupted: bool) -> None:
         try:
             self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FAILED")
         except Exception:  # noqa: BLE001 - the training error is the one to report
             pass
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _store_errors(uri: str):
+    """A store failing while the run is created is one line before training, like the check at start."""
+    try:
+        yield
+    except PipelineError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise PipelineError(f"--mlflow {uri}: the MLflow store refused: {_first_line(exc)}") from None

@@ -380,11 +380,11 @@ class Trainer:
 
         config = self.folder.read_config()
         if config.get("mlflow_run_id"):
-            tracker = MLflowRun.resume(self.cfg.mlflow, config["mlflow_run_id"], self.epoch, self.cfg.epochs)
+            tracker = MLflowRun.resume(self.cfg.mlflow, config["mlflow_run_id"], self.epoch, self.cfg.epochs, self.log)
         else:
             tags = {"task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
                     "run_dir": str(self.run_dir.resolve())}
-            tracker = MLflowRun.start(self.cfg.mlflow, config, self.run_dir.name, tags)
+            tracker = MLflowRun.start(self.cfg.mlflow, config, self.run_dir.name, tags, self.log)
             self.folder.update_config({**config, "mlflow_run_id": tracker.run_id})
         self.log(f"mlflow: run {tracker.run_id} at {self.cfg.mlflow}")
         return tracker

@@ -116,6 +116,28 @@ def test_a_local_sqlite_store_is_recorded_absolute(npz_file, tmp_path, monkeypat
         [float(_history(tmp_path / "run")[0]["train_loss"])], rel=1e-6)
 
 
+def test_a_store_lost_during_training_costs_one_warning_not_the_run(npz_file, tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    real = MlflowClient.log_batch
+
+    def lost_after_the_parameters(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        if metrics:
+            raise MlflowException("API request to http://tracker/api/2.0/mlflow/runs/log-batch failed\nmore")
+        return real(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", lost_after_the_parameters)
+    run_dir = tmp_path / "run"
+    result = run(["train", "--data", npz_file("binary"), "--out", run_dir, "--epochs", "3", "--mlflow",
+                  f"sqlite:///{tmp_path / 'store.db'}", *TINY])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: mlflow")]
+    assert warnings == ["warning: mlflow: logging epoch 1 failed (API request to http://tracker/api/2.0/mlflow/runs/"
+                        "log-batch failed); MLflow logging stops for this run, training goes on and the run folder "
+                        "keeps everything"]
+    assert len(_history(run_dir)) == 3 and (run_dir / "metrics.json").is_file()
+
+
 def test_a_missing_mlflow_package_is_one_clear_line(monkeypatch, npz_file, tmp_path):
     monkeypatch.setitem(sys.modules, "mlflow", None)
     result = run(["train", "--data", npz_file("binary"), "--out", tmp_path / "r", "--mlflow", "sqlite:///x.db", *TINY])

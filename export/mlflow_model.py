@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,7 +14,8 @@ import numpy as np
 import runtime
 from pipeline.errors import PipelineError
 from pipeline.run_folder import CONFIG
-from pipeline.tracking import check_mlflow, import_mlflow, mlflow_experiment_id, mlflow_uri
+from pipeline.tracking import (check_mlflow, first_line, import_mlflow, mlflow_experiment_id, mlflow_uri,
+                               temporary_env)
 from runtime.golden import model_example
 from runtime.outputs import prediction_table
 
@@ -83,17 +83,13 @@ def log_bundle(bundle_dir: Path, run_dir: Path, uri: str, register: str | None, 
 def _quiet():
     """MLflow's progress bars and INFO lines are not the user's concern here."""
     logger = logging.getLogger("mlflow")
-    level, bars = logger.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    level = logger.level
     logger.setLevel(logging.WARNING)
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
-        yield
+        with temporary_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+            yield
     finally:
         logger.setLevel(level)
-        if bars is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bars
 
 
 def _log(mlflow, bundle: runtime.Bundle, bundle_dir: Path, run_dir: Path, run_id: str | None, uri: str,
@@ -119,7 +115,6 @@ def _log(mlflow, bundle: runtime.Bundle, bundle_dir: Path, run_dir: Path, run_id
     except PipelineError:
         raise
     except Exception as exc:  # noqa: BLE001 - the bundle is written either way; say what did not happen
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"--mlflow {uri}: the bundle {bundle_dir} is written, but logging it to MLflow failed: "
-                            f"{first[:300]}") from None
+                            f"{first_line(exc)}") from None
     return info, run

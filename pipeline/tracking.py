@@ -118,12 +118,20 @@ def check_mlflow(uri: str, flag: str = "--mlflow") -> None:
             raise PipelineError(f"{flag} {uri}: a database store needs the full mlflow package (the lean client "
                                 "mlflow-skinny only talks to a server): pip install mlflow")
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(CHECK_TIMEOUT_S))
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with temporary_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(CHECK_TIMEOUT_S)):
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - every way the store can fail is reported the same way
         raise PipelineError(f"{flag} {uri}: {_why(exc, uri)}") from None
+
+
+@contextlib.contextmanager
+def temporary_env(**values: str):
+    """MLflow reads its settings from the environment at each call: set some for a block, then put them back."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -142,7 +150,7 @@ def _why(exc: Exception, uri: str) -> str:
                 f"{where.hostname} --port {where.port or 5000}) or fix the address")
     if "timed out" in text.lower():
         return f"the MLflow tracking server did not answer within {CHECK_TIMEOUT_S} s; check the address"
-    return f"the MLflow store refused: {_first_line(exc)}"
+    return f"the MLflow store refused: {first_line(exc)}"
 
 
 def mlflow_experiment_id(client, flag: str = "--mlflow") -> str:
@@ -208,7 +216,7 @@ class MLflowRun:
             call()
         except Exception as exc:  # noqa: BLE001 - any failure of the store is reported the same way
             self.lost = True
-            self.log(f"warning: mlflow: {what} failed ({_first_line(exc)}); MLflow logging stops for this run, "
+            self.log(f"warning: mlflow: {what} failed ({first_line(exc)}); MLflow logging stops for this run, "
                      "training goes on and the run folder keeps everything")
 
     def _metrics(self, values: dict[str, float], step: int) -> None:
@@ -244,7 +252,8 @@ class MLflowRun:
             pass
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """An MLflow error's first line (its messages carry the whole request and response after it)."""
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
@@ -257,4 +266,4 @@ def _store_errors(uri: str):
     except PipelineError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise PipelineError(f"--mlflow {uri}: the MLflow store refused: {_first_line(exc)}") from None
+        raise PipelineError(f"--mlflow {uri}: the MLflow store refused: {first_line(exc)}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -15,7 +16,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.exporters import DEFAULT_OPSET, ExportError, export_onnx, export_torchscript, quiet
+from export.exporters import (DEFAULT_OPSET, ExportError, aoti_target, export_aoti, export_onnx, export_pt2,
+                              export_torchscript, quiet, torch_export)
 from export.graphs import as_tuple, model_graph, onnx_loss_candidates, torchscript_loss
 from export.layout import conv2d_layout
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
@@ -29,13 +31,17 @@ from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import summary
 from runtime.inputs import plural
-from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
+from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, GRAPH_FORMATS, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
                               MODEL_INPUT, README_FILE, REQUIRED_KEYS, SCHEMA_FILE, VERIFICATION_FILE, FileEntry,
-                              InputSpec, LengthSpec, LossEntry, Manifest, Normalization, Source, TensorSpec,
-                              Verification, schema_text)
+                              AotiTarget, DimRange, InputSpec, LengthSpec, LossEntry, Manifest, Normalization, Source,
+                              TensorSpec, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
 
-FORMATS = ("onnx", "torchscript", "all")
+FORMATS = (*GRAPH_FORMATS, "all")  # --format takes a comma-separated list of these
+ALL = ("onnx", "torchscript")  # what --format all means (the default)
+FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt2": "torch.export (.pt2)",
+                "aoti": "AOTInductor (.aoti.pt2)"}
+DEVICES = ("cpu", "cuda")
 GOLDEN_BATCH = 2  # one of BATCH_SIZES: more than one sample, small JSON
 # The loss grid's edges: scores a confidently trained classifier emits (logits of +-20..100), log-rates
 # of +-20 (exp(20) ~ 5e8 counts), counts and regression targets far from the usual range.
@@ -66,18 +72,36 @@ outputs "loss" (scalar, the training reduction) and "per_sample_loss" (batch,). 
 class ExportConfig:
     """What to export and how strictly to check it."""
 
-    fmt: str = "all"
+    fmt: str = "all"  # one of FORMATS or a comma-separated list of them
     opset: int = DEFAULT_OPSET
     atol: float = DEFAULT_ATOL
     rtol: float = DEFAULT_RTOL
+    device: str = "cpu"  # what the AOTInductor packages are compiled for
 
     def __post_init__(self):
-        if self.fmt not in FORMATS:
-            raise PipelineError(f"--format '{self.fmt}' is not valid; choose one of {', '.join(FORMATS)}")
+        for name in self.fmt.split(","):
+            if name.strip() not in FORMATS:
+                raise PipelineError(f"--format '{self.fmt}': '{name.strip()}' is not a format; choose from "
+                                    f"{', '.join(FORMATS)}, or several separated by commas (e.g. onnx,aoti)")
+        if self.device not in DEVICES:
+            raise PipelineError(f"--device '{self.device}' is not valid; choose one of {', '.join(DEVICES)}")
+        if self.device != "cpu" and "aoti" not in self.formats:
+            raise PipelineError(f"--device {self.device} applies to AOTInductor packages only; add aoti to --format")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise PipelineError("--device cuda: CUDA is not available on this machine; AOTInductor builds CUDA "
+                                "packages only where CUDA runs (or use --device cpu)")
         if not 7 <= self.opset <= 23:
             raise PipelineError(f"--opset {self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET})")
         if self.atol < 0 or self.rtol < 0:
             raise PipelineError("--atol and --rtol must be >= 0")
+
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The graph formats to write, in GRAPH_FORMATS order ('all' is onnx and torchscript)."""
+        names = {n.strip() for n in self.fmt.split(",")}
+        names |= set(ALL) if "all" in names else set()
+        return tuple(f for f in GRAPH_FORMATS if f in names)
 
 
 def rebuild(run_dir: Path):
@@ -166,22 +190,40 @@ def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH) -> li
             in pairs.items()]
 
 
-def engines(paths: dict[str, Path], input_names: tuple[str, ...]) -> dict:
+ENGINES = {"onnx": "onnxruntime", "torchscript": "torchscript", "pt2": "torch.export", "aoti": "aotinductor"}
+
+
+def engines(paths: dict[str, Path], input_names: tuple[str, ...], device: str = "cpu") -> dict:
+    """{engine name: run(inputs) -> numpy outputs} for each graph file in `paths` (keyed by format)."""
     engines = {}
     if "onnx" in paths:
         session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
         engines["onnxruntime"] = lambda inputs: session.run(
             None, {n: t.numpy() for n, t in zip(input_names, inputs)})
-    if "torchscript" in paths:
-        with quiet():  # torch.jit.load's deprecation notice is ours to handle, not the user's
-            module = torch.jit.load(str(paths["torchscript"])).eval()
-
-        def run_torchscript(inputs):
-            with torch.inference_mode():
-                return [t.numpy() for t in as_tuple(module(*inputs))]
-
-        engines["torchscript"] = run_torchscript
+    for fmt in ("torchscript", "pt2", "aoti"):
+        if fmt in paths:
+            engines[ENGINES[fmt]] = _torch_engine(fmt, paths[fmt], device if fmt == "aoti" else "cpu")
     return engines
+
+
+def _torch_engine(fmt: str, path: Path, device: str):
+    """Load a torch graph file: TorchScript, a torch.export program, or an AOTInductor package."""
+    with quiet():  # torch.jit.load's deprecation notice is ours to handle, not the user's
+        if fmt == "torchscript":
+            module = torch.jit.load(str(path)).eval()
+        elif fmt == "pt2":
+            module = torch.export.load(str(path)).module()
+        else:
+            from torch._inductor import aoti_load_package
+
+            module = aoti_load_package(str(path))
+
+    def run(inputs):
+        with torch.inference_mode():
+            outputs = as_tuple(module(*[t.to(device) for t in inputs]))
+        return [t.cpu().numpy() for t in outputs]
+
+    return run
 
 
 def tensor_json(t: torch.Tensor) -> dict:
@@ -278,15 +320,14 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
     x_axes = {0: "batch"} if cfg.fixed_length else {0: "batch", 2: "length"}
     meta = _metadata(state, cfg, task, config)
-    want = ("onnx", "torchscript") if config.fmt == "all" else (config.fmt,)
+    want = config.formats
     files: dict[str, dict[str, Path]] = {"model": {}, "loss": {}}
-    methods = {}
+    methods, exported = {}, None
     example_x = model_grid[len(BATCH_SIZES) - 1].inputs  # batch 64: examples >= 2 so no axis is specialised
     example_loss = loss_grid[len(BATCH_SIZES) - 1].inputs
     loss_what = f"loss '{state['loss']['name']}'"
-    names = {"onnx": "ONNX", "torchscript": "TorchScript"}
     log(f"exporting the {cfg.name} model and the {state['loss']['name']} loss of {task} to "
-        f"{' and '.join(names[f] for f in want)}; each graph is then checked against eager PyTorch on "
+        f"{' and '.join(FORMAT_NAMES[f] for f in want)}; each graph is then checked against eager PyTorch on "
         f"{len(model_grid)} model and {len(loss_grid)} loss input sets")
     rows, layout = [], None
     path = lambda graph_name, fmt: tmp / GRAPH_FILES[graph_name, fmt]  # noqa: E731
@@ -304,9 +345,13 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
                                                                              path("model", "torchscript"), "model")
         files["loss"]["torchscript"], methods["loss"] = export_torchscript(
             torchscript_loss(loss), example_loss, path("loss", "torchscript"), loss_what)
-        rows += verify_graph("model", graph, engines({"torchscript": files["model"]["torchscript"]}, (MODEL_INPUT,)),
-                             model_grid, outputs, config.atol, config.rtol, spec.decision)
-    rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS), loss_grid, LOSS_OUTPUTS,
+    if "pt2" in want or "aoti" in want:
+        exported = _export_programs(graph, loss, example_x, example_loss, x_axes, want, path, config.device,
+                                    loss_what, files, log)
+    others = {fmt: p for fmt, p in files["model"].items() if fmt != "onnx"}
+    rows += verify_graph("model", graph, engines(others, (MODEL_INPUT,), config.device), model_grid, outputs,
+                         config.atol, config.rtol, spec.decision)
+    rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS, config.device), loss_grid, LOSS_OUTPUTS,
                          config.atol, config.rtol)
     failures = [r for r in rows if r["problem"]]
     if failures:
@@ -322,9 +367,44 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
     (tmp / README_FILE).write_text(_readme(state, cfg, task, want))
     (tmp / SCHEMA_FILE).write_text(schema_text())
-    manifest = _manifest(tmp, state, cfg, task, config, methods, verification, source, layout)
+    manifest = _manifest(tmp, state, cfg, task, config, methods, verification, source, layout, exported)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return manifest, rows
+
+
+def _export_programs(graph, loss, example_x: tuple, example_loss: tuple, x_axes: dict, want: tuple[str, ...],
+                     path, device: str, loss_what: str, files: dict, log=print) -> TorchExport:
+    """model.pt2/loss.pt2 and/or the AOTInductor packages, from one torch.export of each graph; the
+    packages are compiled for `device` (inputs there too), the .pt2 programs stay on the CPU."""
+    dims, target = {}, None
+    for name, module, example, axes, what in (
+            ("model", graph, example_x, {MODEL_INPUT: x_axes}, "model"),
+            ("loss", None, example_loss, {n: {0: "batch"} for n in LOSS_INPUTS}, loss_what)):
+        names = (MODEL_INPUT,) if name == "model" else LOSS_INPUTS
+        candidates = [module] if module is not None else onnx_loss_candidates(loss)
+        program, dims[name] = _first_export(candidates, example, names, axes, what)
+        if "pt2" in want:
+            files[name]["pt2"] = export_pt2(program, path(name, "pt2"))
+        if "aoti" in want:
+            if device != "cpu":
+                program, _ = _first_export([copy.deepcopy(c).to(device) for c in candidates],
+                                           tuple(t.to(device) for t in example), names, axes, what)
+            log(f"compiling the {what} with AOTInductor for {device}")
+            files[name]["aoti"] = export_aoti(program, path(name, "aoti"), what)
+            target = aoti_target(device)
+    return TorchExport(dims={g: {d: DimRange(lo, hi) for d, (lo, hi) in r.items()} for g, r in dims.items()},
+                       aoti=AotiTarget(**target) if target else None)
+
+
+def _first_export(candidates: list, example: tuple, names: tuple[str, ...], axes: dict, what: str):
+    """torch.export of the first candidate module that captures (see onnx_loss_candidates); its error else."""
+    first_error = None
+    for candidate in candidates:
+        try:
+            return torch_export(candidate, example, names, axes, what)
+        except ExportError as exc:
+            first_error = first_error or exc
+    raise first_error
 
 
 def export_loss_onnx(loss, example: tuple, path: Path, opset: int, meta: dict, what: str) -> Path:
@@ -373,7 +453,8 @@ def _target_spec(task: str, k: int) -> TensorSpec:
 
 
 def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: ExportConfig, methods: dict,
-              verification: Verification, source: dict, layout: str | None) -> Manifest:
+              verification: Verification, source: dict, layout: str | None,
+              exported: TorchExport | None = None) -> Manifest:
     files = {p.name: FileEntry(sha256(p), p.stat().st_size) for p in sorted(tmp.iterdir())}
     length = LengthSpec(fixed=cfg.length) if cfg.fixed_length else LengthSpec(min=1, max=None, trained=cfg.length)
     return Manifest(
@@ -392,13 +473,17 @@ def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: Expor
         files=files, verification=verification, source=Source(**source),
         # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
         # them out of a .csv laid out the same way, as train and evaluate do
-        csv_labels=state.get("csv_labels") or None, onnx_layout=layout)
+        csv_labels=state.get("csv_labels") or None, onnx_layout=layout, torch_export=exported)
 
 
 def _readme(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...]) -> str:
     what = {("model", "onnx"): "the model graph (ONNX, onnxruntime)", ("loss", "onnx"): "the loss graph (ONNX)",
             ("model", "torchscript"): "the model graph (TorchScript; torch::jit::load in C++)",
-            ("loss", "torchscript"): "the loss graph (TorchScript)"}
+            ("loss", "torchscript"): "the loss graph (TorchScript)",
+            ("model", "pt2"): "the model graph (torch.export; torch.export.load in Python)",
+            ("loss", "pt2"): "the loss graph (torch.export)",
+            ("model", "aoti"): "the model compiled by AOTInductor for this machine (C++: AOTIModelPackageLoader)",
+            ("loss", "aoti"): "the loss compiled by AOTInductor (manifest.json torch_export.aoti: its target)"}
     lines = "".join(f"  {GRAPH_FILES[key]:<18} {text}\n" for key, text in what.items() if key[1] in want)
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
     target = _target_spec(task, cfg.n_outputs)

@@ -116,3 +116,91 @@ def export_torchscript(module: nn.Module, example_inputs: tuple, path: Path, wha
         except Exception as exc:
             raise ExportError(f"{what} could not be exported to TorchScript: {_first_line(exc)}") from None
     return Path(path), method
+
+
+# --- torch.export and AOTInductor --------------------------------------------------------------------------
+
+DIM_MIN = 1  # every dynamic dimension starts at 1: a batch of one, a series of one step
+
+
+def torch_export(module: nn.Module, example_inputs: tuple, input_names: tuple[str, ...],
+                 dynamic_axes: dict[str, dict[int, str]], what: str = "graph"):
+    """torch.export.export with named dynamic dimensions; (program, {dim name: (min, max or None)}) where the
+    ranges are the ones torch.export proved, not the ones asked for."""
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = tuple({axis: dims.setdefault(dim, torch.export.Dim(dim, min=DIM_MIN))
+                    for axis, dim in dynamic_axes.get(name, {}).items()} or None for name in input_names)
+    try:
+        with quiet():
+            program = torch.export.export(module, example_inputs, dynamic_shapes=shapes)
+    except Exception as exc:
+        raise ExportError(f"{what} could not be captured by torch.export: {_first_line(exc)}{_user_line(exc)}; "
+                          "ONNX or TorchScript may still work (--format onnx,torchscript)") from None
+    return program, _dim_ranges(program, input_names, dynamic_axes, what)
+
+
+def _dim_ranges(program, input_names: tuple[str, ...], dynamic_axes: dict[str, dict[int, str]],
+                what: str) -> dict[str, tuple[int, int | None]]:
+    """Each named dynamic dimension's range in the program; an ExportError if torch.export fixed one."""
+    from torch.utils._sympy.numbers import int_oo
+
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"
+                    and n.name not in program.graph_signature.inputs_to_parameters
+                    and n.name not in program.graph_signature.inputs_to_buffers
+                    and n.name not in program.graph_signature.inputs_to_lifted_tensor_constants]
+    ranges = {}
+    for name, node in zip(input_names, placeholders):
+        shape = node.meta["val"].shape
+        for axis, dim in dynamic_axes.get(name, {}).items():
+            if not isinstance(shape[axis], torch.SymInt):
+                raise ExportError(f"{what}: torch.export fixed input '{name}' axis {axis} ('{dim}') to "
+                                  f"{shape[axis]}; it must stay dynamic")
+            vr = program.range_constraints[shape[axis].node.expr]
+            ranges[dim] = (int(vr.lower), None if vr.upper in (int_oo, float("inf")) else int(vr.upper))
+    return ranges
+
+
+def _user_line(exc: BaseException) -> str:
+    """' at FILE line N: CODE' for the user's line torch.export names as the cause, else ''."""
+    match = re.search(r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+), in \S+\n\s*(.+)',
+                      str(exc))
+    if not match:
+        return ""
+    return f" (at {Path(match[1]).name} line {match[2]}: {match[3].split('  #')[0].strip()})"
+
+
+def export_pt2(program, path: Path) -> Path:
+    """The exported program as a .pt2 file (torch.export.load in Python)."""
+    torch.export.save(program, str(path))
+    return Path(path)
+
+
+def export_aoti(program, path: Path, what: str = "graph") -> Path:
+    """An AOTInductor package compiled ahead of time for this machine (program's device); C++ loads it with
+    torch::inductor::AOTIModelPackageLoader, Python with torch._inductor.aoti_load_package."""
+    from torch._inductor import aoti_compile_and_package
+
+    try:
+        with quiet():
+            aoti_compile_and_package(program, package_path=str(path))
+    except Exception as exc:
+        raise ExportError(f"{what} could not be compiled by AOTInductor: {_first_line(exc)}") from None
+    return Path(path)
+
+
+def aoti_target(device: str) -> dict[str, str]:
+    """What an AOTInductor package built here is tied to: device, C++ compiler, CPU vector ISA, machine, torch."""
+    import platform
+    import subprocess
+
+    from torch._inductor import cpp_builder, cpu_vec_isa
+
+    compiler = cpp_builder.get_cpp_compiler()
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+        compiler = version.splitlines()[0].strip() if version.strip() else compiler
+    except (OSError, subprocess.SubprocessError):
+        pass
+    isa = cpu_vec_isa.pick_vec_isa()
+    return {"device": device, "compiler": compiler, "vec_isa": str(isa) if isa else "none",
+            "machine": platform.machine(), "torch": torch.__version__}

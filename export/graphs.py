@@ -55,7 +55,8 @@ def model_graph(model: nn.Module, task: str) -> nn.Module:
 
 
 def as_tuple(outputs) -> tuple[Tensor, ...]:
-    return outputs if isinstance(outputs, tuple) else (outputs,)
+    """A graph's outputs as a tuple (a single tensor, a tuple, or the list an AOTInductor package returns)."""
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
 class _UserLossGraph(nn.Module):

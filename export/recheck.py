@@ -35,11 +35,11 @@ def recheck(bundle_dir: Path, manifest: Manifest, run_dir: Path, atol: float, rt
                             "the run was trained further?); re-export the run, or pass --run with the right run")
     state, cfg, model, loss = rebuild(run_dir)
     task = manifest.task
-    files = bundle_files(bundle_dir, manifest)
-    rows = verify_graph("model", model_graph(model, task), engines(files["model"], (MODEL_INPUT,)),
+    files, device = bundle_files(bundle_dir, manifest), aoti_device(manifest)
+    rows = verify_graph("model", model_graph(model, task), engines(files["model"], (MODEL_INPUT,), device),
                         model_cases(model, cfg), TASKS[task].outputs, atol, rtol, TASKS[task].decision)
-    rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS), loss_cases(task, cfg), LOSS_OUTPUTS,
-                         atol, rtol)
+    rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS, device), loss_cases(task, cfg),
+                         LOSS_OUTPUTS, atol, rtol)
     return rows
 
 
@@ -52,15 +52,22 @@ def bundle_files(bundle_dir: Path, manifest: Manifest) -> dict[str, dict[str, Pa
     return files
 
 
-def torchscript_golden(bundle_dir: Path, manifest: Manifest, atol: float | None, rtol: float | None) -> list[dict]:
-    """The golden inputs through the bundle's TorchScript graphs (model.pt, loss.pt), as libtorch would run them."""
+def aoti_device(manifest: Manifest) -> str:
+    """The device the bundle's AOTInductor packages were compiled for ('cpu' when it has none)."""
+    exported = manifest.torch_export
+    return exported.aoti.device if exported is not None and exported.aoti is not None else "cpu"
+
+
+def torch_golden(bundle_dir: Path, manifest: Manifest, atol: float | None, rtol: float | None) -> list[dict]:
+    """The golden inputs through the bundle's torch graphs (TorchScript, torch.export, AOTInductor), as
+    libtorch or Python with torch would run them."""
     golden = read_golden(bundle_dir)
     rows = []
     for graph, paths in bundle_files(bundle_dir, manifest).items():
-        if "torchscript" in paths:
-            names = (MODEL_INPUT,) if graph == "model" else LOSS_INPUTS
-            run = engines({"torchscript": paths["torchscript"]}, names)["torchscript"]
-            rows += golden_rows(golden, graph, "torchscript",
+        names = (MODEL_INPUT,) if graph == "model" else LOSS_INPUTS
+        torch_paths = {fmt: p for fmt, p in paths.items() if fmt != "onnx"}
+        for engine, run in engines(torch_paths, names, aoti_device(manifest)).items():
+            rows += golden_rows(golden, graph, engine,
                                 lambda feeds, run=run, names=names: run([torch.from_numpy(feeds[n]) for n in names]),
                                 atol, rtol)
     return rows

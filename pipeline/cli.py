@@ -290,7 +290,11 @@ def _summarise(result) -> None:
 
 @main.command(name="export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(("onnx", "torchscript", "all")), default="all", show_default=True)
+@click.option("--format", "fmt", default="all", show_default=True, metavar="FORMATS",
+              help="Graph formats, comma-separated: onnx, torchscript, pt2 (torch.export program), aoti "
+              "(AOTInductor package compiled for this machine, for C++ without Python), all (= onnx,torchscript).")
+@click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True,
+              help="What the AOTInductor packages are compiled for (cuda needs CUDA here).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Bundle folder [default: RUN_DIR/bundle].")
@@ -303,7 +307,7 @@ def _summarise(result) -> None:
               "--mlflow on the same store.")
 @click.option("--register", default=None, metavar="NAME", help="Register the MLflow model under NAME (new version).")
 @user_errors
-def export_command(run_dir, fmt, opset, out, atol, rtol, force, mlflow, register):
+def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, register):
     """Export a run's model and loss graphs, verified against eager PyTorch, as a bundle.
 
     Fails (exit 1, nothing written) when any exported output differs from eager beyond the
@@ -313,6 +317,7 @@ def export_command(run_dir, fmt, opset, out, atol, rtol, force, mlflow, register
     Examples:
       pipeline export RUN_DIR                       # both formats into RUN_DIR/bundle
       pipeline export RUN_DIR --format onnx --opset 18 --out my_bundle --force
+      pipeline export RUN_DIR --format onnx,aoti --out artifacts/demo/cpp   # AOTInductor for C++
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
     """
     from export.bundle import ExportConfig, export_run
@@ -325,8 +330,8 @@ def export_command(run_dir, fmt, opset, out, atol, rtol, force, mlflow, register
         mlflow = check_target(mlflow, register)
 
     try:
-        bundle = export_run(run_dir, ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol), out=out,
-                            force=force, log=click.echo)
+        config = ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol, device=device)
+        bundle = export_run(run_dir, config, out=out, force=force, log=click.echo)
     except (VerificationError, ExportError) as exc:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None

@@ -125,16 +125,16 @@ def verify_bundle(bundle_dir: Path, run_dir: Path | None = None, atol: float | N
     atol = manifest.verification.atol if atol is None else atol
     rtol = manifest.verification.rtol if rtol is None else rtol
     try:
-        from export.recheck import find_checkpoint, recheck, torchscript_golden
+        from export.recheck import find_checkpoint, recheck, torch_golden
     except ModuleNotFoundError as exc:
         if exc.name not in ("torch", "onnx", "onnxscript"):
             raise
         if not has_onnx:
-            raise PipelineError(f"{bundle_dir}: holds TorchScript graphs only, and checking them needs torch, which "
-                                f"the runtime-only install leaves out; {TRAIN_EXTRA_HINT}") from None
+            raise PipelineError(f"{bundle_dir}: holds no ONNX graph, and checking its torch graphs (TorchScript, "
+                                f".pt2) needs torch, which the runtime-only install leaves out; {TRAIN_EXTRA_HINT}") from None
         return VerifyReport(golden, None, "eager re-check skipped: the training extra is not installed "
                                           f"({TRAIN_EXTRA_HINT} to re-check against PyTorch)")
-    golden += torchscript_golden(Path(bundle_dir), manifest, atol, rtol)
+    golden += torch_golden(Path(bundle_dir), manifest, atol, rtol)
     found = find_checkpoint(Path(bundle_dir), manifest, run_dir)
     if found is None:
         return VerifyReport(golden, None, "eager re-check skipped: the run folder the bundle was exported from "

@@ -109,8 +109,8 @@ class Bundle:
     def loss(self, prediction, target) -> tuple[float, np.ndarray]:
         """(loss, per_sample_loss) from the loss graph: prediction is the first model output, target encoded."""
         if self.loss_session is None:
-            raise BundleError(f"{self.path}: has no {LOSS_ONNX} (exported with --format torchscript); re-export "
-                              "with --format onnx or all")
+            raise BundleError(f"{self.path}: has no {LOSS_ONNX} (its --format left out onnx); re-export with "
+                              "--format onnx, all, or a list with onnx such as onnx,aoti")
         prediction = np.asarray(prediction)
         if prediction.dtype.kind != "f" or prediction.ndim != 2 or prediction.shape[1] != self.n_outputs:
             raise InputError(f"prediction: has shape {prediction.shape} and dtype {prediction.dtype}; pass the "
@@ -156,8 +156,8 @@ def load(bundle_dir: str | os.PathLike, threads: int | None = None, providers: l
     if check:
         check_files(path, manifest)
     if not manifest.has(MODEL_ONNX):
-        raise BundleError(f"{path}: has no {MODEL_ONNX} (exported with --format torchscript); the runtime runs "
-                          "ONNX graphs, so re-export with --format onnx or all")
+        raise BundleError(f"{path}: has no {MODEL_ONNX} (its --format left out onnx); the runtime runs ONNX "
+                          "graphs, so re-export with --format onnx, all, or a list with onnx such as onnx,aoti")
     options = session_options(threads)
     model = _open(path / MODEL_ONNX, options, providers)
     _check_io(model, path / MODEL_ONNX, [(MODEL_INPUT, manifest.input.dtype)], manifest.outputs)

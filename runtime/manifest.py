@@ -29,9 +29,13 @@ SCHEMA_FILE = "manifest.schema.json"
 GOLDEN_FILE = "golden.json"
 VERIFICATION_FILE = "verification.json"
 README_FILE = "README.txt"
-# The graph files by (graph, format); the runtime runs the ONNX ones, libtorch the TorchScript ones.
+# The graph files by (graph, format); the runtime runs the ONNX ones, libtorch the TorchScript ones and the
+# AOTInductor packages, Python with torch the torch.export programs.
 GRAPH_FILES = {("model", "onnx"): "model.onnx", ("loss", "onnx"): "loss.onnx",
-               ("model", "torchscript"): "model.pt", ("loss", "torchscript"): "loss.pt"}
+               ("model", "torchscript"): "model.pt", ("loss", "torchscript"): "loss.pt",
+               ("model", "pt2"): "model.pt2", ("loss", "pt2"): "loss.pt2",
+               ("model", "aoti"): "model.aoti.pt2", ("loss", "aoti"): "loss.aoti.pt2"}
+GRAPH_FORMATS = ("onnx", "torchscript", "pt2", "aoti")
 MODEL_ONNX, LOSS_ONNX = GRAPH_FILES["model", "onnx"], GRAPH_FILES["loss", "onnx"]
 MODEL_INPUT = "x"
 LOSS_INPUTS = ("prediction", "target")
@@ -113,6 +117,33 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class DimRange:
+    """The sizes a named dynamic dimension of a torch.export graph accepts: min..max (null: no limit)."""
+
+    min: int
+    max: int | None
+
+
+@dataclass(frozen=True)
+class AotiTarget:
+    """What an AOTInductor package was compiled for; it runs only on a match (it is machine code)."""
+
+    device: Literal["cpu", "cuda"]
+    compiler: str  # the C++ compiler's first --version line
+    vec_isa: str  # the CPU vector instructions the kernels use (e.g. avx512, avx2, neon; "none": scalar)
+    machine: str  # platform.machine(), e.g. x86_64
+    torch: str  # the libtorch version that loads it
+
+
+@dataclass(frozen=True)
+class TorchExport:
+    """The torch.export graphs (model.pt2, loss.pt2) and AOTInductor packages (*.aoti.pt2)."""
+
+    dims: dict[str, dict[str, DimRange]]  # graph ("model", "loss") -> dim name ("batch", "length") -> sizes
+    aoti: AotiTarget | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
 class Source:
     """The run and checkpoint the bundle was exported from, so `pipeline verify` can rebuild eager."""
 
@@ -143,6 +174,7 @@ class Manifest:
     # a .csv training file's label columns (header names, or 0-based indices) and width
     csv_labels: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
     onnx_layout: Literal["conv2d", "conv1d"] | None = field(default=None, metadata=OMIT_NONE)
+    torch_export: TorchExport | None = field(default=None, metadata=OMIT_NONE)
 
     @property
     def n_outputs(self) -> int:

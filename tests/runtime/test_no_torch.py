@@ -129,8 +129,8 @@ def test_verify_of_a_torchscript_only_bundle_without_torch_says_what_to_install(
         print(r.output, end="")
     """)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == (f"2\nError: {bundle}: holds TorchScript graphs only, and checking them needs torch, which "
-                           "the runtime-only install leaves out; install the training extra as the README does: pip "
+    assert proc.stdout == (f"2\nError: {bundle}: holds no ONNX graph, and checking its torch graphs (TorchScript, "
+                           ".pt2) needs torch, which the runtime-only install leaves out; install the training extra as the README does: pip "
                            "install torch==2.13.0 && pip install -e '.[train]'\n")
 
 

@@ -1,6 +1,9 @@
 #include "bundle.hpp"
 
 #include <openssl/evp.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
 
 #include <array>
 #include <filesystem>
@@ -58,9 +61,55 @@ std::string sha256_file(const fs::path& path) {
   return out;
 }
 
+class TorchScriptGraph : public Graph {
+ public:
+  explicit TorchScriptGraph(const fs::path& path) : module_(torch::jit::load(path.string())) { module_.eval(); }
+  std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& inputs) override {
+    return as_tensors(module_.forward(std::vector<c10::IValue>(inputs.begin(), inputs.end())));
+  }
+
+ private:
+  torch::jit::Module module_;
+};
+
+// An AOTInductor package: compiled for one device (inputs are moved there, outputs back to the CPU).
+class AotiGraph : public Graph {
+ public:
+  AotiGraph(const fs::path& path, const std::string& device) : loader_(path.string()), device_(device) {}
+  std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& inputs) override {
+    std::vector<torch::Tensor> moved;
+    for (const auto& t : inputs) moved.push_back(t.to(device_).contiguous());
+    auto out = loader_.run(moved);
+    for (auto& t : out) t = t.to(torch::kCPU);
+    return out;
+  }
+
+ private:
+  torch::inductor::AOTIModelPackageLoader loader_;
+  torch::Device device_;
+};
+
+// "2.13.0+cpu" -> "2.13": AOTInductor packages load only in the libtorch minor version that built them.
+std::string minor_version(const std::string& version) {
+  auto first = version.find('.');
+  auto second = version.find('.', first + 1);
+  return version.substr(0, second == std::string::npos ? version.find_first_of("+", first) : second);
+}
+
 }  // namespace
 
-Bundle::Bundle(const std::string& dir) : dir_(dir) {
+Engine engine_from_name(const std::string& name) {
+  if (name == "auto") return Engine::Auto;
+  if (name == "torchscript") return Engine::TorchScript;
+  if (name == "aoti") return Engine::AOTInductor;
+  throw BundleError("--engine " + name + ": choose auto, torchscript or aoti");
+}
+
+std::string engine_name(Engine engine) {
+  return engine == Engine::AOTInductor ? "aoti" : engine == Engine::TorchScript ? "torchscript" : "auto";
+}
+
+Bundle::Bundle(const std::string& dir, Engine engine) : dir_(dir), engine_(engine) {
   fs::path manifest_path = fs::path(dir) / "manifest.json";
   if (!fs::exists(manifest_path))
     throw BundleError(manifest_path.string() + ": not found; " + dir + " is not a bundle (pipeline export writes one)");
@@ -84,13 +133,34 @@ Bundle::Bundle(const std::string& dir) : dir_(dir) {
     if (sha256_file(file) != entry["sha256"].get<std::string>())
       throw BundleError(file.string() + ": sha256 differs from manifest.json (the file was altered)");
   }
-  for (const char* name : {"model.pt", "loss.pt"})
-    if (!manifest_["files"].contains(name))
-      throw BundleError(dir + ": has no " + name + "; re-export with --format torchscript or all");
-  model_ = torch::jit::load((fs::path(dir) / "model.pt").string());
-  model_.eval();
-  loss_ = torch::jit::load((fs::path(dir) / "loss.pt").string());
-  loss_.eval();
+  const Json& files = manifest_["files"];
+  if (engine_ == Engine::Auto)
+    engine_ = files.contains("model.aoti.pt2") && files.contains("loss.aoti.pt2") ? Engine::AOTInductor
+                                                                                    : Engine::TorchScript;
+  if (engine_ == Engine::TorchScript) {
+    for (const char* name : {"model.pt", "loss.pt"})
+      if (!files.contains(name))
+        throw BundleError(dir + ": has no " + name + "; re-export with --format torchscript (or all, or a list " +
+                          "with torchscript), or run its AOTInductor packages (--engine aoti)");
+    model_ = std::make_unique<TorchScriptGraph>(fs::path(dir) / "model.pt");
+    loss_ = std::make_unique<TorchScriptGraph>(fs::path(dir) / "loss.pt");
+    return;
+  }
+  for (const char* name : {"model.aoti.pt2", "loss.aoti.pt2"})
+    if (!files.contains(name))
+      throw BundleError(dir + ": has no " + name + "; re-export with --format aoti (or a list with aoti), or run " +
+                        "its TorchScript graphs (--engine torchscript)");
+  const Json& target = manifest_["torch_export"]["aoti"];
+  std::string built = target["torch"].get<std::string>(), here = TORCH_VERSION;
+  if (minor_version(built) != minor_version(here))
+    throw BundleError(dir + ": its AOTInductor packages were compiled for torch " + built + " but this program " +
+                      "links libtorch " + here + "; re-export with --format aoti where that libtorch's torch is " +
+                      "installed, or run the TorchScript graphs (--engine torchscript)");
+  std::string device = target["device"].get<std::string>();
+  if (device == "cuda" && !torch::cuda::is_available())
+    throw BundleError(dir + ": its AOTInductor packages were compiled for CUDA and CUDA is not available here");
+  model_ = std::make_unique<AotiGraph>(fs::path(dir) / "model.aoti.pt2", device);
+  loss_ = std::make_unique<AotiGraph>(fs::path(dir) / "loss.aoti.pt2", device);
 }
 
 std::vector<std::string> Bundle::output_names() const { return manifest_["outputs"].get<std::vector<std::string>>(); }
@@ -104,12 +174,12 @@ std::vector<torch::Tensor> Bundle::predict(const torch::Tensor& x) {
   if (length.contains("fixed") && x.size(2) != length["fixed"].get<int64_t>())
     throw BundleError("x: this model takes exactly length " + length["fixed"].dump());
   torch::InferenceMode guard;
-  return as_tensors(model_.forward({x.to(torch::kFloat32).contiguous()}));
+  return model_->run({x.to(torch::kFloat32).contiguous()});
 }
 
 std::pair<torch::Tensor, torch::Tensor> Bundle::loss(const torch::Tensor& prediction, const torch::Tensor& target) {
   torch::InferenceMode guard;
-  auto out = as_tensors(loss_.forward({prediction, target}));
+  auto out = loss_->run({prediction.contiguous(), target.contiguous()});
   return {out.at(0), out.at(1)};
 }
 

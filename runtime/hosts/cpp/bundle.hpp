@@ -1,12 +1,15 @@
 // Load a pipeline bundle in C++ with libtorch: the manifest checked against the bundle's
-// manifest.schema.json, every file's size and sha256 (OpenSSL), then the TorchScript model and loss.
+// manifest.schema.json, every file's size and sha256 (OpenSSL), then the model and loss graphs: the
+// AOTInductor packages (model.aoti.pt2, loss.aoti.pt2; compiled code, no graph interpreter) when the
+// bundle has them, else TorchScript (model.pt, loss.pt); or the engine you name.
 //
-//   pipeline::Bundle bundle("artifacts/demo/bundle");
+//   pipeline::Bundle bundle("artifacts/demo/bundle");                 // or (dir, pipeline::Engine::TorchScript)
 //   std::vector<torch::Tensor> outputs = bundle.predict(x);          // x: float32 (batch, channels, length)
 //   auto [loss, per_sample_loss] = bundle.loss(outputs[0], target);  // target: int64 (batch) or float32 (batch, K)
 #pragma once
 #include <torch/script.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -22,21 +25,36 @@ struct BundleError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Which graphs run: Auto picks AOTInductor when the bundle has both packages, else TorchScript.
+enum class Engine { Auto, TorchScript, AOTInductor };
+
+// "auto", "torchscript" or "aoti" (the selfcheck's --engine); a BundleError for anything else.
+Engine engine_from_name(const std::string& name);
+std::string engine_name(Engine engine);
+
+// One loaded graph file: tensors in, tensors out.
+struct Graph {
+  virtual ~Graph() = default;
+  virtual std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& inputs) = 0;
+};
+
 class Bundle {
  public:
-  explicit Bundle(const std::string& dir);
+  explicit Bundle(const std::string& dir, Engine engine = Engine::Auto);
 
   std::vector<torch::Tensor> predict(const torch::Tensor& x);
   std::pair<torch::Tensor, torch::Tensor> loss(const torch::Tensor& prediction, const torch::Tensor& target);
 
   const Json& manifest() const { return manifest_; }
   std::vector<std::string> output_names() const;
+  Engine engine() const { return engine_; }
 
  private:
   std::string dir_;
   Json manifest_;
-  torch::jit::Module model_;
-  torch::jit::Module loss_;
+  Engine engine_;
+  std::unique_ptr<Graph> model_;
+  std::unique_ptr<Graph> loss_;
 };
 
 // Tensors from the golden-data layout {"shape": [...], "dtype": "float32"|"int64", "data": [...]}.

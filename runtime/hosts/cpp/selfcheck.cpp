@@ -1,6 +1,7 @@
-// Self-check: run a bundle's golden data (or other cases in the same JSON layout) through the
-// TorchScript model and loss and compare with the outputs eager PyTorch gave.
-//   selfcheck BUNDLE_DIR [--cases cases.json]      exit 0: all match, 1: mismatch, 2: bad bundle/usage
+// Self-check: run a bundle's golden data (or other cases in the same JSON layout) through the model and
+// loss graphs (AOTInductor packages or TorchScript, see Engine) and compare with eager PyTorch's outputs.
+//   selfcheck BUNDLE_DIR [--cases cases.json] [--engine auto|torchscript|aoti]
+//   exit 0: all match, 1: mismatch, 2: bad bundle/usage
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -66,19 +67,20 @@ std::vector<Row> run_case(pipeline::Bundle& bundle, const Json& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir, cases_file;
+  std::string dir, cases_file, engine = "auto";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--cases" && i + 1 < argc) cases_file = argv[++i];
+    else if (arg == "--engine" && i + 1 < argc) engine = argv[++i];
     else dir = arg;
   }
   if (dir.empty()) {
-    std::cerr << "usage: selfcheck BUNDLE_DIR [--cases cases.json]\n";
+    std::cerr << "usage: selfcheck BUNDLE_DIR [--cases cases.json] [--engine auto|torchscript|aoti]\n";
     return 2;
   }
   if (cases_file.empty()) cases_file = dir + "/golden.json";
   try {
-    pipeline::Bundle bundle(dir);
+    pipeline::Bundle bundle(dir, pipeline::engine_from_name(engine));
     Json cases = pipeline::read_json_file(cases_file);
     std::vector<Json> list = cases.is_array() ? cases.get<std::vector<Json>>() : std::vector<Json>{cases};
     int bad = 0, total = 0;
@@ -92,7 +94,7 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
     if (bad) std::cerr << bad << " output(s) differ beyond atol/rtol\n";
-    else std::cerr << "all " << total << " outputs match\n";
+    else std::cerr << "all " << total << " outputs match (engine " << pipeline::engine_name(bundle.engine()) << ")\n";
     return bad ? 1 : 0;
   } catch (const std::exception& err) {
     std::cerr << "Error: " << err.what() << "\n";

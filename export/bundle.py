@@ -18,7 +18,7 @@ import torch
 
 from export.exporters import (DEFAULT_OPSET, ExportError, aoti_target, export_aoti, export_onnx, export_pt2,
                               export_torchscript, quiet, torch_export)
-from export.graphs import as_tuple, model_graph, onnx_loss_candidates, torchscript_loss
+from export.graphs import as_tuple, model_graph, loss_candidates, torchscript_loss
 from export.layout import conv2d_layout
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
@@ -88,8 +88,7 @@ class ExportConfig:
         if self.device != "cpu" and "aoti" not in self.formats:
             raise PipelineError(f"--device {self.device} applies to AOTInductor packages only; add aoti to --format")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise PipelineError("--device cuda: CUDA is not available on this machine; AOTInductor builds CUDA "
-                                "packages only where CUDA runs (or use --device cpu)")
+            raise PipelineError("--device cuda was asked for but CUDA is not available here; use --device cpu")
         if not 7 <= self.opset <= 23:
             raise PipelineError(f"--opset {self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET})")
         if self.atol < 0 or self.rtol < 0:
@@ -374,30 +373,38 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
 
 def _export_programs(graph, loss, example_x: tuple, example_loss: tuple, x_axes: dict, want: tuple[str, ...],
                      path, device: str, loss_what: str, files: dict, log=print) -> TorchExport:
-    """model.pt2/loss.pt2 and/or the AOTInductor packages, from one torch.export of each graph; the
-    packages are compiled for `device` (inputs there too), the .pt2 programs stay on the CPU."""
-    dims, target = {}, None
-    for name, module, example, axes, what in (
-            ("model", graph, example_x, {MODEL_INPUT: x_axes}, "model"),
-            ("loss", None, example_loss, {n: {0: "batch"} for n in LOSS_INPUTS}, loss_what)):
-        names = (MODEL_INPUT,) if name == "model" else LOSS_INPUTS
-        candidates = [module] if module is not None else onnx_loss_candidates(loss)
-        program, dims[name] = _first_export(candidates, example, names, axes, what)
-        if "pt2" in want:
-            files[name]["pt2"] = export_pt2(program, path(name, "pt2"))
-        if "aoti" in want:
-            if device != "cpu":
-                program, _ = _first_export([copy.deepcopy(c).to(device) for c in candidates],
-                                           tuple(t.to(device) for t in example), names, axes, what)
-            log(f"compiling the {what} with AOTInductor for {device}")
-            files[name]["aoti"] = export_aoti(program, path(name, "aoti"), what)
-            target = aoti_target(device)
+    """model.pt2/loss.pt2 and/or the AOTInductor packages of both graphs (see export_program_files)."""
+    dims = {}
+    for name, candidates, example, axes, what in (
+            ("model", [graph], example_x, {MODEL_INPUT: x_axes}, "model"),
+            ("loss", loss_candidates(loss), example_loss, {n: {0: "batch"} for n in LOSS_INPUTS}, loss_what)):
+        paths = {fmt: path(name, fmt) for fmt in ("pt2", "aoti") if fmt in want}
+        written, dims[name] = export_program_files(candidates, example, axes, paths, device, what, log)
+        files[name].update(written)
     return TorchExport(dims={g: {d: DimRange(lo, hi) for d, (lo, hi) in r.items()} for g, r in dims.items()},
-                       aoti=AotiTarget(**target) if target else None)
+                       aoti=AotiTarget(**aoti_target(device)) if "aoti" in want else None)
+
+
+def export_program_files(candidates: list, example: tuple, axes: dict[str, dict[int, str]], paths: dict[str, Path],
+                         device: str = "cpu", what: str = "graph", log=print) -> tuple[dict[str, Path], dict]:
+    """One graph from one torch.export: its .pt2 program (paths["pt2"]) and/or its AOTInductor package
+    (paths["aoti"], compiled for `device`; the program moves there first). ({format: path}, dim ranges)."""
+    names = tuple(axes)
+    program, dims = _first_export(candidates, example, names, axes, what)
+    written = {}
+    if "pt2" in paths:
+        written["pt2"] = export_pt2(program, paths["pt2"])
+    if "aoti" in paths:
+        if device != "cpu":
+            program, _ = _first_export([copy.deepcopy(c).to(device) for c in candidates],
+                                       tuple(t.to(device) for t in example), names, axes, what)
+        log(f"compiling the {what} with AOTInductor for {device}")
+        written["aoti"] = export_aoti(program, paths["aoti"], what)
+    return written, dims
 
 
 def _first_export(candidates: list, example: tuple, names: tuple[str, ...], axes: dict, what: str):
-    """torch.export of the first candidate module that captures (see onnx_loss_candidates); its error else."""
+    """torch.export of the first candidate module that captures (see loss_candidates); its error else."""
     first_error = None
     for candidate in candidates:
         try:
@@ -408,10 +415,10 @@ def _first_export(candidates: list, example: tuple, names: tuple[str, ...], axes
 
 
 def export_loss_onnx(loss, example: tuple, path: Path, opset: int, meta: dict, what: str) -> Path:
-    """The loss graph with a dynamic batch: the first candidate (see onnx_loss_candidates) that exports."""
+    """The loss graph with a dynamic batch: the first candidate (see loss_candidates) that exports."""
     axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
     first_error = None
-    for candidate in onnx_loss_candidates(loss):
+    for candidate in loss_candidates(loss):
         try:
             return export_onnx(candidate, example, path, LOSS_INPUTS, LOSS_OUTPUTS, axes, opset, meta, what)
         except ExportError as exc:

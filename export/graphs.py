@@ -100,7 +100,7 @@ class ScanCustomLoss(_UserLossGraph):
         return loss, per_sample
 
 
-def onnx_loss_candidates(loss: nn.Module) -> list[nn.Module]:
+def loss_candidates(loss: nn.Module) -> list[nn.Module]:
     """The modules to try, in order, for a loss's ONNX graph: built-ins as they are; user losses with
     per-sample losses by vmap (one batched graph) and, where that fixes the batch size, by a scan."""
     inner = user_loss(loss)

@@ -111,6 +111,21 @@ def task_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
     return {task: _build_bundle(root / task, task, fmt="all" if task in both else "onnx") for task in TASKS}
 
 
+@pytest.fixture(scope="session")
+def aoti_bundles(task_bundles) -> dict[str, TaskBundle]:
+    """The host kits' runs (multiclass, regression) exported again as torch.export programs and AOTInductor
+    packages only: the session's AOTInductor compiles (a model and a loss each), shared by every test."""
+    from export.bundle import ExportConfig, export_run
+
+    out = {}
+    for task in ("multiclass", "regression"):
+        tb = task_bundles[task]
+        bundle = export_run(tb.run_dir, ExportConfig(fmt="pt2,aoti"), out=tb.run_dir.parent / "aoti-bundle",
+                            log=lambda _: None)
+        out[task] = TaskBundle(task, tb.run_dir, bundle, tb.train_file, tb.test_file)
+    return out
+
+
 def subprocess_env() -> dict[str, str]:
     """The environment for `pipeline` child processes: one thread each (the same float sums in every
     process), and never inside a torchrun job the test itself might run under."""

@@ -1,8 +1,9 @@
-"""Inference side by side: eager PyTorch, torch.compile, TorchScript and the runtime (onnxruntime)."""
+"""Inference side by side: eager PyTorch, torch.compile, TorchScript, AOTInductor and the runtime (onnxruntime)."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,26 @@ def torch_engines(graph: nn.Module, bundle: Path, device: torch.device, compile_
             scripted = torch.jit.load(str(scripted_path), map_location=device).eval()
         engines.append(Engine("TorchScript", scripted, to_tensor, sync, torch.inference_mode, "bundle model.pt"))
     return engines
+
+
+def aoti_engine(graph: nn.Module, channels: int, length: int, fixed_length: bool, work: Path,
+                device: torch.device) -> tuple[Engine, float]:
+    """The model compiled by AOTInductor exactly as `pipeline export --format aoti` compiles it (torch.export
+    with dynamic batch and length, then the package), loaded as Python loads it: (engine, compile seconds)."""
+    from torch._inductor import aoti_load_package
+
+    from export.bundle import export_program_files
+
+    axes = {"x": {0: "batch"} if fixed_length else {0: "batch", 2: "length"}}
+    example = (torch.randn(64, channels, length),)  # batch 64, as export: no dimension is specialised
+    start = time.perf_counter()
+    files, _ = export_program_files([graph.eval()], example, axes, {"aoti": work / "bench-model.aoti.pt2"},
+                                    device.type, "model", log=lambda _: None)
+    seconds = time.perf_counter() - start
+    runner = aoti_load_package(str(files["aoti"]))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return Engine("AOTInductor", runner, lambda x: torch.from_numpy(x).to(device), sync, torch.inference_mode,
+                  f"model.aoti.pt2 ({device.type}), as a C++ host's AOTIModelPackageLoader runs it"), seconds
 
 
 def runtime_engines(bundle: Path, threads: int, device: torch.device) -> list[Engine]:

@@ -154,11 +154,11 @@ def _compile_note(info: dict) -> str:
 
 
 def export_rows(cfg: BenchConfig, run_dir: Path, work: Path, log) -> tuple[list[dict], Path]:
-    """Export time with verification: both formats together, and (full mode) each on its own."""
+    """Export time with verification: --format all, and (full mode) each format on its own."""
     from export.bundle import ExportConfig, export_run
 
     rows, bundle = [], None
-    formats = ("all",) if cfg.quick else ("all", "onnx", "torchscript")
+    formats = ("all",) if cfg.quick else ("all", "onnx", "torchscript", "pt2", "aoti")
     for fmt in formats:
         start = time.perf_counter()
         out = export_run(run_dir, ExportConfig(fmt=fmt), out=work / f"bundle-{fmt}", force=True, log=lambda _: None)
@@ -170,7 +170,8 @@ def export_rows(cfg: BenchConfig, run_dir: Path, work: Path, log) -> tuple[list[
     return rows, bundle
 
 
-def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, log) -> tuple[list[dict], dict]:
+def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, work: Path,
+                   log) -> tuple[list[dict], dict]:
     from export.bundle import rebuild
     from export.graphs import model_graph
 
@@ -179,7 +180,10 @@ def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, 
     length = model_cfg.length
     flops = inference.model_flops(model, model_cfg.in_channels, length)  # on CPU, before the model moves
     graph = model_graph(model, state["encoding"]["task"])
-    engines = (inference.torch_engines(graph, bundle, device, cfg.compile_mode)
+    log("inference: compiling the model with AOTInductor (as export --format aoti does)")
+    aoti, aoti_seconds = inference.aoti_engine(graph, model_cfg.in_channels, length, model_cfg.fixed_length, work,
+                                               device)  # before torch_engines moves the graph to the device
+    engines = (inference.torch_engines(graph, bundle, device, cfg.compile_mode) + [aoti]
                + inference.runtime_engines(bundle, threads, device))
     s = cfg.settings
     g = torch.Generator().manual_seed(0)
@@ -206,6 +210,8 @@ def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, 
     compiled = next(e for e in engines if e.name == "torch.compile")
     rows.append(_row("start-up", "torch.compile", f"first calls at batch 1 and {cfg.batch}", "s",
                      sum(compiled.warmup.values()), note="compile (cold: inductor caches off) + warm-up"))
+    rows.append(_row("start-up", "AOTInductor", "torch.export + package compile of the model", "s", aoti_seconds,
+                     note="once, at export (cold: inductor caches off); a C++ host then loads it in milliseconds"))
     peak = {"flops_per_series": flops, "eager_warmup_s": sum(engines[0].warmup.values())}
     if device.type == "cpu":
         peak.update(inference.onnxruntime_matmul_peak(threads, s["peak_sizes"]))
@@ -245,7 +251,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         rows, bench_run = training_rows(cfg, shape, work, log)
         run_dir = run_dir or bench_run
         export, bundle = export_rows(cfg, run_dir, work, log)
-        inference_, peak = inference_rows(cfg, run_dir, bundle, threads, log)
+        inference_, peak = inference_rows(cfg, run_dir, bundle, threads, work, log)
         for row in export + [r for r in inference_ if r["section"] == "start-up"]:
             row["ratio"] = row["value"] / peak["eager_warmup_s"]  # against eager's warm-up for the same batches
         rows += inference_ + export

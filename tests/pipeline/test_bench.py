@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from pipeline.bench.report import check_targets, format_report
 from pipeline.cli import main
 
-ENGINES = ("eager PyTorch", "torch.compile", "TorchScript", "runtime Bundle.predict", "runtime session.run")
+ENGINES = ("eager PyTorch", "torch.compile", "TorchScript", "AOTInductor", "runtime Bundle.predict",
+           "runtime session.run")
 LOOPS = ("tutorial loop", "bare step loop", "pipeline train")
 
 
@@ -32,6 +33,7 @@ def test_quick_bench_json_has_every_row(quick_report):
     expected = {("inference", e, m) for e in ENGINES for m in ("latency, batch 1", "throughput, batch 16")}
     expected |= {("training", loop, f"training {model}, batch 64") for loop in LOOPS for model in ("fcn", "simple-cnn")}
     expected |= {("start-up", "torch.compile", "first calls at batch 1 and 16"),
+                 ("start-up", "AOTInductor", "torch.export + package compile of the model"),
                  ("start-up", "export --format all", "export + verification")}
     expected |= {("memory", "pipeline predict", f"{mib} MiB .npy ({mib * 1024 * 1024 // (4 * 128)} series)")
                  for mib in (16, 32)}

@@ -55,14 +55,15 @@ def eager_cases(run_dir: Path, path: Path) -> Path:
     return path
 
 
-def assert_host_agrees(run_host, tb, task: str, tmp_path: Path) -> None:
+def assert_host_agrees(run_host, tb, task: str, tmp_path: Path, says: str = "") -> None:
     """A host's self-check passes on the golden data and on eager cases, every row within tolerance.
 
-    `run_host(bundle, *args)` runs the host's check; it prints 'graph output shape max_abs A max_rel R ok'.
+    `run_host(bundle, *args)` runs the host's check; it prints 'graph output shape max_abs A max_rel R ok'
+    and ends with 'all N outputs match' followed by `says` (the C++ kit names its engine).
     """
     golden = run_host(tb.bundle)
     assert golden.returncode == 0, golden.stdout + golden.stderr
-    assert golden.stderr == f"all {len(TASKS[task].outputs) + 2} outputs match\n"
+    assert golden.stderr == f"all {len(TASKS[task].outputs) + 2} outputs match{says}\n"
     result = run_host(tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
@@ -150,7 +151,52 @@ def _cpp(program: Path, *args) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("task", HOST_TASKS)
 def test_cpp_host_agrees_with_eager_on_golden_and_other_shapes(cpp_selfcheck, task_bundles, task, tmp_path):
-    assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), task_bundles[task], task, tmp_path)
+    assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), task_bundles[task], task, tmp_path,
+                       " (engine torchscript)")
+
+
+@pytest.mark.parametrize("task", HOST_TASKS)
+def test_cpp_host_runs_the_aoti_packages_and_agrees_with_eager(cpp_selfcheck, aoti_bundles, task, tmp_path):
+    """A pt2,aoti bundle (no TorchScript, no ONNX): the kit picks the AOTInductor packages by itself."""
+    assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), aoti_bundles[task], task, tmp_path,
+                       " (engine aoti)")
+
+
+def test_cpp_host_engine_flag_and_its_refusals(cpp_selfcheck, task_bundles, aoti_bundles, tmp_path):
+    both = shutil.copytree(aoti_bundles["regression"].bundle, tmp_path / "both")
+    for name in ("model.pt", "loss.pt"):  # a bundle with both engines' files: auto picks AOTInductor
+        shutil.copy(task_bundles["regression"].bundle / name, both / name)
+    manifest = json.loads((both / "manifest.json").read_text())
+    source = json.loads((task_bundles["regression"].bundle / "manifest.json").read_text())
+    manifest["files"].update({n: source["files"][n] for n in ("model.pt", "loss.pt")})
+    (both / "manifest.json").write_text(json.dumps(manifest))
+    assert _cpp(cpp_selfcheck, both).stderr == "all 3 outputs match (engine aoti)\n"
+    assert _cpp(cpp_selfcheck, both, "--engine", "torchscript").stderr == "all 3 outputs match (engine torchscript)\n"
+    only_aoti = aoti_bundles["regression"].bundle
+    result = _cpp(cpp_selfcheck, only_aoti, "--engine", "torchscript")
+    assert (result.returncode, result.stderr) == (2, f"Error: {only_aoti}: has no model.pt; re-export with --format "
+                                                     "torchscript (or all, or a list with torchscript), or run its "
+                                                     "AOTInductor packages (--engine aoti)\n")
+    only_script = task_bundles["regression"].bundle
+    result = _cpp(cpp_selfcheck, only_script, "--engine", "aoti")
+    assert (result.returncode, result.stderr) == (2, f"Error: {only_script}: has no model.aoti.pt2; re-export with "
+                                                     "--format aoti (or a list with aoti), or run its TorchScript "
+                                                     "graphs (--engine torchscript)\n")
+    assert _cpp(cpp_selfcheck, only_script, "--engine", "jit").stderr == (
+        "Error: --engine jit: choose auto, torchscript or aoti\n")
+
+
+def test_cpp_host_refuses_packages_built_for_another_libtorch(cpp_selfcheck, aoti_bundles, tmp_path):
+    copy = shutil.copytree(aoti_bundles["multiclass"].bundle, tmp_path / "old")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["torch_export"]["aoti"]["torch"] = "2.9.1+cpu"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = _cpp(cpp_selfcheck, copy)
+    here = torch.__version__.split("+")[0]
+    assert (result.returncode, result.stderr) == (
+        2, f"Error: {copy}: its AOTInductor packages were compiled for torch 2.9.1+cpu but this program links "
+           f"libtorch {here}; re-export with --format aoti where that libtorch's torch is installed, or run the "
+           "TorchScript graphs (--engine torchscript)\n")
 
 
 def test_cpp_host_refuses_a_tampered_bundle_and_reports_a_mismatch(cpp_selfcheck, task_bundles, tmp_path):
@@ -220,7 +266,7 @@ def _wrong_field_bundle(task_bundles, tmp_path: Path, case: str) -> tuple[Path, 
     return copy, (f"{message}; the bundle is damaged or was not written by pipeline export, re-export it")
 
 
-HOST_WRONG_FIELDS = ("channels as text", "classes not a list", "n_outputs zero", "unknown task")
+HOST_WRONG_FIELDS = ("channels as text", "classes not a list", "n_outputs zero", "unknown task", "dim range as text")
 
 
 @pytest.mark.parametrize("case", HOST_WRONG_FIELDS)

@@ -63,6 +63,9 @@ WRONG_FIELDS = {
                        "field 'model.n_outputs' must be an integer >= 1, got 0"),
     "mean holds text": (lambda m: m["normalization"]["mean"].__setitem__(0, "x"),
                         "field 'normalization.mean[0]' must be a number, got \"x\""),
+    "dim range as text": (lambda m: m.__setitem__("torch_export", {"dims": {"model": {"batch": {"min": "one",
+                                                                                             "max": None}}}}),
+                          "field 'torch_export.dims.model.batch.min' must be an integer, got \"one\""),
 }
 
 

@@ -54,6 +54,13 @@ std::optional<std::string> schema_error(const json& schema, const json& value, c
   if (schema.contains("anyOf")) {
     for (const auto& option : schema["anyOf"])
       if (!schema_error(option, value, path)) return std::nullopt;
+    // the option of the value's own JSON type names the deeper problem (as the Python runtime does)
+    std::string got = type_of(value);
+    for (const auto& option : schema["anyOf"]) {
+      std::string want = option.value("type", "");
+      if (!want.empty() && want != "null" && (want == got || (want == "number" && got == "integer")))
+        return schema_error(option, value, path);
+    }
     return bad(path, describe(schema), &value);
   }
   if (schema.contains("enum")) {

@@ -44,7 +44,12 @@
   // [dotted field, what it must be, the value found], or null when it conforms.
   function schemaError(schema, value, path) {
     if (schema.anyOf) {
-      return schema.anyOf.some((s) => schemaError(s, value, path) === null) ? null : [path, describe(schema), value];
+      if (schema.anyOf.some((s) => schemaError(s, value, path) === null)) return null;
+      // the option of the value's own JSON type names the deeper problem (as the Python runtime does)
+      const type = typeOf(value);
+      const typed = schema.anyOf.find((s) => s.type && s.type !== 'null'
+        && (s.type === type || (s.type === 'number' && type === 'integer')));
+      return typed ? schemaError(typed, value, path) : [path, describe(schema), value];
     }
     if (schema.enum && !schema.enum.some((v) => v === value)) return [path, describe(schema), value];
     if (schema.type) {

@@ -315,9 +315,11 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
 
     \b
     Examples:
-      pipeline export RUN_DIR                       # both formats into RUN_DIR/bundle
+      pipeline export RUN_DIR                       # ONNX and TorchScript into RUN_DIR/bundle
       pipeline export RUN_DIR --format onnx --opset 18 --out my_bundle --force
-      pipeline export RUN_DIR --format onnx,aoti --out artifacts/demo/cpp   # AOTInductor for C++
+      pipeline export RUN_DIR --format onnx,pt2,aoti --out cpp_bundle   # + torch.export and AOTInductor (C++)
+      pipeline export RUN_DIR --format aoti --device cuda --out cuda_bundle
+      pipeline export artifacts/demo --format aoti --out artifacts/demo/aoti
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
     """
     from export.bundle import ExportConfig, export_run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -218,11 +219,26 @@ def _torch_engine(fmt: str, path: Path, device: str):
             module = aoti_load_package(str(path))
 
     def run(inputs):
-        with torch.inference_mode():
+        with torch.inference_mode(), full_float32(device):
             outputs = as_tuple(module(*[t.to(device) for t in inputs]))
         return [t.cpu().numpy() for t in outputs]
 
     return run
+
+
+@contextlib.contextmanager
+def full_float32(device: str):
+    """CUDA convolutions and matmuls in full float32 (no TF32) while a CUDA package is checked against eager
+    on the CPU; the C++ kit runs CUDA packages the same way."""
+    if device != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def tensor_json(t: torch.Tensor) -> dict:

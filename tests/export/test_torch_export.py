@@ -156,10 +156,10 @@ def test_a_pt2_program_that_disagrees_fails_the_export_with_every_failing_row(tm
 
 
 def test_a_custom_loss_torch_export_cannot_capture_names_its_line(tmp_path, npz_file, monkeypatch):
-    (tmp_path / "branchy.py").write_text(textwrap.dedent("""
+    (tmp_path / "valuebranch.py").write_text(textwrap.dedent("""
         import torch
         from torch import nn
-        class Branchy(nn.Module):
+        class ValueBranch(nn.Module):
             def forward(self, prediction, target):
                 if float(prediction.detach().sum()) > 0:  # a branch on a value: no graph holds it
                     return torch.mean((prediction - target) ** 2)
@@ -167,17 +167,31 @@ def test_a_custom_loss_torch_export_cannot_capture_names_its_line(tmp_path, npz_
     """))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    run_dir = _run(tmp_path, npz_file, "regression", "branchy:Branchy")
+    run_dir = _run(tmp_path, npz_file, "regression", "valuebranch:ValueBranch")  # a module name no other test uses
     result = CliRunner().invoke(main, ["export", str(run_dir), "--format", "pt2"])
     assert result.exit_code == 1, result.output
     error = result.output.splitlines()[1]
-    assert error.startswith("Error: loss 'branchy:Branchy' could not be captured by torch.export: Could not guard "
-                            "on data-dependent expression ")
-    assert error.endswith("(at branchy.py line 6: if float(prediction.detach().sum()) > 0:); ONNX or TorchScript "
+    assert error.startswith("Error: loss 'valuebranch:ValueBranch' could not be captured by torch.export: Could "
+                            "not guard on data-dependent expression ")
+    assert error.endswith("(at valuebranch.py line 6: if float(prediction.detach().sum()) > 0:); ONNX or TorchScript "
                           "may still work (--format onnx,torchscript)")
     assert len(result.output.splitlines()) == 2 and not (run_dir / "bundle").exists()
     # TorchScript traces it (the branch taken at export is recorded): the message's advice holds
     assert CliRunner().invoke(main, ["export", str(run_dir), "--format", "torchscript"]).exit_code == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_aoti_packages_verify_and_record_their_device(tmp_path, npz_file):
+    run_dir = _run(tmp_path, npz_file, "multiclass", "cross_entropy")
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--format", "aoti", "--device", "cuda"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
+    assert manifest["torch_export"]["aoti"]["device"] == "cuda"
+    rows = json.loads((run_dir / "bundle" / "verification.json").read_text())["rows"]
+    assert {r["engine"] for r in rows} == {"aotinductor"} and all(r["problem"] is None for r in rows)
+    verified = CliRunner().invoke(main, ["verify", str(run_dir / "bundle")])
+    assert verified.exit_code == 0, verified.output
 
 
 # --- the session's AOTInductor bundles (tests/conftest.py aoti_bundles) ---------------------------------

@@ -1,5 +1,6 @@
 #include "bundle.hpp"
 
+#include <ATen/Context.h>
 #include <openssl/evp.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
@@ -75,7 +76,12 @@ class TorchScriptGraph : public Graph {
 // An AOTInductor package: compiled for one device (inputs are moved there, outputs back to the CPU).
 class AotiGraph : public Graph {
  public:
-  AotiGraph(const fs::path& path, const std::string& device) : loader_(path.string()), device_(device) {}
+  AotiGraph(const fs::path& path, const std::string& device) : loader_(path.string()), device_(device) {
+    if (device_.is_cuda()) {  // export verified the package in full float32 (no TF32), as eager computes on the CPU
+      at::globalContext().setAllowTF32CuDNN(false);
+      at::globalContext().setFloat32MatmulPrecision("highest");
+    }
+  }
   std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& inputs) override {
     std::vector<torch::Tensor> moved;
     for (const auto& t : inputs) moved.push_back(t.to(device_).contiguous());

@@ -19,7 +19,7 @@ import torch
 
 from export.exporters import (DEFAULT_OPSET, ExportError, aoti_target, export_aoti, export_onnx, export_pt2,
                               export_torchscript, quiet, torch_export)
-from export.graphs import as_tuple, model_graph, loss_candidates, torchscript_loss
+from export.graphs import as_tuple, loss_candidates, model_graph, torchscript_loss
 from export.layout import conv2d_layout
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
@@ -32,10 +32,10 @@ from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import summary
 from runtime.inputs import plural
-from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, GRAPH_FORMATS, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
-                              MODEL_INPUT, README_FILE, REQUIRED_KEYS, SCHEMA_FILE, VERIFICATION_FILE, FileEntry,
-                              AotiTarget, DimRange, InputSpec, LengthSpec, LossEntry, Manifest, Normalization, Source,
-                              TensorSpec, TorchExport, Verification, schema_text)
+from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, GRAPH_FORMATS, LOSS_INPUTS, LOSS_OUTPUTS,
+                              MANIFEST_FILE, MODEL_INPUT, README_FILE, REQUIRED_KEYS, SCHEMA_FILE, VERIFICATION_FILE,
+                              AotiTarget, DimRange, FileEntry, InputSpec, LengthSpec, LossEntry, Manifest,
+                              Normalization, Source, TensorSpec, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
 
 FORMATS = (*GRAPH_FORMATS, "all")  # --format takes a comma-separated list of these

@@ -326,13 +326,16 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
     from export.exporters import ExportError
     from export.verify import VerificationError
 
+    config = ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol, device=device)
     if mlflow is not None or register is not None:  # the store is checked before minutes of export
         from export.mlflow_model import check_target
 
+        if mlflow is not None and "onnx" not in config.formats:
+            raise PipelineError(f"--mlflow logs the bundle as a model that runs on the runtime (ONNX graphs), and "
+                                f"--format {fmt} leaves out onnx; add it (e.g. --format onnx,{fmt})")
         mlflow = check_target(mlflow, register)
 
     try:
-        config = ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol, device=device)
         bundle = export_run(run_dir, config, out=out, force=force, log=click.echo)
     except (VerificationError, ExportError) as exc:
         click.echo(f"Error: {exc}", err=True)

@@ -152,3 +152,9 @@ def test_export_flags_and_a_store_that_is_down_fail_before_anything_is_written(b
                            f"(connection refused); start it (mlflow server --host 127.0.0.1 --port {port}) or fix "
                            "the address\n")
     assert not out.exists() and down.stdout == ""
+    no_onnx = run_pipeline(["export", run_dir, "--out", out, "--format", "pt2", "--mlflow", f"http://127.0.0.1:{port}"],
+                           tmp_path)
+    assert (no_onnx.returncode, no_onnx.stderr) == (2, "Error: --mlflow logs the bundle as a model that runs on the "
+                                                       "runtime (ONNX graphs), and --format pt2 leaves out onnx; add "
+                                                       "it (e.g. --format onnx,pt2)\n")
+    assert not out.exists()

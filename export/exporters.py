@@ -144,10 +144,8 @@ def _dim_ranges(program, input_names: tuple[str, ...], dynamic_axes: dict[str, d
     """Each named dynamic dimension's range in the program; an ExportError if torch.export fixed one."""
     from torch.utils._sympy.numbers import int_oo
 
-    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"
-                    and n.name not in program.graph_signature.inputs_to_parameters
-                    and n.name not in program.graph_signature.inputs_to_buffers
-                    and n.name not in program.graph_signature.inputs_to_lifted_tensor_constants]
+    user_inputs = set(program.graph_signature.user_inputs)  # not the lifted parameters and buffers
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs]
     ranges = {}
     for name, node in zip(input_names, placeholders):
         shape = node.meta["val"].shape

@@ -420,11 +420,17 @@ def export_program_files(candidates: list, example: tuple, axes: dict[str, dict[
 
 
 def _first_export(candidates: list, example: tuple, names: tuple[str, ...], axes: dict, what: str):
-    """torch.export of the first candidate module that captures (see loss_candidates); its error else."""
+    """torch.export of the first candidate module that captures (see loss_candidates)."""
+    return _first_that_exports(candidates, lambda c: torch_export(c, example, names, axes, what))
+
+
+def _first_that_exports(candidates: list, attempt):
+    """attempt(candidate) for each candidate in turn: the first result, else the first candidate's ExportError
+    (the plain module's error says most about the user's code)."""
     first_error = None
     for candidate in candidates:
         try:
-            return torch_export(candidate, example, names, axes, what)
+            return attempt(candidate)
         except ExportError as exc:
             first_error = first_error or exc
     raise first_error
@@ -433,13 +439,8 @@ def _first_export(candidates: list, example: tuple, names: tuple[str, ...], axes
 def export_loss_onnx(loss, example: tuple, path: Path, opset: int, meta: dict, what: str) -> Path:
     """The loss graph with a dynamic batch: the first candidate (see loss_candidates) that exports."""
     axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
-    first_error = None
-    for candidate in loss_candidates(loss):
-        try:
-            return export_onnx(candidate, example, path, LOSS_INPUTS, LOSS_OUTPUTS, axes, opset, meta, what)
-        except ExportError as exc:
-            first_error = first_error or exc
-    raise first_error
+    return _first_that_exports(loss_candidates(loss), lambda c: export_onnx(
+        c, example, path, LOSS_INPUTS, LOSS_OUTPUTS, axes, opset, meta, what))
 
 
 def _export_model_onnx(graph, model, task: str, example_x: tuple, path: Path, outputs: tuple[str, ...],

@@ -134,8 +134,10 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
               help="torch.compile the model and the loss; auto compiles on CUDA only (slower on CPU).")
 @click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default="default", show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="bf16 runs the model under autocast; losses stay fp32.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="bf16 runs the model's forward pass under bf16 autocast; weights, checkpoints, exports and "
+              "the loss stay fp32. auto: bf16 where the device runs it natively (CUDA with bf16; CPUs with "
+              "AVX-512 BF16 or AMX), fp32 elsewhere.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: a new folder under artifacts/].")
 @click.option("--force", is_flag=True, help="Overwrite an existing, non-empty --out folder.")

@@ -23,7 +23,7 @@ SCHEDULERS = ("plateau", "cosine", "none")
 COMPILE_CHOICES = ("auto", "on", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _choice(flag: str, value, choices) -> None:
@@ -180,7 +180,7 @@ class TrainConfig(_JsonMixin):
     compile: str = "auto"
     compile_mode: str = "default"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     progress: bool = True
     tensorboard: str | None = None  # event-file folder; "" means RUN_DIR/tensorboard
     mlflow: str | None = None  # tracking URI (http://..., sqlite:///...), local stores made absolute

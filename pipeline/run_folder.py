@@ -7,6 +7,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.checkpoint import BEST, LAST, save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.files import json_object_with, write_json
@@ -14,7 +16,10 @@ from pipeline.report import plot_loss_curve, write_history
 from pipeline.tracking import EVENT_PREFIX, TENSORBOARD_DIR
 
 CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
-RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS)
+CALIBRATION = "calibration.npy"  # a sample of the training series, raw: what `export --quantize int8` calibrates on
+RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS, CALIBRATION)
+CALIBRATION_SERIES = 256
+CALIBRATION_BYTES = 8 << 20  # fewer series when they are long or have many channels
 CONFIG_KEYS = {"pipeline_version", "model_config", "encoding"}  # how a run folder is recognised
 
 
@@ -48,6 +53,18 @@ class RunFolder:
                 path.unlink()  # an earlier run's event files; anything else in the folder stays
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.path / CONFIG, config)
+
+    def save_calibration(self, X: np.ndarray, rows: np.ndarray, seed: int) -> None:
+        """A random sample of the training series `X[rows]` (at most CALIBRATION_SERIES, CALIBRATION_BYTES)."""
+        if not self.writes:
+            return
+        per_series = max(1, X.shape[1] * X.shape[2] * 4)
+        n = max(1, min(CALIBRATION_SERIES, len(rows), CALIBRATION_BYTES // per_series))
+        picked = np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
+        tmp = self.path / f".{CALIBRATION}.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(X[picked], dtype=np.float32))
+        tmp.replace(self.path / CALIBRATION)
 
     def read_config(self) -> dict:
         path = self.path / CONFIG

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline import __version__
-from pipeline import distributed
+from pipeline import distributed, precision
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets, Split, load_datasets
@@ -179,6 +179,7 @@ class Trainer:
             self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
             self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
         self.device = distributed.start(self.ranks, pick_device(train_cfg.device))
+        self.precision = precision.resolve(train_cfg.precision, self.device)
         torch.manual_seed(train_cfg.seed)
         self.model_cfg = replace(model_cfg, in_channels=datasets.channels, length=datasets.length,
                                  n_outputs=enc.n_outputs, normalize=data_cfg.normalize)
@@ -258,7 +259,7 @@ class Trainer:
         if self.use_compile:
             step_model = torch.compile(self.parallel, mode=self.cfg.compile_mode)
             step_loss = torch.compile(self.loss_fn, mode=self.cfg.compile_mode)
-        autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if self.cfg.precision == "bf16"
+        autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if self.precision.used == "bf16"
                     else contextlib.nullcontext)
         bounds = batch_bounds(self.train_src.n, self.batch_size, min_last=2 * self.ranks.world)
         sizes = torch.tensor([e - s for s, e in bounds], dtype=torch.float32, device=self.device)
@@ -282,7 +283,7 @@ class Trainer:
                 torch._dynamo.mark_dynamic(xb, 0)
             with steps.autocast():
                 out = steps.model(xb)
-            loss, _ = steps.loss(out, yb)
+            loss, _ = steps.loss(out.float(), yb)  # the loss in fp32 whatever the forward pass ran in
             self.optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over processes; weighting each mean by its share of the rows makes the
             # update the global batch mean even when shares differ by one row
@@ -302,6 +303,8 @@ class Trainer:
         cfg = self.cfg
         started = time.perf_counter()
         steps = self.step_modules()
+        self.log(f"precision: {self.precision.used} ({self.precision.reason})"
+                 + ("; weights, checkpoints, exports and the loss stay fp32" if self.precision.used == "bf16" else ""))
         from tqdm.auto import tqdm
 
         show_bars = cfg.progress and sys.stderr.isatty()
@@ -407,7 +410,7 @@ class Trainer:
         return {"task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
                 "width": self.model_cfg.width, "lr": self.cfg.lr, "batch_size": self.batch_size,
                 "epochs": self.cfg.epochs, "optimizer": self.cfg.optimizer, "scheduler": self.cfg.scheduler,
-                "seed": self.cfg.seed, "precision": self.cfg.precision, "processes": self.ranks.world}
+                "seed": self.cfg.seed, "precision": self.precision.used, "processes": self.ranks.world}
 
     def _check_finite(self, batch_means: Tensor, start: int, epoch: int) -> None:
         """One sync per CHECK_EVERY steps: the first non-finite mean loss of batches start.. stops training."""
@@ -444,7 +447,7 @@ class Trainer:
             "selected_by": "val_loss" if self.val_src else "train_loss",
             **self.final_metrics(),
             "batch_size": self.batch_size, "device": str(self.device), "processes": self.ranks.world,
-            "compile": compile_info, "train_seconds": round(seconds, 3),
+            "precision": self.precision.to_dict(), "compile": compile_info, "train_seconds": round(seconds, 3),
         }
         self.folder.save_report(metrics, self.history, f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
         return RunResult(self.run_dir, metrics, self.history)
@@ -495,6 +498,7 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
             "python": platform.python_version(), "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
             "train": train_cfg.to_dict(), **trainer.describe(),
         })
+        trainer.folder.save_calibration(datasets.train.X, datasets.train.rows, train_cfg.seed)
         log(f"run folder: {run_dir}")
         where = f"{ranks.world} processes ({trainer.device.type})" if ranks.enabled else str(trainer.device)
         log(f"training {trainer.model_cfg.name} for {datasets.encoding.task} with loss {trainer.loss_name} on "

@@ -21,6 +21,7 @@ from export.exporters import (DEFAULT_OPSET, ExportError, aoti_target, export_ao
                               export_torchscript, quiet, torch_export)
 from export.graphs import as_tuple, loss_candidates, model_graph, torchscript_loss
 from export.layout import conv2d_layout
+from export.quantize import QUANTIZE_CHOICES, quantize_bundle
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
 from pipeline.checkpoint import BEST, load_checkpoint
@@ -33,8 +34,8 @@ from runtime.bundle import file_sha256 as sha256
 from runtime.compare import summary
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, GRAPH_FORMATS, LOSS_INPUTS, LOSS_OUTPUTS,
-                              MANIFEST_FILE, MODEL_INPUT, README_FILE, REQUIRED_KEYS, SCHEMA_FILE, VERIFICATION_FILE,
-                              AotiTarget, DimRange, FileEntry, InputSpec, LengthSpec, LossEntry, Manifest,
+                              MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, GOLDEN_INT8, README_FILE, REQUIRED_KEYS, SCHEMA_FILE, VERIFICATION_FILE,
+                              AotiTarget, DimRange, FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest,
                               Normalization, Source, TensorSpec, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
 
@@ -78,6 +79,9 @@ class ExportConfig:
     atol: float = DEFAULT_ATOL
     rtol: float = DEFAULT_RTOL
     device: str = "cpu"  # what the AOTInductor packages are compiled for
+    quantize: str | None = None  # "int8": also model.int8.onnx (export/quantize.py)
+    calibration_data: str | None = None  # series to calibrate the int8 graph on [default: RUN_DIR/calibration.npy]
+    max_metric_drop: float | None = None  # None: quantize.default_max_drop of the task
 
     def __post_init__(self):
         for name in self.fmt.split(","):
@@ -94,6 +98,15 @@ class ExportConfig:
             raise PipelineError(f"--opset {self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET})")
         if self.atol < 0 or self.rtol < 0:
             raise PipelineError("--atol and --rtol must be >= 0")
+        if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
+            raise PipelineError(f"--quantize '{self.quantize}' is not valid; choose {', '.join(QUANTIZE_CHOICES)}")
+        if self.quantize and "onnx" not in self.formats:
+            raise PipelineError(f"--quantize {self.quantize} quantises the ONNX model graph; add onnx to --format")
+        for flag, value in (("--calibration-data", self.calibration_data), ("--max-metric-drop", self.max_metric_drop)):
+            if value is not None and self.quantize is None:
+                raise PipelineError(f"{flag} applies to the int8 graph only; add --quantize int8")
+        if self.max_metric_drop is not None and not self.max_metric_drop >= 0:
+            raise PipelineError(f"--max-metric-drop must be >= 0; got {self.max_metric_drop:g}")
 
 
     @property
@@ -246,6 +259,15 @@ def tensor_json(t: torch.Tensor) -> dict:
     return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "data": t.reshape(-1).tolist()}
 
 
+def _golden_onnx(path: Path, golden_model: dict, output_names) -> dict:
+    """An ONNX graph's own outputs on the golden model input (the int8 graph: golden.json model_int8)."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {n: np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"]) for n, v in golden_model["inputs"].items()}
+    outputs = session.run(None, feeds)
+    return {"inputs": golden_model["inputs"],
+            "outputs": {n: tensor_json(torch.from_numpy(o)) for n, o in zip(output_names, outputs)}}
+
+
 def _golden(graph, cases: list[Case], input_names, output_names) -> dict:
     case = next(c for c in cases if c.inputs[0].shape[0] == GOLDEN_BATCH)
     with torch.inference_mode():
@@ -271,7 +293,7 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     try:
         source = {"run_dir": str(run_dir.resolve()), "checkpoint": BEST,
                   "checkpoint_sha256": sha256(run_dir / BEST)}  # so `pipeline verify` can rebuild eager
-        manifest, rows = _write_bundle(tmp, state, cfg, model, loss, task, config, source, log)
+        manifest, rows = _write_bundle(tmp, state, cfg, model, loss, task, config, source, log, run_dir)
         _swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -327,7 +349,7 @@ def recover(out: Path) -> bool:
 
 
 def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,
-                  source: dict, log=print) -> tuple[Manifest, list[dict]]:
+                  source: dict, log=print, run_dir: Path | None = None) -> tuple[Manifest, list[dict]]:
     """Export and verify every graph into `tmp` and write the bundle's files; (manifest, verification rows)."""
     spec = TASKS[task]
     graph = model_graph(model, task)
@@ -379,10 +401,14 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
     golden = {"model": _golden(graph, model_grid, (MODEL_INPUT,), outputs),
               "loss": _golden(loss, loss_grid, LOSS_INPUTS, LOSS_OUTPUTS),
               "atol": config.atol, "rtol": config.rtol}
+    int8 = None
+    if config.quantize == "int8":
+        int8 = quantize_bundle(tmp, run_dir, cfg, task, config.calibration_data, config.max_metric_drop, log)
+        golden[GOLDEN_INT8] = _golden_onnx(tmp / MODEL_INT8, golden["model"], outputs)
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
     (tmp / README_FILE).write_text(_readme(state, cfg, task, want))
     (tmp / SCHEMA_FILE).write_text(schema_text())
-    manifest = _manifest(tmp, state, cfg, task, config, methods, verification, source, layout, exported)
+    manifest = _manifest(tmp, state, cfg, task, config, methods, verification, source, layout, exported, int8)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return manifest, rows
 
@@ -478,7 +504,7 @@ def _target_spec(task: str, k: int) -> TensorSpec:
 
 def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: ExportConfig, methods: dict,
               verification: Verification, source: dict, layout: str | None,
-              exported: TorchExport | None = None) -> Manifest:
+              exported: TorchExport | None = None, int8: Int8 | None = None) -> Manifest:
     files = {p.name: FileEntry(sha256(p), p.stat().st_size) for p in sorted(tmp.iterdir())}
     length = LengthSpec(fixed=cfg.length) if cfg.fixed_length else LengthSpec(min=1, max=None, trained=cfg.length)
     return Manifest(
@@ -497,7 +523,7 @@ def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: Expor
         files=files, verification=verification, source=Source(**source),
         # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
         # them out of a .csv laid out the same way, as train and evaluate do
-        csv_labels=state.get("csv_labels") or None, onnx_layout=layout, torch_export=exported)
+        csv_labels=state.get("csv_labels") or None, onnx_layout=layout, torch_export=exported, int8=int8)
 
 
 def _readme(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...]) -> str:

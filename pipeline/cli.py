@@ -308,8 +308,19 @@ def _summarise(result) -> None:
               "signature and input example from the bundle), into the run's MLflow run when it was trained with "
               "--mlflow on the same store.")
 @click.option("--register", default=None, metavar="NAME", help="Register the MLflow model under NAME (new version).")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also write model.int8.onnx: onnxruntime static INT8 (QDQ, per-channel weights), calibrated on "
+              "the run's calibration.npy; both graphs are measured on the run's test (else validation) data and "
+              "the export fails when the main metric drops more than --max-metric-drop.")
+@click.option("--calibration-data", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Series to calibrate the int8 graph on (any data file; labels not needed) [default: RUN_DIR/"
+              "calibration.npy, a sample of the training series].")
+@click.option("--max-metric-drop", type=float, default=None,
+              help="Largest drop of the main metric allowed for the int8 graph [default: 1 point of accuracy "
+              "(micro-F1 for multilabel); 2 percent of RMSE (MAE for counts)].")
 @user_errors
-def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, register):
+def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, register, quantize,
+                   calibration_data, max_metric_drop):
     """Export a run's model and loss graphs, verified against eager PyTorch, as a bundle.
 
     Fails (exit 1, nothing written) when any exported output differs from eager beyond the
@@ -321,14 +332,18 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
       pipeline export RUN_DIR --format onnx --opset 18 --out my_bundle --force
       pipeline export RUN_DIR --format onnx,pt2,aoti --out cpp_bundle   # + torch.export and AOTInductor (C++)
       pipeline export RUN_DIR --format aoti --device cuda --out cuda_bundle
+      pipeline export RUN_DIR --quantize int8      # + model.int8.onnx (runtime: --precision int8)
       pipeline export artifacts/demo --format aoti --out artifacts/demo/aoti
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
     """
     from export.bundle import ExportConfig, export_run
     from export.exporters import ExportError
+    from export.quantize import MetricDropError
     from export.verify import VerificationError
 
-    config = ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol, device=device)
+    config = ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol, device=device, quantize=quantize,
+                          calibration_data=None if calibration_data is None else str(calibration_data),
+                          max_metric_drop=max_metric_drop)
     if mlflow is not None or register is not None:  # the store is checked before minutes of export
         from export.mlflow_model import check_target
 
@@ -339,7 +354,7 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
 
     try:
         bundle = export_run(run_dir, config, out=out, force=force, log=click.echo)
-    except (VerificationError, ExportError) as exc:
+    except (VerificationError, ExportError, MetricDropError) as exc:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None
     click.echo(f"wrote {bundle}")
@@ -356,6 +371,9 @@ def _scoring_options(target_help: str):
 
 
 def _with_scoring_options(fn, target_help: str):
+    fn = click.option("--precision", type=click.Choice(["fp32", "int8", "auto"]), default="fp32", show_default=True,
+                      help="Model graph: fp32 (model.onnx), int8 (model.int8.onnx, from export --quantize int8), "
+                      "auto (int8 when the bundle has it).")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,
                       help="onnxruntime intra-op threads [default: onnxruntime's choice].")(fn)
     fn = click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -375,7 +393,7 @@ def _with_scoring_options(fn, target_help: str):
               "named output) [default: CSV on standard output].")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @user_errors
-def predict(bundle, data, target_column, pad, batch_size, threads, out, force):
+def predict(bundle, data, target_column, pad, batch_size, threads, precision, out, force):
     """Predict every series in a file with an exported bundle (onnxruntime; torch not needed).
 
     \b
@@ -383,11 +401,12 @@ def predict(bundle, data, target_column, pad, batch_size, threads, out, force):
       pipeline predict artifacts/demo/bundle --data new.npy --out preds.csv
       pipeline predict BUNDLE --data GunPoint_TEST.ts --out preds.jsonl
       pipeline predict BUNDLE --data readings.csv --target-column label > preds.csv
+      pipeline predict BUNDLE --data new.npy --precision int8 --out preds.csv
     """
     from pipeline.scoring import predict_file
 
     predict_file(bundle, data, out, target_column=target_column, pad=pad, batch_size=batch_size,
-                 threads=threads, force=force, log=lambda m: click.echo(m, err=True))
+                 threads=threads, force=force, log=lambda m: click.echo(m, err=True), precision=precision)
 
 
 @main.command()
@@ -395,26 +414,27 @@ def predict(bundle, data, target_column, pad, batch_size, threads, out, force):
                   "where the file has it, else the last column].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @user_errors
-def evaluate(bundle, data, target_column, pad, batch_size, threads, as_json):
+def evaluate(bundle, data, target_column, pad, batch_size, threads, precision, as_json):
     """Loss and metrics of an exported bundle on a labelled file, as the trainer reports them.
 
     \b
     Examples:
       pipeline evaluate artifacts/demo/bundle --data test.ts
       pipeline evaluate BUNDLE --data test.npz --json
+      pipeline evaluate BUNDLE --data test.npz --precision int8
     """
     import json
 
     from pipeline.scoring import evaluate_file
 
     result = evaluate_file(bundle, data, target_column=target_column, pad=pad, batch_size=batch_size,
-                           threads=threads, log=lambda m: click.echo(m, err=True))
+                           threads=threads, log=lambda m: click.echo(m, err=True), precision=precision)
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"{result['data']}: {result['series']} series, task {result['task']}")
+    click.echo(f"{result['data']}: {result['series']} series, task {result['task']}, {result['precision']} model graph")
     for key, value in result.items():
-        if key not in ("data", "series", "task"):
+        if key not in ("data", "series", "task", "precision"):
             click.echo(f"  {key:<16} {'n/a' if value is None else f'{value:.6g}'}")
 
 

@@ -15,16 +15,20 @@ import runtime.bundle
 from pipeline.data.readers import SeriesData, peek_csv_header, read_series
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from pipeline.files import check_output_file, write_atomic
-from runtime.golden import check_golden
-from runtime.manifest import MODEL_ONNX
+from runtime.golden import check_golden, int8_rows, read_golden
+from runtime.manifest import MODEL_INT8, MODEL_ONNX
 from runtime.outputs import OUT_SUFFIXES, prediction_table, write_predictions, write_rows
 
 
-def open_bundle(path: Path, threads: int | None = None, check: bool = True) -> runtime.Bundle:
+def open_bundle(path: Path, threads: int | None = None, check: bool = True, precision: str = "fp32",
+                log=None) -> runtime.Bundle:
     try:
-        return runtime.load(path, threads=threads, check=check)
+        bundle = runtime.load(path, threads=threads, check=check, precision=precision)
     except runtime.BundleError as exc:
         raise PipelineError(str(exc)) from None
+    if log is not None and precision != "fp32":
+        log(f"model graph: {MODEL_INT8 if bundle.precision == 'int8' else MODEL_ONNX} ({bundle.precision})")
+    return bundle
 
 
 def _length_note(bundle: runtime.Bundle, data: SeriesData) -> str | None:
@@ -56,13 +60,13 @@ def training_label_columns(bundle: runtime.Bundle, data: Path, log) -> str | Non
 
 def predict_file(bundle_dir: Path, data: Path, out: Path | None, target_column: str | None = None,
                  pad: bool = False, batch_size: int | None = None, threads: int | None = None,
-                 force: bool = False, log=print) -> int:
+                 force: bool = False, log=print, precision: str = "fp32") -> int:
     """Predict every series of `data`; write `out` atomically (.csv/.jsonl/.npy/.npz) or CSV to stdout."""
     suffix = out.suffix.lower() if out is not None else ".csv"
     if suffix not in OUT_SUFFIXES:
         raise PipelineError(f"--out {out}: unsupported type '{suffix}'; use one of {', '.join(OUT_SUFFIXES)}")
     check_output_file(out, force)
-    bundle = open_bundle(bundle_dir, threads)
+    bundle = open_bundle(bundle_dir, threads, precision=precision, log=log)
     if target_column is None:
         target_column = training_label_columns(bundle, Path(data), log)
     elif target_column.strip().lower() == "none":  # every column is a series value
@@ -85,9 +89,10 @@ def predict_file(bundle_dir: Path, data: Path, out: Path | None, target_column: 
 
 
 def evaluate_file(bundle_dir: Path, data: Path, target_column: str | None = None, pad: bool = False,
-                  batch_size: int | None = None, threads: int | None = None, log=print) -> dict:
+                  batch_size: int | None = None, threads: int | None = None, log=print,
+                  precision: str = "fp32") -> dict:
     """Loss and task metrics of the bundle on a labelled file, as the trainer reports them."""
-    bundle = open_bundle(bundle_dir, threads)
+    bundle = open_bundle(bundle_dir, threads, precision=precision, log=log)
     if target_column is None:
         target_column = training_label_columns(bundle, Path(data), log)
     series = read_series(data, target_column, pad=pad, labels=True)
@@ -96,7 +101,7 @@ def evaluate_file(bundle_dir: Path, data: Path, target_column: str | None = None
                                   y_name=f"{series.source}: {series.label_field}", lines=series.lines)
     except runtime.InputError as exc:
         raise PipelineError(str(exc)) from None
-    return {"data": str(data), "series": series.n, "task": bundle.task, **metrics}
+    return {"data": str(data), "series": series.n, "task": bundle.task, "precision": bundle.precision, **metrics}
 
 
 @dataclass
@@ -122,6 +127,9 @@ def verify_bundle(bundle_dir: Path, run_dir: Path | None = None, atol: float | N
     has_onnx = manifest.has(MODEL_ONNX)
     # every file's sha256 was checked just above: the sessions open without hashing them again
     golden = check_golden(open_bundle(bundle_dir, threads, check=False), atol, rtol) if has_onnx else []
+    if manifest.int8 is not None:  # the int8 graph against its own golden outputs
+        int8 = open_bundle(bundle_dir, threads, check=False, precision="int8").model_session
+        golden += int8_rows(read_golden(Path(bundle_dir)), manifest.int8, lambda feeds: int8.run(None, feeds))
     atol = manifest.verification.atol if atol is None else atol
     rtol = manifest.verification.rtol if rtol is None else rtol
     try:

@@ -12,7 +12,9 @@ import onnxruntime as ort
 from runtime.errors import BundleError, InputError, IntegrityError
 from runtime.inputs import SeriesSpec, batch_rows, batches, plural
 from runtime.errors import input_error
-from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_ONNX, Manifest
+from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, MODEL_ONNX, Manifest
+
+PRECISIONS = ("fp32", "int8", "auto")  # which model graph runs; auto: int8 when the bundle has one
 from runtime.tasks import TASKS
 
 
@@ -75,8 +77,9 @@ class Bundle:
     """An exported model and loss, checked and ready to run (use `runtime.load`)."""
 
     def __init__(self, path: Path, manifest: Manifest, model: ort.InferenceSession,
-                 loss: ort.InferenceSession | None):
+                 loss: ort.InferenceSession | None, precision: str = "fp32"):
         self.path, self.manifest = path, manifest
+        self.precision = precision  # the model graph that runs: fp32 (model.onnx) or int8 (model.int8.onnx)
         self.task: str = manifest.task
         self.spec = TASKS[manifest.task]
         self.outputs: list[str] = list(manifest.outputs)
@@ -86,7 +89,7 @@ class Bundle:
         self.model_session, self.loss_session = model, loss
 
     def __repr__(self) -> str:
-        return f"Bundle({str(self.path)!r}, task={self.task!r}, outputs={self.outputs})"
+        return f"Bundle({str(self.path)!r}, task={self.task!r}, outputs={self.outputs}, precision={self.precision!r})"
 
     def predict(self, x, batch_size: int | None = None, name: str = "x",
                 lines: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -148,22 +151,37 @@ class Bundle:
         return np.asarray(self.classes, dtype=object)[np.asarray(index, dtype=np.int64)]
 
 
+def model_file(manifest: Manifest, path: Path, precision: str) -> tuple[str, str]:
+    """(file name, precision) of the model graph that `precision` picks in the bundle at `path`."""
+    if precision not in PRECISIONS:
+        raise BundleError(f"precision '{precision}' is not valid; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and not manifest.has(MODEL_INT8):
+        raise BundleError(f"{path}: has no {MODEL_INT8}; re-export with `pipeline export RUN_DIR --quantize int8`, "
+                          "or run it in fp32")
+    if precision == "int8" or (precision == "auto" and manifest.has(MODEL_INT8)):
+        return MODEL_INT8, "int8"
+    return MODEL_ONNX, "fp32"
+
+
 def load(bundle_dir: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None,
-         check: bool = True) -> Bundle:
-    """Open a bundle: check its format version and every file's sha256, then start onnxruntime sessions."""
+         check: bool = True, precision: str = "fp32") -> Bundle:
+    """Open a bundle: check its format version and every file's sha256, then start onnxruntime sessions.
+    `precision` picks the model graph: fp32 (model.onnx), int8 (model.int8.onnx, from export --quantize int8),
+    or auto (int8 when the bundle has it)."""
     path = Path(bundle_dir)
     manifest = Manifest.read(path)
+    name, precision = model_file(manifest, path, precision)
     if check:
         check_files(path, manifest)
     if not manifest.has(MODEL_ONNX):
         raise BundleError(f"{path}: has no {MODEL_ONNX} (its --format left out onnx); the runtime runs ONNX "
                           "graphs, so re-export with --format onnx, all, or a list with onnx such as onnx,aoti")
     options = session_options(threads)
-    model = _open(path / MODEL_ONNX, options, providers)
-    _check_io(model, path / MODEL_ONNX, [(MODEL_INPUT, manifest.input.dtype)], manifest.outputs)
+    model = _open(path / name, options, providers)
+    _check_io(model, path / name, [(MODEL_INPUT, manifest.input.dtype)], manifest.outputs)
     loss = None
     if manifest.has(LOSS_ONNX):
         loss = _open(path / LOSS_ONNX, options, providers)
         spec = manifest.loss
         _check_io(loss, path / LOSS_ONNX, [(i.name, i.dtype) for i in spec.inputs], spec.outputs)
-    return Bundle(path, manifest, model, loss)
+    return Bundle(path, manifest, model, loss, precision)

@@ -11,7 +11,7 @@ import numpy as np
 from runtime.bundle import Bundle
 from runtime.compare import compare
 from runtime.errors import BundleError
-from runtime.manifest import GOLDEN_FILE
+from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8, MODEL_INT8
 
 
 def _array(entry: dict) -> np.ndarray:
@@ -45,10 +45,25 @@ def golden_rows(golden: dict, graph: str, engine: str, run: Callable[[dict[str, 
 
 
 def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None = None) -> list[dict]:
-    """One row per graph output: max abs/rel difference against the golden outputs, and any problem."""
+    """One row per graph output: max abs/rel difference against the golden outputs, and any problem.
+    An int8 model graph is held to its own golden outputs, at the tolerance its manifest entry gives."""
     golden = read_golden(bundle.path)
     rows = []
     for graph, session in {"model": bundle.model_session, "loss": bundle.loss_session}.items():
-        if session is not None:
-            rows += golden_rows(golden, graph, "onnxruntime", lambda feeds, s=session: s.run(None, feeds), atol, rtol)
+        if session is None:
+            continue
+        run = lambda feeds, s=session: s.run(None, feeds)  # noqa: E731
+        if graph == "model" and bundle.precision == "int8":
+            rows += int8_rows(golden, bundle.manifest.int8, run)
+        else:
+            rows += golden_rows(golden, graph, "onnxruntime", run, atol, rtol)
     return rows
+
+
+def int8_rows(golden: dict, entry, run: Callable[[dict[str, np.ndarray]], list]) -> list[dict]:
+    """The int8 graph (run) against its own golden outputs; rows name the graph 'model (int8)'."""
+    if GOLDEN_INT8 not in golden:
+        raise BundleError(f"{GOLDEN_FILE}: has no {GOLDEN_INT8} outputs for {MODEL_INT8}; re-export the bundle")
+    rows = golden_rows({**golden, "model": golden[GOLDEN_INT8]}, "model", "onnxruntime", run, entry.golden_atol,
+                       entry.golden_rtol)
+    return [{**r, "graph": "int8"} for r in rows]

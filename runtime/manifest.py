@@ -37,6 +37,8 @@ GRAPH_FILES = {("model", "onnx"): "model.onnx", ("loss", "onnx"): "loss.onnx",
                ("model", "aoti"): "model.aoti.pt2", ("loss", "aoti"): "loss.aoti.pt2"}
 GRAPH_FORMATS = ("onnx", "torchscript", "pt2", "aoti")
 MODEL_ONNX, LOSS_ONNX = GRAPH_FILES["model", "onnx"], GRAPH_FILES["loss", "onnx"]
+MODEL_INT8 = "model.int8.onnx"  # export --quantize int8
+GOLDEN_INT8 = "model_int8"  # golden.json: the int8 graph's own outputs on the golden model input
 MODEL_INPUT = "x"
 LOSS_INPUTS = ("prediction", "target")
 LOSS_OUTPUTS = ("loss", "per_sample_loss")
@@ -144,6 +146,27 @@ class TorchExport:
 
 
 @dataclass(frozen=True)
+class Int8:
+    """model.int8.onnx: onnxruntime static quantisation of the model graph, and what it cost in accuracy."""
+
+    file: str
+    method: str  # how it was quantised (format, weight and activation types, calibration)
+    calibration: str  # the series it was calibrated on
+    calibration_series: int
+    evaluated_on: str  # the labelled series both graphs were measured on
+    evaluated_series: int
+    metric: str  # the task's main metric (runtime.tasks)
+    fp32: float
+    int8: float
+    drop: float  # in drop_unit: points of the metric, or percent of the fp32 error
+    drop_unit: Literal["points", "percent"]
+    max_drop: float  # export refuses a larger drop (--max-metric-drop)
+    label_agreement: float | None  # share of series whose predicted label(s) are the same; null for regression
+    golden_atol: float  # the int8 graph's own golden outputs (golden.json model_int8) are checked to these
+    golden_rtol: float
+
+
+@dataclass(frozen=True)
 class Source:
     """The run and checkpoint the bundle was exported from, so `pipeline verify` can rebuild eager."""
 
@@ -175,6 +198,7 @@ class Manifest:
     csv_labels: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
     onnx_layout: Literal["conv2d", "conv1d"] | None = field(default=None, metadata=OMIT_NONE)
     torch_export: TorchExport | None = field(default=None, metadata=OMIT_NONE)
+    int8: Int8 | None = field(default=None, metadata=OMIT_NONE)
 
     @property
     def n_outputs(self) -> int:

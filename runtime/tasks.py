@@ -53,6 +53,10 @@ class Task:
     decision: str | None = None  # how raw scores become labels: 'argmax' or 'threshold' (score > 0)
     main_output: str = ""  # what a .npy of predictions holds
     values: str | None = None  # a rule on each target value: '0/1' or 'count' (non-negative integers)
+    # the metric a cheaper graph (INT8) is held to: an error (lower is better; its drop is a relative
+    # increase in percent) or a score in 0..1 (its drop is in points)
+    main_metric: str = "accuracy"
+    main_metric_is_error: bool = False
 
     # --- names ---------------------------------------------------------------------------------------
     @property
@@ -210,7 +214,7 @@ TASKS: dict[str, Task] = {
                 LossSpec("smooth_l1", ("beta",), summary="Smooth-L1 loss, quadratic below --beta")),
         outputs=("prediction",), scores="identity", target_rule="real numbers, one column per target",
         target_meaning="values", metric_fn=m.regression_metrics, metrics=("mae", "rmse", "r2"),
-        main_output="prediction"),
+        main_output="prediction", main_metric="rmse", main_metric_is_error=True),
     "binary": Task(
         name="binary",
         losses=(LossSpec("bce_with_logits", ("pos_weight",), summary="sigmoid + binary cross-entropy, fused"),
@@ -235,12 +239,13 @@ TASKS: dict[str, Task] = {
                 LossSpec("multilabel_soft_margin", summary="multi-label soft margin loss")),
         outputs=("logits", "probabilities"), scores="sigmoid", target_rule="a 0/1 matrix with one column per label",
         target_meaning="0/1 per label", metric_fn=m.multilabel_metrics, metrics=("micro_f1", "macro_f1"),
-        decision="threshold", main_output="probabilities", values="0/1"),
+        decision="threshold", main_output="probabilities", values="0/1", main_metric="micro_f1"),
     "count": Task(
         name="count",
         losses=(LossSpec("poisson_nll", summary="Poisson negative log-likelihood of the log-rate"),),
         outputs=("log_rate", "rate"), scores="exp", target_rule="non-negative integers", target_meaning="counts",
-        metric_fn=m.count_metrics, metrics=("mae", "poisson_deviance"), main_output="rate", values="count"),
+        metric_fn=m.count_metrics, metrics=("mae", "poisson_deviance"), main_output="rate", values="count",
+        main_metric="mae", main_metric_is_error=True),
 }
 
 TASK_NAMES = tuple(TASKS)

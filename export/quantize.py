@@ -1,0 +1,208 @@
+"""model.int8.onnx: onnxruntime's static quantisation of the verified fp32 model graph, measured before
+it is kept.
+
+QDQ format, int8 weights per output channel, uint8 activations per tensor (the u8s8 kernels VNNI CPUs
+run), calibrated by min/max on a sample of the run's training series (RUN_DIR/calibration.npy, or
+--calibration-data). Static rather than dynamic quantisation: onnxruntime's dynamic quantisation of
+convolutions is slower than fp32 (onnxruntime issue 12854). The quantised graph keeps the fp32 graph's
+layout (conv2d where the export picked it), its normalisation and its named outputs.
+
+An int8 graph cannot match eager PyTorch to 1e-5, so it is held to what matters instead: the task's main
+metric on the run's labelled held-out data (test, else validation, else training series), against the
+fp32 graph on the same series. Export fails, with nothing written, when the drop is larger than
+--max-metric-drop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline.config import DataConfig, ModelConfig
+from pipeline.errors import DataError, PipelineError
+from pipeline.run_folder import CALIBRATION, CALIBRATION_SERIES, CONFIG
+from runtime.inputs import plural
+from runtime.manifest import MODEL_INPUT, MODEL_INT8, Int8
+from runtime.tasks import TASKS, Task
+
+QUANTIZE_CHOICES = ("int8",)
+METHOD = "onnxruntime static quantisation, QDQ; int8 weights per channel, uint8 activations per tensor (min/max)"
+CALIBRATION_BATCH = 32
+EVAL_BATCH = 256
+# The int8 graph on another CPU may round an activation to the next step; its golden outputs are checked
+# to a tolerance of that order, not the fp32 graph's 1e-5.
+GOLDEN_ATOL, GOLDEN_RTOL = 1e-2, 1e-2
+
+
+class MetricDropError(Exception):
+    """The int8 graph loses more of the main metric than --max-metric-drop allows (export exits 1)."""
+
+
+def default_max_drop(task: Task) -> float:
+    """1 point of a score (accuracy, F1), or 2 percent of an error (RMSE, MAE)."""
+    return 2.0 if task.main_metric_is_error else 1.0
+
+
+def drop_unit(task: Task) -> str:
+    return "percent" if task.main_metric_is_error else "points"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Both graphs on the same labelled series."""
+
+    where: str
+    series: int
+    fp32: float
+    int8: float
+    agreement: float | None
+
+    def drop(self, task: Task) -> float:
+        if task.main_metric_is_error:
+            return 100.0 * (self.int8 - self.fp32) / self.fp32 if self.fp32 > 0 else (0.0 if self.int8 <= 0
+                                                                                      else float("inf"))
+        return 100.0 * (self.fp32 - self.int8)
+
+
+def calibration_series(run_dir: Path, cfg: ModelConfig, data_file: str | None, seed: int) -> tuple[np.ndarray, str]:
+    """The series to calibrate on, and where they came from (said in the manifest)."""
+    if data_file is None:
+        path = Path(run_dir) / CALIBRATION
+        if not path.is_file():
+            raise PipelineError(f"{run_dir} has no {CALIBRATION} (runs trained before pipeline 0.1 lack it); pass "
+                                "--calibration-data FILE with series like the training data")
+        return np.load(path, allow_pickle=False), f"{CALIBRATION} of the run (a random sample of its training series)"
+    from pipeline.data.readers import read_series
+
+    data = read_series(data_file, labels=False)
+    X = data.X
+    problems = []
+    if X.shape[1] != cfg.in_channels:
+        problems.append(f"{data_file}: series have {plural(X.shape[1], 'channel')}; the model takes "
+                        f"{cfg.in_channels}")
+    if cfg.fixed_length and X.shape[2] != cfg.length:
+        problems.append(f"{data_file}: series have length {X.shape[2]}; --model {cfg.name} takes length {cfg.length}")
+    if not np.isfinite(X).all():
+        problems.append(f"{data_file}: holds NaN or Inf; calibration series must be finite")
+    if problems:
+        raise DataError([f"--calibration-data {p}" for p in problems])
+    n = min(CALIBRATION_SERIES, data.n)
+    rows = np.sort(np.random.default_rng(seed).choice(data.n, n, replace=False))
+    return np.ascontiguousarray(X[rows], dtype=np.float32), f"--calibration-data {data_file}"
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol: one feed dict per call, None at the end."""
+
+    def __init__(self, X: np.ndarray):
+        self._feeds = iter([{MODEL_INPUT: X[i:i + CALIBRATION_BATCH]} for i in range(0, len(X), CALIBRATION_BATCH)])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def quantize_model(fp32_path: Path, out: Path, X: np.ndarray) -> Path:
+    """Write the int8 graph of `fp32_path` to `out`, calibrated on the series X (N, C, L)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = out.with_name(f".{out.name}.prepared")
+    quiet = logging.getLogger("onnxruntime.quantization")  # per-node notes; our log says what happened
+    level, root_level = quiet.level, logging.getLogger().level
+    quiet.setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        quant_pre_process(str(fp32_path), str(prepared))
+        quantize_static(str(prepared), str(out), _Reader(np.ascontiguousarray(X, dtype=np.float32)),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+    finally:
+        prepared.unlink(missing_ok=True)
+        quiet.setLevel(level)
+        logging.getLogger().setLevel(root_level)
+    return out
+
+
+def labelled_series(run_dir: Path, saved: dict):
+    """The run's labelled held-out series as (X (N_file, C, L), rows, targets, description)."""
+    from pipeline.data.load import load_datasets
+    from pipeline.data.prepare import LabelEncoding
+
+    data_cfg = DataConfig.from_dict(saved["data"])
+    try:
+        datasets = load_datasets(data_cfg, saved["model_config"]["name"], saved["train"]["seed"],
+                                 LabelEncoding.from_dict(saved["encoding"]))
+    except DataError as exc:
+        raise PipelineError(f"--quantize int8 measures the int8 graph on the run's data, which cannot be read "
+                            f"now: {exc}") from None
+    val_note = "" if datasets.val is None or "validation split" in datasets.val.source else " (validation data)"
+    for split, note in ((datasets.test, " (test data)"), (datasets.val, val_note),
+                        (datasets.train, " (training data: the run has no test or validation data)")):
+        if split is not None and len(split):
+            return split.X, split.rows, split.targets, f"{split.source}{note}"
+    raise PipelineError(f"{run_dir}: no labelled series to measure the int8 graph on")
+
+
+def _raw_scores(session: ort.InferenceSession, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    parts = [session.run(None, {MODEL_INPUT: np.ascontiguousarray(X[rows[i:i + EVAL_BATCH]], dtype=np.float32)})[0]
+             for i in range(0, len(rows), EVAL_BATCH)]
+    return np.concatenate(parts)
+
+
+def decisions(task: Task, raw: np.ndarray) -> np.ndarray | None:
+    """Each series' predicted label(s) from raw scores, or None for tasks without labels."""
+    if task.decision == "argmax":
+        return raw.argmax(axis=1)[:, None]
+    if task.decision == "threshold":
+        return raw > 0
+    return None
+
+
+def measure(task: Task, fp32: Path, int8: Path, X: np.ndarray, rows: np.ndarray, targets: np.ndarray,
+            where: str, threads: int | None = None) -> Measured:
+    """The task's main metric of both graphs on X[rows], and how often their labels agree."""
+    from runtime.bundle import session_options
+
+    options = session_options(threads)
+    scores = [_raw_scores(ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]), X, rows)
+              for p in (fp32, int8)]
+    metric = [task.compute_metrics(s, targets)[task.main_metric] for s in scores]
+    labels = [decisions(task, s) for s in scores]
+    agreement = None if labels[0] is None else float((labels[0] == labels[1]).all(axis=1).mean())
+    return Measured(where, len(rows), float(metric[0]), float(metric[1]), agreement)
+
+
+def quantize_bundle(tmp: Path, run_dir: Path, cfg: ModelConfig, task_name: str, calibration_data: str | None,
+                    max_drop: float | None, log=print) -> Int8:
+    """Quantise tmp/model.onnx into tmp/model.int8.onnx and measure it; PipelineError when it costs too much."""
+    import json
+
+    task = TASKS[task_name]
+    saved = json.loads((Path(run_dir) / CONFIG).read_text())
+    X_cal, cal_source = calibration_series(run_dir, cfg, calibration_data, saved["train"]["seed"])
+    limit = default_max_drop(task) if max_drop is None else max_drop
+    X, rows, targets, where = labelled_series(run_dir, saved)
+    log(f"quantising the model graph to int8 ({len(X_cal)} series to calibrate on); measuring both graphs on "
+        f"{len(rows)} series of {where}")
+    fp32_path, int8_path = tmp / "model.onnx", tmp / MODEL_INT8
+    quantize_model(fp32_path, int8_path, X_cal)
+    m = measure(task, fp32_path, int8_path, X, rows, targets, where)
+    drop, unit = m.drop(task), drop_unit(task)
+    said = (f"{task.main_metric} {m.fp32:.4g} (fp32) -> {m.int8:.4g} (int8) on {m.series} series of "
+            f"{where}: {'+' if drop > 0 and unit == 'percent' else ''}{drop:.2f} "
+            f"{'% of the error' if unit == 'percent' else 'points'}"
+            + ("" if m.agreement is None else f", labels agree on {100 * m.agreement:.1f}% of series"))
+    if not drop <= limit:
+        raise MetricDropError(f"--quantize int8: {said}, more than --max-metric-drop {limit:g}; nothing was written. "
+                            "Calibrate on other series (--calibration-data FILE), allow more (--max-metric-drop), "
+                            "or export without --quantize")
+    log(f"int8: {said} (limit {limit:g})")
+    return Int8(file=MODEL_INT8, method=METHOD, calibration=cal_source, calibration_series=len(X_cal),
+                evaluated_on=where, evaluated_series=m.series, metric=task.main_metric, fp32=m.fp32, int8=m.int8,
+                drop=round(drop, 6), drop_unit=unit, max_drop=limit, label_agreement=m.agreement,
+                golden_atol=GOLDEN_ATOL, golden_rtol=GOLDEN_RTOL)

@@ -21,7 +21,7 @@ from export.exporters import (DEFAULT_OPSET, ExportError, aoti_target, export_ao
                               export_torchscript, quiet, torch_export)
 from export.graphs import as_tuple, loss_candidates, model_graph, torchscript_loss
 from export.layout import conv2d_layout
-from export.quantize import QUANTIZE_CHOICES, quantize_bundle
+from export.quantize import QUANTIZE_CHOICES, Int8Inputs, int8_inputs, quantize_bundle
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
 from pipeline.checkpoint import BEST, load_checkpoint
@@ -286,6 +286,7 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     check_bundle_target(out, run_dir, force)
     state, cfg, model, loss = rebuild(run_dir)
     task = state["encoding"]["task"]
+    int8 = int8_inputs(run_dir, cfg, config.calibration_data) if config.quantize == "int8" else None
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent))
@@ -293,7 +294,7 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     try:
         source = {"run_dir": str(run_dir.resolve()), "checkpoint": BEST,
                   "checkpoint_sha256": sha256(run_dir / BEST)}  # so `pipeline verify` can rebuild eager
-        manifest, rows = _write_bundle(tmp, state, cfg, model, loss, task, config, source, log, run_dir)
+        manifest, rows = _write_bundle(tmp, state, cfg, model, loss, task, config, source, log, int8)
         _swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -349,7 +350,7 @@ def recover(out: Path) -> bool:
 
 
 def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,
-                  source: dict, log=print, run_dir: Path | None = None) -> tuple[Manifest, list[dict]]:
+                  source: dict, log=print, int8_data: Int8Inputs | None = None) -> tuple[Manifest, list[dict]]:
     """Export and verify every graph into `tmp` and write the bundle's files; (manifest, verification rows)."""
     spec = TASKS[task]
     graph = model_graph(model, task)
@@ -402,8 +403,8 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
               "loss": _golden(loss, loss_grid, LOSS_INPUTS, LOSS_OUTPUTS),
               "atol": config.atol, "rtol": config.rtol}
     int8 = None
-    if config.quantize == "int8":
-        int8 = quantize_bundle(tmp, run_dir, cfg, task, config.calibration_data, config.max_metric_drop, log)
+    if int8_data is not None:
+        int8 = quantize_bundle(tmp, int8_data, task, config.max_metric_drop, log)
         golden[GOLDEN_INT8] = _golden_onnx(tmp / MODEL_INT8, golden["model"], outputs)
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
     (tmp / README_FILE).write_text(_readme(state, cfg, task, want))

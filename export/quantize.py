@@ -15,6 +15,7 @@ fp32 graph on the same series. Export fails, with nothing written, when the drop
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,7 @@ def calibration_series(run_dir: Path, cfg: ModelConfig, data_file: str | None, s
     if data_file is None:
         path = Path(run_dir) / CALIBRATION
         if not path.is_file():
-            raise PipelineError(f"{run_dir} has no {CALIBRATION} (runs trained before pipeline 0.1 lack it); pass "
+            raise PipelineError(f"{run_dir} has no {CALIBRATION} (runs trained before export --quantize existed lack it); pass "
                                 "--calibration-data FILE with series like the training data")
         return np.load(path, allow_pickle=False), f"{CALIBRATION} of the run (a random sample of its training series)"
     from pipeline.data.readers import read_series
@@ -140,11 +141,13 @@ def labelled_series(run_dir: Path, saved: dict):
     except DataError as exc:
         raise PipelineError(f"--quantize int8 measures the int8 graph on the run's data, which cannot be read "
                             f"now: {exc}") from None
-    val_note = "" if datasets.val is None or "validation split" in datasets.val.source else " (validation data)"
-    for split, note in ((datasets.test, " (test data)"), (datasets.val, val_note),
-                        (datasets.train, " (training data: the run has no test or validation data)")):
+    data = data_cfg.data or datasets.train.source  # the embedded data has no path
+    val = (f"{data_cfg.val_data} (validation data)" if data_cfg.val_data
+           else f"{data} (the run's validation split)")
+    for split, where in ((datasets.test, f"{data_cfg.test_data} (test data)"), (datasets.val, val),
+                         (datasets.train, f"{data} (training data: the run has no test or validation data)")):
         if split is not None and len(split):
-            return split.X, split.rows, split.targets, f"{split.source}{note}"
+            return split.X, split.rows, split.targets, where
     raise PipelineError(f"{run_dir}: no labelled series to measure the int8 graph on")
 
 
@@ -177,32 +180,45 @@ def measure(task: Task, fp32: Path, int8: Path, X: np.ndarray, rows: np.ndarray,
     return Measured(where, len(rows), float(metric[0]), float(metric[1]), agreement)
 
 
-def quantize_bundle(tmp: Path, run_dir: Path, cfg: ModelConfig, task_name: str, calibration_data: str | None,
-                    max_drop: float | None, log=print) -> Int8:
-    """Quantise tmp/model.onnx into tmp/model.int8.onnx and measure it; PipelineError when it costs too much."""
-    import json
+@dataclass(frozen=True)
+class Int8Inputs:
+    """What the int8 graph is calibrated and measured on, read before any graph is exported (a missing
+    file fails in seconds, not after the export)."""
 
-    task = TASKS[task_name]
+    calibration: np.ndarray
+    calibration_source: str
+    X: np.ndarray
+    rows: np.ndarray
+    targets: np.ndarray
+    where: str
+
+
+def int8_inputs(run_dir: Path, cfg: ModelConfig, calibration_data: str | None) -> Int8Inputs:
     saved = json.loads((Path(run_dir) / CONFIG).read_text())
-    X_cal, cal_source = calibration_series(run_dir, cfg, calibration_data, saved["train"]["seed"])
+    X_cal, source = calibration_series(run_dir, cfg, calibration_data, saved["train"]["seed"])
+    return Int8Inputs(X_cal, source, *labelled_series(run_dir, saved))
+
+
+def quantize_bundle(tmp: Path, inputs: Int8Inputs, task_name: str, max_drop: float | None, log=print) -> Int8:
+    """Quantise tmp/model.onnx into tmp/model.int8.onnx and measure it; MetricDropError when it costs too much."""
+    task = TASKS[task_name]
     limit = default_max_drop(task) if max_drop is None else max_drop
-    X, rows, targets, where = labelled_series(run_dir, saved)
-    log(f"quantising the model graph to int8 ({len(X_cal)} series to calibrate on); measuring both graphs on "
-        f"{len(rows)} series of {where}")
+    log(f"quantising the model graph to int8 ({len(inputs.calibration)} series to calibrate on); measuring both "
+        f"graphs on {len(inputs.rows)} series of {inputs.where}")
     fp32_path, int8_path = tmp / "model.onnx", tmp / MODEL_INT8
-    quantize_model(fp32_path, int8_path, X_cal)
-    m = measure(task, fp32_path, int8_path, X, rows, targets, where)
+    quantize_model(fp32_path, int8_path, inputs.calibration)
+    m = measure(task, fp32_path, int8_path, inputs.X, inputs.rows, inputs.targets, inputs.where)
     drop, unit = m.drop(task), drop_unit(task)
     said = (f"{task.main_metric} {m.fp32:.4g} (fp32) -> {m.int8:.4g} (int8) on {m.series} series of "
-            f"{where}: {'+' if drop > 0 and unit == 'percent' else ''}{drop:.2f} "
-            f"{'% of the error' if unit == 'percent' else 'points'}"
+            f"{inputs.where}: {'+' if drop > 0 and unit == 'percent' else ''}{drop:.2f}"
+            f"{'% of the error' if unit == 'percent' else ' points'}"
             + ("" if m.agreement is None else f", labels agree on {100 * m.agreement:.1f}% of series"))
     if not drop <= limit:
         raise MetricDropError(f"--quantize int8: {said}, more than --max-metric-drop {limit:g}; nothing was written. "
-                            "Calibrate on other series (--calibration-data FILE), allow more (--max-metric-drop), "
-                            "or export without --quantize")
+                              "Calibrate on other series (--calibration-data FILE), allow more (--max-metric-drop), "
+                              "or export without --quantize")
     log(f"int8: {said} (limit {limit:g})")
-    return Int8(file=MODEL_INT8, method=METHOD, calibration=cal_source, calibration_series=len(X_cal),
-                evaluated_on=where, evaluated_series=m.series, metric=task.main_metric, fp32=m.fp32, int8=m.int8,
-                drop=round(drop, 6), drop_unit=unit, max_drop=limit, label_agreement=m.agreement,
-                golden_atol=GOLDEN_ATOL, golden_rtol=GOLDEN_RTOL)
+    return Int8(file=MODEL_INT8, method=METHOD, calibration=inputs.calibration_source,
+                calibration_series=len(inputs.calibration), evaluated_on=inputs.where, evaluated_series=m.series,
+                metric=task.main_metric, fp32=m.fp32, int8=m.int8, drop=round(drop, 6), drop_unit=unit,
+                max_drop=limit, label_agreement=m.agreement, golden_atol=GOLDEN_ATOL, golden_rtol=GOLDEN_RTOL)

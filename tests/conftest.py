@@ -126,6 +126,21 @@ def aoti_bundles(task_bundles) -> dict[str, TaskBundle]:
     return out
 
 
+@pytest.fixture(scope="session")
+def int8_bundles(task_bundles) -> dict[str, TaskBundle]:
+    """Every task's run exported again with --quantize int8 (ONNX only). The runs are tiny (3 epochs on 48
+    series, 37 test series: one series is 2.7 points), so the drop limit is wide; the default limit and its
+    refusal are tested on their own."""
+    from export.bundle import ExportConfig, export_run
+
+    out = {}
+    for task, tb in task_bundles.items():
+        bundle = export_run(tb.run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=100.0),
+                            out=tb.run_dir.parent / "int8-bundle", log=lambda _: None)
+        out[task] = TaskBundle(task, tb.run_dir, bundle, tb.train_file, tb.test_file)
+    return out
+
+
 def subprocess_env() -> dict[str, str]:
     """The environment for `pipeline` child processes: one thread each (the same float sums in every
     process), and never inside a torchrun job the test itself might run under."""

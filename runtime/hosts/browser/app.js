@@ -1,4 +1,5 @@
-// The page: load a bundle (?bundle=URL, default bundle/), predict pasted or uploaded series, plot them.
+// The page: load a bundle (?bundle=URL, default bundle/; ?precision=int8 or auto runs model.int8.onnx),
+// predict pasted or uploaded series, plot them.
 // ?selfcheck=1 runs the golden data (or ?cases=URL) and POSTs the rows to ?report=URL.
 import { checkCases, loadBundle } from './bundle.js';
 
@@ -60,13 +61,14 @@ async function report(result) {
 async function main() {
   let bundle;
   try {
-    bundle = await loadBundle(params.get('bundle') || 'bundle/');
+    bundle = await loadBundle(params.get('bundle') || 'bundle/', { precision: params.get('precision') || 'fp32' });
   } catch (err) {
     $('status').textContent = `Error: ${err.message}`; $('status').className = 'error';
     if (params.get('selfcheck')) await report({ ok: false, error: err.message });
     return;
   }
-  $('status').textContent = `${bundle.task} model, ${bundle.manifest.input.channels} channel(s); outputs ${bundle.outputs.join(', ')}`;
+  $('status').textContent = `${bundle.task} model (${bundle.precision}), ${bundle.manifest.input.channels} channel(s); `
+    + `outputs ${bundle.outputs.join(', ')}`;
   if (params.get('selfcheck')) {
     try { await report(await selfcheck(bundle)); } catch (err) { await report({ ok: false, error: String(err) }); }
   }

@@ -26,6 +26,8 @@ function browserIo(base) {
   };
 }
 
-export async function loadBundle(base) {
-  return core.openBundle(browserIo(base), { options: { executionProviders: ['wasm'], graphOptimizationLevel: 'all' } });
+// precision: 'fp32' (model.onnx), 'int8' (model.int8.onnx) or 'auto' (int8 when the bundle has it).
+export async function loadBundle(base, { precision = 'fp32' } = {}) {
+  return core.openBundle(browserIo(base), {
+    options: { executionProviders: ['wasm'], graphOptimizationLevel: 'all' }, precision });
 }

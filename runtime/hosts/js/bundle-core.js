@@ -14,7 +14,9 @@
   const MANIFEST_FILE = 'manifest.json';
   const SCHEMA_FILE = 'manifest.schema.json';
   const MODEL_ONNX = 'model.onnx';
+  const MODEL_INT8 = 'model.int8.onnx'; // pipeline export --quantize int8
   const LOSS_ONNX = 'loss.onnx';
+  const PRECISIONS = ['fp32', 'int8', 'auto']; // which model graph runs; auto: int8 when the bundle has one
 
   class BundleError extends Error {}
 
@@ -115,8 +117,8 @@
   }
 
   class Bundle {
-    constructor(ort, manifest, model, lossSession, golden) {
-      Object.assign(this, { ort, manifest, modelSession: model, lossSession, golden });
+    constructor(ort, manifest, model, lossSession, golden, precision = 'fp32') {
+      Object.assign(this, { ort, manifest, modelSession: model, lossSession, golden, precision });
       this.task = manifest.task;
       this.classes = manifest.classes;
       this.outputs = manifest.outputs;
@@ -151,7 +153,11 @@
   }
 
   // Open a bundle through a host's io: manifest and schema, every file's size and sha256, then sessions.
-  async function openBundle(io, { options = {} } = {}) {
+  // precision: 'fp32' (model.onnx), 'int8' (model.int8.onnx) or 'auto' (int8 when the bundle has it).
+  async function openBundle(io, { options = {}, precision = 'fp32' } = {}) {
+    if (!PRECISIONS.includes(precision)) {
+      throw new BundleError(`precision '${precision}' is not valid; choose one of ${PRECISIONS.join(', ')}`);
+    }
     const manifest = checkManifest(decode(await io.readBytes(MANIFEST_FILE)), decode(await io.readBytes(SCHEMA_FILE)),
       io.label(MANIFEST_FILE));
     const files = {};
@@ -162,11 +168,15 @@
       files[name] = bytes;
     }
     if (!files[MODEL_ONNX]) throw new BundleError(`${io.label(MODEL_ONNX)}: not in the bundle; re-export with --format onnx or all`);
+    if (precision === 'int8' && !files[MODEL_INT8]) {
+      throw new BundleError(`${io.label(MODEL_INT8)}: not in the bundle; re-export with --quantize int8, or run it in fp32`);
+    }
+    const used = precision === 'int8' || (precision === 'auto' && files[MODEL_INT8]) ? 'int8' : 'fp32';
     const create = (name) => io.ort.InferenceSession.create(io.sessionSource(name, files[name]), options);
-    const model = await create(MODEL_ONNX);
+    const model = await create(used === 'int8' ? MODEL_INT8 : MODEL_ONNX);
     const lossSession = files[LOSS_ONNX] ? await create(LOSS_ONNX) : null;
     const golden = files['golden.json'] ? JSON.parse(decode(files['golden.json'])) : null;
-    return new Bundle(io.ort, manifest, model, lossSession, golden);
+    return new Bundle(io.ort, manifest, model, lossSession, golden, used);
   }
 
   // Largest differences of `actual` from `expected` and whether every value is within atol + rtol*|expected|.
@@ -185,10 +195,18 @@
     return { maxAbs, maxRel, ok };
   }
 
-  // Rows {graph, output, shape, max_abs, max_rel, ok} for cases in the golden.json layout.
+  // Rows {graph, output, shape, max_abs, max_rel, ok} for cases in the golden.json layout. An int8 model
+  // graph is checked against its own golden outputs (model_int8) at the tolerance of manifest.json int8.
   async function checkCases(bundle, cases) {
     const rows = [];
-    for (const c of Array.isArray(cases) ? cases : [cases]) {
+    for (const given of Array.isArray(cases) ? cases : [cases]) {
+      const c = { ...given };
+      const tolerance = {};
+      if (bundle.precision === 'int8' && c.model) {
+        if (!c.model_int8) throw new BundleError('the cases have no model_int8 outputs for the int8 graph; re-export the bundle');
+        c.model = c.model_int8;
+        tolerance.model = [bundle.manifest.int8.golden_atol, bundle.manifest.int8.golden_rtol];
+      }
       const graphs = {};
       if (c.model) graphs.model = await bundle.predict(c.model.inputs.x.data, c.model.inputs.x.shape);
       if (c.loss) {
@@ -198,14 +216,16 @@
         graphs.loss = { loss: { data: [loss], dims: [] }, per_sample_loss: perSampleLoss };
       }
       for (const [graph, outputs] of Object.entries(graphs)) {
+        const [atol, rtol] = tolerance[graph] || [c.atol, c.rtol];
+        const label = graph === 'model' && bundle.precision === 'int8' ? 'int8' : graph;
         for (const [name, expected] of Object.entries(c[graph].outputs)) {
-          const { maxAbs, maxRel, ok } = compare(expected, outputs[name], c.atol, c.rtol);
-          rows.push({ graph, output: name, shape: expected.shape, max_abs: maxAbs, max_rel: maxRel, ok });
+          const { maxAbs, maxRel, ok } = compare(expected, outputs[name], atol, rtol);
+          rows.push({ graph: label, output: name, shape: expected.shape, max_abs: maxAbs, max_rel: maxRel, ok });
         }
       }
     }
     return rows;
   }
 
-  return { Bundle, BundleError, FORMAT_VERSIONS, checkCases, checkManifest, compare, openBundle, schemaError, tensor };
+  return { Bundle, BundleError, FORMAT_VERSIONS, PRECISIONS, checkCases, checkManifest, compare, openBundle, schemaError, tensor };
 }));

@@ -4,7 +4,7 @@
 // The checks and the graphs' I/O live in ../js/bundle-core.js, shared with the browser page.
 //
 //   const { loadBundle } = require('./bundle');
-//   const bundle = await loadBundle('artifacts/demo/bundle');
+//   const bundle = await loadBundle('artifacts/demo/bundle');  // { precision: 'int8' }: model.int8.onnx
 //   const outputs = await bundle.predict(Float32Array.from(series), [n, channels, length]);
 //   const { loss, perSampleLoss } = await bundle.loss(outputs[bundle.outputs[0]], targets);
 
@@ -34,10 +34,11 @@ function nodeIo(dir) {
   };
 }
 
-async function loadBundle(dir, { threads } = {}) {
+// precision: 'fp32' (model.onnx, the default), 'int8' (model.int8.onnx) or 'auto' (int8 when the bundle has it).
+async function loadBundle(dir, { threads, precision = 'fp32' } = {}) {
   const options = { graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
   if (threads) options.intraOpNumThreads = threads;
-  return core.openBundle(nodeIo(dir), { options });
+  return core.openBundle(nodeIo(dir), { options, precision });
 }
 
 module.exports = { Bundle: core.Bundle, BundleError, checkCases: core.checkCases, loadBundle };

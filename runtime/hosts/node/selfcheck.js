@@ -3,7 +3,7 @@
 // Self-check: run a bundle's golden data (or other cases in the same JSON layout) through both graphs
 // and compare with the outputs eager PyTorch gave. Prints the max differences; exits 1 on a mismatch.
 //
-//   node selfcheck.js BUNDLE_DIR [--cases cases.json] [--json]
+//   node selfcheck.js BUNDLE_DIR [--cases cases.json] [--precision fp32|int8|auto] [--json]
 
 const fs = require('fs');
 const path = require('path');
@@ -11,15 +11,16 @@ const { BundleError, checkCases, loadBundle } = require('./bundle');
 
 async function main(argv) {
   const args = argv.slice(2);
-  const dir = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--cases');
+  const valueOf = (flag) => (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined);
+  const dir = args.find((a, i) => !a.startsWith('--') && !['--cases', '--precision'].includes(args[i - 1]));
   if (!dir) {
-    console.error('usage: node selfcheck.js BUNDLE_DIR [--cases cases.json] [--json]');
+    console.error('usage: node selfcheck.js BUNDLE_DIR [--cases cases.json] [--precision fp32|int8|auto] [--json]');
     return 2;
   }
   const casesFile = args.includes('--cases') ? args[args.indexOf('--cases') + 1] : path.join(dir, 'golden.json');
   let bundle;
   try {
-    bundle = await loadBundle(dir);
+    bundle = await loadBundle(dir, { precision: valueOf('--precision') || 'fp32' });
   } catch (err) {
     console.error(`Error: ${err.message}`);
     return 2;
@@ -36,7 +37,7 @@ async function main(argv) {
     }
   }
   const bad = rows.filter((r) => !r.ok).length;
-  console.error(bad ? `${bad} output(s) differ beyond atol/rtol` : `all ${rows.length} outputs match`);
+  console.error(bad ? `${bad} output(s) differ beyond atol/rtol` : `all ${rows.length} outputs match (${bundle.precision})`);
   return bad ? 1 : 0;
 }
 

@@ -99,7 +99,7 @@ def test_node_host_agrees_with_eager_on_golden_and_other_shapes(node_host, task_
     tb = task_bundles[task]
     golden = _node(node_host, tb.bundle)
     assert golden.returncode == 0, golden.stdout + golden.stderr
-    assert golden.stderr == f"all {len(TASKS[task].outputs) + 2} outputs match\n"
+    assert golden.stderr == f"all {len(TASKS[task].outputs) + 2} outputs match (fp32)\n"
     cases = eager_cases(tb.run_dir, tmp_path / "cases.json")
     result = _node(node_host, tb.bundle, "--cases", cases, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -107,6 +107,26 @@ def test_node_host_agrees_with_eager_on_golden_and_other_shapes(node_host, task_
     assert [(r["graph"], r["output"]) for r in rows] == 3 * ([("model", o) for o in TASKS[task].outputs] +
                                                              [("loss", o) for o in LOSS_OUTPUTS])
     assert all(r["ok"] for r in rows) and max(r["max_abs"] for r in rows) <= ATOL + RTOL * 100
+
+
+def test_node_host_runs_the_int8_graph_against_its_own_golden_outputs(node_host, int8_bundles, task_bundles):
+    from runtime.golden import read_golden
+
+    tb = int8_bundles["multiclass"]
+    result = _node(node_host, tb.bundle, "--precision", "int8", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "all 5 outputs match (int8)\n"
+    rows = json.loads(result.stdout)
+    assert [(r["graph"], r["output"]) for r in rows] == [("int8", o) for o in TASKS["multiclass"].outputs] + [
+        ("loss", o) for o in LOSS_OUTPUTS]
+    golden = read_golden(tb.bundle)  # int8 differs from the fp32 golden outputs: the check really switched
+    fp32_logits, int8_logits = (golden[k]["outputs"]["logits"]["data"] for k in ("model", "model_int8"))
+    assert max(abs(a - b) for a, b in zip(fp32_logits, int8_logits)) > 1e-4
+    assert _node(node_host, tb.bundle, "--precision", "auto").stderr == "all 5 outputs match (int8)\n"
+    plain = _node(node_host, task_bundles["multiclass"].bundle, "--precision", "int8")
+    assert (plain.returncode, plain.stderr) == (2, f"Error: {task_bundles['multiclass'].bundle / 'model.int8.onnx'}: "
+                                                   "not in the bundle; re-export with --quantize int8, or run it in "
+                                                   "fp32\n")
 
 
 def test_node_host_refuses_a_tampered_bundle_and_reports_a_mismatch(node_host, task_bundles, tmp_path):
@@ -239,7 +259,15 @@ def _browser(folder: Path, *args) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("task", HOST_TASKS)
 def test_browser_page_agrees_with_eager_on_golden_and_other_shapes(browser_kit, task_bundles, task, tmp_path):
-    assert_host_agrees(lambda *args: _browser(browser_kit, *args), task_bundles[task], task, tmp_path)
+    assert_host_agrees(lambda *args: _browser(browser_kit, *args), task_bundles[task], task, tmp_path, " (fp32)")
+
+
+def test_browser_page_runs_the_int8_graph(browser_kit, int8_bundles):
+    result = _browser(browser_kit, int8_bundles["regression"].bundle, "--precision", "int8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "all 3 outputs match (int8)\n"
+    assert [line.split()[:2] for line in result.stdout.splitlines()] == [["int8", "prediction"], ["loss", "loss"],
+                                                                         ["loss", "per_sample_loss"]]
 
 
 def test_browser_page_refuses_a_tampered_bundle(browser_kit, task_bundles, tmp_path):

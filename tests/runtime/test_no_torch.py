@@ -10,6 +10,7 @@ from importlib.metadata import requires
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,3 +151,42 @@ def test_train_checks_its_flags_before_importing_torch():
         "bce_with_logits, bce, hinge; multiclass: cross_entropy, multi_margin, nll; multilabel: bce_with_logits, "
         "multilabel_soft_margin; count: poisson_nll; or a custom loss as package.module:ClassName",
         "2 Error: --val-split must be in [0, 1); got 1.5"]
+
+
+def test_int8_predict_and_evaluate_run_without_torch(int8_bundles, tmp_path):
+    import onnxruntime as ort
+
+    tb = int8_bundles["multiclass"]
+    X = np.load(tb.test_file)["X"]
+    expected = ort.InferenceSession(str(tb.bundle / "model.int8.onnx"),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": X})[1]  # probabilities
+    proc = _run(f"""
+        import json
+        import numpy as np
+        from click.testing import CliRunner
+        import runtime
+        from pipeline.cli import main
+        bundle = runtime.load(r"{tb.bundle}", precision="int8")
+        out = {{"precision": bundle.precision,
+                "predict": bundle.predict(np.load(r"{tb.test_file}")["X"])["probabilities"].tolist()}}
+        runner = CliRunner()
+        result = runner.invoke(main, ["predict", r"{tb.bundle}", "--data", r"{tb.test_file}", "--precision", "int8",
+                                      "--out", r"{tmp_path / 'p.npz'}"])
+        out["predict_cli"] = [result.exit_code, result.output]
+        result = runner.invoke(main, ["evaluate", r"{tb.bundle}", "--data", r"{tb.test_file}", "--precision",
+                                      "auto", "--json"])
+        out["evaluate_cli"] = [result.exit_code, result.output]
+        assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED]
+        print(json.dumps(out))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["precision"] == "int8"
+    np.testing.assert_allclose(got["predict"], expected, atol=1e-6, rtol=1e-6)
+    assert got["predict_cli"] == [0, f"model graph: model.int8.onnx (int8)\nwrote {tmp_path / 'p.npz'} (37 series)\n"]
+    np.testing.assert_allclose(np.load(tmp_path / "p.npz")["probabilities"], expected, atol=1e-6, rtol=1e-6)
+    code, text = got["evaluate_cli"]
+    manifest = json.loads((tb.bundle / "manifest.json").read_text())
+    evaluated = json.loads(text.splitlines()[-1])
+    assert code == 0 and evaluated["precision"] == "int8"
+    assert evaluated["accuracy"] == pytest.approx(manifest["int8"]["int8"])  # what export measured, on the same file

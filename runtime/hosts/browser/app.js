@@ -50,7 +50,7 @@ function showPredictions(bundle, outputs, n) {
 async function selfcheck(bundle) {
   const cases = params.get('cases') ? await (await fetch(params.get('cases'))).json() : bundle.golden;
   const rows = await checkCases(bundle, cases);
-  return { ok: rows.every((r) => r.ok), rows };
+  return { ok: rows.every((r) => r.ok), precision: bundle.precision, rows };
 }
 
 async function report(result) {

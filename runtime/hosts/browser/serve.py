@@ -3,6 +3,7 @@
     python runtime/hosts/browser/serve.py BUNDLE_DIR            # open the printed address, paste a series
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check    # headless chromium runs the golden data
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check --cases cases.json
+    python runtime/hosts/browser/serve.py BUNDLE_DIR --check --precision int8   # model.int8.onnx
 
 --check prints one line per graph output with its max differences and exits 1 on a mismatch, 2 when
 the page could not load the bundle or no report came back.
@@ -66,13 +67,14 @@ def serve(bundle: Path, cases: Path | None) -> ThreadingHTTPServer:
     return server
 
 
-def check(server: ThreadingHTTPServer, cases: bool, timeout: float) -> int:
+def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: str = "fp32") -> int:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         print("chromium is not installed; Debian: apt-get install chromium", file=sys.stderr)
         return 2
     port = server.server_address[1]
-    url = f"http://127.0.0.1:{port}/index.html?selfcheck=1&report=/report" + ("&cases=/cases.json" if cases else "")
+    url = (f"http://127.0.0.1:{port}/index.html?selfcheck=1&report=/report&precision={precision}"
+           + ("&cases=/cases.json" if cases else ""))
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         # its own process group, so the renderer and GPU helper processes go down with it
         proc = subprocess.Popen([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
@@ -93,8 +95,8 @@ def check(server: ThreadingHTTPServer, cases: bool, timeout: float) -> int:
         print(f"{r['graph']:<6} {r['output']:<16} {json.dumps(r['shape']):<12} max_abs {r['max_abs']:.2e} "
               f"max_rel {r['max_rel']:.2e} {'ok' if r['ok'] else 'MISMATCH'}")
     bad = sum(not r["ok"] for r in result["rows"])
-    print(f"{bad} output(s) differ beyond atol/rtol" if bad else f"all {len(result['rows'])} outputs match",
-          file=sys.stderr)
+    print(f"{bad} output(s) differ beyond atol/rtol" if bad
+          else f"all {len(result['rows'])} outputs match ({result['precision']})", file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -103,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--check", action="store_true", help="run the page in headless chromium and report")
     parser.add_argument("--cases", type=Path, default=None, help="cases in the golden.json layout")
+    parser.add_argument("--precision", choices=("fp32", "int8", "auto"), default="fp32",
+                        help="model graph: fp32 (model.onnx), int8 (model.int8.onnx) or auto (int8 when present)")
     parser.add_argument("--timeout", type=float, default=90.0)
     args = parser.parse_args(argv)
     server = serve(args.bundle, args.cases)
     if args.check:
-        return check(server, args.cases is not None, args.timeout)
+        return check(server, args.cases is not None, args.timeout, args.precision)
     print(f"serving {args.bundle} at http://127.0.0.1:{server.server_address[1]}/index.html (Ctrl-C stops)")
     try:
         threading.Event().wait()

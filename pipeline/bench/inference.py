@@ -89,6 +89,15 @@ def runtime_engines(bundle: Path, threads: int, device: torch.device) -> list[En
     ]
 
 
+def int8_engines(bundle: Path, threads: int) -> list[Engine]:
+    """The runtime running the bundle's model.int8.onnx (export --quantize int8), as `--precision int8` does."""
+    import runtime
+
+    loaded = runtime.load(bundle, threads=threads, precision="int8")
+    return [Engine("runtime Bundle.predict int8", loaded.predict, np.ascontiguousarray,
+                   note=f"onnxruntime CPU provider, model.int8.onnx (QDQ, {loaded.manifest.onnx_layout or 'conv1d'})")]
+
+
 def measure(engines: list[Engine], batch: np.ndarray, calls: int, warmup: int, rounds: int) -> dict[str, Timing]:
     """Each engine in its own block per round (round-robin over rounds), samples pooled per engine."""
     samples: dict[str, list[float]] = {e.name: [] for e in engines}
@@ -129,29 +138,48 @@ def model_flops(model: nn.Module, channels: int, length: int) -> int:
     return total
 
 
-def onnxruntime_matmul_peak(threads: int, sizes: tuple[int, ...]) -> dict:
-    """The fp32 GFLOP/s onnxruntime's own MatMul reaches here (square n x n), the best over `sizes`."""
+def _matmul_peak(threads: int, sizes: tuple[int, ...], int8: bool) -> dict:
+    """Operations per second (2 n^3 per call) of onnxruntime's own square n x n matrix product, best over
+    `sizes`: fp32 MatMul, or int8 MatMulInteger (uint8 x int8 -> int32, the u8s8 kernels QDQ graphs use)."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    best = {"gflops": 0.0, "n": None}
+    best = {"rate": 0.0, "n": None}
     rng = np.random.default_rng(0)
     for n in sizes:
-        weight = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")
-        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
-                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
-                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])], [weight])
+        if int8:
+            b = rng.integers(-128, 128, (n, n), dtype=np.int8)
+            a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+            node, types = helper.make_node("MatMulInteger", ["a", "b"], ["c"]), (TensorProto.UINT8, TensorProto.INT32)
+        else:
+            b = rng.standard_normal((n, n), dtype=np.float32)
+            a = rng.standard_normal((n, n), dtype=np.float32)
+            node, types = helper.make_node("MatMul", ["a", "b"], ["c"]), (TensorProto.FLOAT, TensorProto.FLOAT)
+        graph = helper.make_graph([node], "matmul", [helper.make_tensor_value_info("a", types[0], [n, n])],
+                                  [helper.make_tensor_value_info("c", types[1], [n, n])],
+                                  [numpy_helper.from_array(b, "b")])
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
         onnx.checker.check_model(proto)
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        a = rng.standard_normal((n, n), dtype=np.float32)
         call = lambda: session.run(None, {"a": a})  # noqa: E731
         warm_up(call, 2)
         seconds = float(np.median(sample(call, max(3, int(2e9 / n ** 3)))))
-        gflops = 2 * n ** 3 / seconds / 1e9
-        if gflops > best["gflops"]:
-            best = {"gflops": gflops, "n": n}
+        rate = 2 * n ** 3 / seconds / 1e9
+        if rate > best["rate"]:
+            best = {"rate": rate, "n": n}
     return best
+
+
+def onnxruntime_matmul_peak(threads: int, sizes: tuple[int, ...]) -> dict:
+    """The fp32 GFLOP/s onnxruntime's own MatMul reaches here (square n x n), the best over `sizes`."""
+    best = _matmul_peak(threads, sizes, int8=False)
+    return {"gflops": best["rate"], "n": best["n"]}
+
+
+def onnxruntime_int8_matmul_peak(threads: int, sizes: tuple[int, ...]) -> dict:
+    """The int8 GOP/s onnxruntime's own MatMulInteger reaches here, the best over `sizes`."""
+    best = _matmul_peak(threads, sizes, int8=True)
+    return {"gops": best["rate"], "n": best["n"]}

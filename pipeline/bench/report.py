@@ -5,6 +5,7 @@ from __future__ import annotations
 # The reference configuration of the inference targets: fcn at length 128, one channel, three classes.
 TARGET_SHAPE = {"model": "fcn", "length": 128, "channels": 1, "classes": 3}
 RUNTIME = "runtime Bundle.predict"
+RUNTIME_INT8 = "runtime Bundle.predict int8"
 MEMORY_LIMIT_MB = 400
 LINEAR_SLACK = 1.25  # seconds per GiB of the largest file at most this many times the smallest's
 
@@ -38,11 +39,24 @@ def check_targets(report: dict) -> list[dict]:
         if latency:
             targets.append(_target("runtime latency vs eager", latency["ratio"], "<=", 0.45,
                                    f"{latency['value']:.3f} ms median at batch 1"))
-    for model_name, base, threshold in (("simple-cnn", "tutorial loop", 1.3), ("fcn", "bare step loop", 0.95)):
-        ours = _find(rows, "training", "pipeline train", f"training {model_name},")
+        int8_throughput = _find(rows, "inference", RUNTIME_INT8, "throughput")
+        int8_latency = _find(rows, "inference", RUNTIME_INT8, "latency")
+        if int8_throughput and throughput:
+            targets.append(_target("int8 runtime throughput vs fp32 runtime", int8_throughput["value"]
+                                   / throughput["value"], ">=", 2.0, f"{int8_throughput['value']:.0f} vs "
+                                   f"{throughput['value']:.0f} series/s at {throughput['metric']}"))
+        if int8_latency and latency:
+            targets.append(_target("int8 runtime latency vs fp32 runtime", int8_latency["value"] / latency["value"],
+                                   "<=", 0.6, f"{int8_latency['value']:.3f} vs {latency['value']:.3f} ms at batch 1"))
+    training_targets = [("simple-cnn", "pipeline train", "tutorial loop", 1.3),
+                        ("fcn", "pipeline train --precision fp32", "bare step loop", 0.95)]
+    if report["machine"].get("native_bf16"):  # --precision auto trains in bf16 here
+        training_targets.append(("fcn", "pipeline train", "tutorial loop", 2.0))
+    for model_name, loop, base, threshold in training_targets:
+        ours = _find(rows, "training", loop, f"training {model_name},")
         reference = _find(rows, "training", base, f"training {model_name},")
         if ours and reference:
-            targets.append(_target(f"pipeline train vs {base} ({model_name})", ours["value"] / reference["value"],
+            targets.append(_target(f"{loop} vs {base} ({model_name})", ours["value"] / reference["value"],
                                    ">=", threshold, f"{ours['value']:.0f} vs {reference['value']:.0f} series/s"))
     for name in ("--compile on", "--compile on --precision bf16"):
         compiled = _find(rows, "training", f"pipeline train {name}", "training")
@@ -80,7 +94,10 @@ def format_report(report: dict) -> str:
              f"model: {model['model']} width {model['width']}, {model['channels']} channel(s), length "
              f"{model['length']}, {model['classes']} outputs; {model['flops_per_series'] / 1e6:.1f} MFLOP per series"
              + (f"; onnxruntime fp32 matmul peak here {model['gflops']:.1f} GFLOP/s (n={model['n']})"
-                if model.get("gflops") else "")]
+                if model.get("gflops") else "")
+             + (f", int8 matmul peak {model['int8_gops']:.1f} GOP/s (n={model['int8_n']})"
+                if model.get("int8_gops") else "")
+             + (f"; --precision auto trains in bf16 ({m['native_bf16']})" if m.get("native_bf16") else "")]
     header = ("section", "engine / loop", "measure", "median", "p90", "unit", "ratio", "warm-up s", "note")
     table = [header]
     for r in report["rows"]:

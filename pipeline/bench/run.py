@@ -121,7 +121,7 @@ def training_rows(cfg: BenchConfig, shape: dict, work: Path, log) -> tuple[list[
         loops = [training.tutorial_loop(data, spec), training.bare_loop(data, spec),
                  training.pipeline_loop(data, spec)]
         loops += [training.pipeline_loop(data, replace(spec, **variant), f"pipeline train {label}")
-                  for label, variant in _compiled_variants(cfg, name, shape)]
+                  for label, variant in _variants(cfg, name, shape)]
         log(f"training: {name}, {spec.series} series per epoch, batch {batch}, {len(loops)} loops round-robin")
         times = training.measure_loops(loops, spec.series, spec.epochs, s["train_min_seconds"])
         base = times["tutorial loop"].samples_per_second
@@ -135,17 +135,20 @@ def training_rows(cfg: BenchConfig, shape: dict, work: Path, log) -> tuple[list[
     return rows, bench_run
 
 
-def _compiled_variants(cfg: BenchConfig, name: str, shape: dict) -> list[tuple[str, dict]]:
-    """`--compile on` for every training model (full mode on CPU); on CUDA also bf16 and reduce-overhead
-    for the benchmarked model."""
+def _variants(cfg: BenchConfig, name: str, shape: dict) -> list[tuple[str, dict]]:
+    """`pipeline train` (precision auto) is always timed; so is `--precision fp32` (the bare step loop's
+    arithmetic). Full mode and CUDA add bf16, `--compile on` and bf16 + compile for the benchmarked model,
+    `--compile on` for the others; CUDA also reduce-overhead."""
+    variants = [("--precision fp32", {"precision": "fp32"})]
     if cfg.quick and cfg.device == "cpu":
-        return []
-    variants = [("--compile on", {"compile": "on"})]
-    if cfg.device == "cuda" and name == shape["model"]:
-        variants += [("--precision bf16", {"precision": "bf16"}),
-                     ("--compile on --precision bf16", {"compile": "on", "precision": "bf16"}),
-                     ("--compile on --compile-mode reduce-overhead", {"compile": "on",
-                                                                      "compile_mode": "reduce-overhead"})]
+        return variants
+    if name != shape["model"]:
+        return variants + [("--compile on", {"compile": "on"})]
+    variants += [("--precision bf16", {"precision": "bf16"}), ("--compile on", {"compile": "on"}),
+                 ("--compile on --precision bf16", {"compile": "on", "precision": "bf16"})]
+    if cfg.device == "cuda":
+        variants.append(("--compile on --compile-mode reduce-overhead", {"compile": "on",
+                                                                         "compile_mode": "reduce-overhead"}))
     return variants
 
 
@@ -153,8 +156,12 @@ def _compile_note(info: dict) -> str:
     return f"{plural(info['graphs'], 'graph')} compiled, {info['recompiles_after_epoch_1']} after the warm-up epoch"
 
 
-def export_rows(cfg: BenchConfig, run_dir: Path, work: Path, log) -> tuple[list[dict], Path]:
-    """Export time with verification: --format all, and (full mode) each format on its own."""
+BENCH_MAX_DROP = 100.0  # the bench's model learns random labels: its int8 graph is timed, not judged
+
+
+def export_rows(cfg: BenchConfig, run_dir: Path, work: Path, log) -> tuple[list[dict], Path, Path]:
+    """Export time with verification: --format all, and (full mode) each format on its own; then
+    --quantize int8. Returns the rows, the --format all bundle and the int8 bundle."""
     from export.bundle import ExportConfig, export_run
 
     rows, bundle = [], None
@@ -167,10 +174,17 @@ def export_rows(cfg: BenchConfig, run_dir: Path, work: Path, log) -> tuple[list[
         rows.append(_row("start-up", f"export --format {fmt}", "export + verification", "s", seconds,
                          note="graphs written and checked against eager on every shape"))
         log(f"export --format {fmt}: {seconds:.1f} s")
-    return rows, bundle
+    start = time.perf_counter()
+    int8 = export_run(run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=BENCH_MAX_DROP),
+                      out=work / "bundle-int8", force=True, log=lambda _: None)
+    seconds = time.perf_counter() - start
+    rows.append(_row("start-up", "export --format onnx --quantize int8", "export + verification + int8", "s",
+                     seconds, note="the ONNX graphs, then calibration and both graphs measured on held-out data"))
+    log(f"export --format onnx --quantize int8: {seconds:.1f} s")
+    return rows, bundle, int8
 
 
-def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, work: Path,
+def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, int8_bundle: Path, threads: int, work: Path,
                    log) -> tuple[list[dict], dict]:
     from export.bundle import rebuild
     from export.graphs import model_graph
@@ -184,7 +198,7 @@ def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, 
     aoti, aoti_seconds = inference.aoti_engine(graph, model_cfg.in_channels, length, model_cfg.fixed_length, work,
                                                device)  # before torch_engines moves the graph to the device
     engines = (inference.torch_engines(graph, bundle, device, cfg.compile_mode) + [aoti]
-               + inference.runtime_engines(bundle, threads, device))
+               + inference.runtime_engines(bundle, threads, device) + inference.int8_engines(int8_bundle, threads))
     s = cfg.settings
     g = torch.Generator().manual_seed(0)
     rows = []
@@ -215,6 +229,8 @@ def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, threads: int, 
     peak = {"flops_per_series": flops, "eager_warmup_s": sum(engines[0].warmup.values())}
     if device.type == "cpu":
         peak.update(inference.onnxruntime_matmul_peak(threads, s["peak_sizes"]))
+        int8_peak = inference.onnxruntime_int8_matmul_peak(threads, s["peak_sizes"])
+        peak.update(int8_gops=int8_peak["gops"], int8_n=int8_peak["n"])
     return rows, peak
 
 
@@ -250,8 +266,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         run_dir, shape = _model_source(cfg, work, log)
         rows, bench_run = training_rows(cfg, shape, work, log)
         run_dir = run_dir or bench_run
-        export, bundle = export_rows(cfg, run_dir, work, log)
-        inference_, peak = inference_rows(cfg, run_dir, bundle, threads, work, log)
+        export, bundle, int8_bundle = export_rows(cfg, run_dir, work, log)
+        inference_, peak = inference_rows(cfg, run_dir, bundle, int8_bundle, threads, work, log)
         for row in export + [r for r in inference_ if r["section"] == "start-up"]:
             row["ratio"] = row["value"] / peak["eager_warmup_s"]  # against eager's warm-up for the same batches
         rows += inference_ + export

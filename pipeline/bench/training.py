@@ -36,7 +36,7 @@ class TrainSpec:
     device: str = "cpu"
     compile: str = "off"
     compile_mode: str = "default"
-    precision: str = "fp32"
+    precision: str = "auto"  # pipeline train's default
 
 
 @dataclass(frozen=True)

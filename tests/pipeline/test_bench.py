@@ -12,8 +12,8 @@ from pipeline.bench.report import check_targets, format_report
 from pipeline.cli import main
 
 ENGINES = ("eager PyTorch", "torch.compile", "TorchScript", "AOTInductor", "runtime Bundle.predict",
-           "runtime session.run")
-LOOPS = ("tutorial loop", "bare step loop", "pipeline train")
+           "runtime session.run", "runtime Bundle.predict int8")
+LOOPS = ("tutorial loop", "bare step loop", "pipeline train", "pipeline train --precision fp32")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,8 @@ def test_quick_bench_json_has_every_row(quick_report):
     expected |= {("training", loop, f"training {model}, batch 64") for loop in LOOPS for model in ("fcn", "simple-cnn")}
     expected |= {("start-up", "torch.compile", "first calls at batch 1 and 16"),
                  ("start-up", "AOTInductor", "torch.export + package compile of the model"),
-                 ("start-up", "export --format all", "export + verification")}
+                 ("start-up", "export --format all", "export + verification"),
+                 ("start-up", "export --format onnx --quantize int8", "export + verification + int8")}
     expected |= {("memory", "pipeline predict", f"{mib} MiB .npy ({mib * 1024 * 1024 // (4 * 128)} series)")
                  for mib in (16, 32)}
     assert keys == expected
@@ -75,7 +76,7 @@ def test_report_names_the_machine_threads_and_model(quick_report):
     model = quick_report["model"]
     # fcn width 0.125 at length 32: convolutions 16x1x8, 32x16x5, 16x32x3 over 32 steps, then a 16x3 head
     assert model["flops_per_series"] == 2 * (16 * 8 + 32 * 16 * 5 + 16 * 32 * 3) * 32 + 2 * 16 * 3
-    assert model["gflops"] > 0
+    assert model["gflops"] > 0 and model["int8_gops"] > 0
     text = format_report(quick_report)
     assert text.splitlines()[0].startswith(f"machine: {m['cpu']}; 2 threads for every engine")
     assert "runtime Bundle.predict" in text and "ratio: inference rows against eager PyTorch" in text
@@ -88,13 +89,17 @@ def _row(section, name, metric, value, ratio, **extra):
 def test_targets_follow_the_issue_rules():
     rows = [_row("inference", "runtime Bundle.predict", "latency, batch 1", 0.4, 0.44),
             _row("inference", "runtime Bundle.predict", "throughput, batch 256", 5000.0, 1.9, gflops=300.0),
+            _row("inference", "runtime Bundle.predict int8", "latency, batch 1", 0.25, 0.3),
+            _row("inference", "runtime Bundle.predict int8", "throughput, batch 256", 9000.0, 3.4),
             _row("training", "tutorial loop", "training simple-cnn, batch 64", 100.0, 1.0),
             _row("training", "pipeline train", "training simple-cnn, batch 64", 131.0, 1.31),
-            _row("training", "bare step loop", "training fcn, batch 64", 100.0, 1.0),
-            _row("training", "pipeline train", "training fcn, batch 64", 94.0, 0.94),
+            _row("training", "tutorial loop", "training fcn, batch 64", 90.0, 1.0),
+            _row("training", "bare step loop", "training fcn, batch 64", 100.0, 1.11),
+            _row("training", "pipeline train --precision fp32", "training fcn, batch 64", 94.0, 1.04),
+            _row("training", "pipeline train", "training fcn, batch 64", 189.0, 2.1),
             _row("memory", "pipeline predict", "256 MiB .npy (x series)", 150.0, 1.0, seconds_per_gib=10.0),
             _row("memory", "pipeline predict", "1024 MiB .npy (x series)", 410.0, 1.3, seconds_per_gib=13.0)]
-    report = {"rows": rows, "machine": {"device": "cpu"},
+    report = {"rows": rows, "machine": {"device": "cpu", "native_bf16": None},
               "model": {"model": "fcn", "length": 128, "channels": 1, "classes": 3, "gflops": 400.0,
                         "flops_per_series": 6.0e7}}
     got = {t["target"]: (t["value"], t["met"]) for t in check_targets(report)}
@@ -102,11 +107,17 @@ def test_targets_follow_the_issue_rules():
         "runtime throughput vs eager": (1.9, False),
         "runtime GFLOP/s vs onnxruntime matmul peak": (0.75, True),
         "runtime latency vs eager": (0.44, True),
+        "int8 runtime throughput vs fp32 runtime": (1.8, False),
+        "int8 runtime latency vs fp32 runtime": (0.625, False),
         "pipeline train vs tutorial loop (simple-cnn)": (1.31, True),
-        "pipeline train vs bare step loop (fcn)": (0.94, False),
+        "pipeline train --precision fp32 vs bare step loop (fcn)": (0.94, False),
         "pipeline predict peak memory (MB)": (410.0, False),
         "predict time per GiB, largest vs smallest file": (1.3, False),
     }
+    # where --precision auto trains in bf16, pipeline train (auto) is held to 2x the tutorial loop
+    report["machine"]["native_bf16"] = "this CPU has AVX-512 BF16"
+    got = {t["target"]: (t["value"], t["met"]) for t in check_targets(report)}
+    assert got["pipeline train vs tutorial loop (fcn)"] == (2.1, True)
     report["model"]["length"] = 64  # the inference targets are stated for length 128 only
     assert not any(t["target"].startswith("runtime") for t in check_targets(report))
 

@@ -332,7 +332,7 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
       pipeline export RUN_DIR --format onnx --opset 18 --out my_bundle --force
       pipeline export RUN_DIR --format onnx,pt2,aoti --out cpp_bundle   # + torch.export and AOTInductor (C++)
       pipeline export RUN_DIR --format aoti --device cuda --out cuda_bundle
-      pipeline export RUN_DIR --quantize int8      # + model.int8.onnx (runtime: --precision int8)
+      pipeline export artifacts/demo --quantize int8 --max-metric-drop 5 --out artifacts/demo/int8
       pipeline export artifacts/demo --format aoti --out artifacts/demo/aoti
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
     """
@@ -401,7 +401,7 @@ def predict(bundle, data, target_column, pad, batch_size, threads, precision, ou
       pipeline predict artifacts/demo/bundle --data new.npy --out preds.csv
       pipeline predict BUNDLE --data GunPoint_TEST.ts --out preds.jsonl
       pipeline predict BUNDLE --data readings.csv --target-column label > preds.csv
-      pipeline predict BUNDLE --data new.npy --precision int8 --out preds.csv
+      pipeline predict artifacts/demo/int8 --data new.npy --precision int8 --out preds-int8.csv
     """
     from pipeline.scoring import predict_file
 
@@ -503,7 +503,7 @@ def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, thr
 
     \b
     Examples:
-      pipeline bench                          # fcn, length 128, 1 channel, 3 classes; about 6 minutes on 2 cores
+      pipeline bench                          # fcn, length 128, 1 channel, 3 classes; about 10 minutes on 2 cores
       pipeline bench artifacts/demo --json --out bench.json
       pipeline bench --model resnet --length 512 --threads 4 --quick
       pipeline bench --device cuda

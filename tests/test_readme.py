@@ -231,7 +231,7 @@ def test_help_shows_the_readmes_examples_and_estimates(command):
         if line.startswith(f"pipeline {command}"):
             assert line in examples, f"README's `{line}` is not among `pipeline {command} --help`'s examples"
     if command == "bench":
-        assert "about 6 minutes on 2 cores" in help_text and "about 6 minutes on 2 cores" in README
+        assert "about 10 minutes on 2 cores" in help_text and "about 10 minutes on 2 cores" in README
     if command == "train":
         top = CliRunner().invoke(main, ["--help"]).output
         assert "about a minute on 2 CPU cores" in top and "in about a minute on 2 CPU cores" in README

@@ -240,3 +240,23 @@ def test_a_run_without_its_calibration_sample_asks_for_calibration_data(task_bun
         export_run(run, ExportConfig(fmt="onnx", quantize="int8"), out=tmp_path / "b", log=lambda _: None)
     assert str(err.value) == (f"{run} has no calibration.npy (runs trained before export --quantize existed lack it); pass "
                               "--calibration-data FILE with series like the training data")
+
+
+@pytest.mark.parametrize("model", ["fcn", "resnet", "simple-cnn", "mlp", "linear"])
+def test_every_model_exports_an_int8_graph_the_runtime_runs(tmp_path, npz_file, model):
+    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.train import train
+
+    data = npz_file("binary", n=64, length=24)
+    run = train(DataConfig(data=str(data), task="binary", val_split=0.25), LossConfig(),
+                ModelConfig(name=model, width=0.25), TrainConfig(epochs=2, batch_size=16, progress=False),
+                out=tmp_path / "run", log=lambda _: None)
+    bundle = export_run(run.run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=100.0),
+                        log=lambda _: None)
+    entry = json.loads((bundle / "manifest.json").read_text())["int8"]
+    assert entry["evaluated_on"] == f"{data} (the run's validation split)" and entry["evaluated_series"] == 16
+    X = np.load(data)["X"]
+    loaded = runtime.load(bundle, precision="int8")
+    np.testing.assert_allclose(loaded.predict(X)["logit"], _raw(bundle / MODEL_INT8, X), rtol=1e-6, atol=1e-6)
+    ops = {n.op_type for n in onnx.load(bundle / MODEL_INT8).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops

@@ -34,7 +34,8 @@ from runtime.bundle import file_sha256 as sha256
 from runtime.compare import summary
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, GRAPH_FORMATS, LOSS_INPUTS, LOSS_OUTPUTS,
-                              MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, GOLDEN_INT8, README_FILE, REQUIRED_KEYS, SCHEMA_FILE, VERIFICATION_FILE,
+                              GOLDEN_INT8, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, README_FILE, REQUIRED_KEYS,
+                              SCHEMA_FILE, VERIFICATION_FILE,
                               AotiTarget, DimRange, FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest,
                               Normalization, Source, TensorSpec, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS

@@ -27,10 +27,10 @@ from pipeline.config import DataConfig, ModelConfig
 from pipeline.errors import DataError, PipelineError
 from pipeline.run_folder import CALIBRATION, CALIBRATION_SERIES, CONFIG
 from runtime.inputs import plural
-from runtime.manifest import MODEL_INPUT, MODEL_INT8, Int8
+from runtime.manifest import MODEL_INPUT, MODEL_INT8, QUANTIZATIONS, Int8
 from runtime.tasks import TASKS, Task
 
-QUANTIZE_CHOICES = ("int8",)
+QUANTIZE_CHOICES = QUANTIZATIONS
 METHOD = "onnxruntime static quantisation, QDQ; int8 weights per channel, uint8 activations per tensor (min/max)"
 CALIBRATION_BATCH = 32
 EVAL_BATCH = 256
@@ -74,8 +74,8 @@ def calibration_series(run_dir: Path, cfg: ModelConfig, data_file: str | None, s
     if data_file is None:
         path = Path(run_dir) / CALIBRATION
         if not path.is_file():
-            raise PipelineError(f"{run_dir} has no {CALIBRATION} (runs trained before export --quantize existed lack it); pass "
-                                "--calibration-data FILE with series like the training data")
+            raise PipelineError(f"{run_dir} has no {CALIBRATION} (runs trained before export --quantize existed lack "
+                                "it); pass --calibration-data FILE with series like the training data")
         return np.load(path, allow_pickle=False), f"{CALIBRATION} of the run (a random sample of its training series)"
     from pipeline.data.readers import read_series
 

@@ -17,6 +17,7 @@ from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS, DEF
                              LOSS_PARAM_DEFAULTS, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULERS,
                              DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs)
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
+from runtime.manifest import MODEL_PRECISIONS, QUANTIZATIONS
 from runtime.tasks import TASK_NAMES, TASKS
 
 
@@ -308,7 +309,7 @@ def _summarise(result) -> None:
               "signature and input example from the bundle), into the run's MLflow run when it was trained with "
               "--mlflow on the same store.")
 @click.option("--register", default=None, metavar="NAME", help="Register the MLflow model under NAME (new version).")
-@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
               help="Also write model.int8.onnx: onnxruntime static INT8 (QDQ, per-channel weights), calibrated on "
               "the run's calibration.npy; both graphs are measured on the run's test (else validation) data and "
               "the export fails when the main metric drops more than --max-metric-drop.")
@@ -371,7 +372,7 @@ def _scoring_options(target_help: str):
 
 
 def _with_scoring_options(fn, target_help: str):
-    fn = click.option("--precision", type=click.Choice(["fp32", "int8", "auto"]), default="fp32", show_default=True,
+    fn = click.option("--precision", type=click.Choice(MODEL_PRECISIONS), default="fp32", show_default=True,
                       help="Model graph: fp32 (model.onnx), int8 (model.int8.onnx, from export --quantize int8), "
                       "auto (int8 when the bundle has it).")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,

@@ -12,9 +12,7 @@ import onnxruntime as ort
 from runtime.errors import BundleError, InputError, IntegrityError
 from runtime.inputs import SeriesSpec, batch_rows, batches, plural
 from runtime.errors import input_error
-from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, MODEL_ONNX, Manifest
-
-PRECISIONS = ("fp32", "int8", "auto")  # which model graph runs; auto: int8 when the bundle has one
+from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, MODEL_ONNX, MODEL_PRECISIONS, Manifest
 from runtime.tasks import TASKS
 
 
@@ -153,8 +151,8 @@ class Bundle:
 
 def model_file(manifest: Manifest, path: Path, precision: str) -> tuple[str, str]:
     """(file name, precision) of the model graph that `precision` picks in the bundle at `path`."""
-    if precision not in PRECISIONS:
-        raise BundleError(f"precision '{precision}' is not valid; choose one of {', '.join(PRECISIONS)}")
+    if precision not in MODEL_PRECISIONS:
+        raise BundleError(f"precision '{precision}' is not valid; choose one of {', '.join(MODEL_PRECISIONS)}")
     if precision == "int8" and not manifest.has(MODEL_INT8):
         raise BundleError(f"{path}: has no {MODEL_INT8}; re-export with `pipeline export RUN_DIR --quantize int8`, "
                           "or run it in fp32")

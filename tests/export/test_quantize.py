@@ -238,8 +238,8 @@ def test_a_run_without_its_calibration_sample_asks_for_calibration_data(task_bun
     (run / CALIBRATION).unlink()
     with pytest.raises(PipelineError) as err:
         export_run(run, ExportConfig(fmt="onnx", quantize="int8"), out=tmp_path / "b", log=lambda _: None)
-    assert str(err.value) == (f"{run} has no calibration.npy (runs trained before export --quantize existed lack it); pass "
-                              "--calibration-data FILE with series like the training data")
+    assert str(err.value) == (f"{run} has no calibration.npy (runs trained before export --quantize existed lack "
+                              "it); pass --calibration-data FILE with series like the training data")
 
 
 @pytest.mark.parametrize("model", ["fcn", "resnet", "simple-cnn", "mlp", "linear"])

@@ -50,7 +50,8 @@ def test_bf16_training_on_cpu_keeps_fp32_state_and_its_export_verifies(tmp_path,
     _cpu_features(monkeypatch, True, False)
     logs: list[str] = []
     bf16 = _run(tmp_path, npz, "bf16", "auto", logs)
-    assert bf16.metrics["precision"] == {"used": "bf16", "requested": "auto", "reason": "auto: this CPU has AVX-512 BF16"}
+    assert bf16.metrics["precision"] == {"used": "bf16", "requested": "auto",
+                                         "reason": "auto: this CPU has AVX-512 BF16"}
     assert fp32.metrics["precision"] == {"used": "fp32", "requested": "fp32", "reason": "--precision fp32"}
     assert "precision: bf16 (auto: this CPU has AVX-512 BF16); weights, checkpoints, exports and the loss stay fp32" \
         in logs

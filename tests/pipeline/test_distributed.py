@@ -31,7 +31,8 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tm
     data = npz_file("multiclass", n=60, length=16)
     common = ["train", "--data", str(data), "--task", "multiclass", "--val-split", "0.2", "--model", "simple-cnn",
               "--width", "0.5", "--epochs", "3", "--batch-size", "11", "--lr", "0.01", "--scheduler", "none",
-              "--patience", "0", "--seed", "3", "--no-progress"]
+              "--patience", "0", "--seed", "3", "--no-progress",
+              "--precision", "fp32"]  # equal to 1e-5 is an fp32 property: bf16 rounds each process's shard anew
     one = run_pipeline([*common, "--out", tmp_path / "one"], tmp_path)
     assert one.returncode == 0, one.stderr
     two = run_pipeline([*common, "--out", tmp_path / "two", "--nproc", "2"], tmp_path)
@@ -82,12 +83,15 @@ def test_average_buffers_gives_every_process_the_mean_running_statistics(tmp_pat
 
 @pytest.mark.slow  # real gloo processes
 def test_two_gloo_processes_train_the_default_batchnorm_model_and_export_it(tmp_path, npz_file):
-    """fcn (BatchNorm) under DDP: the processes end in step, and the run exports and verifies."""
+    """fcn (BatchNorm) under DDP in bf16: the processes end in step, and the run exports and verifies (fp32)."""
     data = npz_file("multiclass", n=40, length=16)
     result = run_pipeline(["train", "--data", data, "--nproc", "2", "--width", "0.125", "--epochs", "2",
-                           "--batch-size", "8", "--no-progress", "--out", tmp_path / "ddp"], tmp_path)
+                           "--batch-size", "8", "--precision", "bf16", "--no-progress", "--out", tmp_path / "ddp"],
+                          tmp_path)
     assert result.returncode == 0, result.stderr
     assert "on 2 processes (cpu)" in result.stdout and "Traceback" not in result.stderr
+    assert result.stdout.count("precision: bf16 (--precision bf16)") == 1  # one voice
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["precision"]["used"] == "bf16"
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(RUN_FILES)
     state = load_checkpoint(tmp_path / "ddp" / "best.pt")
     assert any(name.endswith("running_mean") for name in state["model"])

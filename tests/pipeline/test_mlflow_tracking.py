@@ -18,7 +18,8 @@ from pipeline.cli import main
 from tests.conftest import free_port, subprocess_env
 
 TINY = ["--width", "0.125", "--no-progress", "--model", "simple-cnn"]
-RUN_FILES = {"best.pt", "config.json", "history.csv", "last.pt", "loss_curve.png", "metrics.json"}
+RUN_FILES = {"best.pt", "config.json", "history.csv", "last.pt", "loss_curve.png", "metrics.json",
+             "calibration.npy"}
 
 
 def run(args):

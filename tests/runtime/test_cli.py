@@ -102,11 +102,12 @@ def test_evaluate_prints_the_trainers_test_metrics_from_every_reader(cli_run, tm
         result = _invoke("evaluate", bundle_dir, "--data", path, "--json", *extra)
         assert result.exit_code == 0, result.output
         got = json.loads(result.output)
-        assert (got.pop("data"), got.pop("series"), got.pop("task")) == (str(path), 37, "multiclass")
+        assert (got.pop("data"), got.pop("series"), got.pop("task"), got.pop("precision")) == (
+            str(path), 37, "multiclass", "fp32")
         assert got["accuracy"] == trained["accuracy"] and got["macro_f1"] == trained["macro_f1"], path
         assert got["loss"] == pytest.approx(trained["loss"], abs=1e-6, rel=1e-6), path
     text = _invoke("evaluate", bundle_dir, "--data", cli_run / "test.npz")
-    assert text.output.splitlines() == [f"{cli_run / 'test.npz'}: 37 series, task multiclass",
+    assert text.output.splitlines() == [f"{cli_run / 'test.npz'}: 37 series, task multiclass, fp32 model graph",
                                         f"  loss             {got['loss']:.6g}",
                                         f"  accuracy         {got['accuracy']:.6g}",
                                         f"  macro_f1         {got['macro_f1']:.6g}"]

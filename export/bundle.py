@@ -32,6 +32,7 @@ from pipeline.losses import build_loss
 from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import summary
+from runtime.golden import golden_array
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, GRAPH_FORMATS, LOSS_INPUTS, LOSS_OUTPUTS,
                               GOLDEN_INT8, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, README_FILE, REQUIRED_KEYS,
@@ -263,7 +264,7 @@ def tensor_json(t: torch.Tensor) -> dict:
 def _golden_onnx(path: Path, golden_model: dict, output_names) -> dict:
     """An ONNX graph's own outputs on the golden model input (the int8 graph: golden.json model_int8)."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {n: np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"]) for n, v in golden_model["inputs"].items()}
+    feeds = {n: golden_array(v) for n, v in golden_model["inputs"].items()}
     outputs = session.run(None, feeds)
     return {"inputs": golden_model["inputs"],
             "outputs": {n: tensor_json(torch.from_numpy(o)) for n, o in zip(output_names, outputs)}}

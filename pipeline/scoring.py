@@ -16,7 +16,7 @@ from pipeline.data.readers import SeriesData, peek_csv_header, read_series
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from pipeline.files import check_output_file, write_atomic
 from runtime.golden import check_golden, int8_rows, read_golden
-from runtime.manifest import MODEL_INT8, MODEL_ONNX
+from runtime.manifest import MODEL_ONNX
 from runtime.outputs import OUT_SUFFIXES, prediction_table, write_predictions, write_rows
 
 
@@ -27,7 +27,7 @@ def open_bundle(path: Path, threads: int | None = None, check: bool = True, prec
     except runtime.BundleError as exc:
         raise PipelineError(str(exc)) from None
     if log is not None and precision != "fp32":
-        log(f"model graph: {MODEL_INT8 if bundle.precision == 'int8' else MODEL_ONNX} ({bundle.precision})")
+        log(f"model graph: {bundle.model_file} ({bundle.precision})")
     return bundle
 
 

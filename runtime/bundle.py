@@ -75,9 +75,10 @@ class Bundle:
     """An exported model and loss, checked and ready to run (use `runtime.load`)."""
 
     def __init__(self, path: Path, manifest: Manifest, model: ort.InferenceSession,
-                 loss: ort.InferenceSession | None, precision: str = "fp32"):
+                 loss: ort.InferenceSession | None, precision: str = "fp32", model_file: str = MODEL_ONNX):
         self.path, self.manifest = path, manifest
         self.precision = precision  # the model graph that runs: fp32 (model.onnx) or int8 (model.int8.onnx)
+        self.model_file = model_file
         self.task: str = manifest.task
         self.spec = TASKS[manifest.task]
         self.outputs: list[str] = list(manifest.outputs)
@@ -182,4 +183,4 @@ def load(bundle_dir: str | os.PathLike, threads: int | None = None, providers: l
         loss = _open(path / LOSS_ONNX, options, providers)
         spec = manifest.loss
         _check_io(loss, path / LOSS_ONNX, [(i.name, i.dtype) for i in spec.inputs], spec.outputs)
-    return Bundle(path, manifest, model, loss, precision)
+    return Bundle(path, manifest, model, loss, precision, name)

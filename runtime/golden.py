@@ -14,7 +14,8 @@ from runtime.errors import BundleError
 from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8, MODEL_INT8
 
 
-def _array(entry: dict) -> np.ndarray:
+def golden_array(entry: dict) -> np.ndarray:
+    """One golden.json tensor (shape, dtype, flat data) as an array."""
     return np.asarray(entry["data"], dtype=entry["dtype"]).reshape(entry["shape"])
 
 
@@ -27,7 +28,7 @@ def read_golden(bundle_dir: Path) -> dict:
 
 def model_example(bundle_dir: Path) -> np.ndarray:
     """The golden input series of the model graph: an example request for hosts that ask for one."""
-    return _array(next(iter(read_golden(bundle_dir)["model"]["inputs"].values())))
+    return golden_array(next(iter(read_golden(bundle_dir)["model"]["inputs"].values())))
 
 
 def golden_rows(golden: dict, graph: str, engine: str, run: Callable[[dict[str, np.ndarray]], list],
@@ -35,12 +36,12 @@ def golden_rows(golden: dict, graph: str, engine: str, run: Callable[[dict[str, 
     """One row per output of `graph` ('model' or 'loss'): `run(named inputs) -> outputs` against the golden ones."""
     atol = golden["atol"] if atol is None else atol
     rtol = golden["rtol"] if rtol is None else rtol
-    inputs = {name: _array(v) for name, v in golden[graph]["inputs"].items()}
+    inputs = {name: golden_array(v) for name, v in golden[graph]["inputs"].items()}
     first = next(iter(inputs.values()))
     case = "golden " + ("x".join(map(str, first.shape)) if graph == "model" else f"batch={len(first)}")
     actual = run(inputs)
     return [{"graph": graph, "engine": engine, "output": name, "case": case,
-             **compare(_array(expected), np.asarray(got), atol, rtol)}
+             **compare(golden_array(expected), np.asarray(got), atol, rtol)}
             for (name, expected), got in zip(golden[graph]["outputs"].items(), actual)]
 
 

@@ -366,7 +366,9 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
     example_x = model_grid[len(BATCH_SIZES) - 1].inputs  # batch 64: examples >= 2 so no axis is specialised
     example_loss = loss_grid[len(BATCH_SIZES) - 1].inputs
     loss_what = f"loss '{state['loss']['name']}'"
-    log(f"exporting the {cfg.name} model and the {state['loss']['name']} loss of {task} to "
+    model_what = f"{cfg.name} model" if cfg.ensemble == 1 else \
+        f"{cfg.name} ensemble ({cfg.ensemble} members averaged in one graph)"
+    log(f"exporting the {model_what} and the {state['loss']['name']} loss of {task} to "
         f"{' and '.join(FORMAT_NAMES[f] for f in want)}; each graph is then checked against eager PyTorch on "
         f"{len(model_grid)} model and {len(loss_grid)} loss input sets")
     rows, layout = [], None

@@ -117,7 +117,10 @@ def quantize_model(fp32_path: Path, out: Path, X: np.ndarray) -> Path:
     quiet.setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
     try:
-        quant_pre_process(str(fp32_path), str(prepared))
+        try:
+            quant_pre_process(str(fp32_path), str(prepared))
+        except TypeError:  # symbolic shape inference gives up on some graphs (an ensemble's stacked outputs)
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out), _Reader(np.ascontiguousarray(X, dtype=np.float32)),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,

@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
-from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DEVICES,
+from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DEFAULT_PATIENCE,
+                             DEVICES, PAPER_RECIPES, recipe,
                              LOSS_PARAM_DEFAULTS, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULERS,
                              DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs)
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
@@ -116,20 +117,33 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
               help=f"For cross_entropy. [default: {LOSS_PARAM_DEFAULTS['label_smoothing']}]")
 @click.option("--loss-param", multiple=True, metavar="NAME=VALUE", help="Constructor argument of a custom loss.")
 @click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default="fcn", show_default=True,
-              help="fcn/resnet take any length; simple-cnn, mlp and linear are fixed to the training length.")
+              help="fcn, resnet, inception (InceptionTime's network) and lite (LITE) take any length; simple-cnn, "
+              "mlp and linear are fixed to the training length. inception and lite train with their papers' recipe "
+              f"unless a flag says otherwise: {PAPER_RECIPES['inception'].describe()}.")
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Train N members (seeds SEED..SEED+N-1) in one run folder; export one graph that averages their "
+              "probabilities (classification) or predictions. --model inception --ensemble 5 is InceptionTime, "
+              "--model lite --ensemble 5 is LITETime.")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Multiplies the model's channel sizes.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
 @click.option("--epochs", type=int, default=None,
-              help=f"Epochs [default: {DEFAULT_EPOCHS}; {DEFAULT_EPOCHS_EMBEDDED} on the embedded data].")
+              help=f"Epochs [default: {DEFAULT_EPOCHS}, {PAPER_RECIPES['inception'].epochs} for inception and lite; "
+              f"{DEFAULT_EPOCHS_EMBEDDED} on the embedded data].")
 @click.option("--batch-size", type=int, default=None,
-              help="[default: training series / 10, between 2 and 32, as Wang et al. for small sets]")
+              help="[default: training series / 10, between 2 and 32, as Wang et al. for small sets; "
+              f"{PAPER_RECIPES['inception'].batch_size} for inception and lite]")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="For --optimizer sgd.")
 @click.option("--scheduler", type=click.Choice(SCHEDULERS), default="plateau", show_default=True,
               help="plateau halves the rate when the monitored loss stalls; cosine anneals over --epochs.")
-@click.option("--patience", type=int, default=50, show_default=True,
-              help="Early stopping after this many epochs without improvement; 0 turns it off.")
+@click.option("--patience", type=int, default=None,
+              help=f"Early stopping after this many epochs without improvement; 0 turns it off. [default: "
+              f"{DEFAULT_PATIENCE}; 0 for inception and lite]")
+@click.option("--lr-patience", type=int, default=None,
+              help="Epochs without improvement before --scheduler plateau halves the rate. [default: a third of "
+              f"--patience, at least 3 (10 without early stopping); {PAPER_RECIPES['inception'].lr_patience} for "
+              "inception and lite]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_CHOICES), default="auto", show_default=True,
               help="torch.compile the model and the loss; auto compiles on CUDA only (slower on CPU).")
@@ -253,12 +267,14 @@ def _train_configs(opts: dict) -> tuple[DataConfig, LossConfig, ModelConfig, Tra
         class_weights=class_weights if class_weights in (None, "balanced")
         else _floats("--class-weights", class_weights),
         label_smoothing=opts["label_smoothing"], loss_params=_loss_params(opts["loss_param"]))
-    model_cfg = ModelConfig(name=opts["model_name"], width=opts["width"])
-    epochs = opts["epochs"] if opts["epochs"] is not None else default_epochs(opts["data"] is None)
+    model_cfg = ModelConfig(name=opts["model_name"], width=opts["width"], ensemble=opts["ensemble"])
+    plan = recipe(opts["model_name"])  # the model's defaults; a flag given wins
+    epochs = opts["epochs"] if opts["epochs"] is not None else default_epochs(opts["data"] is None, opts["model_name"])
     train_cfg = TrainConfig(
-        epochs=epochs, batch_size=opts["batch_size"], lr=opts["lr"], optimizer=opts["optimizer"],
-        momentum=opts["momentum"], weight_decay=opts["weight_decay"], scheduler=opts["scheduler"],
-        patience=opts["patience"], seed=opts["seed"], compile=opts["compile_"],
+        epochs=epochs, batch_size=_given(opts["batch_size"], plan.batch_size), lr=opts["lr"],
+        optimizer=opts["optimizer"], momentum=opts["momentum"], weight_decay=opts["weight_decay"],
+        scheduler=opts["scheduler"], patience=_given(opts["patience"], plan.patience),
+        lr_patience=_given(opts["lr_patience"], plan.lr_patience), seed=opts["seed"], compile=opts["compile_"],
         compile_mode=opts["compile_mode"], device=opts["device"], precision=opts["precision"],
         progress=opts["progress"], tensorboard=opts["tensorboard"], mlflow=opts["mlflow"])
     return data_cfg, loss_cfg, model_cfg, train_cfg
@@ -277,6 +293,10 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return kept
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
@@ -287,7 +307,16 @@ def _summarise(result) -> None:
         if split in m:
             shown = ", ".join(f"{k}={'n/a' if v is None else f'{v:.4g}'}" for k, v in m[split].items())
             click.echo(f"{split:>5}: {shown}")
-    click.echo(f"best epoch {m['best_epoch']} of {m['epochs_run']} (selected by {m['selected_by']})")
+    if "members" in m:
+        for member in m["members"]:
+            shown = ", ".join(f"{split} {k}={v:.4g}" for split in ("val", "test") if split in member
+                              for k, v in list(member[split].items())[:2] if v is not None)
+            click.echo(f"member {member['member']} (seed {member['seed']}): best epoch {member['best_epoch']} of "
+                       f"{member['epochs_run']}{': ' + shown if shown else ''}")
+        click.echo(f"the lines above the members are the ensemble's (the average of {len(m['members'])} members; "
+                   f"each selected by {m['selected_by']})")
+    else:
+        click.echo(f"best epoch {m['best_epoch']} of {m['epochs_run']} (selected by {m['selected_by']})")
     click.echo(f"wrote {result.run_dir}")
     click.echo(f"next: pipeline export {result.run_dir} --format all")
 

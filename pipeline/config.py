@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pipeline.errors import PipelineError
 from runtime.tasks import ALL_LOSS_NAMES, TASK_NAMES, TASKS, is_custom_loss
 
-MODEL_NAMES = ("fcn", "resnet", "simple-cnn", "mlp", "linear")
+MODEL_NAMES = ("fcn", "resnet", "inception", "lite", "simple-cnn", "mlp", "linear")
 FIXED_LENGTH_MODELS = ("simple-cnn", "mlp", "linear")
 # Shortest training series per model: simple-cnn pools pairs of steps; the rest take even one step per series.
 MIN_LENGTH = {"simple-cnn": 2}
@@ -24,6 +24,7 @@ COMPILE_CHOICES = ("auto", "on", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+ENSEMBLE_COMBINES = tuple(dict.fromkeys(task.scores for task in TASKS.values()))  # how each task averages members
 
 
 def _choice(flag: str, value, choices) -> None:
@@ -44,8 +45,42 @@ DEFAULT_EPOCHS_EMBEDDED = 40  # the embedded waveforms converge in a few dozen e
 LOSS_PARAM_DEFAULTS = {"huber_delta": 1.0, "beta": 1.0, "label_smoothing": 0.0}  # torch.nn's own defaults
 
 
-def default_epochs(embedded_data: bool) -> int:
-    return DEFAULT_EPOCHS_EMBEDDED if embedded_data else DEFAULT_EPOCHS
+DEFAULT_PATIENCE = 50
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model's training defaults, each overridden by its flag. patience 0: no early stopping;
+    lr_patience: epochs without improvement before the plateau scheduler halves the rate."""
+
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int | None = None  # None: auto_batch_size(training series)
+    patience: int = DEFAULT_PATIENCE
+    lr_patience: int | None = None  # None: a third of --patience (at least 3), or 10 without early stopping
+    source: str = "Wang et al. 2017, with early stopping"
+
+    def describe(self) -> str:
+        batch = f"batch {self.batch_size}" if self.batch_size else "batch = training series / 10 (2..32)"
+        stop = f"early stopping after {self.patience} epochs" if self.patience else "no early stopping"
+        rate = f"after {self.lr_patience}" if self.lr_patience else "when the loss stalls"
+        return (f"{self.epochs} epochs, {batch}, Adam 1e-3 halved {rate} epochs without improvement down to 1e-4, "
+                f"{stop} ({self.source})")
+
+
+# InceptionTime's and LITE's published code: Adam 1e-3, batch 64, 1500 epochs, ReduceLROnPlateau on the training
+# loss (factor 0.5, patience 50, min 1e-4), the weights of the lowest training loss kept, no early stopping
+PAPER_RECIPES = {
+    "inception": Recipe(1500, 64, 0, 50, "Ismail Fawaz et al. 2020"),
+    "lite": Recipe(1500, 64, 0, 50, "Ismail-Fawaz et al. 2023"),
+}
+
+
+def recipe(model: str) -> Recipe:
+    return PAPER_RECIPES.get(model, Recipe())
+
+
+def default_epochs(embedded_data: bool, model: str = "fcn") -> int:
+    return DEFAULT_EPOCHS_EMBEDDED if embedded_data else recipe(model).epochs
 
 
 def auto_batch_size(n_train: int) -> int:
@@ -153,11 +188,16 @@ class ModelConfig(_JsonMixin):
     length: int = 0  # training length; required by the fixed-length models
     n_outputs: int = 1
     normalize: str = "channel"
+    ensemble: int = 1  # members; more than one: their outputs averaged (models.EnsembleNet)
+    combine: str = "identity"  # how members are averaged: the task's scores (runtime.tasks.Task.scores)
 
     def __post_init__(self):
         _choice("--model", self.name, MODEL_NAMES)
         _positive("--width", self.width)
         _choice("--normalize", self.normalize, NORMALIZE_MODES)
+        if not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise PipelineError(f"--ensemble must be a whole number >= 1; got {self.ensemble}")
+        _choice("combine", self.combine, ENSEMBLE_COMBINES)
 
     @property
     def fixed_length(self) -> bool:
@@ -175,12 +215,14 @@ class TrainConfig(_JsonMixin):
     momentum: float = 0.9
     weight_decay: float = 0.0
     scheduler: str = "plateau"
-    patience: int = 50  # early stopping; 0 turns it off
+    patience: int = DEFAULT_PATIENCE  # early stopping; 0 turns it off
+    lr_patience: int | None = None  # plateau scheduler's stall; None: derived from patience
     seed: int = 0
     compile: str = "auto"
     compile_mode: str = "default"
     device: str = "auto"
     precision: str = "auto"
+    member: int = 0  # ensemble member: its weights and shuffling come from seed + member (the data split from seed)
     progress: bool = True
     tensorboard: str | None = None  # event-file folder; "" means RUN_DIR/tensorboard
     mlflow: str | None = None  # tracking URI (http://..., sqlite:///...), local stores made absolute
@@ -192,6 +234,8 @@ class TrainConfig(_JsonMixin):
         _positive("--lr", self.lr)
         _positive("--weight-decay", self.weight_decay, allow_zero=True)
         _positive("--patience", self.patience, allow_zero=True)
+        if self.lr_patience is not None:
+            _positive("--lr-patience", self.lr_patience, allow_zero=True)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--scheduler", self.scheduler, SCHEDULERS)
         _choice("--compile", self.compile, COMPILE_CHOICES)

@@ -46,15 +46,17 @@ def _w(base: int, width: float) -> int:
 
 
 class SameConv1d(nn.Conv1d):
-    """Conv1d whose output keeps the input length, padding (k-1)//2 left and the rest right.
+    """Conv1d whose output keeps the input length: of the dilation * (k - 1) padded steps, half (rounded
+    down) go left and the rest right.
 
     Explicit padding instead of padding="same", which copies the input for even kernels and
-    warns on every call; the split matches Keras 'same' used by Wang et al.
+    warns on every call; the split matches Keras/TensorFlow 'same' used by the papers' code.
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel: int):
-        super().__init__(c_in, c_out, kernel)
-        self.pad_left, self.pad_right = (kernel - 1) // 2, kernel // 2
+    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True, dilation: int = 1, groups: int = 1):
+        super().__init__(c_in, c_out, kernel, dilation=dilation, groups=groups, bias=bias)
+        total = dilation * (kernel - 1)
+        self.pad_left, self.pad_right = total // 2, total - total // 2
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(F.pad(x, (self.pad_left, self.pad_right)), self.weight, self.bias)
@@ -144,26 +146,220 @@ class Linear(nn.Sequential):
         super().__init__(nn.Flatten(), nn.Linear(c_in * length, n_outputs))
 
 
+class InceptionModule(nn.Module):
+    """One Inception module: a 1x1 bottleneck (when the input has more than one channel), three
+    convolutions of kernels 40/20/10 on it, and a max-pool (3, stride 1) + 1x1 convolution branch on
+    the input; the four concatenated, batch-normalised, ReLU. No biases, as in the paper's code."""
+
+    def __init__(self, c_in: int, filters: int, bottleneck: int, kernels: tuple[int, ...] = (40, 20, 10)):
+        super().__init__()
+        self.bottleneck = nn.Conv1d(c_in, bottleneck, 1, bias=False) if c_in > 1 else nn.Identity()
+        width = bottleneck if c_in > 1 else c_in
+        self.convs = nn.ModuleList(SameConv1d(width, filters, k, bias=False) for k in kernels)
+        self.pool = nn.MaxPool1d(3, stride=1, padding=1)
+        self.pool_conv = nn.Conv1d(c_in, filters, 1, bias=False)
+        self.bn = nn.BatchNorm1d(filters * (len(kernels) + 1))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.bottleneck(x)
+        branches = [conv(z) for conv in self.convs]
+        branches.append(self.pool_conv(self.pool(x)))
+        return self.relu(self.bn(torch.cat(branches, dim=1)))
+
+
+class InceptionBlock(nn.Module):
+    """Three Inception modules and the residual shortcut around them (1x1 convolution + BatchNorm)."""
+
+    def __init__(self, c_in: int, filters: int, bottleneck: int, modules: int = 3):
+        super().__init__()
+        c_out = 4 * filters
+        self.body = nn.Sequential(*(InceptionModule(c_in if i == 0 else c_out, filters, bottleneck)
+                                    for i in range(modules)))
+        self.shortcut = nn.Sequential(nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class Inception(nn.Module):
+    """One network of InceptionTime (Ismail Fawaz et al. 2020, "InceptionTime: Finding AlexNet for time
+    series classification", Data Mining and Knowledge Discovery 34): depth 6 (two residual blocks of three
+    Inception modules), bottleneck 32, kernels 40/20/10 plus the max-pool branch, 32 filters per branch,
+    global average pooling. 420,192 trainable parameters before the output layer on univariate series, as
+    the paper's code builds it. InceptionTime is the ensemble of five: `--model inception --ensemble 5`."""
+
+    def __init__(self, c_in: int, n_outputs: int, width: float = 1.0, depth: int = 6):
+        super().__init__()
+        filters, bottleneck = _w(32, width), _w(32, width)
+        blocks, c = [], c_in
+        for _ in range(depth // 3):
+            blocks.append(InceptionBlock(c, filters, bottleneck))
+            c = 4 * filters
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Linear(c, n_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).mean(dim=-1).flatten(1))
+
+
+def lite_filters(c_in: int, sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64)) -> Tensor:
+    """LITE's fixed hand-crafted filters (Ismail-Fawaz et al. 2022, "Deep learning for time series
+    classification using new hand-crafted convolution filters"): 6 increase detectors (-1, 1, -1, ...),
+    6 decrease detectors (1, -1, 1, ...) of lengths `sizes`, and 5 peak detectors of lengths 1.5 k for k in
+    sizes[1:]; each sums over all channels. All sit in one (17, c_in, 96) kernel, each starting (k - 1) // 2
+    steps before the kernel's centre, so one 'same' convolution gives every filter's own 'same' output."""
+    kernels = []
+    for sign in (-1.0, 1.0):  # increase: even positions negative; decrease: odd positions negative
+        for k in sizes:
+            f = torch.ones(k, dtype=torch.float64)
+            f[(torch.arange(k) % 2 == 0) if sign < 0 else (torch.arange(k) % 2 == 1)] = -1.0
+            kernels.append(f)
+    for k in sizes[1:]:
+        f = torch.zeros(k + k // 2, dtype=torch.float64)
+        left = torch.linspace(0, 1, k // 4 + 1, dtype=torch.float64)[1:] ** 2
+        right = left.flip(0)
+        q = k // 4
+        f[0:q], f[q:2 * q] = -left, -right
+        f[2 * q:3 * q], f[3 * q:4 * q] = 2 * left, 2 * right
+        f[4 * q:5 * q], f[5 * q:] = -left, -right
+        kernels.append(f)
+    longest = max(len(f) for f in kernels)
+    weight = torch.zeros(len(kernels), c_in, longest, dtype=torch.float64)
+    centre = (longest - 1) // 2
+    for i, f in enumerate(kernels):
+        start = centre - (len(f) - 1) // 2
+        weight[i, :, start:start + len(f)] = f
+    return weight.float()
+
+
+class FixedFilters(SameConv1d):
+    """LITE's hybrid layer: the fixed filters of `lite_filters`, never trained, then ReLU."""
+
+    def __init__(self, c_in: int):
+        weight = lite_filters(c_in)
+        super().__init__(c_in, weight.shape[0], weight.shape[2], bias=False)
+        with torch.no_grad():
+            self.weight.copy_(weight)
+        self.weight.requires_grad_(False)
+
+
+class SeparableConv1d(nn.Sequential):
+    """A depthwise convolution ('same' padding, dilated) followed by a 1x1 pointwise one, no biases
+    (Keras SeparableConv1D)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int):
+        super().__init__(SameConv1d(c_in, c_in, kernel, bias=False, dilation=dilation, groups=c_in),
+                         nn.Conv1d(c_in, c_out, 1, bias=False))
+
+
+class LITE(nn.Module):
+    """LITE (Ismail-Fawaz et al. 2023, "LITE: Light Inception with boosTing tEchniques for Time Series
+    Classification", IEEE DSAA): one multiplexing Inception module (three convolutions of kernels 40/20/10,
+    32 filters each, no bottleneck) beside the 17 fixed hand-crafted filters, then two depthwise-separable
+    convolutions (kernels 20 and 10, dilations 2 and 4, 32 filters), BatchNorm + ReLU after each, global
+    average pooling. 9,814 trainable parameters before the output layer on univariate series, as in the
+    paper. LITETime is the ensemble of five: `--model lite --ensemble 5`."""
+
+    def __init__(self, c_in: int, n_outputs: int, width: float = 1.0, kernel: int = 40):
+        super().__init__()
+        filters = _w(32, width)
+        self.convs = nn.ModuleList(SameConv1d(c_in, filters, kernel // 2 ** i, bias=False) for i in range(3))
+        self.fixed = FixedFilters(c_in)
+        self.fixed_relu = nn.ReLU()
+        c = 3 * filters + self.fixed.out_channels
+        self.bn = nn.BatchNorm1d(c)
+        self.relu = nn.ReLU()
+        layers = []
+        for i in range(2):
+            layers += [SeparableConv1d(c, filters, (kernel // 2) // 2 ** i, dilation=2 ** (i + 1)),
+                       nn.BatchNorm1d(filters), nn.ReLU()]
+            c = filters
+        self.separable = nn.Sequential(*layers)
+        self.head = nn.Linear(filters, n_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        branches = [conv(x) for conv in self.convs]
+        branches.append(self.fixed_relu(self.fixed(x)))
+        z = self.relu(self.bn(torch.cat(branches, dim=1)))
+        return self.head(self.separable(z).mean(dim=-1).flatten(1))
+
+
+def _log_mean_exp(a: Tensor) -> Tensor:
+    """log(mean(exp(a), dim=0)), shifted by the maximum so that no exp overflows or underflows to 0."""
+    top = a.max(dim=0).values
+    return top + torch.log(torch.exp(a - top).mean(dim=0))
+
+
+class EnsembleNet(nn.Module):
+    """Members' raw scores (M, batch, K) combined into the raw score of their averaged output, so that the
+    task's outputs and its loss read it like one network's score:
+    softmax: log of the averaged class probabilities (its softmax is that average, and cross-entropy on it
+    is the ensemble's negative log-likelihood); sigmoid: the logit of the averaged probabilities;
+    exp: the log of the averaged rates; identity: the averaged predictions. All in log space, finite at
+    the confident scores trained members emit."""
+
+    def __init__(self, members: list[nn.Module], combine: str):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.combine = combine
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs: list[Tensor] = []
+        for member in self.members:
+            outs.append(member(x))
+        z = torch.stack(outs)
+        if self.combine == "softmax":
+            return _log_mean_exp(torch.log_softmax(z, dim=2))
+        if self.combine == "sigmoid":
+            return _log_mean_exp(F.logsigmoid(z)) - _log_mean_exp(F.logsigmoid(-z))
+        if self.combine == "exp":
+            return _log_mean_exp(z)
+        return z.mean(dim=0)
+
+
+def _network(c: ModelConfig) -> nn.Module:
+    if c.name == "fcn":
+        return FCN(c.in_channels, c.n_outputs, c.width)
+    if c.name == "resnet":
+        return ResNet(c.in_channels, c.n_outputs, c.width)
+    if c.name == "inception":
+        return Inception(c.in_channels, c.n_outputs, c.width)
+    if c.name == "lite":
+        return LITE(c.in_channels, c.n_outputs, c.width)
+    if c.name == "simple-cnn":
+        return SimpleCNN(c.in_channels, c.length, c.n_outputs, c.width)
+    if c.name == "mlp":
+        return MLP(c.in_channels, c.length, c.n_outputs, c.width)
+    return Linear(c.in_channels, c.length, c.n_outputs, c.width)
+
+
 class SequenceModel(nn.Module):
-    """Normalisation followed by the network; input (batch, channels, length), output raw scores."""
+    """Normalisation followed by the network (or, with config.ensemble > 1, the members' networks and
+    their average); input (batch, channels, length), output raw scores."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         c = config
         self.normalize = Normalize(c.normalize, c.in_channels)
-        if c.name == "fcn":
-            self.net = FCN(c.in_channels, c.n_outputs, c.width)
-        elif c.name == "resnet":
-            self.net = ResNet(c.in_channels, c.n_outputs, c.width)
-        elif c.name == "simple-cnn":
-            self.net = SimpleCNN(c.in_channels, c.length, c.n_outputs, c.width)
-        elif c.name == "mlp":
-            self.net = MLP(c.in_channels, c.length, c.n_outputs, c.width)
+        if c.ensemble > 1:
+            self.net = EnsembleNet([_network(c) for _ in range(c.ensemble)], c.combine)
         else:
-            self.net = Linear(c.in_channels, c.length, c.n_outputs, c.width)
+            self.net = _network(c)
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
         return self.net(self.normalize(x))
+
+
+def load_members(model: SequenceModel, states: list[dict]) -> SequenceModel:
+    """An ensemble's weights from its members' state dicts: the members share the normalisation (fitted
+    on the same training data), so the first member's is kept."""
+    model.normalize.load_state_dict({k[len("normalize."):]: v for k, v in states[0].items()
+                                     if k.startswith("normalize.")})
+    for member, state in zip(model.net.members, states, strict=True):
+        member.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    return model
 
 
 def build_model(config: ModelConfig) -> SequenceModel:

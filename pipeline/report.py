@@ -26,8 +26,9 @@ def _fmt(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def plot_loss_curve(path: Path, history: list[dict], title: str) -> Path:
-    """Train and validation loss per epoch, drawn headless (Agg), never plt.show()."""
+def plot_loss_curve(path: Path, histories: list[list[dict]], title: str) -> Path:
+    """Train and validation loss per epoch, drawn headless (Agg), never plt.show(); one pair of curves per
+    history (an ensemble's members, in one colour each)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,20 +36,27 @@ def plot_loss_curve(path: Path, history: list[dict], title: str) -> Path:
 
     fig = Figure(figsize=(6.4, 4.0), dpi=100)
     ax = fig.subplots()
-    epochs = [row["epoch"] for row in history]
-    ax.plot(epochs, [row["train_loss"] for row in history], label="train", marker="." if len(epochs) < 30 else None)
-    val = [(row["epoch"], row["val_loss"]) for row in history if row["val_loss"] is not None]
-    if val:
-        ax.plot([e for e, _ in val], [v for _, v in val], label="validation",
-                marker="." if len(epochs) < 30 else None)
-        best_epoch, best = min(val, key=lambda ev: ev[1])
-        ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1, label=f"best (epoch {best_epoch})")
+    positive = True
+    for i, history in enumerate(histories):
+        name = "" if len(histories) == 1 else f"member {i} "
+        colour = {} if len(histories) == 1 else {"color": f"C{i % 10}"}
+        epochs = [row["epoch"] for row in history]
+        marker = "." if len(epochs) < 30 else None
+        ax.plot(epochs, [row["train_loss"] for row in history], label=f"{name}train", marker=marker, **colour)
+        val = [(row["epoch"], row["val_loss"]) for row in history if row["val_loss"] is not None]
+        if val:
+            ax.plot([e for e, _ in val], [v for _, v in val], label=f"{name}validation", marker=marker,
+                    **({"linestyle": "--", **colour} if colour else {}))
+            if len(histories) == 1:
+                best_epoch, best = min(val, key=lambda ev: ev[1])
+                ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1, label=f"best (epoch {best_epoch})")
+        positive = positive and all(row["train_loss"] > 0 for row in history) and all(v > 0 for _, v in val)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)
-    if all(row["train_loss"] > 0 for row in history) and all(v > 0 for _, v in val):
+    if positive:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small" if len(histories) > 1 else None)
     fig.tight_layout()
     return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -21,6 +21,7 @@ RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS, CALIBRATION)
 CALIBRATION_SERIES = 256
 CALIBRATION_BYTES = 8 << 20  # fewer series when they are long or have many channels
 CONFIG_KEYS = {"pipeline_version", "model_config", "encoding"}  # how a run folder is recognised
+MEMBERS_DIR = "members"  # an ensemble's member run folders: members/member-0, members/member-1, ...
 
 
 class RunFolder:
@@ -46,13 +47,25 @@ class RunFolder:
         if not self.writes:
             return
         if self.path.exists():
-            for name in RUN_FILES:
-                (self.path / name).unlink(missing_ok=True)
-            events = self.path / TENSORBOARD_DIR
-            for path in events.glob(f"**/{EVENT_PREFIX}*") if events.is_dir() else ():
-                path.unlink()  # an earlier run's event files; anything else in the folder stays
+            self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.path / CONFIG, config)
+
+    def clear(self) -> None:
+        """Remove the files a run writes (an ensemble's member folders too, each a run folder of its own, and
+        the folders they leave empty); anything else stays."""
+        members = self.path / MEMBERS_DIR
+        if is_run_dir(self.path) and members.is_dir():
+            for member in sorted(members.glob("member-*")):
+                if is_run_dir(member):
+                    RunFolder(member).clear()
+                    _remove_if_empty(member)
+            _remove_if_empty(members)
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        events = self.path / TENSORBOARD_DIR
+        for path in events.glob(f"**/{EVENT_PREFIX}*") if events.is_dir() else ():
+            path.unlink()  # an earlier run's event files; anything else in the folder stays
 
     def save_calibration(self, X: np.ndarray, rows: np.ndarray, seed: int) -> None:
         """A random sample of the training series `X[rows]` (at most CALIBRATION_SERIES, CALIBRATION_BYTES)."""
@@ -91,11 +104,16 @@ class RunFolder:
             save_checkpoint(self.last, state)
             write_history(self.path / HISTORY, history, metric)
 
-    def save_report(self, metrics: dict, history: list[dict], title: str) -> None:
-        """At the end: metrics.json and the loss curve."""
+    def save_report(self, metrics: dict, histories: list[list[dict]], title: str) -> None:
+        """At the end: metrics.json and the loss curve (one history, or an ensemble's members')."""
         if self.writes:
             write_json(self.path / METRICS, metrics)
-            plot_loss_curve(self.path / CURVE, history, title)
+            plot_loss_curve(self.path / CURVE, histories, title)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def default_run_dir(model: str, task: str | None) -> Path:

@@ -17,14 +17,15 @@ from torch import Tensor, nn
 
 from pipeline import __version__
 from pipeline import distributed, precision
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import LAST, load_checkpoint
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets, Split, load_datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
-from pipeline.run_folder import RunFolder, check_new
+from pipeline import ensemble
+from pipeline.run_folder import MEMBERS_DIR, RunFolder, check_new
 from pipeline.tracking import TENSORBOARD_DIR, RunEnd, mlflow_uri
 from runtime.inputs import plural
 from runtime.tasks import TASKS, compute_metrics
@@ -129,7 +130,7 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
 def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     if cfg.scheduler == "plateau":
         # Wang et al. 2017 halve the rate when the monitored loss stalls
-        stall = max(3, cfg.patience // 3) if cfg.patience else 10
+        stall = cfg.lr_patience if cfg.lr_patience is not None else max(3, cfg.patience // 3) if cfg.patience else 10
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=PLATEAU_FACTOR, patience=stall, min_lr=cfg.lr * MIN_LR_FRACTION)
     if cfg.scheduler == "cosine":
@@ -167,6 +168,9 @@ class Trainer:
                  train_cfg: TrainConfig, datasets: Datasets, log: Callable[[str], None],
                  preflight: Callable | None = None, saved_loss: dict | None = None):
         self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
+        # what trackers call the run: its folder's name, an ensemble member's with the ensemble's before it
+        self.name = run_dir.name if train_cfg.member == 0 and run_dir.parent.name != MEMBERS_DIR \
+            else f"{run_dir.parent.parent.name}/{run_dir.name}"
         self.ranks = distributed.from_env()
         self.folder = RunFolder(run_dir, writes=self.ranks.main)  # every file of the run is written through it
         self.log = log if self.ranks.main else (lambda _: None)  # one voice, not one per process
@@ -180,9 +184,9 @@ class Trainer:
             self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
         self.device = distributed.start(self.ranks, pick_device(train_cfg.device))
         self.precision = precision.resolve(train_cfg.precision, self.device)
-        torch.manual_seed(train_cfg.seed)
+        torch.manual_seed(train_cfg.seed + train_cfg.member)
         self.model_cfg = replace(model_cfg, in_channels=datasets.channels, length=datasets.length,
-                                 n_outputs=enc.n_outputs, normalize=data_cfg.normalize)
+                                 n_outputs=enc.n_outputs, normalize=data_cfg.normalize, combine=self.task.scores)
         self.model: SequenceModel = build_model(self.model_cfg).to(self.device)
         self.loss_fn = build_loss(self.loss_name, self.loss_params).to(self.device)
         self.train_src = BatchSource(datasets.train, self.device)
@@ -199,7 +203,7 @@ class Trainer:
                 self.loss_fn.train()
         self.optimizer = _make_optimizer(train_cfg, self.model)
         self.scheduler = _make_scheduler(train_cfg, self.optimizer)
-        self.shuffle = torch.Generator().manual_seed(train_cfg.seed)
+        self.shuffle = torch.Generator().manual_seed(train_cfg.seed + train_cfg.member)
         self.history: list[dict] = []
         self.epoch = 0
         self.best = {"loss": math.inf, "epoch": 0}
@@ -387,7 +391,7 @@ class Trainer:
         else:
             tags = {"task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
                     "run_dir": str(self.run_dir.resolve())}
-            tracker = MLflowRun.start(self.cfg.mlflow, config, self.run_dir.name, tags, self.log)
+            tracker = MLflowRun.start(self.cfg.mlflow, config, self.name, tags, self.log)
             self.folder.update_config({**config, "mlflow_run_id": tracker.run_id})
         self.log(f"mlflow: run {tracker.run_id} at {self.cfg.mlflow}")
         return tracker
@@ -449,15 +453,21 @@ class Trainer:
             "batch_size": self.batch_size, "device": str(self.device), "processes": self.ranks.world,
             "precision": self.precision.to_dict(), "compile": compile_info, "train_seconds": round(seconds, 3),
         }
-        self.folder.save_report(metrics, self.history, f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
+        self.folder.save_report(metrics, [self.history], f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
         return RunResult(self.run_dir, metrics, self.history)
 
-    def final_metrics(self) -> dict[str, dict]:
-        """Loss and task metrics of the current weights on train, validation and test data."""
+    def final_metrics(self, model: nn.Module | None = None) -> dict[str, dict]:
+        """Loss and task metrics of the current weights (or of `model`, e.g. an ensemble) on train,
+        validation and test data."""
         sources = {"train": self.train_src, "val": self.val_src,
                    "test": BatchSource(self.datasets.test, self.device) if self.datasets.test else None}
-        return {split: evaluate(self.model, self.loss_fn, source, self.task.name)
+        return {split: evaluate(model or self.model, self.loss_fn, source, self.task.name)
                 for split, source in sources.items() if source is not None}
+
+    def run_report(self) -> dict:
+        """The run-wide keys of metrics.json."""
+        return {"selected_by": "val_loss" if self.val_src else "train_loss", "batch_size": self.batch_size,
+                "device": str(self.device), "processes": self.ranks.world, "precision": self.precision.to_dict()}
 
 
 def _fmt(value) -> str:
@@ -487,32 +497,100 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
                                                             else run_dir / TENSORBOARD_DIR).resolve()))
         if train_cfg.mlflow is not None:
             train_cfg = replace(train_cfg, mlflow=mlflow_uri(train_cfg.mlflow))
-        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log,  # validates the rest
-                          preflight)
+        members = model_cfg.ensemble
+        # one model, or the ensemble's first member (the one that validates the rest)
+        trainer = _member(run_dir, 0, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight) \
+            if members > 1 else Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight)
         distributed.barrier(ranks)
         log = trainer.log
         for note in datasets.notes:
             log(note)
-        trainer.folder.create({
-            "pipeline_version": __version__, "torch_version": torch.__version__,
-            "python": platform.python_version(), "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
-            "train": train_cfg.to_dict(), **trainer.describe(),
-        })
-        trainer.folder.save_calibration(datasets.train.X, datasets.train.rows, train_cfg.seed)
+        folder = RunFolder(run_dir, writes=ranks.main)
+        folder.create(_run_config(data_cfg, loss_cfg, train_cfg,
+                                  {**trainer.describe(), "model_config": replace(trainer.model_cfg,
+                                                                                 ensemble=members).to_dict()}))
+        folder.save_calibration(datasets.train.X, datasets.train.rows, train_cfg.seed)
+        if members > 1:  # after the ensemble's own folder: --force clears an earlier run's members there first
+            trainer.folder.create(_run_config(data_cfg, loss_cfg, trainer.cfg, trainer.describe()))
         log(f"run folder: {run_dir}")
         where = f"{ranks.world} processes ({trainer.device.type})" if ranks.enabled else str(trainer.device)
-        log(f"training {trainer.model_cfg.name} for {datasets.encoding.task} with loss {trainer.loss_name} on "
-            f"{where} ({len(datasets.train)} train / {len(datasets.val) if datasets.val else 0} val series, "
-            f"batch size {trainer.batch_size})")
-        return trainer.fit()
+        log(f"training {trainer.model_cfg.name}{f' x {members} (an ensemble)' if members > 1 else ''} for "
+            f"{datasets.encoding.task} with loss {trainer.loss_name} on {where} ({len(datasets.train)} train / "
+            f"{len(datasets.val) if datasets.val else 0} val series, batch size {trainer.batch_size})")
+        if members == 1:
+            return trainer.fit()
+        return _fit_ensemble(run_dir, trainer, folder.read_config(), datasets, log, preflight, epochs=None)
     finally:
         distributed.stop(ranks)
 
 
+def _run_config(data_cfg: DataConfig, loss_cfg: LossConfig, train_cfg: TrainConfig, described: dict) -> dict:
+    return {"pipeline_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+            "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(), "train": train_cfg.to_dict(), **described}
+
+
+def _member(run_dir: Path, i: int, data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig,
+            train_cfg: TrainConfig, datasets: Datasets, log: Callable, preflight: Callable | None = None) -> Trainer:
+    """Ensemble member I as a run of its own (the ensemble's data and split, seed + I); nothing written yet."""
+    return Trainer(ensemble.member_dir(run_dir, i), data_cfg, loss_cfg, replace(model_cfg, ensemble=1),
+                   ensemble.member_train_config(train_cfg, i), datasets, log, preflight)
+
+
+def _fit_ensemble(run_dir: Path, first: Trainer | None, config: dict, datasets: Datasets, log: Callable,
+                  preflight: Callable | None, epochs: int | None, overrides: dict | None = None) -> RunResult:
+    """Train (or resume) every member not finished yet, in order, then join and measure the ensemble."""
+    model_cfg = ModelConfig.from_dict(config["model_config"])
+    data_cfg, loss_cfg = DataConfig.from_dict(config["data"]), LossConfig.from_dict(config["loss_config"])
+    train_cfg = replace(TrainConfig.from_dict({**config["train"], **(overrides or {})}),
+                        epochs=epochs or config["train"]["epochs"])
+    ranks = distributed.from_env()
+    last = first
+    for i in range(model_cfg.ensemble):
+        if ensemble.member_finished(run_dir, i, epochs):
+            continue
+        log(f"ensemble member {i + 1} of {model_cfg.ensemble} (seed {train_cfg.seed + i})")
+        if first is not None and i == 0:
+            first.fit()
+        elif (ensemble.member_dir(run_dir, i) / LAST).is_file():
+            last = _resume_one(ensemble.member_dir(run_dir, i), epochs, overrides, log, preflight, datasets)
+            last.fit()
+        else:
+            last = _member(run_dir, i, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight)
+            last.folder.create(_run_config(data_cfg, loss_cfg, last.cfg, last.describe()))
+            last.fit()
+        distributed.barrier(ranks)  # every process reads the member's best weights once rank 0 wrote them
+    if last is None:  # every member had finished before this resume: any member measures the ensemble
+        last = _member(run_dir, 0, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)
+    metrics = ensemble.assemble(run_dir, config, last.final_metrics, last.device, last.run_report(), ranks.main, log)
+    return RunResult(run_dir, metrics, [])
+
+
 def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = None,
            log: Callable[[str], None] = print, preflight: Callable | None = None) -> RunResult:
-    """Continue a run from its last checkpoint: model, optimizer, scheduler, RNG and epoch."""
+    """Continue a run from its last checkpoint: model, optimizer, scheduler, RNG and epoch. An ensemble
+    continues the member it was in, then trains the members not started yet."""
     run_dir = Path(run_dir)
+    saved = RunFolder(run_dir).read_config()
+    ranks = distributed.from_env()
+    try:
+        members = ModelConfig.from_dict(saved["model_config"]).ensemble
+        if members == 1:
+            return _resume_one(run_dir, epochs, overrides, log, preflight).fit()
+        ensemble.check_resumable(run_dir, members, epochs)
+        data_cfg, model_name = DataConfig.from_dict(saved["data"]), saved["model_config"]["name"]
+        datasets = load_datasets(data_cfg, model_name, saved["train"]["seed"],
+                                 encoding=LabelEncoding.from_dict(saved["encoding"]))
+        if epochs is not None:
+            RunFolder(run_dir, writes=ranks.main).update_config({**saved, "train": {**saved["train"], "epochs": epochs}})
+        log(f"resuming the ensemble {run_dir}")
+        return _fit_ensemble(run_dir, None, saved, datasets, log, preflight, epochs, overrides)
+    finally:
+        distributed.stop(ranks)
+
+
+def _resume_one(run_dir: Path, epochs: int | None, overrides: dict | None, log: Callable[[str], None],
+                preflight: Callable | None, datasets: Datasets | None = None) -> Trainer:
+    """A run (or an ensemble's member) restored from its last checkpoint, ready to fit."""
     saved = RunFolder(run_dir).read_config()
     state = load_checkpoint(RunFolder(run_dir).last)
     data_cfg = DataConfig.from_dict(saved["data"])
@@ -525,17 +603,13 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
                             f"--epochs larger than {state['epoch']} to train further")
     model_cfg = ModelConfig.from_dict(saved["model_config"])
     encoding = LabelEncoding.from_dict(saved["encoding"])
-    datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, encoding=encoding)
-    ranks = distributed.from_env()
-    try:
-        trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight,
-                          saved_loss=state["loss"])
-        trainer.restore(state)
-        trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
-        distributed.barrier(ranks)  # every process has read the run before rank 0 rewrites its config
-        # --mlflow-optional with the store down skips MLflow this time only; the run keeps its URI for later
-        trainer.folder.update_config({**saved, "train": {**train_cfg.to_dict(), "mlflow": saved["train"].get("mlflow")}})
-        return trainer.fit()
-    finally:
-        distributed.stop(ranks)
-
+    if datasets is None:
+        datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, encoding=encoding)
+    trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight,
+                      saved_loss=state["loss"])
+    trainer.restore(state)
+    trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
+    distributed.barrier(trainer.ranks)  # every process has read the run before rank 0 rewrites its config
+    # --mlflow-optional with the store down skips MLflow this time only; the run keeps its URI for later
+    trainer.folder.update_config({**saved, "train": {**train_cfg.to_dict(), "mlflow": saved["train"].get("mlflow")}})
+    return trainer

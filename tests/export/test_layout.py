@@ -34,7 +34,7 @@ def _model(name: str, channels: int = 2, length: int = 20) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", ["fcn", "resnet", "simple-cnn"])
+@pytest.mark.parametrize("name", ["fcn", "resnet", "inception", "lite", "simple-cnn"])
 def test_conv2d_layout_computes_the_same_function(name):
     model = _model(name)
     fast = conv2d_layout(model)

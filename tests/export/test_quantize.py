@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import runtime
+from pipeline.config import MODEL_NAMES
 from export.bundle import ExportConfig, export_run
 from pipeline.cli import main
 from pipeline.errors import PipelineError
@@ -242,7 +243,7 @@ def test_a_run_without_its_calibration_sample_asks_for_calibration_data(task_bun
                               "it); pass --calibration-data FILE with series like the training data")
 
 
-@pytest.mark.parametrize("model", ["fcn", "resnet", "simple-cnn", "mlp", "linear"])
+@pytest.mark.parametrize("model", MODEL_NAMES)
 def test_every_model_exports_an_int8_graph_the_runtime_runs(tmp_path, npz_file, model):
     from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
     from pipeline.train import train

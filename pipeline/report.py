@@ -27,8 +27,14 @@ def _fmt(value) -> str:
 
 
 def plot_loss_curve(path: Path, histories: list[list[dict]], title: str) -> Path:
-    """Train and validation loss per epoch, drawn headless (Agg), never plt.show(); one pair of curves per
-    history (an ensemble's members, in one colour each)."""
+    """Train and validation loss per epoch as a PNG, drawn headless (Agg), never plt.show(); one pair of
+    curves per history (an ensemble's members, in one colour each)."""
+    fig = loss_figure(histories, title)
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def loss_figure(histories: list[list[dict]], title: str):
+    """The matplotlib Figure of plot_loss_curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,4 +65,4 @@ def plot_loss_curve(path: Path, histories: list[list[dict]], title: str) -> Path
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small" if len(histories) > 1 else None)
     fig.tight_layout()
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return fig

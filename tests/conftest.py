@@ -78,7 +78,7 @@ def write_task_files(folder: Path, task: str, n_train: int = 48, n_test: int = 3
     return paths
 
 
-def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn") -> TaskBundle:
+def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn", ensemble: int = 1) -> TaskBundle:
     from export.bundle import ExportConfig, export_run
     from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
     from pipeline.train import train
@@ -86,7 +86,7 @@ def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn"
     folder.mkdir(parents=True, exist_ok=True)
     train_file, test_file = write_task_files(folder, task)
     run = train(DataConfig(data=str(train_file), test_data=str(test_file), task=task, val_split=0.0),
-                LossConfig(**LOSS_OPTIONS.get(task, {})), ModelConfig(name=model, width=0.25),
+                LossConfig(**LOSS_OPTIONS.get(task, {})), ModelConfig(name=model, width=0.25, ensemble=ensemble),
                 TrainConfig(epochs=3, lr=1e-2, batch_size=8, seed=2, progress=False), out=folder / "run",
                 log=lambda _: None)
     bundle = export_run(run.run_dir, ExportConfig(fmt=fmt), log=lambda _: None)
@@ -109,6 +109,17 @@ def task_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
     root = tmp_path_factory.mktemp("bundles")
     both = ("multiclass", "regression")
     return {task: _build_bundle(root / task, task, fmt="all" if task in both else "onnx") for task in TASKS}
+
+
+ENSEMBLE_MEMBERS = 3
+
+
+@pytest.fixture(scope="session")
+def ensemble_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
+    """A 3-member fcn ensemble of each host task (multiclass, regression) and binary, exported in both formats."""
+    root = tmp_path_factory.mktemp("ensembles")
+    return {task: _build_bundle(root / task, task, fmt="all", ensemble=ENSEMBLE_MEMBERS)
+            for task in ("multiclass", "regression", "binary")}
 
 
 @pytest.fixture(scope="session")

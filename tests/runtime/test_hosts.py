@@ -315,3 +315,20 @@ def test_browser_page_names_a_wrong_manifest_field(browser_kit, task_bundles, tm
     copy, message = _wrong_field_bundle(task_bundles, tmp_path, "channels as text")
     result = _browser(browser_kit, copy)
     assert (result.returncode, result.stderr) == (2, f"Error: manifest.json: {message}\n")
+
+
+# --- An ensemble bundle (--ensemble 3: one graph averaging three members) in every kit ------------------
+
+def test_node_host_runs_an_ensemble_bundle(node_host, ensemble_bundles, tmp_path):
+    assert_host_agrees(lambda *args: _node(node_host, *args), ensemble_bundles["multiclass"], "multiclass",
+                       tmp_path, " (fp32)")
+
+
+def test_cpp_host_runs_an_ensemble_bundle(cpp_selfcheck, ensemble_bundles, tmp_path):
+    assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), ensemble_bundles["multiclass"], "multiclass",
+                       tmp_path, " (engine torchscript)")
+
+
+def test_browser_page_runs_an_ensemble_bundle(browser_kit, ensemble_bundles, tmp_path):
+    assert_host_agrees(lambda *args: _browser(browser_kit, *args), ensemble_bundles["multiclass"], "multiclass",
+                       tmp_path, " (fp32)")

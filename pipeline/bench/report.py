@@ -114,7 +114,8 @@ def format_report(report: dict) -> str:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
     lines.append("ratio: inference rows against eager PyTorch of the same measure (latency: time ratio, lower is "
                  "faster; throughput: rate ratio, higher is faster); training rows against the tutorial loop; "
-                 "start-up rows against eager's warm-up; memory rows: time per GiB against the smallest file")
+                 "start-up rows against eager's warm-up; models rows against fcn of the same shape (same measures); memory rows: "
+                 "time per GiB against the smallest file")
     if report["targets"]:
         lines.append("targets:")
         for t in report["targets"]:

@@ -234,6 +234,46 @@ def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, int8_bundle: P
     return rows, peak
 
 
+def comparison_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, shape: dict, threads: int, work: Path,
+                    log) -> list[dict]:
+    """The benchmarked model against fcn of the same shape: parameters, FLOPs per series and the runtime's
+    batch-1 latency and throughput, the two sessions timed side by side in the same rounds."""
+    if shape["model"] == "fcn" or cfg.device != "cpu":
+        return []
+    from export.bundle import ExportConfig, export_run, rebuild
+
+    spec = training.TrainSpec("fcn", shape["width"], shape["channels"], shape["length"], shape["classes"], 64, 64, 0)
+    fcn_run = training.trained_run(training.synthetic_file(work, spec), spec, work / "run-fcn")
+    fcn_bundle = export_run(fcn_run, ExportConfig(fmt="onnx"), out=work / "bundle-fcn", force=True,
+                            log=lambda _: None)
+    models = []
+    for name, folder, graph in ((shape["model"], run_dir, bundle), ("fcn", fcn_run, fcn_bundle)):
+        _, model_cfg, model, _ = rebuild(folder)
+        engine = inference.runtime_engines(graph, threads, torch.device("cpu"))[1]
+        models.append((name, inference.model_flops(model, model_cfg.in_channels, model_cfg.length),
+                       sum(p.numel() for p in model.parameters() if p.requires_grad),
+                       inference.Engine(f"{name} runtime session.run", engine.run, engine.prepare)))
+    s = cfg.settings
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    log(f"models: {shape['model']} against fcn, the runtime's sessions side by side")
+    for batch, calls in ((1, s["latency_calls"]), (cfg.batch, s["throughput_calls"])):
+        x = torch.randn(batch, shape["channels"], shape["length"], generator=g).numpy()
+        timings = inference.measure([m[3] for m in models], x, calls, s["warmup"] if batch == 1 else 2, s["rounds"])
+        fcn_time = timings[models[1][3].name].median
+        for name, flops, params, engine in models:
+            t = timings[engine.name].median
+            note = f"{params:,} trainable parameters, {flops / 1e6:.2f} MFLOP per series"
+            if batch == 1:
+                rows.append(_row("models", engine.name, "latency, batch 1", "ms", t * 1e3, ratio=t / fcn_time,
+                                 params=params, flops_per_series=flops, note=note))
+            else:
+                rows.append(_row("models", engine.name, f"throughput, batch {batch}", "series/s", batch / t,
+                                 ratio=fcn_time / t, params=params, flops_per_series=flops,
+                                 gflops=batch / t * flops / 1e9, note=note))
+    return rows
+
+
 def memory_rows(cfg: BenchConfig, work: Path, log) -> list[dict]:
     """`pipeline predict` on memory-mapped .npy files of growing size (a linear model: I/O bound)."""
     spec = training.TrainSpec("linear", 1.0, 1, 128, 3, 64, 8, 0)
@@ -271,6 +311,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         for row in export + [r for r in inference_ if r["section"] == "start-up"]:
             row["ratio"] = row["value"] / peak["eager_warmup_s"]  # against eager's warm-up for the same batches
         rows += inference_ + export
+        rows += comparison_rows(cfg, run_dir, bundle, shape, threads, work, log)
         if cfg.memory:
             rows += memory_rows(cfg, work, log)
     report["model"] = {**shape, **peak}

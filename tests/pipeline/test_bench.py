@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from pipeline.bench.report import check_targets, format_report
 from pipeline.cli import main
+from pipeline.config import ModelConfig
+from pipeline.models import build_model
 
 ENGINES = ("eager PyTorch", "torch.compile", "TorchScript", "AOTInductor", "runtime Bundle.predict",
            "runtime session.run", "runtime Bundle.predict int8")
@@ -185,3 +187,16 @@ def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
     assert {r["name"] for r in report["rows"] if r["section"] == "inference"} == set(ENGINES)
     # the inference targets are stated for fcn at length 128 only; the simple-cnn training target applies
     assert [t["target"] for t in report["targets"]] == ["pipeline train vs tutorial loop (simple-cnn)"]
+    # the model against fcn of the same shape, side by side: FLOPs counted by hand for fcn width 0.125
+    # (16/32/16 filters, kernels 8/5/3, length 16, one channel, 2 outputs), parameters by torch
+    models = {(r["name"], r["metric"]): r for r in report["rows"] if r["section"] == "models"}
+    assert set(models) == {(f"{m} runtime session.run", metric) for m in ("resnet", "fcn")
+                           for metric in ("latency, batch 1", "throughput, batch 8")}
+    fcn_flops = 2 * 16 * (1 * 8 * 16 + 16 * 5 * 32 + 32 * 3 * 16) + 2 * 16 * 2
+    resnet = build_model(ModelConfig(name="resnet", width=0.125, in_channels=1, length=16, n_outputs=1))
+    for metric in ("latency, batch 1", "throughput, batch 8"):
+        fcn, other = models["fcn runtime session.run", metric], models["resnet runtime session.run", metric]
+        assert fcn["flops_per_series"] == fcn_flops and fcn["ratio"] == 1.0
+        assert other["params"] == sum(p.numel() for p in resnet.parameters())
+        # latency (ms) and throughput (series/s) alike: the ratio is the values' ratio
+        assert other["ratio"] == pytest.approx(other["value"] / fcn["value"], rel=1e-9)

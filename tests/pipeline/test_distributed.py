@@ -101,6 +101,25 @@ def test_two_gloo_processes_train_the_default_batchnorm_model_and_export_it(tmp_
     assert verified.returncode == 0 and verified.stdout.endswith("verified\n"), verified.stdout
 
 
+@pytest.mark.parametrize("model, members", [("inception", 1), ("lite", 2)])
+def test_two_gloo_processes_train_inception_and_a_lite_ensemble_and_export_them(tmp_path, npz_file, model, members):
+    """The papers' models (BatchNorm, concatenated branches, fixed filters) under DDP; an ensemble trains each
+    member under DDP, rank 0 writes the ensemble, and it exports and verifies."""
+    data = npz_file("multiclass", n=40, length=16)
+    result = run_pipeline(["train", "--data", data, "--nproc", "2", "--model", model, "--ensemble", str(members),
+                           "--width", "0.125", "--epochs", "2", "--batch-size", "8", "--no-progress", "--out",
+                           tmp_path / "ddp"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "on 2 processes (cpu)" in result.stdout and "Traceback" not in result.stderr
+    assert result.stdout.count("run folder:") == 1  # one voice
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics.get("ensemble", 1) == members
+    exported = run_pipeline(["export", tmp_path / "ddp"], tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    verified = run_pipeline(["verify", tmp_path / "ddp" / "bundle"], tmp_path)
+    assert verified.returncode == 0 and verified.stdout.endswith("verified\n"), verified.stdout
+
+
 def test_under_ddp_only_rank_0_writes_tensorboard_events_and_the_mlflow_run(tmp_path, npz_file):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -187,6 +187,8 @@ def train(ctx, **opts):
       pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 600
       pipeline train --tensorboard --out artifacts/tb-demo
       pipeline train --mlflow http://127.0.0.1:5000 --out artifacts/mlflow-demo
+      pipeline train --model lite --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts
+      pipeline train --model inception --ensemble 5 --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/inceptiontime
       pipeline train --data big.npz --nproc 2 --batch-size 64
       torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint host0:29500 -m pipeline.cli train ...
     """
@@ -365,6 +367,7 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
       pipeline export artifacts/demo --quantize int8 --max-metric-drop 5 --out artifacts/demo/int8
       pipeline export artifacts/demo --format aoti --out artifacts/demo/aoti
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
+      pipeline export artifacts/inceptiontime        # an ensemble: one graph averaging its members
     """
     from export.bundle import ExportConfig, export_run
     from export.exporters import ExportError
@@ -536,6 +539,7 @@ def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, thr
       pipeline bench                          # fcn, length 128, 1 channel, 3 classes; about 10 minutes on 2 cores
       pipeline bench artifacts/demo --json --out bench.json
       pipeline bench --model resnet --length 512 --threads 4 --quick
+      pipeline bench --model lite                    # + lite against fcn: FLOPs, runtime throughput
       pipeline bench --device cuda
     """
     import json

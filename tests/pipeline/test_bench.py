@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from pipeline.bench.report import check_targets, format_report
 from pipeline.cli import main
-from pipeline.config import ModelConfig
 from pipeline.models import build_model
 
 ENGINES = ("eager PyTorch", "torch.compile", "TorchScript", "AOTInductor", "runtime Bundle.predict",

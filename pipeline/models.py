@@ -211,10 +211,10 @@ def lite_filters(c_in: int, sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64)) -> T
     sizes[1:]; each sums over all channels. All sit in one (17, c_in, 96) kernel, each starting (k - 1) // 2
     steps before the kernel's centre, so one 'same' convolution gives every filter's own 'same' output."""
     kernels = []
-    for sign in (-1.0, 1.0):  # increase: even positions negative; decrease: odd positions negative
+    for negative in (0, 1):  # increase: even positions negative; decrease: odd positions negative
         for k in sizes:
             f = torch.ones(k, dtype=torch.float64)
-            f[(torch.arange(k) % 2 == 0) if sign < 0 else (torch.arange(k) % 2 == 1)] = -1.0
+            f[torch.arange(k) % 2 == negative] = -1.0
             kernels.append(f)
     for k in sizes[1:]:
         f = torch.zeros(k + k // 2, dtype=torch.float64)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline import __version__
-from pipeline import distributed, precision
+from pipeline import distributed, ensemble, precision
 from pipeline.checkpoint import LAST, load_checkpoint
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets, Split, load_datasets
@@ -24,7 +24,6 @@ from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
-from pipeline import ensemble
 from pipeline.run_folder import MEMBERS_DIR, RunFolder, check_new
 from pipeline.tracking import TENSORBOARD_DIR, RunEnd, mlflow_uri
 from runtime.inputs import plural
@@ -169,8 +168,8 @@ class Trainer:
                  preflight: Callable | None = None, saved_loss: dict | None = None):
         self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
         # what trackers call the run: its folder's name, an ensemble member's with the ensemble's before it
-        self.name = run_dir.name if train_cfg.member == 0 and run_dir.parent.name != MEMBERS_DIR \
-            else f"{run_dir.parent.parent.name}/{run_dir.name}"
+        self.name = f"{run_dir.parent.parent.name}/{run_dir.name}" if run_dir.parent.name == MEMBERS_DIR \
+            else run_dir.name
         self.ranks = distributed.from_env()
         self.folder = RunFolder(run_dir, writes=self.ranks.main)  # every file of the run is written through it
         self.log = log if self.ranks.main else (lambda _: None)  # one voice, not one per process

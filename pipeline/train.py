@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import platform
 import sys
@@ -505,9 +506,10 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
         for note in datasets.notes:
             log(note)
         folder = RunFolder(run_dir, writes=ranks.main)
-        folder.create(_run_config(data_cfg, loss_cfg, train_cfg,
-                                  {**trainer.describe(), "model_config": replace(trainer.model_cfg,
-                                                                                 ensemble=members).to_dict()}))
+        # as config.json will read back (JSON values), on every process: under DDP only rank 0 writes the file
+        config = json.loads(json.dumps(_run_config(data_cfg, loss_cfg, train_cfg, {
+            **trainer.describe(), "model_config": replace(trainer.model_cfg, ensemble=members).to_dict()})))
+        folder.create(config)
         folder.save_calibration(datasets.train.X, datasets.train.rows, train_cfg.seed)
         if members > 1:  # after the ensemble's own folder: --force clears an earlier run's members there first
             trainer.folder.create(_run_config(data_cfg, loss_cfg, trainer.cfg, trainer.describe()))
@@ -518,7 +520,7 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
             f"{len(datasets.val) if datasets.val else 0} val series, batch size {trainer.batch_size})")
         if members == 1:
             return trainer.fit()
-        return _fit_ensemble(run_dir, trainer, folder.read_config(), datasets, log, preflight, epochs=None)
+        return _fit_ensemble(run_dir, trainer, config, datasets, log, preflight, epochs=None)
     finally:
         distributed.stop(ranks)
 
@@ -581,6 +583,7 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
                                  encoding=LabelEncoding.from_dict(saved["encoding"]))
         if epochs is not None:
             RunFolder(run_dir, writes=ranks.main).update_config({**saved, "train": {**saved["train"], "epochs": epochs}})
+        log = log if ranks.main else (lambda _: None)  # one voice, as the Trainer's
         log(f"resuming the ensemble {run_dir}")
         return _fit_ensemble(run_dir, None, saved, datasets, log, preflight, epochs, overrides)
     finally:

@@ -448,10 +448,8 @@ class Trainer:
         metrics = {
             "task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
             "best_epoch": self.best["epoch"], "epochs_run": self.epoch, "stopped_early": stopped_early,
-            "selected_by": "val_loss" if self.val_src else "train_loss",
-            **self.final_metrics(),
-            "batch_size": self.batch_size, "device": str(self.device), "processes": self.ranks.world,
-            "precision": self.precision.to_dict(), "compile": compile_info, "train_seconds": round(seconds, 3),
+            **self.final_metrics(), **self.run_report(), "compile": compile_info,
+            "train_seconds": round(seconds, 3),
         }
         self.folder.save_report(metrics, [self.history], f"{self.model_cfg.name} · {self.task.name} · {self.loss_name}")
         return RunResult(self.run_dir, metrics, self.history)

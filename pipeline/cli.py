@@ -544,6 +544,9 @@ def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, thr
     """
     import json
 
+    from export.exporters import ExportError
+    from export.quantize import MetricDropError
+    from export.verify import VerificationError
     from pipeline.bench.report import format_report
     from pipeline.bench.run import BenchConfig, run_bench
     from pipeline.files import check_output_file, write_text
@@ -558,7 +561,11 @@ def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, thr
                       classes=classes, batch=batch, threads=threads, device=device,
                       train_models=tuple(train_models) or None, train_batch=train_batch, memory=not no_memory,
                       quick=quick, compile_mode=compile_mode)
-    report = run_bench(cfg, log=lambda m: click.echo(m, err=True))
+    try:
+        report = run_bench(cfg, log=lambda m: click.echo(m, err=True))
+    except (VerificationError, ExportError, MetricDropError) as exc:  # the bench exports as export does
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
     text = json.dumps(report, indent=1)
     if out is not None:
         write_text(out, text + "\n")

@@ -146,6 +146,18 @@ class Linear(nn.Sequential):
         super().__init__(nn.Flatten(), nn.Linear(c_in * length, n_outputs))
 
 
+class SamePool1d(nn.MaxPool1d):
+    """Max-pool of 3, stride 1, padded so the length stays (Keras' MaxPool1D(3, 1, 'same'): padded steps
+    never win). Calls the pooling that also returns indices: the one without them (torch.max_pool1d) fixes
+    the series length when torch.export traces it, so pt2/AOTInductor graphs would lose dynamic length."""
+
+    def __init__(self):
+        super().__init__(3, stride=1, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool1d(x, self.kernel_size, self.stride, self.padding, return_indices=True)[0]
+
+
 class InceptionModule(nn.Module):
     """One Inception module: a 1x1 bottleneck (when the input has more than one channel), three
     convolutions of kernels 40/20/10 on it, and a max-pool (3, stride 1) + 1x1 convolution branch on
@@ -156,7 +168,7 @@ class InceptionModule(nn.Module):
         self.bottleneck = nn.Conv1d(c_in, bottleneck, 1, bias=False) if c_in > 1 else nn.Identity()
         width = bottleneck if c_in > 1 else c_in
         self.convs = nn.ModuleList(SameConv1d(width, filters, k, bias=False) for k in kernels)
-        self.pool = nn.MaxPool1d(3, stride=1, padding=1)
+        self.pool = SamePool1d()
         self.pool_conv = nn.Conv1d(c_in, filters, 1, bias=False)
         self.bn = nn.BatchNorm1d(filters * (len(kernels) + 1))
         self.relu = nn.ReLU()

@@ -149,6 +149,21 @@ def test_bench_does_not_overwrite_its_out_file_without_force(tmp_path):
     assert out.read_text() == "keep"
 
 
+def test_an_engine_the_bench_cannot_export_is_one_line_exit_1_and_no_out_file(tmp_path, monkeypatch):
+    import pipeline.bench.run as bench_run
+    from export.exporters import ExportError
+
+    def refuses(cfg, log):
+        raise ExportError("model could not be captured by torch.export: Constraints violated (length)")
+
+    monkeypatch.setattr(bench_run, "run_bench", refuses)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(out)])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == "Error: model could not be captured by torch.export: Constraints violated (length)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bench_has_compiled_training_rows_without_recompiles():

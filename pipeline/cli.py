@@ -5,6 +5,7 @@ This module imports no torch at import time, so `pipeline --help` works in a run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -44,6 +45,20 @@ def user_errors(fn):
             raise
 
     return wrapper
+
+
+@contextlib.contextmanager
+def export_failures():
+    """An export that fails its checks (verification, capture, --max-metric-drop): one line, exit status 1."""
+    from export.exporters import ExportError
+    from export.quantize import MetricDropError
+    from export.verify import VerificationError
+
+    try:
+        yield
+    except (VerificationError, ExportError, MetricDropError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 def _loss_help() -> str:
@@ -370,9 +385,6 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
       pipeline export artifacts/inceptiontime        # an ensemble: one graph averaging its members
     """
     from export.bundle import ExportConfig, export_run
-    from export.exporters import ExportError
-    from export.quantize import MetricDropError
-    from export.verify import VerificationError
 
     config = ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol, device=device, quantize=quantize,
                           calibration_data=None if calibration_data is None else str(calibration_data),
@@ -385,11 +397,8 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
                                 f"--format {fmt} leaves out onnx; add it (e.g. --format onnx,{fmt})")
         mlflow = check_target(mlflow, register)
 
-    try:
+    with export_failures():
         bundle = export_run(run_dir, config, out=out, force=force, log=click.echo)
-    except (VerificationError, ExportError, MetricDropError) as exc:
-        click.echo(f"Error: {exc}", err=True)
-        raise SystemExit(1) from None
     click.echo(f"wrote {bundle}")
     if mlflow is not None:
         from export.mlflow_model import log_bundle
@@ -544,9 +553,6 @@ def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, thr
     """
     import json
 
-    from export.exporters import ExportError
-    from export.quantize import MetricDropError
-    from export.verify import VerificationError
     from pipeline.bench.report import format_report
     from pipeline.bench.run import BenchConfig, run_bench
     from pipeline.files import check_output_file, write_text
@@ -561,11 +567,8 @@ def bench(ctx, run_dir, model_name, width, channels, length, classes, batch, thr
                       classes=classes, batch=batch, threads=threads, device=device,
                       train_models=tuple(train_models) or None, train_batch=train_batch, memory=not no_memory,
                       quick=quick, compile_mode=compile_mode)
-    try:
+    with export_failures():  # the bench exports and compiles as export does
         report = run_bench(cfg, log=lambda m: click.echo(m, err=True))
-    except (VerificationError, ExportError, MetricDropError) as exc:  # the bench exports as export does
-        click.echo(f"Error: {exc}", err=True)
-        raise SystemExit(1) from None
     text = json.dumps(report, indent=1)
     if out is not None:
         write_text(out, text + "\n")

@@ -15,9 +15,9 @@ import click
 
 from pipeline import __version__
 from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DEFAULT_PATIENCE,
-                             DEVICES, PAPER_RECIPES, recipe,
-                             LOSS_PARAM_DEFAULTS, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULERS,
-                             DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs)
+                             DEVICES, LOSS_PARAM_DEFAULTS, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS, PAPER_RECIPES,
+                             PRECISIONS, SCHEDULERS, DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs,
+                             recipe)
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from runtime.manifest import MODEL_PRECISIONS, QUANTIZATIONS
 from runtime.tasks import TASK_NAMES, TASKS

@@ -510,7 +510,7 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
         folder.create(config)
         folder.save_calibration(datasets.train.X, datasets.train.rows, train_cfg.seed)
         if members > 1:  # after the ensemble's own folder: --force clears an earlier run's members there first
-            trainer.folder.create(_run_config(data_cfg, loss_cfg, trainer.cfg, trainer.describe()))
+            _create_member_folder(trainer)
         log(f"run folder: {run_dir}")
         where = f"{ranks.world} processes ({trainer.device.type})" if ranks.enabled else str(trainer.device)
         log(f"training {trainer.model_cfg.name}{f' x {members} (an ensemble)' if members > 1 else ''} for "
@@ -535,6 +535,10 @@ def _member(run_dir: Path, i: int, data_cfg: DataConfig, loss_cfg: LossConfig, m
                    ensemble.member_train_config(train_cfg, i), datasets, log, preflight)
 
 
+def _create_member_folder(member: Trainer) -> None:
+    member.folder.create(_run_config(member.data_cfg, member.loss_cfg, member.cfg, member.describe()))
+
+
 def _fit_ensemble(run_dir: Path, first: Trainer | None, config: dict, datasets: Datasets, log: Callable,
                   preflight: Callable | None, epochs: int | None, overrides: dict | None = None) -> RunResult:
     """Train (or resume) every member not finished yet, in order, then join and measure the ensemble."""
@@ -555,7 +559,7 @@ def _fit_ensemble(run_dir: Path, first: Trainer | None, config: dict, datasets: 
             last.fit()
         else:
             last = _member(run_dir, i, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight)
-            last.folder.create(_run_config(data_cfg, loss_cfg, last.cfg, last.describe()))
+            _create_member_folder(last)
             last.fit()
         distributed.barrier(ranks)  # every process reads the member's best weights once rank 0 wrote them
     if last is None:  # every member had finished before this resume: any member measures the ensemble

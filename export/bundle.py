@@ -24,6 +24,7 @@ from export.layout import conv2d_layout
 from export.quantize import QUANTIZE_CHOICES, Int8Inputs, int8_inputs, quantize_bundle
 from export.verify import BATCH_SIZES, DEFAULT_ATOL, DEFAULT_RTOL, Case, VerificationError, verify_graph
 from pipeline import __version__
+from pipeline.base_rate import OUTPUT_BASE
 from pipeline.checkpoint import BEST, load_checkpoint
 from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
@@ -38,7 +39,7 @@ from runtime.manifest import (FORMAT_VERSION, GOLDEN_FILE, GRAPH_FILES, GRAPH_FO
                               GOLDEN_INT8, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, README_FILE, REQUIRED_KEYS,
                               SCHEMA_FILE, VERIFICATION_FILE,
                               AotiTarget, DimRange, FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest,
-                              Normalization, Source, TensorSpec, TorchExport, Verification, schema_text)
+                              Normalization, OutputBase, Source, TensorSpec, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
 
 FORMATS = (*GRAPH_FORMATS, "all")  # --format takes a comma-separated list of these
@@ -528,7 +529,8 @@ def _manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: Expor
         files=files, verification=verification, source=Source(**source),
         # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
         # them out of a .csv laid out the same way, as train and evaluate do
-        csv_labels=state.get("csv_labels") or None, onnx_layout=layout, torch_export=exported, int8=int8)
+        csv_labels=state.get("csv_labels") or None, onnx_layout=layout, torch_export=exported, int8=int8,
+        output_base=OutputBase(inside_graph=True, **state[OUTPUT_BASE]) if OUTPUT_BASE in state else None)
 
 
 def _readme(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...]) -> str:

@@ -87,14 +87,15 @@ def _convert(module: nn.Module) -> bool:
 
 
 class Conv2dLayout(nn.Module):
-    """Normalise on (batch, channels, length), then run the 2D-layout network on (batch, channels, 1, length)."""
+    """Normalise on (batch, channels, length), run the 2D-layout network on (batch, channels, 1, length), then
+    the output layer."""
 
-    def __init__(self, normalize: nn.Module, net: nn.Module):
+    def __init__(self, normalize: nn.Module, net: nn.Module, output: nn.Module):
         super().__init__()
-        self.normalize, self.net = normalize, net
+        self.normalize, self.net, self.output = normalize, net, output
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
-        return self.net(self.normalize(x).unsqueeze(2))
+        return self.output(self.net(self.normalize(x).unsqueeze(2)))
 
 
 def conv2d_layout(model: SequenceModel) -> nn.Module | None:
@@ -102,4 +103,4 @@ def conv2d_layout(model: SequenceModel) -> nn.Module | None:
     net = copy.deepcopy(model.net)
     if not any(isinstance(m, nn.Conv1d) for m in net.modules()) or not _convert(net):
         return None
-    return Conv2dLayout(model.normalize, net).eval()
+    return Conv2dLayout(model.normalize, net, model.output).eval()

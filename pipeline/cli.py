@@ -14,10 +14,10 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
-from pipeline.config import (COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS, DEFAULT_EPOCHS_EMBEDDED, DEFAULT_PATIENCE,
-                             DEVICES, LOSS_PARAM_DEFAULTS, MODEL_NAMES, NORMALIZE_MODES, OPTIMIZERS, PAPER_RECIPES,
-                             PRECISIONS, SCHEDULERS, DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs,
-                             recipe)
+from pipeline.config import (AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS,
+                             DEFAULT_EPOCHS_EMBEDDED, DEFAULT_PATIENCE, DEVICES, LOSS_PARAM_DEFAULTS, MODEL_NAMES,
+                             NORMALIZE_MODES, OPTIMIZERS, PAPER_RECIPES, PRECISIONS, SCHEDULERS, DataConfig,
+                             LossConfig, ModelConfig, TrainConfig, default_epochs, recipe)
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from runtime.manifest import MODEL_PRECISIONS, QUANTIZATIONS
 from runtime.tasks import TASK_NAMES, TASKS
@@ -66,6 +66,14 @@ def _loss_help() -> str:
     return f"Loss (first per task is the default) - {rows}; or your own as package.module:ClassName."
 
 
+def _small_set_val_splits() -> str:
+    """'0 for binary, multiclass, multilabel; 0.3 for regression, count': each task's small-set hold-out."""
+    by_split: dict[float, list[str]] = {}
+    for name, task in TASKS.items():
+        by_split.setdefault(task.small_set_val_split, []).append(name)
+    return "; ".join(f"{split:g} for {', '.join(names)}" for split, names in by_split.items())
+
+
 def _floats(flag: str, text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -112,7 +120,8 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
               help="Test file, scored with the best checkpoint at the end.")
 @click.option("--val-split", type=float, default=None,
               help="Fraction of training series held out (stratified for classes); 0 selects by training loss. "
-              "[default: 0.2 with 200 or more training series, else 0]")
+              f"[default: {AUTO_VAL_FRACTION:g} with {AUTO_VAL_MIN_SERIES} or more training series; below that "
+              f"{_small_set_val_splits()}]")
 @click.option("--target-column", default=None, help="CSV label column name or 0-based index (default: last); "
               "several comma-separated for multi-target.")
 @click.option("--task", type=click.Choice(TASK_NAMES), default=None, help="Task; inferred from the labels if omitted.")

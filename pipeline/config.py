@@ -109,7 +109,7 @@ class DataConfig(_JsonMixin):
     data: str | None = None  # None: the embedded waveform data set
     val_data: str | None = None
     test_data: str | None = None
-    val_split: float | None = None  # None: 0.2 for AUTO_VAL_MIN_SERIES series or more, else 0
+    val_split: float | None = None  # None: 0.2 for AUTO_VAL_MIN_SERIES series or more, else the task's small_set_val_split
     target_column: str | None = None
     task: str | None = None  # None: inferred from the labels
     normalize: str = "channel"

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pipeline.base_rate import OUTPUT_BASE
 from pipeline.checkpoint import BEST, LAST, load_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
@@ -57,7 +58,7 @@ def assemble(run_dir: Path, config: dict, evaluate: Callable[[nn.Module], dict],
         seed = config["train"]["seed"] + i
         members.append({"member": i, "seed": seed, **{k: saved[k] for k in MEMBER_KEYS if k in saved}})
     histories = [load_checkpoint(f / LAST)["history"] for f in folders]
-    described = {k: config[k] for k in ("model_config", "encoding", "loss", "csv_labels") if k in config}
+    described = {k: config[k] for k in ("model_config", "encoding", "loss", "csv_labels", OUTPUT_BASE) if k in config}
     folder = RunFolder(run_dir, writes=writes)
     folder.save_best({**described, "model": {k: v.cpu() for k, v in model.state_dict().items()},
                       "epoch": max(m["epochs_run"] for m in members),

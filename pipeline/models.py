@@ -41,6 +41,37 @@ class Normalize(nn.Module):
         self.std.copy_(torch.where(std > NORM_EPS, std, torch.ones_like(std)).reshape(self.std.shape))
 
 
+class OutputScale(nn.Module):
+    """The last step of every model: raw score = network output * scale + shift, per output, with fixed
+    buffers fitted from the training targets (pipeline.base_rate), so a fresh network starts at the data's
+    base rate and a regression graph answers in the user's units. A run saved before this layer existed
+    loads as the identity (scale 1, shift 0), which is what it computed."""
+
+    def __init__(self, n_outputs: int):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(n_outputs))
+        self.register_buffer("shift", torch.zeros(n_outputs))
+
+    def forward(self, z: Tensor) -> Tensor:  # (batch, n_outputs)
+        return z * self.scale + self.shift
+
+    @torch.no_grad()
+    def fit(self, scale: Tensor, shift: Tensor) -> None:
+        self.scale.copy_(scale.reshape(self.scale.shape))
+        self.shift.copy_(shift.reshape(self.shift.shape))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _identity_if_missing(state_dict, prefix, self.scale, self.shift)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _identity_if_missing(state_dict: dict, prefix: str, scale: Tensor, shift: Tensor) -> None:
+    """A state dict saved before the output layer existed gets the identity, which is what it computed."""
+    if prefix + "scale" not in state_dict and prefix + "shift" not in state_dict:
+        state_dict[prefix + "scale"] = torch.ones_like(scale)
+        state_dict[prefix + "shift"] = torch.zeros_like(shift)
+
+
 def _w(base: int, width: float) -> int:
     return max(1, int(round(base * width)))
 
@@ -310,18 +341,21 @@ class EnsembleNet(nn.Module):
     softmax: log of the averaged class probabilities (its softmax is that average, and cross-entropy on it
     is the ensemble's negative log-likelihood); sigmoid: the logit of the averaged probabilities;
     exp: the log of the averaged rates; identity: the averaged predictions. All in log space, finite at
-    the confident scores trained members emit."""
+    the confident scores trained members emit. Each member's score first passes through that member's
+    output layer (OutputScale), here as stacked buffers `scale` and `shift` (members, 1, n_outputs)."""
 
-    def __init__(self, members: list[nn.Module], combine: str):
+    def __init__(self, members: list[nn.Module], combine: str, n_outputs: int):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.combine = combine
+        self.register_buffer("scale", torch.ones(len(members), 1, n_outputs))
+        self.register_buffer("shift", torch.zeros(len(members), 1, n_outputs))
 
     def forward(self, x: Tensor) -> Tensor:
         outs: list[Tensor] = []
         for member in self.members:
             outs.append(member(x))
-        z = torch.stack(outs)
+        z = torch.stack(outs) * self.scale + self.shift  # (members, batch, n_outputs)
         if self.combine == "softmax":
             return _log_mean_exp(torch.log_softmax(z, dim=2))
         if self.combine == "sigmoid":
@@ -329,6 +363,10 @@ class EnsembleNet(nn.Module):
         if self.combine == "exp":
             return _log_mean_exp(z)
         return z.mean(dim=0)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _identity_if_missing(state_dict, prefix, self.scale, self.shift)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _network(c: ModelConfig) -> nn.Module:
@@ -348,29 +386,39 @@ def _network(c: ModelConfig) -> nn.Module:
 
 
 class SequenceModel(nn.Module):
-    """Normalisation followed by the network (or, with config.ensemble > 1, the members' networks and
-    their average); input (batch, channels, length), output raw scores."""
+    """Normalisation, the network and its output layer (or, with config.ensemble > 1, the members' networks,
+    each with its output layer, and their average); input (batch, channels, length), output raw scores."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         c = config
         self.normalize = Normalize(c.normalize, c.in_channels)
         if c.ensemble > 1:
-            self.net = EnsembleNet([_network(c) for _ in range(c.ensemble)], c.combine)
+            self.net = EnsembleNet([_network(c) for _ in range(c.ensemble)], c.combine, c.n_outputs)
+            self.output = nn.Identity()  # the members' output layers are inside EnsembleNet
         else:
             self.net = _network(c)
+            self.output = OutputScale(c.n_outputs)
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
-        return self.net(self.normalize(x))
+        return self.output(self.net(self.normalize(x)))
+
+
+def _below(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def load_members(model: SequenceModel, states: list[dict]) -> SequenceModel:
     """An ensemble's weights from its members' state dicts: the members share the normalisation (fitted
-    on the same training data), so the first member's is kept."""
-    model.normalize.load_state_dict({k[len("normalize."):]: v for k, v in states[0].items()
-                                     if k.startswith("normalize.")})
-    for member, state in zip(model.net.members, states, strict=True):
-        member.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    on the same training data), so the first member's is kept; each member's output layer is stacked."""
+    model.normalize.load_state_dict(_below(states[0], "normalize."))
+    ensemble: EnsembleNet = model.net
+    for i, (member, state) in enumerate(zip(ensemble.members, states, strict=True)):
+        member.load_state_dict(_below(state, "net."))
+        output = OutputScale(ensemble.scale.shape[-1])
+        output.load_state_dict(_below(state, "output."))  # identity for members saved before it existed
+        ensemble.scale[i, 0].copy_(output.scale)
+        ensemble.shift[i, 0].copy_(output.shift)
     return model
 
 

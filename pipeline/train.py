@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from pipeline import __version__
 from pipeline import distributed, ensemble, precision
+from pipeline.base_rate import OUTPUT_BASE, OutputBase, fit_output_base
+from pipeline.base_rate import rule as base_rule
 from pipeline.checkpoint import LAST, load_checkpoint
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets, Split, load_datasets
@@ -166,7 +168,8 @@ class Trainer:
 
     def __init__(self, run_dir: Path, data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig,
                  train_cfg: TrainConfig, datasets: Datasets, log: Callable[[str], None],
-                 preflight: Callable | None = None, saved_loss: dict | None = None):
+                 preflight: Callable | None = None, saved: dict | None = None):
+        """`saved`: a resumed run's checkpoint, whose loss and output layer are kept as recorded."""
         self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
         # what trackers call the run: its folder's name, an ensemble member's with the ensemble's before it
         self.name = f"{run_dir.parent.parent.name}/{run_dir.name}" if run_dir.parent.name == MEMBERS_DIR \
@@ -177,8 +180,8 @@ class Trainer:
         self.datasets = datasets
         enc: LabelEncoding = datasets.encoding
         self.task = TASKS[enc.task]
-        if saved_loss is not None:  # a resumed run keeps the loss it was trained with, as recorded
-            self.loss_name, self.loss_params = saved_loss["name"], saved_loss["params"]
+        if saved is not None:  # a resumed run keeps the loss it was trained with, as recorded
+            self.loss_name, self.loss_params = saved["loss"]["name"], saved["loss"]["params"]
         else:
             self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
             self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
@@ -193,6 +196,12 @@ class Trainer:
         self.val_src = BatchSource(datasets.val, self.device) if datasets.val else None
         if data_cfg.normalize == "channel":
             self.model.normalize.fit(*self.train_src.channel_stats())
+        # a run saved before the output layer existed has none recorded: it resumes as it was trained
+        self.output_base = OutputBase.from_dict(saved.get(OUTPUT_BASE)) if saved is not None \
+            else self._fit_output_base()
+        if self.output_base is not None:
+            self.model.output.fit(torch.tensor(self.output_base.scale), torch.tensor(self.output_base.shift))
+        self.loss_scale = self.output_base.loss_scale if self.output_base is not None else 1.0
         if user_loss(self.loss_fn) is not None:
             x, y = self.train_src.batch(torch.arange(min(4, self.train_src.n)))
             with torch.no_grad():
@@ -221,6 +230,18 @@ class Trainer:
         self.best_model: dict | None = None  # the best weights, kept by every process (rank 0 also writes them)
         self.use_compile = train_cfg.compile == "on" or (train_cfg.compile == "auto" and self.device.type == "cuda")
 
+    def _fit_output_base(self) -> OutputBase:
+        """The output layer at the training targets' base rate; for a loss in the targets' units, the
+        loss scale: the mean predictor's loss on them (1 where that is not a positive number)."""
+        enc = self.datasets.encoding
+        base = fit_output_base(enc.task, self.datasets.train.targets, enc.n_outputs, self.loss_params)
+        if not base_rule(enc.task).scales_loss:
+            return base
+        mean = self.train_src.y.float().mean(dim=0, keepdim=True).expand_as(self.train_src.y)
+        with torch.no_grad():
+            baseline = float(self.loss_fn(mean.contiguous(), self.train_src.y)[0])
+        return replace(base, loss_scale=baseline if math.isfinite(baseline) and baseline > 0 else 1.0)
+
     # --- state -------------------------------------------------------------------------------
     def describe(self) -> dict:
         """Everything needed to rebuild the model and the loss; stored in config.json and checkpoints."""
@@ -229,6 +250,8 @@ class Trainer:
             "encoding": self.datasets.encoding.to_dict(),
             "loss": {"name": self.loss_name, "params": self.loss_params},
         }
+        if self.output_base is not None:
+            described[OUTPUT_BASE] = self.output_base.to_dict()
         if self.datasets.csv_labels:
             described["csv_labels"] = self.datasets.csv_labels
         return described
@@ -291,7 +314,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over processes; weighting each mean by its share of the rows makes the
             # update the global batch mean even when shares differ by one row
-            (loss * ((b - a) * world / (e - s)) if world > 1 else loss).backward()
+            # and dividing by the loss scale gives a loss in the targets' units the gradients of standardised ones
+            share = (b - a) * world / (e - s) if world > 1 else 1.0
+            (loss * (share / self.loss_scale)).backward()
             self.optimizer.step()
             local_sums[i] = loss.detach() * (b - a)
             if (i + 1) % CHECK_EVERY == 0 or i + 1 == len(steps.bounds):
@@ -465,7 +490,8 @@ class Trainer:
     def run_report(self) -> dict:
         """The run-wide keys of metrics.json."""
         return {"selected_by": "val_loss" if self.val_src else "train_loss", "batch_size": self.batch_size,
-                "device": str(self.device), "processes": self.ranks.world, "precision": self.precision.to_dict()}
+                "device": str(self.device), "processes": self.ranks.world, "precision": self.precision.to_dict(),
+                OUTPUT_BASE: self.output_base.to_dict() if self.output_base is not None else None}
 
 
 def _fmt(value) -> str:
@@ -609,8 +635,7 @@ def _resume_one(run_dir: Path, epochs: int | None, overrides: dict | None, log: 
     encoding = LabelEncoding.from_dict(saved["encoding"])
     if datasets is None:
         datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, encoding=encoding)
-    trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight,
-                      saved_loss=state["loss"])
+    trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight, saved=state)
     trainer.restore(state)
     trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
     distributed.barrier(trainer.ranks)  # every process has read the run before rank 0 rewrites its config

@@ -89,6 +89,21 @@ class Normalization:
 
 
 @dataclass(frozen=True)
+class OutputBase:
+    """The output layer baked into the model graph, fitted from the training targets: raw score = network
+    output * scale + shift per output. rule 'standardise' (regression: shift and scale are the targets' mean
+    and std per column, so the graph answers in the targets' units), 'log-odds', 'log-frequency' or 'log-mean'
+    (the base rate of labels, classes or counts). Training divided its loss by loss_scale (the mean predictor's
+    loss, for regression; else 1); every loss reported and the loss graph are the loss itself."""
+
+    rule: str
+    inside_graph: bool
+    scale: list[float]
+    shift: list[float]
+    loss_scale: float
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     """A loss graph input: name, dtype, shape ('batch' or a size per axis) and what it holds."""
 
@@ -201,6 +216,8 @@ class Manifest:
     onnx_layout: Literal["conv2d", "conv1d"] | None = field(default=None, metadata=OMIT_NONE)
     torch_export: TorchExport | None = field(default=None, metadata=OMIT_NONE)
     int8: Int8 | None = field(default=None, metadata=OMIT_NONE)
+    # absent in bundles of runs trained before the output layer existed (their graphs have none)
+    output_base: OutputBase | None = field(default=None, metadata=OMIT_NONE)
 
     @property
     def n_outputs(self) -> int:

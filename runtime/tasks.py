@@ -57,6 +57,10 @@ class Task:
     # increase in percent) or a score in 0..1 (its drop is in points)
     main_metric: str = "accuracy"
     main_metric_is_error: bool = False
+    # the share of a small training set (fewer than pipeline.config.AUTO_VAL_MIN_SERIES series) held out to
+    # choose the checkpoint: none for classes (Wang et al. select by training loss, which works there); for
+    # amounts, selecting by training loss keeps the most overfit epoch, so 30% is held out
+    small_set_val_split: float = 0.0
 
     # --- names ---------------------------------------------------------------------------------------
     @property
@@ -214,7 +218,7 @@ TASKS: dict[str, Task] = {
                 LossSpec("smooth_l1", ("beta",), summary="Smooth-L1 loss, quadratic below --beta")),
         outputs=("prediction",), scores="identity", target_rule="real numbers, one column per target",
         target_meaning="values", metric_fn=m.regression_metrics, metrics=("mae", "rmse", "r2"),
-        main_output="prediction", main_metric="rmse", main_metric_is_error=True),
+        main_output="prediction", main_metric="rmse", main_metric_is_error=True, small_set_val_split=0.3),
     "binary": Task(
         name="binary",
         losses=(LossSpec("bce_with_logits", ("pos_weight",), summary="sigmoid + binary cross-entropy, fused"),
@@ -245,7 +249,7 @@ TASKS: dict[str, Task] = {
         losses=(LossSpec("poisson_nll", summary="Poisson negative log-likelihood of the log-rate"),),
         outputs=("log_rate", "rate"), scores="exp", target_rule="non-negative integers", target_meaning="counts",
         metric_fn=m.count_metrics, metrics=("mae", "poisson_deviance"), main_output="rate", values="count",
-        main_metric="mae", main_metric_is_error=True),
+        main_metric="mae", main_metric_is_error=True, small_set_val_split=0.3),
 }
 
 TASK_NAMES = tuple(TASKS)

@@ -63,6 +63,45 @@ class TaskBundle:
     test_file: Path
 
 
+FILTER = np.array([0.8, -1.1, 0.4, 1.3, -0.6])  # prices' signal: a short filter's mean response
+
+
+def signal(X: np.ndarray) -> np.ndarray:
+    """A plain linear function of each series that convolutions find anywhere in it (a short filter's mean
+    response), scaled to unit variance for i.i.d. N(0, 1) samples."""
+    positions = X.shape[-1] - len(FILTER) + 1
+    response = np.stack([np.convolve(x, FILTER, mode="valid").mean() for x in X[:, 0]])
+    # the response is sum_i c_i x_i: its std is the norm of those coefficients
+    return response / np.linalg.norm(np.convolve(np.ones(positions), FILTER) / positions)
+
+
+def prices(n: int, seed: int, offset: float = 1000.0, spread: float = 50.0, length: int = 32):
+    """(X, y): N(0, 1) series and targets around `offset` (std `spread`), linear in the series."""
+    X = np.random.default_rng(seed).normal(size=(n, 1, length)).astype(np.float32)
+    return X, (offset + spread * signal(X)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def learned_regression(tmp_path_factory) -> TaskBundle:
+    """A regression run that has learned (prices around 1000, test R^2 about 0.9) and its ONNX bundle: where a
+    broken graph's predictions fall back towards the targets' mean, this run loses by it."""
+    from export.bundle import ExportConfig, export_run
+    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.train import train
+
+    folder = tmp_path_factory.mktemp("learned-regression")
+    files = []
+    for name, n, seed in (("train", 200, 0), ("test", 37, 1)):
+        X, y = prices(n, seed)
+        np.savez(folder / f"{name}.npz", X=X, y=y)
+        files.append(folder / f"{name}.npz")
+    run = train(DataConfig(data=str(files[0]), test_data=str(files[1]), task="regression"), LossConfig(),
+                ModelConfig(width=0.5), TrainConfig(epochs=30, seed=0, progress=False), out=folder / "run",
+                log=lambda _: None)
+    bundle = export_run(run.run_dir, ExportConfig(fmt="onnx"), log=lambda _: None)
+    return TaskBundle("regression", run.run_dir, bundle, files[0], files[1])
+
+
 def _labels(task: str, y: np.ndarray) -> np.ndarray:
     return CLASS_NAMES[y] if task == "multiclass" else y
 

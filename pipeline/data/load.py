@@ -100,13 +100,17 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
     else:
         fraction = cfg.val_split
         if fraction is None:
-            fraction = AUTO_VAL_FRACTION if train.n >= AUTO_VAL_MIN_SERIES else 0.0
+            fraction = AUTO_VAL_FRACTION if train.n >= AUTO_VAL_MIN_SERIES else TASKS[encoding.task].small_set_val_split
         train_rows, val_rows = stratified_split(targets["train"], fraction, seed, stratify)
         val = None
         if len(val_rows):
             val = Split(train.X, val_rows, targets["train"][val_rows], f"{train.source} (validation split)")
+            small = cfg.val_split is None and train.n < AUTO_VAL_MIN_SERIES
             notes.append(f"validation: {len(val_rows)} of {train.n} series held out "
-                         f"({'stratified ' if stratify else ''}--val-split {fraction})")
+                         f"({'stratified ' if stratify else ''}--val-split {fraction}"
+                         + (f"; {encoding.task} sets of fewer than {AUTO_VAL_MIN_SERIES} series hold out "
+                            f"{fraction:.0%}, as selecting by training loss keeps the most overfit epoch"
+                            if small else "") + ")")
         elif cfg.val_split is None:
             notes.append(f"validation: none, as the training data has fewer than {AUTO_VAL_MIN_SERIES} series; "
                          "the best checkpoint is chosen by training loss (pass --val-split or --val-data to "

@@ -174,8 +174,10 @@ def _squashed(tb, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
-def test_export_refuses_an_int8_graph_that_loses_too_much_and_writes_nothing(task_bundles, task, tmp_path):
-    tb = task_bundles[task]
+def test_export_refuses_an_int8_graph_that_loses_too_much_and_writes_nothing(task_bundles, learned_regression, task,
+                                                                              tmp_path):
+    # a clipped graph predicts about the targets' mean: the regression run must have learned to lose by it
+    tb = learned_regression if task == "regression" else task_bundles[task]
     out = tmp_path / "bundle"
     result = CliRunner().invoke(main, ["export", str(tb.run_dir), "--format", "onnx", "--quantize", "int8",
                                        "--calibration-data", str(_squashed(tb, tmp_path)), "--out", str(out)])
@@ -192,14 +194,14 @@ def test_export_refuses_an_int8_graph_that_loses_too_much_and_writes_nothing(tas
     assert not out.exists() and not list(tmp_path.glob(".bundle*"))
 
 
-def test_a_tiny_max_metric_drop_refuses_what_the_default_accepts(task_bundles, tmp_path):
+def test_a_tiny_max_metric_drop_refuses_what_the_default_accepts(learned_regression, tmp_path):
     """The same graph, limits either side of its measured drop: accepted at the drop, refused just below."""
-    tb = task_bundles["regression"]
+    tb = learned_regression
     out = tmp_path / "bundle"
     accepted = export_run(tb.run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=100.0), out=out,
                           log=lambda _: None)
     drop = json.loads((accepted / "manifest.json").read_text())["int8"]["drop"]
-    assert drop > 0  # int8 rounding costs this run some RMSE (measured: well under the default 2%)
+    assert 0 < drop <= 2  # int8 rounding costs this run some RMSE, within the default limit
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(Exception) as err:
         export_run(tb.run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=drop / 2), out=out,

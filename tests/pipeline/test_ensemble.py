@@ -67,7 +67,7 @@ def test_members_are_averaged_in_probability_space_and_stay_finite(combine, memb
     rng = np.random.default_rng(seed)
     limit = min(scale, 30.0) if combine == "exp" else scale
     z = (rng.uniform(-1, 1, size=(members, 6, 3)) * limit).astype(np.float32)
-    net = EnsembleNet([_Fixed(torch.from_numpy(z[i])) for i in range(members)], combine)
+    net = EnsembleNet([_Fixed(torch.from_numpy(z[i])) for i in range(members)], combine, z.shape[-1])
     got = net(torch.zeros(6, 1, 4)).numpy()
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, _reference(combine, z.astype(np.float64)), atol=1e-4, rtol=1e-5)

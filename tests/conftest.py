@@ -66,7 +66,7 @@ class TaskBundle:
 FILTER = np.array([0.8, -1.1, 0.4, 1.3, -0.6])  # prices' signal: a short filter's mean response
 
 
-def signal(X: np.ndarray) -> np.ndarray:
+def prices_signal(X: np.ndarray) -> np.ndarray:
     """A plain linear function of each series that convolutions find anywhere in it (a short filter's mean
     response), scaled to unit variance for i.i.d. N(0, 1) samples."""
     positions = X.shape[-1] - len(FILTER) + 1
@@ -78,7 +78,7 @@ def signal(X: np.ndarray) -> np.ndarray:
 def prices(n: int, seed: int, offset: float = 1000.0, spread: float = 50.0, length: int = 32):
     """(X, y): N(0, 1) series and targets around `offset` (std `spread`), linear in the series."""
     X = np.random.default_rng(seed).normal(size=(n, 1, length)).astype(np.float32)
-    return X, (offset + spread * signal(X)).astype(np.float32)
+    return X, (offset + spread * prices_signal(X)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

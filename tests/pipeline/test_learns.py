@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from export.bundle import rebuild
-from conftest import prices, signal as X_signal
+from conftest import prices, prices_signal
 from pipeline.cli import main
 
 pytestmark = pytest.mark.learns
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.learns
 def counts(n: int, seed: int, mean: float = 300.0, length: int = 32):
     X, _ = prices(n, seed, offset=0.0, spread=1.0, length=length)
     rng = np.random.default_rng(seed + 100)
-    return X, rng.poisson(mean * np.exp(0.5 * X_signal(X))).astype(np.int64)
+    return X, rng.poisson(mean * np.exp(0.5 * prices_signal(X))).astype(np.int64)
 
 
 def rare_positives(n: int, seed: int, rate: float = 0.03, length: int = 48):

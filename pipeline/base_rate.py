@@ -84,22 +84,19 @@ def _log_mean(targets: np.ndarray, params: dict, k: int) -> tuple[np.ndarray, np
 
 @dataclass(frozen=True)
 class Rule:
-    """How one kind of score starts: its fit (targets, loss params, outputs) -> (scale, shift)."""
+    """How one kind of score starts (the module docstring says each): its fit (targets, loss params, outputs)
+    -> (scale, shift)."""
 
     name: str  # recorded with the run and in the manifest
-    describe: str
     fit: Callable[[np.ndarray, dict, int], tuple[np.ndarray, np.ndarray]]
     scales_loss: bool = False  # the loss is in the targets' units: divided by the mean predictor's loss
 
 
 # one rule per Task.scores
-RULES: dict[str, Rule] = {
-    "identity": Rule("standardise", "standardised: the training targets' mean and std per column", _standardised, True),
-    "sigmoid": Rule("log-odds", "log-odds of each label's training prevalence (times --pos-weight)", _log_odds),
-    "softmax": Rule("log-frequency", "log of the training class frequencies (weighted, smoothed as the loss), centred",
-                    _log_frequencies),
-    "exp": Rule("log-mean", "log of the mean training count per column", _log_mean),
-}
+RULES: dict[str, Rule] = {"identity": Rule("standardise", _standardised, scales_loss=True),
+                          "sigmoid": Rule("log-odds", _log_odds),
+                          "softmax": Rule("log-frequency", _log_frequencies),
+                          "exp": Rule("log-mean", _log_mean)}
 
 
 def rule(task: str) -> Rule:

@@ -109,7 +109,8 @@ class DataConfig(_JsonMixin):
     data: str | None = None  # None: the embedded waveform data set
     val_data: str | None = None
     test_data: str | None = None
-    val_split: float | None = None  # None: 0.2 for AUTO_VAL_MIN_SERIES series or more, else the task's small_set_val_split
+    # None: 0.2 for AUTO_VAL_MIN_SERIES series or more, else the task's small_set_val_split
+    val_split: float | None = None
     target_column: str | None = None
     task: str | None = None  # None: inferred from the labels
     normalize: str = "channel"

@@ -41,7 +41,18 @@ class Normalize(nn.Module):
         self.std.copy_(torch.where(std > NORM_EPS, std, torch.ones_like(std)).reshape(self.std.shape))
 
 
-class OutputScale(nn.Module):
+class _OutputBuffers(nn.Module):
+    """A module holding output-layer buffers `scale` and `shift`: a state dict saved before the output layer
+    existed loads them as the identity (scale 1, shift 0), which is what that model computed."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "scale" not in state_dict and prefix + "shift" not in state_dict:
+            state_dict[prefix + "scale"] = torch.ones_like(self.scale)
+            state_dict[prefix + "shift"] = torch.zeros_like(self.shift)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class OutputScale(_OutputBuffers):
     """The last step of every model: raw score = network output * scale + shift, per output, with fixed
     buffers fitted from the training targets (pipeline.base_rate), so a fresh network starts at the data's
     base rate and a regression graph answers in the user's units. A run saved before this layer existed
@@ -59,17 +70,6 @@ class OutputScale(nn.Module):
     def fit(self, scale: Tensor, shift: Tensor) -> None:
         self.scale.copy_(scale.reshape(self.scale.shape))
         self.shift.copy_(shift.reshape(self.shift.shape))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        _identity_if_missing(state_dict, prefix, self.scale, self.shift)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def _identity_if_missing(state_dict: dict, prefix: str, scale: Tensor, shift: Tensor) -> None:
-    """A state dict saved before the output layer existed gets the identity, which is what it computed."""
-    if prefix + "scale" not in state_dict and prefix + "shift" not in state_dict:
-        state_dict[prefix + "scale"] = torch.ones_like(scale)
-        state_dict[prefix + "shift"] = torch.zeros_like(shift)
 
 
 def _w(base: int, width: float) -> int:
@@ -335,7 +335,7 @@ def _log_mean_exp(a: Tensor) -> Tensor:
     return top + torch.log(torch.exp(a - top).mean(dim=0))
 
 
-class EnsembleNet(nn.Module):
+class EnsembleNet(_OutputBuffers):
     """Members' raw scores (M, batch, K) combined into the raw score of their averaged output, so that the
     task's outputs and its loss read it like one network's score:
     softmax: log of the averaged class probabilities (its softmax is that average, and cross-entropy on it
@@ -363,10 +363,6 @@ class EnsembleNet(nn.Module):
         if self.combine == "exp":
             return _log_mean_exp(z)
         return z.mean(dim=0)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        _identity_if_missing(state_dict, prefix, self.scale, self.shift)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _network(c: ModelConfig) -> nn.Module:

@@ -237,9 +237,10 @@ class Trainer:
         base = fit_output_base(enc.task, self.datasets.train.targets, enc.n_outputs, self.loss_params)
         if not base_rule(enc.task).scales_loss:
             return base
-        mean = self.train_src.y.float().mean(dim=0, keepdim=True).expand_as(self.train_src.y)
+        y = self.train_src.y
+        mean_predictor = torch.tensor(base.shift, dtype=torch.float32, device=y.device).expand_as(y).contiguous()
         with torch.no_grad():
-            baseline = float(self.loss_fn(mean.contiguous(), self.train_src.y)[0])
+            baseline = float(self.loss_fn(mean_predictor, y)[0])
         return replace(base, loss_scale=baseline if math.isfinite(baseline) and baseline > 0 else 1.0)
 
     # --- state -------------------------------------------------------------------------------

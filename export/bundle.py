@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.exporters import (DEFAULT_OPSET, ExportError, aoti_target, export_aoti, export_onnx, export_pt2,
+from export.exporters import (DEFAULT_OPSET, OPSETS, ExportError, aoti_target, export_aoti, export_onnx, export_pt2,
                               export_torchscript, quiet, torch_export)
 from export.graphs import as_tuple, loss_candidates, model_graph, torchscript_loss
 from export.layout import conv2d_layout
@@ -97,8 +97,9 @@ class ExportConfig:
             raise PipelineError(f"--device {self.device} applies to AOTInductor packages only; add aoti to --format")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise PipelineError("--device cuda was asked for but CUDA is not available here; use --device cpu")
-        if not 7 <= self.opset <= 23:
-            raise PipelineError(f"--opset {self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET})")
+        if self.opset not in OPSETS:
+            raise PipelineError(f"--opset {self.opset} is not supported; use {OPSETS[0]}..{OPSETS[-1]} "
+                                f"(default {DEFAULT_OPSET})")
         if self.atol < 0 or self.rtol < 0:
             raise PipelineError("--atol and --rtol must be >= 0")
         if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 DEFAULT_OPSET = 18
+# what torch.onnx's dynamo exporter writes: it writes opset 18 when asked for less, so less is refused
+OPSETS = range(18, 24)
 
 
 class ExportError(Exception):

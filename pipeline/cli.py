@@ -17,7 +17,7 @@ from pipeline import __version__
 from pipeline.config import (AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, COMPILE_CHOICES, COMPILE_MODES, DEFAULT_EPOCHS,
                              DEFAULT_EPOCHS_EMBEDDED, DEFAULT_PATIENCE, DEVICES, LOSS_PARAM_DEFAULTS, MODEL_NAMES,
                              NORMALIZE_MODES, OPTIMIZERS, PAPER_RECIPES, PRECISIONS, SCHEDULERS, DataConfig,
-                             LossConfig, ModelConfig, TrainConfig, default_epochs, recipe)
+                             LossConfig, ModelConfig, TrainConfig, default_epochs, model_help, recipe)
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from runtime.manifest import MODEL_PRECISIONS, QUANTIZATIONS
 from runtime.tasks import TASK_NAMES, TASKS
@@ -64,6 +64,11 @@ def export_failures():
 def _loss_help() -> str:
     rows = "; ".join(f"{name}: {', '.join(spec.loss_names)}" for name, spec in TASKS.items())
     return f"Loss (first per task is the default) - {rows}; or your own as package.module:ClassName."
+
+
+# the models trained with their papers' recipe (one recipe, the same for each), named in the help texts
+PAPER_MODELS = " and ".join(PAPER_RECIPES)
+PAPER_RECIPE = next(iter(PAPER_RECIPES.values()))
 
 
 def _small_set_val_splits() -> str:
@@ -141,9 +146,7 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
               help=f"For cross_entropy. [default: {LOSS_PARAM_DEFAULTS['label_smoothing']}]")
 @click.option("--loss-param", multiple=True, metavar="NAME=VALUE", help="Constructor argument of a custom loss.")
 @click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default="fcn", show_default=True,
-              help="fcn, resnet, inception (InceptionTime's network) and lite (LITE) take any length; simple-cnn, "
-              "mlp and linear are fixed to the training length. inception and lite train with their papers' recipe "
-              f"unless a flag says otherwise: {PAPER_RECIPES['inception'].describe()}.")
+              help=model_help())
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Train N members (seeds SEED..SEED+N-1) in one run folder; export one graph that averages their "
               "probabilities (classification) or predictions. --model inception --ensemble 5 is InceptionTime, "
@@ -152,22 +155,22 @@ RESUMABLE = {"resume", "compile_"} | {f[2:].replace("-", "_") for f in RESUMABLE
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
 @click.option("--epochs", type=int, default=None,
-              help=f"Epochs [default: {DEFAULT_EPOCHS}, {PAPER_RECIPES['inception'].epochs} for inception and lite; "
+              help=f"Epochs [default: {DEFAULT_EPOCHS}, {PAPER_RECIPE.epochs} for {PAPER_MODELS}; "
               f"{DEFAULT_EPOCHS_EMBEDDED} on the embedded data].")
 @click.option("--batch-size", type=int, default=None,
               help="[default: training series / 10, between 2 and 32, as Wang et al. for small sets; "
-              f"{PAPER_RECIPES['inception'].batch_size} for inception and lite]")
+              f"{PAPER_RECIPE.batch_size} for {PAPER_MODELS}]")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="For --optimizer sgd.")
 @click.option("--scheduler", type=click.Choice(SCHEDULERS), default="plateau", show_default=True,
               help="plateau halves the rate when the monitored loss stalls; cosine anneals over --epochs.")
 @click.option("--patience", type=int, default=None,
               help=f"Early stopping after this many epochs without improvement; 0 turns it off. [default: "
-              f"{DEFAULT_PATIENCE}; 0 for inception and lite]")
+              f"{DEFAULT_PATIENCE}; 0 for {PAPER_MODELS}]")
 @click.option("--lr-patience", type=int, default=None,
               help="Epochs without improvement before --scheduler plateau halves the rate. [default: a third of "
-              f"--patience, at least 3 (10 without early stopping); {PAPER_RECIPES['inception'].lr_patience} for "
-              "inception and lite]")
+              f"--patience, at least 3 (10 without early stopping); {PAPER_RECIPE.lr_patience} for "
+              f"{PAPER_MODELS}]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_CHOICES), default="auto", show_default=True,
               help="torch.compile the model and the loss; auto compiles on CUDA only (slower on CPU).")
@@ -450,6 +453,7 @@ def predict(bundle, data, target_column, pad, batch_size, threads, precision, ou
     \b
     Examples:
       pipeline predict artifacts/demo/bundle --data new.npy --out preds.csv
+      pipeline predict artifacts/demo/bundle --data test.ts --out test-preds.jsonl
       pipeline predict BUNDLE --data GunPoint_TEST.ts --out preds.jsonl
       pipeline predict BUNDLE --data readings.csv --target-column label > preds.csv
       pipeline predict artifacts/demo/int8 --data new.npy --precision int8 --out preds-int8.csv

@@ -5,14 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.errors import PipelineError
 from runtime.tasks import ALL_LOSS_NAMES, TASK_NAMES, TASKS, is_custom_loss
 
-MODEL_NAMES = ("fcn", "resnet", "inception", "lite", "simple-cnn", "mlp", "linear")
-FIXED_LENGTH_MODELS = ("simple-cnn", "mlp", "linear")
-# Shortest training series per model: simple-cnn pools pairs of steps; the rest take even one step per series.
-MIN_LENGTH = {"simple-cnn": 2}
 NORMALIZE_MODES = ("channel", "series", "none")
 # Below this many training series no validation split is held out by default: a handful of
 # held-out series (UCR sets have 20-400) make early stopping noisy and cost accuracy.
@@ -67,16 +64,56 @@ class Recipe:
                 f"{stop} ({self.source})")
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the registry: its network class in pipeline.models (built there from a ModelConfig, so
+    choosing and checking a model needs no torch), whether it takes any series length, its shortest training
+    series, its training recipe, and one line of help."""
+
+    name: str
+    network: str  # a class of pipeline.models with from_config(ModelConfig)
+    any_length: bool
+    summary: str
+    min_length: int = 1
+    recipe: Recipe = Recipe()
+
+
 # InceptionTime's and LITE's published code: Adam 1e-3, batch 64, 1500 epochs, ReduceLROnPlateau on the training
 # loss (factor 0.5, patience 50, min 1e-4), the weights of the lowest training loss kept, no early stopping
-PAPER_RECIPES = {
-    "inception": Recipe(1500, 64, 0, 50, "Ismail Fawaz et al. 2020"),
-    "lite": Recipe(1500, 64, 0, 50, "Ismail-Fawaz et al. 2023"),
-}
+_PAPERS = {"inception": Recipe(1500, 64, 0, 50, "Ismail Fawaz et al. 2020"),
+           "lite": Recipe(1500, 64, 0, 50, "Ismail-Fawaz et al. 2023")}
+
+# The model registry: adding a model is one entry here (and its network class in pipeline.models).
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    ModelSpec("fcn", "FCN", True, "Wang et al. 2017's fully convolutional network"),
+    ModelSpec("resnet", "ResNet", True, "Wang et al. 2017's ResNet"),
+    ModelSpec("inception", "Inception", True, "InceptionTime's network", recipe=_PAPERS["inception"]),
+    ModelSpec("lite", "LITE", True, "LITE", recipe=_PAPERS["lite"]),
+    # simple-cnn pools pairs of steps; every other model takes even one step per series
+    ModelSpec("simple-cnn", "SimpleCNN", False, "the tutorials' Conv1d-ReLU-MaxPool-Flatten-Linear", min_length=2),
+    ModelSpec("mlp", "MLP", False, "two hidden layers on the flattened series"),
+    ModelSpec("linear", "Linear", False, "a linear model on the flattened series"),
+)}
+MODEL_NAMES = tuple(MODELS)
+FIXED_LENGTH_MODELS = tuple(name for name, spec in MODELS.items() if not spec.any_length)
+MIN_LENGTH = {name: spec.min_length for name, spec in MODELS.items() if spec.min_length > 1}
+PAPER_RECIPES = {name: spec.recipe for name, spec in MODELS.items() if spec.recipe != Recipe()}
 
 
 def recipe(model: str) -> Recipe:
-    return PAPER_RECIPES.get(model, Recipe())
+    return MODELS[model].recipe
+
+
+def model_help() -> str:
+    """--model's help, from the registry."""
+    def names(specs):
+        return ", ".join(f"{s.name} ({s.summary})" for s in specs)
+
+    specs = list(MODELS.values())
+    papers = [s for s in specs if s.recipe != Recipe()]
+    return (f"Any length: {names(s for s in specs if s.any_length)}. Fixed to the training length: "
+            f"{names(s for s in specs if not s.any_length)}. {' and '.join(s.name for s in papers)} train with "
+            f"their papers' recipe unless a flag says otherwise: {papers[0].recipe.describe()}.")
 
 
 def default_epochs(embedded_data: bool, model: str = "fcn") -> int:
@@ -202,7 +239,7 @@ class ModelConfig(_JsonMixin):
 
     @property
     def fixed_length(self) -> bool:
-        return self.name in FIXED_LENGTH_MODELS
+        return not MODELS[self.name].any_length
 
 
 @dataclass(frozen=True)
@@ -243,3 +280,6 @@ class TrainConfig(_JsonMixin):
         _choice("--compile-mode", self.compile_mode, COMPILE_MODES)
         _choice("--device", self.device, DEVICES)
         _choice("--precision", self.precision, PRECISIONS)
+        if self.tensorboard and Path(self.tensorboard).exists() and not Path(self.tensorboard).is_dir():
+            raise PipelineError(f"--tensorboard {self.tensorboard} is a file; pass a folder for the event files "
+                                "(or --tensorboard alone for RUN_DIR/tensorboard)")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.config import MIN_LENGTH, ModelConfig
+from pipeline.config import MODELS, ModelConfig
 from pipeline.errors import PipelineError
 
 NORM_EPS = 1e-8
@@ -72,6 +72,22 @@ class OutputScale(_OutputBuffers):
         self.shift.copy_(shift.reshape(self.shift.shape))
 
 
+class AnyLength:
+    """A network of any series length, built from (channels, outputs, width)."""
+
+    @classmethod
+    def from_config(cls, c: ModelConfig) -> nn.Module:
+        return cls(c.in_channels, c.n_outputs, c.width)
+
+
+class FixedLength:
+    """A network sized from the training length, built from (channels, length, outputs, width)."""
+
+    @classmethod
+    def from_config(cls, c: ModelConfig) -> nn.Module:
+        return cls(c.in_channels, c.length, c.n_outputs, c.width)
+
+
 def _w(base: int, width: float) -> int:
     return max(1, int(round(base * width)))
 
@@ -98,7 +114,7 @@ class ConvBlock(nn.Sequential):
         super().__init__(SameConv1d(c_in, c_out, kernel), nn.BatchNorm1d(c_out), nn.ReLU())
 
 
-class FCN(nn.Module):
+class FCN(AnyLength, nn.Module):
     """Wang et al. 2017 fully convolutional network: 128/256/128 filters, kernels 8/5/3, GAP."""
 
     def __init__(self, c_in: int, n_outputs: int, width: float = 1.0):
@@ -124,7 +140,7 @@ class ResidualBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(AnyLength, nn.Module):
     """Wang et al. 2017 ResNet: three residual blocks (64/128/128 filters), global pooling."""
 
     def __init__(self, c_in: int, n_outputs: int, width: float = 1.0):
@@ -152,7 +168,7 @@ class PairMaxPool1d(nn.MaxPool1d):
         return x[..., :2 * pairs].unflatten(-1, [pairs, 2]).max(dim=-1).values
 
 
-class SimpleCNN(nn.Sequential):
+class SimpleCNN(FixedLength, nn.Sequential):
     """The tutorials' network: Conv1d-ReLU-MaxPool-Flatten-Linear, sized from the length."""
 
     def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
@@ -161,7 +177,7 @@ class SimpleCNN(nn.Sequential):
                          nn.Linear(filters * (length // 2), n_outputs))
 
 
-class MLP(nn.Sequential):
+class MLP(FixedLength, nn.Sequential):
     """Two hidden layers on the flattened series, like the tutorials' Simple_NN."""
 
     def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
@@ -170,7 +186,7 @@ class MLP(nn.Sequential):
                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_outputs))
 
 
-class Linear(nn.Sequential):
+class Linear(FixedLength, nn.Sequential):
     """A linear model on the flattened series: the baseline."""
 
     def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
@@ -226,7 +242,7 @@ class InceptionBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class Inception(nn.Module):
+class Inception(AnyLength, nn.Module):
     """One network of InceptionTime (Ismail Fawaz et al. 2020, "InceptionTime: Finding AlexNet for time
     series classification", Data Mining and Knowledge Discovery 34): depth 6 (two residual blocks of three
     Inception modules), bottleneck 32, kernels 40/20/10 plus the max-pool branch, 32 filters per branch,
@@ -297,7 +313,7 @@ class SeparableConv1d(nn.Sequential):
                          nn.Conv1d(c_in, c_out, 1, bias=False))
 
 
-class LITE(nn.Module):
+class LITE(AnyLength, nn.Module):
     """LITE (Ismail-Fawaz et al. 2023, "LITE: Light Inception with boosTing tEchniques for Time Series
     Classification", IEEE DSAA): one multiplexing Inception module (three convolutions of kernels 40/20/10,
     32 filters each, no bottleneck) beside the 17 fixed hand-crafted filters, then two depthwise-separable
@@ -365,20 +381,13 @@ class EnsembleNet(_OutputBuffers):
         return z.mean(dim=0)
 
 
+def network_class(name: str) -> type[nn.Module]:
+    """The network class of registry entry `name` (pipeline.config.MODELS)."""
+    return globals()[MODELS[name].network]
+
+
 def _network(c: ModelConfig) -> nn.Module:
-    if c.name == "fcn":
-        return FCN(c.in_channels, c.n_outputs, c.width)
-    if c.name == "resnet":
-        return ResNet(c.in_channels, c.n_outputs, c.width)
-    if c.name == "inception":
-        return Inception(c.in_channels, c.n_outputs, c.width)
-    if c.name == "lite":
-        return LITE(c.in_channels, c.n_outputs, c.width)
-    if c.name == "simple-cnn":
-        return SimpleCNN(c.in_channels, c.length, c.n_outputs, c.width)
-    if c.name == "mlp":
-        return MLP(c.in_channels, c.length, c.n_outputs, c.width)
-    return Linear(c.in_channels, c.length, c.n_outputs, c.width)
+    return network_class(c.name).from_config(c)
 
 
 class SequenceModel(nn.Module):
@@ -420,7 +429,7 @@ def load_members(model: SequenceModel, states: list[dict]) -> SequenceModel:
 
 def build_model(config: ModelConfig) -> SequenceModel:
     """A fresh model for `config`; fixed-length models need config.length."""
-    shortest = MIN_LENGTH.get(config.name, 1)
+    shortest = MODELS[config.name].min_length
     if config.fixed_length and config.length < shortest:
         raise PipelineError(f"--model {config.name} needs series of length {shortest} or more")
     return SequenceModel(config)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, FIXED_LENGTH_MODELS, MIN_LENGTH, DataConfig
+from pipeline.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, MODELS, DataConfig
 from pipeline.data.prepare import (LabelEncoding, check_classes, check_series, encode_labels, fit_encoding,
                                    infer_task, stratified_split)
 from pipeline.data.readers import SeriesData, read_series
@@ -76,7 +76,7 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
             task, reason = infer_task(train)
             notes.append(f"task: {task} (inferred: {reason}; pass --task to choose)")
         encoding = fit_encoding(task, train)
-    fixed = model_name if model_name in FIXED_LENGTH_MODELS else None
+    fixed = None if MODELS[model_name].any_length else model_name
     targets = {}
     for role, data in files.items():
         reference = None if role == "train" else train
@@ -85,7 +85,7 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
         targets[role] = encode_labels(encoding, data, problems)
     if targets["train"] is not None:
         check_classes(encoding, train, targets["train"], problems)
-    shortest = MIN_LENGTH.get(model_name, 1)
+    shortest = MODELS[model_name].min_length
     if train.X.shape[2] < shortest:
         problems.append(f"{train.source}: series of length {train.X.shape[2]} are too short for --model "
                         f"{model_name}, which needs {shortest} or more (--model linear and mlp take any length, "

@@ -223,3 +223,20 @@ def test_a_loss_flag_is_given_whatever_its_value(base, value):
     data = _npz(tmp / "train.npz", X, np.linspace(0, 1, 12))
     result = run(["train", "--data", data, "--task", "regression", "--huber-delta", value, "--out", str(tmp / "run")])
     assert_usage_error(result, "--huber-delta does not apply to --loss mse; it takes no parameters", tmp / "run")
+
+
+def test_tensorboard_at_an_existing_file_is_refused_before_anything_runs(base):
+    tmp, X = base
+    data = _npz(tmp / "train.npz", X, np.arange(12) % 2)
+    (tmp / "events").write_text("mine")
+    result = run(["train", "--data", data, "--tensorboard", str(tmp / "events"), "--out", str(tmp / "run")])
+    assert_usage_error(result, f"--tensorboard {tmp / 'events'} is a file; pass a folder for the event files (or "
+                               "--tensorboard alone for RUN_DIR/tensorboard)", tmp / "run")
+    assert (tmp / "events").read_text() == "mine"
+
+
+@pytest.mark.parametrize("opset", ["5", "17", "24"])
+def test_opset_outside_what_the_exporter_writes_is_refused_with_the_checked_range(tmp_path, opset):
+    """torch.onnx's dynamo exporter writes opset 18 when asked for less: a manifest would claim the other."""
+    result = run(["export", str(tmp_path), "--opset", opset, "--out", str(tmp_path / "bundle")])
+    assert_usage_error(result, f"--opset {opset} is not supported; use 18..23 (default 18)", tmp_path / "bundle")

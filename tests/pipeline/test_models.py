@@ -62,3 +62,37 @@ def test_pair_max_pool_trains_exactly_like_max_pool1d(length):
     assert torch.equal(out, expected) and torch.equal(ours.grad, reference.grad)
     with torch.no_grad():
         assert torch.equal(PairMaxPool1d().eval()(x), expected)
+
+
+def test_every_registry_entry_builds_its_class_and_says_how_long_its_series_may_be():
+    """One entry per model (pipeline.config.MODELS): its class exists, builds from a ModelConfig, and takes any
+    length exactly when the entry says so (an unknown name fails at lookup, never falls through)."""
+    from pipeline.config import MODELS
+    from pipeline.errors import PipelineError
+    from pipeline.models import AnyLength, FixedLength, network_class
+
+    for name, spec in MODELS.items():
+        cls = network_class(name)
+        assert issubclass(cls, AnyLength if spec.any_length else FixedLength), name
+        assert not (issubclass(cls, AnyLength) and issubclass(cls, FixedLength)), name
+        model = build_model(ModelConfig(name=name, width=0.25, length=max(spec.min_length, 8)))
+        assert isinstance(model.net, cls)
+    with pytest.raises(PipelineError, match="--model 'gru' is not valid; choose one of fcn, resnet, inception"):
+        ModelConfig(name="gru")
+
+
+def test_the_models_page_and_the_help_name_every_registered_model():
+    import re
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    page = (Path(__file__).parents[2] / "docs" / "models.md").read_text()
+    table = page[page.index("| `--model`"):].split("\n\n")[0].splitlines()[2:]  # the model table's rows
+    rows = {name for line in table for name in re.findall(r"`([a-z-]+)`", line.split("|")[1])}
+    assert rows == set(MODEL_NAMES)
+    help_text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
+    for name in MODEL_NAMES:
+        assert f"{name} (" in help_text

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from export.bundle import engines, export_loss_onnx
+from export.bundle import export_loss_onnx
+from export.engines import engines
 from export.exporters import DEFAULT_OPSET, ExportError, export_torchscript
 from export.graphs import torchscript_loss
 from export.verify import DEFAULT_ATOL, DEFAULT_RTOL, Case, verify_graph

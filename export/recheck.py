@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 
-from export.bundle import engines, loss_cases, model_cases, rebuild, sha256
+from export.bundle import rebuild, sha256
+from export.engines import engines
+from export.grid import loss_cases, model_cases
 from export.graphs import model_graph
 from export.verify import verify_graph
 from pipeline.errors import PipelineError

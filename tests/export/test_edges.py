@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import export.exporters as exporters
-from export.bundle import CONFIDENT_SCORE, ExportConfig, edge_cases, export_run
+from export.bundle import ExportConfig, export_run
+from export.grid import CONFIDENT_SCORE, edge_cases
 from export.exporters import export_onnx, export_torchscript
 from export.graphs import ScanCustomLoss
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS

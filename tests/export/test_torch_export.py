@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from torch import nn
 
 import export.bundle as bundle_mod
-from export.bundle import ExportConfig, export_program_files, loss_cases
+from export.bundle import ExportConfig, export_program_files
+from export.grid import loss_cases
 from export.graphs import as_tuple, loss_candidates, model_graph
 from export.verify import BATCH_SIZES, verify_graph
 from pipeline.cli import main

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.bundle import rebuild, tensor_json
+from export.bundle import rebuild
+from export.golden import tensor_json
 from export.graphs import as_tuple, model_graph
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 from runtime.tasks import TASKS

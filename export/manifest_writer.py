@@ -1,0 +1,98 @@
+"""The bundle's self-description: manifest.json, the ONNX metadata and README.txt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from export.options import ExportConfig
+from pipeline import __version__
+from pipeline.base_rate import OUTPUT_BASE
+from pipeline.config import ModelConfig
+from runtime.bundle import file_sha256 as sha256
+from runtime.inputs import plural
+from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, FileEntry,
+                              InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization, OutputBase, Source,
+                              TensorSpec, TorchExport, Verification)
+from runtime.tasks import TASKS
+
+
+README = """pipeline model bundle ({task})
+
+Files
+  manifest.json      what this bundle is: task, classes, input spec, outputs, loss and its parameters,
+                     versions, and the sha256 of every file (check them before use)
+{files}  golden.json        a few inputs with the outputs eager PyTorch gave; run them and compare
+  verification.json  how the graphs compared with eager PyTorch at export (every shape and engine)
+  manifest.schema.json  the JSON Schema that manifest.json follows (every host checks the manifest with it)
+
+Model graph: input "x", float32 (batch, {channels}, {length}), raw series; the normalisation
+is inside the graph. Outputs: {outputs}.
+Loss graph: inputs "prediction" (the model's first output, float32) and "target" ({target});
+outputs "loss" (scalar, the training reduction) and "per_sample_loss" (batch,). Loss: {loss}.
+"""
+
+
+def _loss_description(state: dict) -> dict:
+    return {"name": state["loss"]["name"], "params": state["loss"]["params"]}
+
+
+def onnx_metadata(state: dict, cfg: ModelConfig, task: str, config: ExportConfig) -> dict[str, str]:
+    return {
+        "pipeline.format_version": str(FORMAT_VERSION), "pipeline.task": task,
+        "pipeline.classes": json.dumps(state["encoding"]["classes"]),
+        "pipeline.normalize": cfg.normalize, "pipeline.loss": json.dumps(_loss_description(state)),
+        "pipeline.opset": str(config.opset), "pipeline.version": __version__, "torch.version": torch.__version__,
+        "onnx.version": onnx.__version__,
+    }
+
+
+def _target_spec(task: str, k: int) -> TensorSpec:
+    spec = TASKS[task]
+    return TensorSpec(LOSS_INPUTS[1], spec.target_dtype, spec.target_shape(k), spec.target_meaning)
+
+
+def build_manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: ExportConfig, methods: dict,
+              verification: Verification, source: dict, layout: str | None,
+              exported: TorchExport | None = None, int8: Int8 | None = None) -> Manifest:
+    files = {p.name: FileEntry(sha256(p), p.stat().st_size) for p in sorted(tmp.iterdir())}
+    length = LengthSpec(fixed=cfg.length) if cfg.fixed_length else LengthSpec(min=1, max=None, trained=cfg.length)
+    return Manifest(
+        format_version=FORMAT_VERSION, task=task, classes=state["encoding"]["classes"],
+        input=InputSpec(MODEL_INPUT, "float32", ["batch", "channels", "length"], cfg.in_channels, length),
+        outputs=list(TASKS[task].outputs),
+        normalization=Normalization(cfg.normalize, True, state["model"]["normalize.mean"].reshape(-1).tolist(),
+                                    state["model"]["normalize.std"].reshape(-1).tolist()),
+        model=cfg.to_dict(),
+        loss=LossEntry(state["loss"]["name"], state["loss"]["params"], [
+            TensorSpec(LOSS_INPUTS[0], "float32", ["batch", cfg.n_outputs]), _target_spec(task, cfg.n_outputs)],
+            list(LOSS_OUTPUTS)),
+        opset=config.opset, torchscript=methods,
+        versions={"pipeline": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                  "onnxruntime": ort.__version__, "numpy": np.__version__},
+        files=files, verification=verification, source=Source(**source),
+        # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
+        # them out of a .csv laid out the same way, as train and evaluate do
+        csv_labels=state.get("csv_labels") or None, onnx_layout=layout, torch_export=exported, int8=int8,
+        output_base=OutputBase(inside_graph=True, **state[OUTPUT_BASE]) if OUTPUT_BASE in state else None)
+
+
+def readme_text(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...]) -> str:
+    what = {("model", "onnx"): "the model graph (ONNX, onnxruntime)", ("loss", "onnx"): "the loss graph (ONNX)",
+            ("model", "torchscript"): "the model graph (TorchScript; torch::jit::load in C++)",
+            ("loss", "torchscript"): "the loss graph (TorchScript)",
+            ("model", "pt2"): "the model graph (torch.export; torch.export.load in Python)",
+            ("loss", "pt2"): "the loss graph (torch.export)",
+            ("model", "aoti"): "the model compiled by AOTInductor for this machine (C++: AOTIModelPackageLoader)",
+            ("loss", "aoti"): "the loss compiled by AOTInductor (manifest.json torch_export.aoti: its target)"}
+    lines = "".join(f"  {GRAPH_FILES[key]:<18} {text}\n" for key, text in what.items() if key[1] in want)
+    length = f"length {cfg.length}" if cfg.fixed_length else "any length"
+    target = _target_spec(task, cfg.n_outputs)
+    return README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
+                         outputs=", ".join(TASKS[task].outputs), target=f"{target.dtype}, {target.meaning}",
+                         loss=json.dumps(_loss_description(state)))

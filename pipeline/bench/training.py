@@ -97,7 +97,7 @@ def trained_run(data: Path, spec: TrainSpec, run_dir: Path) -> Path:
 def _trainer(data: Path, spec: TrainSpec):
     """A Trainer exactly as `pipeline train` builds it (same seed, fitted normalisation), writing nothing."""
     from pipeline.data.load import load_datasets
-    from pipeline.train import Trainer
+    from pipeline.trainer import Trainer
 
     data_cfg = DataConfig(data=str(data), task="multiclass", val_split=0.0)
     datasets = load_datasets(data_cfg, spec.model, 0)
@@ -107,7 +107,7 @@ def _trainer(data: Path, spec: TrainSpec):
 
 def pipeline_loop(data: Path, spec: TrainSpec, name: str = "pipeline train") -> Loop:
     """`pipeline train`'s own epoch (Trainer.train_epoch), with compile/precision as in `spec`."""
-    from pipeline.train import _graph_count
+    from pipeline.trainer import _graph_count
 
     trainer = _trainer(data, spec)
     steps = trainer.step_modules()

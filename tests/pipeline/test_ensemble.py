@@ -22,7 +22,8 @@ from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.models import EnsembleNet, build_model
 from pipeline.report import loss_figure
 from pipeline.run_folder import RUN_FILES
-from pipeline.train import Trainer, resume, train
+from pipeline.train import resume, train
+from pipeline.trainer import Trainer
 from runtime.tasks import TASKS
 
 ATOL = RTOL = 1e-5

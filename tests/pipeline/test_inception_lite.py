@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pipeline.cli import _train_configs, main
 from pipeline.config import ModelConfig
 from pipeline.models import LITE, FixedFilters, Inception, InceptionModule, SameConv1d, build_model
-from pipeline.train import _make_optimizer, _make_scheduler
+from pipeline.trainer import _make_optimizer, _make_scheduler
 
 ATOL = RTOL = 1e-5
 

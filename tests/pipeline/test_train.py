@@ -16,7 +16,8 @@ from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.models import build_model
 from runtime.tasks import TASKS
 from pipeline.run_folder import RUN_FILES
-from pipeline.train import batch_bounds, resume, train
+from pipeline.batching import batch_bounds
+from pipeline.train import resume, train
 
 QUIET = dict(log=lambda _: None)
 
@@ -158,9 +159,10 @@ def test_compiled_cuda_training_of_fcn(tmp_path, npz_file):
 
 def test_a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_the_last_checkpoint(
         tmp_path, npz_file, monkeypatch):
-    import pipeline.train as train_mod
+    import pipeline.batching as batching
+    from pipeline.errors import PipelineError
 
-    real_batch = train_mod.BatchSource.batch
+    real_batch = batching.BatchSource.batch
     steps = {"n": 0}
 
     def batch_with_nan_at_step_8(self, idx):
@@ -171,9 +173,9 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_the_l
                 x = torch.full_like(x, float("nan"))
         return x, y
 
-    monkeypatch.setattr(train_mod.BatchSource, "batch", batch_with_nan_at_step_8)
+    monkeypatch.setattr(batching.BatchSource, "batch", batch_with_nan_at_step_8)
     run_dir = tmp_path / "run"
-    with pytest.raises(train_mod.PipelineError) as err:
+    with pytest.raises(PipelineError) as err:
         train(DataConfig(data=str(npz_file("multiclass", n=40, length=16)), task="multiclass", val_split=0.0),
               LossConfig(), ModelConfig(name="simple-cnn", width=0.5),
               TrainConfig(epochs=4, batch_size=8, progress=False, patience=0), out=run_dir, **QUIET)

@@ -16,7 +16,7 @@ from export.graphs import as_tuple, model_graph
 from pipeline.data.load import load_datasets
 from pipeline.config import DataConfig
 from pipeline.losses import build_loss
-from pipeline.train import BatchSource, evaluate
+from pipeline.batching import BatchSource, evaluate
 from tests.conftest import TASKS
 
 ATOL = RTOL = 1e-5  # the export tolerances

@@ -14,7 +14,7 @@ from export.bundle import rebuild
 from pipeline.checkpoint import BEST, load_checkpoint, save_checkpoint
 from pipeline.cli import main
 from pipeline.data.load import Split
-from pipeline.train import BatchSource, evaluate
+from pipeline.batching import BatchSource, evaluate
 from tests.conftest import make_task_data
 
 CASES = [("binary", "bce_with_logits", ["--pos-weight", "2"]), ("binary", "bce", []),

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from pipeline.cli import _train_configs, main
+from pipeline.cli import main
+from pipeline.commands.train import _train_configs
 from pipeline.config import ModelConfig
 from pipeline.models import LITE, FixedFilters, Inception, InceptionModule, SameConv1d, build_model
 from pipeline.trainer import _make_optimizer, _make_scheduler

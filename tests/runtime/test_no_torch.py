@@ -110,7 +110,7 @@ def test_cli_help_works_and_train_says_what_to_install_without_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     hint = "install the training extra as the README does: pip install torch==2.13.0 && pip install -e '.[train]'"
     assert proc.stdout == (f"2\nError: this command needs torch, which the runtime-only install leaves out; {hint}\n"
-                           f"2\nError: this command needs onnx, which the runtime-only install leaves out; {hint}\n")
+                           f"2\nError: this command needs torch, which the runtime-only install leaves out; {hint}\n")
 
 
 def test_verify_of_a_torchscript_only_bundle_without_torch_says_what_to_install(task_bundles, tmp_path):

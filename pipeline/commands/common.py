@@ -1,0 +1,53 @@
+"""What every command shares: our errors as one line (exit 2), and failed exports as one line (exit 1)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+
+import click
+
+from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
+
+
+class UserError(click.ClickException):
+    """Our own errors: one message, exit status 2, no traceback."""
+
+    exit_code = 2
+
+
+def user_errors(fn):
+    """Turn PipelineError (and a missing torch) into a one-line click error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            raise UserError(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            if exc.name in ("torch", "onnx", "onnxscript", "matplotlib", "tqdm"):
+                raise UserError(f"this command needs {exc.name}, which the runtime-only install leaves out; "
+                                f"{TRAIN_EXTRA_HINT}") from None
+            raise
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def export_failures():
+    """An export that fails its checks (verification, capture, --max-metric-drop): one line, exit status 1."""
+    from export.exporters import ExportError
+    from export.quantize import MetricDropError
+    from export.verify import VerificationError
+
+    try:
+        yield
+    except (VerificationError, ExportError, MetricDropError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
+
+
+def path_text(path: Path | None) -> str | None:
+    return None if path is None else str(path)

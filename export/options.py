@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 from export.exporters import DEFAULT_OPSET, OPSETS
 from export.quantize import QUANTIZE_CHOICES
 from export.verify import DEFAULT_ATOL, DEFAULT_RTOL
+from pipeline.device import check_device
 from pipeline.errors import PipelineError
 from runtime.manifest import GRAPH_FORMATS
 
@@ -38,12 +38,9 @@ class ExportConfig:
             if name.strip() not in FORMATS:
                 raise PipelineError(f"--format '{self.fmt}': '{name.strip()}' is not a format; choose from "
                                     f"{', '.join(FORMATS)}, or several separated by commas (e.g. onnx,aoti)")
-        if self.device not in DEVICES:
-            raise PipelineError(f"--device '{self.device}' is not valid; choose one of {', '.join(DEVICES)}")
-        if self.device != "cpu" and "aoti" not in self.formats:
+        if self.device != "cpu" and self.device in DEVICES and "aoti" not in self.formats:
             raise PipelineError(f"--device {self.device} applies to AOTInductor packages only; add aoti to --format")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise PipelineError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+        check_device(self.device, DEVICES)
         if self.opset not in OPSETS:
             raise PipelineError(f"--opset {self.opset} is not supported; use {OPSETS[0]}..{OPSETS[-1]} "
                                 f"(default {DEFAULT_OPSET})")

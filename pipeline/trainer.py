@@ -19,8 +19,9 @@ from pipeline.base_rate import OUTPUT_BASE, OutputBase, fit_output_base
 from pipeline.base_rate import rule as base_rule
 from pipeline.batching import BatchSource, batch_bounds, evaluate
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
+from pipeline.config import DEVICES, DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets
+from pipeline.device import check_device
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
@@ -55,8 +56,7 @@ class StepModules:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+    check_device(name, DEVICES)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

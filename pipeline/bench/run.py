@@ -15,6 +15,7 @@ from pipeline.bench.report import check_targets
 from pipeline.bench.timing import default_threads, machine
 from runtime.inputs import plural
 from pipeline.config import COMPILE_MODES, MODEL_NAMES
+from pipeline.device import check_device
 from pipeline.errors import PipelineError
 
 QUICK = {"latency_calls": 30, "throughput_calls": 3, "rounds": 1, "warmup": 3, "train_series": 256,
@@ -54,10 +55,7 @@ class BenchConfig:
             raise PipelineError(f"--classes must be at least 2; got {self.classes}")
         if self.width <= 0:
             raise PipelineError(f"--width must be > 0; got {self.width}")
-        if self.device not in ("cpu", "cuda"):
-            raise PipelineError(f"--device '{self.device}' is not valid; choose cpu or cuda")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise PipelineError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+        check_device(self.device, ("cpu", "cuda"))
         if self.compile_mode not in COMPILE_MODES:
             raise PipelineError(f"--compile-mode '{self.compile_mode}' is not valid; choose one of "
                                 f"{', '.join(COMPILE_MODES)}")

@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from export.bundle import export_loss_onnx
 from export.engines import engines
-from export.exporters import DEFAULT_OPSET, ExportError, export_torchscript
+from export.exporters import ExportError, export_torchscript
+from export.options import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL
 from export.graphs import torchscript_loss
-from export.verify import DEFAULT_ATOL, DEFAULT_RTOL, Case, verify_graph
+from export.verify import Case, verify_graph
 from pipeline.errors import PipelineError
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 

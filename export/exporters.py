@@ -13,9 +13,7 @@ import onnx
 import torch
 from torch import nn
 
-DEFAULT_OPSET = 18
-# what torch.onnx's dynamo exporter writes: it writes opset 18 when asked for less, so less is refused
-OPSETS = range(18, 24)
+from export.options import DEFAULT_OPSET
 
 
 class ExportError(Exception):

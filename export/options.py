@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-from export.exporters import DEFAULT_OPSET, OPSETS
-from export.quantize import QUANTIZE_CHOICES
-from export.verify import DEFAULT_ATOL, DEFAULT_RTOL
 from pipeline.device import check_device
 from pipeline.errors import PipelineError
-from runtime.manifest import GRAPH_FORMATS
+from pipeline.settings import setting
+from runtime.manifest import GRAPH_FORMATS, QUANTIZATIONS
 
+DEFAULT_OPSET = 18
+# what torch.onnx's dynamo exporter writes: it writes opset 18 when asked for less, so less is refused
+OPSETS = range(18, 24)
+DEFAULT_ATOL = 1e-5  # every exported output against eager PyTorch: |diff| <= atol + rtol x |eager|
+DEFAULT_RTOL = 1e-5
+QUANTIZE_CHOICES = QUANTIZATIONS
 
 FORMATS = (*GRAPH_FORMATS, "all")  # --format takes a comma-separated list of these
 ALL = ("onnx", "torchscript")  # what --format all means (the default)
@@ -22,16 +25,27 @@ DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """What to export and how strictly to check it."""
+    """What to export and how strictly to check it (each field is also `pipeline export`'s flag)."""
 
-    fmt: str = "all"  # one of FORMATS or a comma-separated list of them
-    opset: int = DEFAULT_OPSET
-    atol: float = DEFAULT_ATOL
-    rtol: float = DEFAULT_RTOL
-    device: str = "cpu"  # what the AOTInductor packages are compiled for
-    quantize: str | None = None  # "int8": also model.int8.onnx (export/quantize.py)
-    calibration_data: str | None = None  # series to calibrate the int8 graph on [default: RUN_DIR/calibration.npy]
-    max_metric_drop: float | None = None  # None: quantize.default_max_drop of the task
+    fmt: str = setting(  # one of FORMATS or a comma-separated list of them
+        "all", name="--format", metavar="FORMATS", help="Graph formats, comma-separated: onnx, torchscript, pt2 "
+        "(torch.export program), aoti (AOTInductor package compiled for this machine, for C++ without Python), all "
+        "(= onnx,torchscript).")
+    opset: int = setting(DEFAULT_OPSET, help="ONNX opset.")
+    atol: float = setting(DEFAULT_ATOL, help="Absolute tolerance against eager.")
+    rtol: float = setting(DEFAULT_RTOL, help="Relative tolerance against eager.")
+    device: str = setting("cpu", choices=DEVICES,
+                          help="What the AOTInductor packages are compiled for (cuda needs CUDA here).")
+    quantize: str | None = setting(  # "int8": also model.int8.onnx (export/quantize.py)
+        None, choices=QUANTIZE_CHOICES, help="Also write model.int8.onnx: onnxruntime static INT8 (QDQ, per-channel "
+        "weights), calibrated on the run's calibration.npy; both graphs are measured on the run's test (else "
+        "validation) data and the export fails when the main metric drops more than --max-metric-drop.")
+    calibration_data: str | None = setting(
+        None, kind="file", metavar="FILE", parse=str, help="Series to calibrate the int8 graph on (any data file; "
+        "labels not needed) [default: RUN_DIR/calibration.npy, a sample of the training series].")
+    max_metric_drop: float | None = setting(  # None: quantize.default_max_drop of the task
+        None, type=float, help="Largest drop of the main metric allowed for the int8 graph [default: 1 point of "
+        "accuracy (micro-F1 for multilabel); 2 percent of RMSE (MAE for counts)].")
 
     def __post_init__(self):
         for name in self.fmt.split(","):

@@ -27,10 +27,9 @@ from pipeline.config import DataConfig, ModelConfig
 from pipeline.errors import DataError, PipelineError
 from pipeline.run_folder import CALIBRATION, CALIBRATION_SERIES, CONFIG
 from runtime.inputs import plural
-from runtime.manifest import MODEL_INPUT, MODEL_INT8, QUANTIZATIONS, Int8
+from runtime.manifest import MODEL_INPUT, MODEL_INT8, Int8
 from runtime.tasks import TASKS, Task
 
-QUANTIZE_CHOICES = QUANTIZATIONS
 METHOD = "onnxruntime static quantisation, QDQ; int8 weights per channel, uint8 activations per tensor (min/max)"
 CALIBRATION_BATCH = 32
 EVAL_BATCH = 256

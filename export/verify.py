@@ -11,8 +11,6 @@ import torch
 from export.graphs import as_tuple
 from runtime.compare import compare, format_table
 
-DEFAULT_ATOL = 1e-5
-DEFAULT_RTOL = 1e-5
 BATCH_SIZES = (1, 2, 7, 64)
 
 

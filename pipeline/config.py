@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.settings import setting
 from runtime.tasks import ALL_LOSS_NAMES, TASK_NAMES, TASKS, is_custom_loss
 
 NORMALIZE_MODES = ("channel", "series", "none")
@@ -128,6 +129,43 @@ def auto_batch_size(n_train: int) -> int:
     return int(min(32, max(2, n_train // 10)))
 
 
+# the models trained with their papers' recipe (one recipe, the same for each), named in the help texts
+_PAPER_MODELS = " and ".join(PAPER_RECIPES)
+_PAPER = next(iter(PAPER_RECIPES.values()))
+
+
+def _small_set_val_splits() -> str:
+    """'0.3 for regression, count; 0 for binary, multiclass, multilabel': each task's small-set hold-out."""
+    by_split: dict[float, list[str]] = {}
+    for name, task in TASKS.items():
+        by_split.setdefault(task.small_set_val_split, []).append(name)
+    return "; ".join(f"{split:g} for {', '.join(names)}" for split, names in by_split.items())
+
+
+def _loss_help() -> str:
+    rows = "; ".join(f"{name}: {', '.join(spec.loss_names)}" for name, spec in TASKS.items())
+    return f"Loss (first per task is the default) - {rows}; or your own as package.module:ClassName."
+
+
+def numbers(flag: str, text: str) -> tuple[float, ...]:
+    """'1,2.5' -> (1.0, 2.5), for the flags that take one number or several."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise PipelineError(f"{flag} '{text}' must be a number or comma-separated numbers like 1,2.5") from None
+
+
+def name_values(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """('gamma=2',) -> (('gamma', '2'),): a custom loss's constructor arguments."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise PipelineError(f"--loss-param '{item}' must look like NAME=VALUE (VALUE is read as JSON if it can be)")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
 class _JsonMixin:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,15 +181,23 @@ class _JsonMixin:
 class DataConfig(_JsonMixin):
     """Where the series come from and how they are split and normalised."""
 
-    data: str | None = None  # None: the embedded waveform data set
-    val_data: str | None = None
-    test_data: str | None = None
+    data: str | None = setting(None, kind="file", parse=str, help="Training series: .npz (X, y), .csv, UCR .tsv or "
+                               "UCR/UEA .ts. Default: embedded waveforms.")
+    val_data: str | None = setting(None, kind="file", parse=str,
+                                   help="Validation file (same format rules); replaces --val-split.")
+    test_data: str | None = setting(None, kind="file", parse=str,
+                                    help="Test file, scored with the best checkpoint at the end.")
     # None: 0.2 for AUTO_VAL_MIN_SERIES series or more, else the task's small_set_val_split
-    val_split: float | None = None
-    target_column: str | None = None
-    task: str | None = None  # None: inferred from the labels
-    normalize: str = "channel"
-    pad: bool = False
+    val_split: float | None = setting(
+        None, type=float, help="Fraction of training series held out (stratified for classes); 0 selects by training "
+        f"loss. [default: {AUTO_VAL_FRACTION:g} with {AUTO_VAL_MIN_SERIES} or more training series; below that "
+        f"{_small_set_val_splits()}]")
+    target_column: str | None = setting(None, type=str, help="CSV label column name or 0-based index (default: last); "
+                                        "several comma-separated for multi-target.")
+    task: str | None = setting(None, choices=TASK_NAMES, help="Task; inferred from the labels if omitted.")
+    normalize: str = setting("channel", choices=NORMALIZE_MODES,
+                             help="channel: z-score per channel fitted on training data; series: per series; none.")
+    pad: bool = setting(False, kind="switch", help="Right-pad unequal-length .ts series with their last value.")
 
     def __post_init__(self):
         if self.task is not None:
@@ -167,14 +213,25 @@ class DataConfig(_JsonMixin):
 class LossConfig(_JsonMixin):
     """The loss by name (or package.module:Class) with every parameter that tunes it."""
 
-    name: str | None = None  # None: the task's default
+    name: str | None = setting(None, name="--loss", dest="loss_name", type=str, metavar="NAME",
+                               help=_loss_help())  # None: the task's default
     # None: not given (LOSS_PARAM_DEFAULTS apply), so a flag given at its default value is still a given flag
-    huber_delta: float | None = None
-    beta: float | None = None
-    pos_weight: tuple[float, ...] | None = None
-    class_weights: str | tuple[float, ...] | None = None  # "balanced" or explicit weights
-    label_smoothing: float | None = None
-    loss_params: tuple[tuple[str, str], ...] = ()  # keyword arguments for a custom loss
+    huber_delta: float | None = setting(None, type=float, help="Delta of --loss huber. [default: "
+                                        f"{LOSS_PARAM_DEFAULTS['huber_delta']}]")
+    beta: float | None = setting(None, type=float,
+                                 help=f"Beta of --loss smooth_l1. [default: {LOSS_PARAM_DEFAULTS['beta']}]")
+    pos_weight: tuple[float, ...] | None = setting(
+        None, type=str, metavar="W[,W..]", parse=lambda text: numbers("--pos-weight", text),
+        help="Positive-class weight for bce_with_logits: one number or one per label.")
+    class_weights: str | tuple[float, ...] | None = setting(  # "balanced" or explicit weights
+        None, type=str, metavar="balanced|W1,W2,..",
+        parse=lambda text: text if text == "balanced" else numbers("--class-weights", text),
+        help="Class weights for cross_entropy/nll/multi_margin; 'balanced' computes them from the labels.")
+    label_smoothing: float | None = setting(None, type=float, help="For cross_entropy. [default: "
+                                            f"{LOSS_PARAM_DEFAULTS['label_smoothing']}]")
+    loss_params: tuple[tuple[str, str], ...] = setting(  # keyword arguments for a custom loss
+        (), name="--loss-param", dest="loss_param", kind="many", metavar="NAME=VALUE", parse=name_values,
+        help="Constructor argument of a custom loss.")
 
     def __post_init__(self):
         if self.name is not None and not is_custom_loss(self.name) and self.name not in ALL_LOSS_NAMES:
@@ -220,13 +277,17 @@ class LossConfig(_JsonMixin):
 class ModelConfig(_JsonMixin):
     """Everything needed to rebuild the network; the data-dependent fields are filled at training."""
 
-    name: str = "fcn"
-    width: float = 1.0  # multiplies the channel/hidden sizes of the architecture
+    name: str = setting("fcn", name="--model", dest="model_name", choices=MODEL_NAMES, help=model_help())
+    # members; more than one: their outputs averaged (models.EnsembleNet)
+    ensemble: int = setting(1, kind="count", metavar="N", help="Train N members (seeds SEED..SEED+N-1) in one run "
+                            "folder; export one graph that averages their probabilities (classification) or "
+                            "predictions. --model inception --ensemble 5 is InceptionTime, --model lite --ensemble 5 "
+                            "is LITETime.")
+    width: float = setting(1.0, help="Multiplies the model's channel sizes.")
     in_channels: int = 1
     length: int = 0  # training length; required by the fixed-length models
     n_outputs: int = 1
     normalize: str = "channel"
-    ensemble: int = 1  # members; more than one: their outputs averaged (models.EnsembleNet)
     combine: str = "identity"  # how members are averaged: the task's scores (runtime.tasks.Task.scores)
 
     def __post_init__(self):
@@ -246,24 +307,44 @@ class ModelConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
     """The optimisation loop: optimizer, schedule, stopping, compile and device."""
 
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int | None = None  # None: auto_batch_size(training series)
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    scheduler: str = "plateau"
-    patience: int = DEFAULT_PATIENCE  # early stopping; 0 turns it off
-    lr_patience: int | None = None  # plateau scheduler's stall; None: derived from patience
-    seed: int = 0
-    compile: str = "auto"
-    compile_mode: str = "default"
-    device: str = "auto"
-    precision: str = "auto"
+    optimizer: str = setting("adam", choices=OPTIMIZERS)
+    lr: float = setting(1e-3, help="Learning rate.")
+    # the flags below left unset take the model's recipe (pipeline.config.MODELS) or the embedded data's epochs
+    epochs: int = setting(DEFAULT_EPOCHS, type=int, unset=True, resumable=True, help=f"Epochs [default: "
+                          f"{DEFAULT_EPOCHS}, {_PAPER.epochs} for {_PAPER_MODELS}; {DEFAULT_EPOCHS_EMBEDDED} on the "
+                          "embedded data].")
+    batch_size: int | None = setting(  # None: auto_batch_size(training series)
+        None, type=int, unset=True, help="[default: training series / 10, between 2 and 32, as Wang et al. for "
+        f"small sets; {_PAPER.batch_size} for {_PAPER_MODELS}]")
+    weight_decay: float = setting(0.0)
+    momentum: float = setting(0.9, help="For --optimizer sgd.")
+    scheduler: str = setting("plateau", choices=SCHEDULERS, help="plateau halves the rate when the monitored loss "
+                             "stalls; cosine anneals over --epochs.")
+    patience: int = setting(  # early stopping; 0 turns it off
+        DEFAULT_PATIENCE, type=int, unset=True, resumable=True, help="Early stopping after this many epochs without "
+        f"improvement; 0 turns it off. [default: {DEFAULT_PATIENCE}; 0 for {_PAPER_MODELS}]")
+    lr_patience: int | None = setting(  # plateau scheduler's stall; None: derived from patience
+        None, type=int, unset=True, help="Epochs without improvement before --scheduler plateau halves the rate. "
+        f"[default: a third of --patience, at least 3 (10 without early stopping); {_PAPER.lr_patience} for "
+        f"{_PAPER_MODELS}]")
+    seed: int = setting(0)
+    compile: str = setting("auto", dest="compile_", choices=COMPILE_CHOICES, resumable=True,
+                           help="torch.compile the model and the loss; auto compiles on CUDA only (slower on CPU).")
+    compile_mode: str = setting("default", choices=COMPILE_MODES, resumable=True)
+    device: str = setting("auto", choices=DEVICES, resumable=True)
+    precision: str = setting("auto", choices=PRECISIONS, resumable=True, help="bf16 runs the model's forward pass "
+                             "under bf16 autocast; weights, checkpoints, exports and the loss stay fp32. auto: bf16 "
+                             "where the device runs it natively (CUDA with bf16; CPUs with AVX-512 BF16 or AMX), fp32 "
+                             "elsewhere.")
     member: int = 0  # ensemble member: its weights and shuffling come from seed + member (the data split from seed)
-    progress: bool = True
-    tensorboard: str | None = None  # event-file folder; "" means RUN_DIR/tensorboard
-    mlflow: str | None = None  # tracking URI (http://..., sqlite:///...), local stores made absolute
+    progress: bool = setting(True, kind="on-off", resumable=True, help="Progress bars (shown on a terminal).")
+    tensorboard: str | None = setting(  # event-file folder; "" means RUN_DIR/tensorboard
+        None, type=str, flag_value="", metavar="[DIR]", help="Write TensorBoard event files (losses, metrics, lr per "
+        "epoch; hparams; the model graph) to DIR [default DIR: RUN_DIR/tensorboard]; a resumed run continues them.")
+    mlflow: str | None = setting(  # tracking URI (http://..., sqlite:///...), local stores made absolute
+        None, type=str, metavar="URI", help="Log the run to MLflow: a tracking server (http://HOST:PORT) or a local "
+        "database store (sqlite:///mlflow.db): the config as parameters, per-epoch metrics, tags, the run's files as "
+        "artifacts. Experiment: $MLFLOW_EXPERIMENT_NAME [default: pipeline]. A resumed run continues its MLflow run.")
 
     def __post_init__(self):
         _positive("--epochs", self.epochs)

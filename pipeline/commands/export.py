@@ -6,42 +6,26 @@ from pathlib import Path
 
 import click
 
+from export.options import ExportConfig
 from pipeline.commands.common import export_failures, user_errors
+from pipeline.commands.options import config_options
 from pipeline.errors import PipelineError
-from runtime.manifest import QUANTIZATIONS
+from pipeline.settings import values
 
 
 @click.command(name="export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", default="all", show_default=True, metavar="FORMATS",
-              help="Graph formats, comma-separated: onnx, torchscript, pt2 (torch.export program), aoti "
-              "(AOTInductor package compiled for this machine, for C++ without Python), all (= onnx,torchscript).")
-@click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True,
-              help="What the AOTInductor packages are compiled for (cuda needs CUDA here).")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@config_options(ExportConfig)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Bundle folder [default: RUN_DIR/bundle].")
-@click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance against eager.")
-@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Relative tolerance against eager.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @click.option("--mlflow", default=None, metavar="URI",
               help="Also log the verified bundle as an MLflow model (pyfunc on the numpy + onnxruntime runtime, "
               "signature and input example from the bundle), into the run's MLflow run when it was trained with "
               "--mlflow on the same store.")
 @click.option("--register", default=None, metavar="NAME", help="Register the MLflow model under NAME (new version).")
-@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
-              help="Also write model.int8.onnx: onnxruntime static INT8 (QDQ, per-channel weights), calibrated on "
-              "the run's calibration.npy; both graphs are measured on the run's test (else validation) data and "
-              "the export fails when the main metric drops more than --max-metric-drop.")
-@click.option("--calibration-data", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
-              help="Series to calibrate the int8 graph on (any data file; labels not needed) [default: RUN_DIR/"
-              "calibration.npy, a sample of the training series].")
-@click.option("--max-metric-drop", type=float, default=None,
-              help="Largest drop of the main metric allowed for the int8 graph [default: 1 point of accuracy "
-              "(micro-F1 for multilabel); 2 percent of RMSE (MAE for counts)].")
 @user_errors
-def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, register, quantize,
-                   calibration_data, max_metric_drop):
+def export_command(run_dir, out, force, mlflow, register, **settings):
     """Export a run's model and loss graphs, verified against eager PyTorch, as a bundle.
 
     Fails (exit 1, nothing written) when any exported output differs from eager beyond the
@@ -58,17 +42,15 @@ def export_command(run_dir, fmt, device, opset, out, atol, rtol, force, mlflow, 
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
       pipeline export artifacts/inceptiontime        # an ensemble: one graph averaging its members
     """
-    from export.bundle import ExportConfig, export_run
+    from export.bundle import export_run
 
-    config = ExportConfig(fmt=fmt, opset=opset, atol=atol, rtol=rtol, device=device, quantize=quantize,
-                          calibration_data=None if calibration_data is None else str(calibration_data),
-                          max_metric_drop=max_metric_drop)
+    config = ExportConfig(**values(ExportConfig, settings))
     if mlflow is not None or register is not None:  # the store is checked before minutes of export
         from export.mlflow_model import check_target
 
         if mlflow is not None and "onnx" not in config.formats:
             raise PipelineError(f"--mlflow logs the bundle as a model that runs on the runtime (ONNX graphs), and "
-                                f"--format {fmt} leaves out onnx; add it (e.g. --format onnx,{fmt})")
+                                f"--format {config.fmt} leaves out onnx; add it (e.g. --format onnx,{config.fmt})")
         mlflow = check_target(mlflow, register)
 
     with export_failures():

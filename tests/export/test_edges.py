@@ -18,7 +18,8 @@ from export.grid import CONFIDENT_SCORE, edge_cases
 from export.exporters import export_onnx, export_torchscript
 from export.graphs import ScanCustomLoss
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
-from export.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerificationError
+from export.options import DEFAULT_ATOL, DEFAULT_RTOL
+from export.verify import VerificationError
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.losses import CustomLoss, build_loss
 from runtime.tasks import TASKS

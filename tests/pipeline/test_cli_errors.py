@@ -152,8 +152,8 @@ def test_resume_refuses_flags_fixed_by_the_run(base):
     tmp, _ = base
     result = run(["train", "--resume", str(tmp), "--lr", "0.1"])
     assert_usage_error(result, "--resume continues a run with its saved settings; --lr cannot be changed (allowed "
-                               "with --resume: --epochs, --patience, --nproc, --device, --compile, --compile-mode, "
-                               "--precision, --progress, --mlflow-optional)")
+                               "with --resume: --epochs, --patience, --compile, --compile-mode, --device, "
+                               "--precision, --progress, --nproc, --mlflow-optional)")
 
 
 @pytest.mark.parametrize("command", [[], ["train"]])

@@ -119,14 +119,7 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
                          config.atol, config.rtol, spec.decision)
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS, config.device), loss_grid, LOSS_OUTPUTS,
                          config.atol, config.rtol)
-    failures = [r for r in rows if r["problem"]]
-    if failures:
-        raise VerificationError(failures, config.atol, config.rtol)
-    verification = Verification(atol=config.atol, rtol=config.rtol, passed=True, checks=len(rows),
-                                max_abs=max((r["max_abs"] or 0.0) for r in rows),
-                                max_rel=max((r["max_rel"] or 0.0) for r in rows))
-    (tmp / VERIFICATION_FILE).write_text(json.dumps({**dataclasses.asdict(verification), "rows": rows}, indent=1)
-                                         + "\n")
+    verification = _verification(tmp, rows, config)
     golden = {"model": golden_data(graph, model_grid, (MODEL_INPUT,), outputs),
               "loss": golden_data(loss, loss_grid, LOSS_INPUTS, LOSS_OUTPUTS),
               "atol": config.atol, "rtol": config.rtol}
@@ -140,6 +133,19 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
     manifest = build_manifest(tmp, state, cfg, task, config, methods, verification, source, layout, exported, int8)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return manifest, rows
+
+
+def _verification(tmp: Path, rows: list[dict], config: ExportConfig) -> Verification:
+    """Every row passed (else a VerificationError listing the failures): their summary, and verification.json."""
+    failures = [r for r in rows if r["problem"]]
+    if failures:
+        raise VerificationError(failures, config.atol, config.rtol)
+    verification = Verification(atol=config.atol, rtol=config.rtol, passed=True, checks=len(rows),
+                                max_abs=max((r["max_abs"] or 0.0) for r in rows),
+                                max_rel=max((r["max_rel"] or 0.0) for r in rows))
+    (tmp / VERIFICATION_FILE).write_text(json.dumps({**dataclasses.asdict(verification), "rows": rows}, indent=1)
+                                         + "\n")
+    return verification
 
 
 def _export_programs(graph, loss, example_x: tuple, example_loss: tuple, x_axes: dict, want: tuple[str, ...],

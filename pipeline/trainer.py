@@ -125,12 +125,7 @@ class Trainer:
         self.val_src = BatchSource(datasets.val, self.device) if datasets.val else None
         if data_cfg.normalize == "channel":
             self.model.normalize.fit(*self.train_src.channel_stats())
-        # a run saved before the output layer existed has none recorded: it resumes as it was trained
-        self.output_base = OutputBase.from_dict(saved.get(OUTPUT_BASE)) if saved is not None \
-            else self._fit_output_base()
-        if self.output_base is not None:
-            self.model.output.fit(torch.tensor(self.output_base.scale), torch.tensor(self.output_base.shift))
-        self.loss_scale = self.output_base.loss_scale if self.output_base is not None else 1.0
+        self._setup_output_layer(saved)
         if user_loss(self.loss_fn) is not None:
             x, y = self.train_src.batch(torch.arange(min(4, self.train_src.n)))
             with torch.no_grad():
@@ -158,6 +153,15 @@ class Trainer:
             self.parallel = DistributedDataParallel(self.model, device_ids=ids)
         self.best_model: dict | None = None  # the best weights, kept by every process (rank 0 also writes them)
         self.use_compile = train_cfg.compile == "on" or (train_cfg.compile == "auto" and self.device.type == "cuda")
+
+    def _setup_output_layer(self, saved: dict | None) -> None:
+        """The output layer at the data's base rate (a resumed run's as recorded; a run saved before the layer
+        existed has none recorded and resumes as it was trained), and the loss scale that goes with it."""
+        self.output_base = OutputBase.from_dict(saved.get(OUTPUT_BASE)) if saved is not None \
+            else self._fit_output_base()
+        if self.output_base is not None:
+            self.model.output.fit(torch.tensor(self.output_base.scale), torch.tensor(self.output_base.shift))
+        self.loss_scale = self.output_base.loss_scale if self.output_base is not None else 1.0
 
     def _fit_output_base(self) -> OutputBase:
         """The output layer at the training targets' base rate; for a loss in the targets' units, the

@@ -93,30 +93,11 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
     if problems:
         raise DataError(problems)
     all_rows = lambda d: np.arange(d.n)  # noqa: E731
-    stratify = TASKS[encoding.task].has_classes
     if "val" in files:
-        train_rows, val_rows = all_rows(train), None
+        train_rows = all_rows(train)
         val = Split(files["val"].X, all_rows(files["val"]), targets["val"], files["val"].source)
     else:
-        fraction = cfg.val_split
-        if fraction is None:
-            fraction = AUTO_VAL_FRACTION if train.n >= AUTO_VAL_MIN_SERIES else TASKS[encoding.task].small_set_val_split
-        train_rows, val_rows = stratified_split(targets["train"], fraction, seed, stratify)
-        val = None
-        if len(val_rows):
-            val = Split(train.X, val_rows, targets["train"][val_rows], f"{train.source} (validation split)")
-            small = cfg.val_split is None and train.n < AUTO_VAL_MIN_SERIES
-            notes.append(f"validation: {len(val_rows)} of {train.n} series held out "
-                         f"({'stratified ' if stratify else ''}--val-split {fraction}"
-                         + (f"; {encoding.task} sets of fewer than {AUTO_VAL_MIN_SERIES} series hold out "
-                            f"{fraction:.0%}, as selecting by training loss keeps the most overfit epoch"
-                            if small else "") + ")")
-        elif cfg.val_split is None:
-            notes.append(f"validation: none, as the training data has fewer than {AUTO_VAL_MIN_SERIES} series; "
-                         "the best checkpoint is chosen by training loss (pass --val-split or --val-data to "
-                         "hold data out)")
-        else:
-            notes.append("validation: none (--val-split 0); the best checkpoint is chosen by training loss")
+        train_rows, val = _hold_out(cfg, train, targets["train"], encoding.task, seed, notes)
     test = None
     if "test" in files:
         test = Split(files["test"].X, all_rows(files["test"]), targets["test"], files["test"].source)
@@ -126,3 +107,28 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
                          "training needs at least 2 (lower --val-split)"])
     csv_labels = {"columns": list(train.label_columns), "width": train.columns} if train.label_columns else None
     return Datasets(encoding, train_split, val, test, notes, csv_labels)
+
+
+def _hold_out(cfg: DataConfig, train: SeriesData, targets: np.ndarray, task: str, seed: int,
+              notes: list[str]) -> tuple[np.ndarray, Split | None]:
+    """The training rows and the validation split held out of the training file (--val-split, or the default
+    for the set's size and task), with a note saying which and why."""
+    stratify = TASKS[task].has_classes
+    fraction = cfg.val_split
+    if fraction is None:
+        fraction = AUTO_VAL_FRACTION if train.n >= AUTO_VAL_MIN_SERIES else TASKS[task].small_set_val_split
+    train_rows, val_rows = stratified_split(targets, fraction, seed, stratify)
+    if len(val_rows):
+        small = cfg.val_split is None and train.n < AUTO_VAL_MIN_SERIES
+        notes.append(f"validation: {len(val_rows)} of {train.n} series held out "
+                     f"({'stratified ' if stratify else ''}--val-split {fraction}"
+                     + (f"; {task} sets of fewer than {AUTO_VAL_MIN_SERIES} series hold out {fraction:.0%}, as "
+                        "selecting by training loss keeps the most overfit epoch" if small else "") + ")")
+        return train_rows, Split(train.X, val_rows, targets[val_rows], f"{train.source} (validation split)")
+    if cfg.val_split is None:
+        notes.append(f"validation: none, as the training data has fewer than {AUTO_VAL_MIN_SERIES} series; "
+                     "the best checkpoint is chosen by training loss (pass --val-split or --val-data to "
+                     "hold data out)")
+    else:
+        notes.append("validation: none (--val-split 0); the best checkpoint is chosen by training loss")
+    return train_rows, None

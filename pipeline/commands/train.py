@@ -18,9 +18,8 @@ from pipeline.settings import flagged, values
 
 # Flags that may change when a run is resumed; every other flag is fixed by the saved run.
 RESUMABLE_FLAGS = (*resumable_flags(DataConfig, LossConfig, ModelConfig, TrainConfig), "--nproc", "--mlflow-optional")
-RESUMABLE = {"resume"} | {dest for cls in (DataConfig, LossConfig, ModelConfig, TrainConfig)
-                          for f, flag in flagged(cls) if flag.resumable for dest in [flag.option_dest(f)]} \
-    | {"nproc", "mlflow_optional"}
+RESUMABLE = {"resume", "nproc", "mlflow_optional"} | {flag.option_dest(f) for f, flag in flagged(TrainConfig)
+                                                       if flag.resumable}
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
 
 from export.engines import engines
 from export.exporters import (ExportError, aoti_target, export_aoti, export_onnx, export_pt2, export_torchscript,
@@ -22,31 +24,49 @@ from export.golden import golden_data, golden_onnx
 from export.graphs import loss_candidates, model_graph, torchscript_loss
 from export.grid import loss_cases, model_cases
 from export.layout import conv2d_layout
-from export.manifest_writer import build_manifest, onnx_metadata, readme_text
+from export.manifest_writer import Graphs, build_manifest, onnx_metadata, readme_text
 from export.options import FORMAT_NAMES, ExportConfig
 from export.quantize import Int8Inputs, int8_inputs, quantize_bundle
 from export.verify import BATCH_SIZES, VerificationError, verify_graph
 from pipeline.checkpoint import BEST, load_checkpoint
 from pipeline.config import ModelConfig
+from pipeline.run_config import ModelRecord
 from pipeline.files import current_umask, remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
 from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
-from runtime.compare import summary
+from runtime.compare import Row, summary
 from runtime.manifest import (GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
                               MODEL_INPUT, MODEL_INT8, README_FILE, SCHEMA_FILE, VERIFICATION_FILE, AotiTarget,
-                              DimRange, Manifest, TorchExport, Verification, schema_text)
+                              DimRange, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
 
 
-def rebuild(run_dir: Path):
+@dataclass(frozen=True)
+class Trained:
+    """A run's best weights rebuilt: what they were trained as, and the eager model and loss (eval mode)."""
+
+    record: ModelRecord
+    weights: dict  # the checkpoint's state dict
+    model: nn.Module
+    loss: nn.Module
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.record.model
+
+    @property
+    def task(self) -> str:
+        return self.record.task
+
+
+def rebuild(run_dir: Path) -> Trained:
     state = load_checkpoint(Path(run_dir) / BEST)
-    cfg = ModelConfig.from_dict(state["model_config"])
-    model = build_model(cfg)
+    record = ModelRecord.from_dict(state)
+    model = build_model(record.model)
     model.load_state_dict(state["model"])
     model.eval()
-    loss = build_loss(state["loss"]["name"], state["loss"]["params"]).eval()
-    return state, cfg, model, loss
+    return Trained(record, state["model"], model, build_loss(record.loss.name, record.loss.params).eval())
 
 
 def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, force: bool = False,
@@ -57,9 +77,8 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     if recover(out):
         log(f"restored {out} (an earlier export was stopped while replacing it)")
     check_bundle_target(out, run_dir, force)
-    state, cfg, model, loss = rebuild(run_dir)
-    task = state["encoding"]["task"]
-    int8 = int8_inputs(run_dir, cfg, config.calibration_data) if config.quantize == "int8" else None
+    run = rebuild(run_dir)
+    int8 = int8_inputs(run_dir, run.cfg, config.calibration_data) if config.quantize == "int8" else None
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent))
@@ -67,7 +86,7 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     try:
         source = {"run_dir": str(run_dir.resolve()), "checkpoint": BEST,
                   "checkpoint_sha256": sha256(run_dir / BEST)}  # so `pipeline verify` can rebuild eager
-        manifest, rows = _write_bundle(tmp, state, cfg, model, loss, task, config, source, log, int8)
+        rows = _write_bundle(tmp, run, config, source, log, int8)
         swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,24 +94,25 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     return out
 
 
-def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: str, config: ExportConfig,
-                  source: dict, log=print, int8_data: Int8Inputs | None = None) -> tuple[Manifest, list[dict]]:
-    """Export and verify every graph into `tmp` and write the bundle's files; (manifest, verification rows)."""
+def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, log=print,
+                  int8_data: Int8Inputs | None = None) -> list[Row]:
+    """Export and verify every graph into `tmp` and write the bundle's files; the verification rows."""
+    cfg, model, loss, task = run.cfg, run.model, run.loss, run.task
     spec = TASKS[task]
     graph = model_graph(model, task)
     outputs = spec.outputs
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
     x_axes = {0: "batch"} if cfg.fixed_length else {0: "batch", 2: "length"}
-    meta = onnx_metadata(state, cfg, task, config)
+    meta = onnx_metadata(run.record, config)
     want = config.formats
     files: dict[str, dict[str, Path]] = {"model": {}, "loss": {}}
     methods, exported = {}, None
     example_x = model_grid[len(BATCH_SIZES) - 1].inputs  # batch 64: examples >= 2 so no axis is specialised
     example_loss = loss_grid[len(BATCH_SIZES) - 1].inputs
-    loss_what = f"loss '{state['loss']['name']}'"
+    loss_what = f"loss '{run.record.loss.name}'"
     model_what = f"{cfg.name} model" if cfg.ensemble == 1 else \
         f"{cfg.name} ensemble ({cfg.ensemble} members averaged in one graph)"
-    log(f"exporting the {model_what} and the {state['loss']['name']} loss of {task} to "
+    log(f"exporting the {model_what} and the {run.record.loss.name} loss of {task} to "
         f"{' and '.join(FORMAT_NAMES[f] for f in want)}; each graph is then checked against eager PyTorch on "
         f"{len(model_grid)} model and {len(loss_grid)} loss input sets")
     rows, layout = [], None
@@ -128,22 +148,24 @@ def _write_bundle(tmp: Path, state: dict, cfg: ModelConfig, model, loss, task: s
         int8 = quantize_bundle(tmp, int8_data, task, config.max_metric_drop, log)
         golden[GOLDEN_INT8] = golden_onnx(tmp / MODEL_INT8, golden["model"], outputs)
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
-    (tmp / README_FILE).write_text(readme_text(state, cfg, task, want))
+    (tmp / README_FILE).write_text(readme_text(run.record, want))
     (tmp / SCHEMA_FILE).write_text(schema_text())
-    manifest = build_manifest(tmp, state, cfg, task, config, methods, verification, source, layout, exported, int8)
+    graphs = Graphs(methods, verification, layout, exported, int8)
+    manifest = build_manifest(tmp, run.record, run.weights, config, graphs, source)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
-    return manifest, rows
+    return rows
 
 
-def _verification(tmp: Path, rows: list[dict], config: ExportConfig) -> Verification:
+def _verification(tmp: Path, rows: list[Row], config: ExportConfig) -> Verification:
     """Every row passed (else a VerificationError listing the failures): their summary, and verification.json."""
-    failures = [r for r in rows if r["problem"]]
+    failures = [r for r in rows if r.problem]
     if failures:
         raise VerificationError(failures, config.atol, config.rtol)
     verification = Verification(atol=config.atol, rtol=config.rtol, passed=True, checks=len(rows),
-                                max_abs=max((r["max_abs"] or 0.0) for r in rows),
-                                max_rel=max((r["max_rel"] or 0.0) for r in rows))
-    (tmp / VERIFICATION_FILE).write_text(json.dumps({**dataclasses.asdict(verification), "rows": rows}, indent=1)
+                                max_abs=max((r.max_abs or 0.0) for r in rows),
+                                max_rel=max((r.max_rel or 0.0) for r in rows))
+    (tmp / VERIFICATION_FILE).write_text(json.dumps({**dataclasses.asdict(verification),
+                                                     "rows": [r.to_dict() for r in rows]}, indent=1)
                                          + "\n")
     return verification
 
@@ -205,14 +227,14 @@ def export_loss_onnx(loss, example: tuple, path: Path, opset: int, meta: dict, w
 
 
 def _export_model_onnx(graph, model, task: str, example_x: tuple, path: Path, outputs: tuple[str, ...],
-                       axes: dict, opset: int, meta: dict, verify_model) -> tuple[list[dict], str]:
+                       axes: dict, opset: int, meta: dict, verify_model) -> tuple[list[Row], str]:
     """The model graph in the 2D layout onnxruntime runs fastest, or the plain 1D graph when that
     layout does not exist for the model or does not verify; returns the verification rows and the layout."""
     fast = conv2d_layout(model)
     if fast is not None:
         export_onnx(model_graph(fast, task), example_x, path, (MODEL_INPUT,), outputs, axes, opset, meta, "model")
         rows = verify_model({"onnx": path})
-        if not any(r["problem"] for r in rows):
+        if not any(r.problem for r in rows):
             return rows, "conv2d"
     export_onnx(graph, example_x, path, (MODEL_INPUT,), outputs, axes, opset, meta, "model")
     return verify_model({"onnx": path}), "conv1d"

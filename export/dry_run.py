@@ -40,10 +40,10 @@ def check_loss_exports(loss: nn.Module, prediction: Tensor, target: Tensor, spec
                 rows = verify_graph("loss", loss, engines(paths, LOSS_INPUTS), cases, LOSS_OUTPUTS, DEFAULT_ATOL,
                                     DEFAULT_RTOL)
             for row in rows:
-                fmt = "onnx" if row["engine"] == "onnxruntime" else "torchscript"
-                if row["problem"] and fmt not in failed:
-                    failed[fmt] = (f"{what} exported to {fmt} disagrees with eager PyTorch at {row['case']} "
-                                   f"({row['output']}: {row['problem']})")
+                fmt = "onnx" if row.engine == "onnxruntime" else "torchscript"
+                if row.problem and fmt not in failed:
+                    failed[fmt] = (f"{what} exported to {fmt} disagrees with eager PyTorch at {row.case} "
+                                   f"({row.output}: {row.problem})")
     if len(failed) == 2:
         raise PipelineError(f"--loss '{spec}' cannot be exported, so a model trained with it could not be deployed "
                             f"(checked before training, on {len(prediction)} series): {failed['onnx']}; "

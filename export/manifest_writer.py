@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,7 @@ import torch
 
 from export.options import ExportConfig
 from pipeline import __version__
-from pipeline.base_rate import OUTPUT_BASE
-from pipeline.config import ModelConfig
+from pipeline.run_config import ModelRecord
 from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, FileEntry,
@@ -38,15 +38,23 @@ outputs "loss" (scalar, the training reduction) and "per_sample_loss" (batch,). 
 """
 
 
-def _loss_description(state: dict) -> dict:
-    return {"name": state["loss"]["name"], "params": state["loss"]["params"]}
+@dataclass(frozen=True)
+class Graphs:
+    """What exporting the graphs settled: TorchScript methods, the verification summary, the ONNX layout, the
+    torch.export dims and AOTInductor target, the int8 graph's figures."""
+
+    methods: dict
+    verification: Verification
+    layout: str | None = None
+    exported: TorchExport | None = None
+    int8: Int8 | None = None
 
 
-def onnx_metadata(state: dict, cfg: ModelConfig, task: str, config: ExportConfig) -> dict[str, str]:
+def onnx_metadata(record: ModelRecord, config: ExportConfig) -> dict[str, str]:
     return {
-        "pipeline.format_version": str(FORMAT_VERSION), "pipeline.task": task,
-        "pipeline.classes": json.dumps(state["encoding"]["classes"]),
-        "pipeline.normalize": cfg.normalize, "pipeline.loss": json.dumps(_loss_description(state)),
+        "pipeline.format_version": str(FORMAT_VERSION), "pipeline.task": record.task,
+        "pipeline.classes": json.dumps(record.encoding.to_dict()["classes"]),
+        "pipeline.normalize": record.model.normalize, "pipeline.loss": json.dumps(record.loss.to_dict()),
         "pipeline.opset": str(config.opset), "pipeline.version": __version__, "torch.version": torch.__version__,
         "onnx.version": onnx.__version__,
     }
@@ -57,32 +65,33 @@ def _target_spec(task: str, k: int) -> TensorSpec:
     return TensorSpec(LOSS_INPUTS[1], spec.target_dtype, spec.target_shape(k), spec.target_meaning)
 
 
-def build_manifest(tmp: Path, state: dict, cfg: ModelConfig, task: str, config: ExportConfig, methods: dict,
-              verification: Verification, source: dict, layout: str | None,
-              exported: TorchExport | None = None, int8: Int8 | None = None) -> Manifest:
+def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: ExportConfig, graphs: Graphs,
+                   source: dict) -> Manifest:
+    cfg, task, base = record.model, record.task, record.output_base
     files = {p.name: FileEntry(sha256(p), p.stat().st_size) for p in sorted(tmp.iterdir())}
     length = LengthSpec(fixed=cfg.length) if cfg.fixed_length else LengthSpec(min=1, max=None, trained=cfg.length)
     return Manifest(
-        format_version=FORMAT_VERSION, task=task, classes=state["encoding"]["classes"],
+        format_version=FORMAT_VERSION, task=task, classes=record.encoding.to_dict()["classes"],
         input=InputSpec(MODEL_INPUT, "float32", ["batch", "channels", "length"], cfg.in_channels, length),
         outputs=list(TASKS[task].outputs),
-        normalization=Normalization(cfg.normalize, True, state["model"]["normalize.mean"].reshape(-1).tolist(),
-                                    state["model"]["normalize.std"].reshape(-1).tolist()),
+        normalization=Normalization(cfg.normalize, True, weights["normalize.mean"].reshape(-1).tolist(),
+                                    weights["normalize.std"].reshape(-1).tolist()),
         model=cfg.to_dict(),
-        loss=LossEntry(state["loss"]["name"], state["loss"]["params"], [
+        loss=LossEntry(record.loss.name, record.loss.to_dict()["params"], [
             TensorSpec(LOSS_INPUTS[0], "float32", ["batch", cfg.n_outputs]), _target_spec(task, cfg.n_outputs)],
             list(LOSS_OUTPUTS)),
-        opset=config.opset, torchscript=methods,
+        opset=config.opset, torchscript=graphs.methods,
         versions={"pipeline": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                   "onnxruntime": ort.__version__, "numpy": np.__version__},
-        files=files, verification=verification, source=Source(**source),
+        files=files, verification=graphs.verification, source=Source(**source),
         # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
         # them out of a .csv laid out the same way, as train and evaluate do
-        csv_labels=state.get("csv_labels") or None, onnx_layout=layout, torch_export=exported, int8=int8,
-        output_base=OutputBase(inside_graph=True, **state[OUTPUT_BASE]) if OUTPUT_BASE in state else None)
+        csv_labels=record.to_dict().get("csv_labels"), onnx_layout=graphs.layout, torch_export=graphs.exported,
+        int8=graphs.int8, output_base=None if base is None else OutputBase(inside_graph=True, **base.to_dict()))
 
 
-def readme_text(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...]) -> str:
+def readme_text(record: ModelRecord, want: tuple[str, ...]) -> str:
+    cfg, task = record.model, record.task
     what = {("model", "onnx"): "the model graph (ONNX, onnxruntime)", ("loss", "onnx"): "the loss graph (ONNX)",
             ("model", "torchscript"): "the model graph (TorchScript; torch::jit::load in C++)",
             ("loss", "torchscript"): "the loss graph (TorchScript)",
@@ -95,4 +104,4 @@ def readme_text(state: dict, cfg: ModelConfig, task: str, want: tuple[str, ...])
     target = _target_spec(task, cfg.n_outputs)
     return README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
                          outputs=", ".join(TASKS[task].outputs), target=f"{target.dtype}, {target.meaning}",
-                         loss=json.dumps(_loss_description(state)))
+                         loss=json.dumps(record.loss.to_dict()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
@@ -13,7 +12,7 @@ import numpy as np
 
 import runtime
 from pipeline.errors import PipelineError
-from pipeline.run_folder import CONFIG
+from pipeline.run_folder import RunFolder
 from pipeline.tracking import (check_mlflow, first_line, import_mlflow, mlflow_experiment_id, mlflow_uri,
                                temporary_env)
 from runtime.golden import model_example
@@ -59,9 +58,8 @@ def _requirements() -> list[str]:
 
 def _training_run(run_dir: Path, uri: str) -> str | None:
     """The MLflow run `pipeline train --mlflow` logged this run to, when it is in the same store."""
-    config = json.loads((run_dir / CONFIG).read_text())
-    same_store = config.get("train", {}).get("mlflow") == uri
-    return config.get("mlflow_run_id") if same_store else None
+    config = RunFolder(run_dir).read_config()
+    return config.mlflow_run_id if config.settings.train.mlflow == uri else None
 
 
 def log_bundle(bundle_dir: Path, run_dir: Path, uri: str, register: str | None, log=print) -> str:

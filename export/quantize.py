@@ -15,7 +15,6 @@ fp32 graph on the same series. Export fails, with nothing written, when the drop
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.config import DataConfig, ModelConfig
+from pipeline.config import ModelConfig
 from pipeline.errors import DataError, PipelineError
-from pipeline.run_folder import CALIBRATION, CALIBRATION_SERIES, CONFIG
+from pipeline.run_config import RunConfig
+from pipeline.run_folder import CALIBRATION, CALIBRATION_SERIES, RunFolder
 from runtime.inputs import plural
 from runtime.manifest import MODEL_INPUT, MODEL_INT8, Int8
 from runtime.tasks import TASKS, Task
@@ -131,15 +131,13 @@ def quantize_model(fp32_path: Path, out: Path, X: np.ndarray) -> Path:
     return out
 
 
-def labelled_series(run_dir: Path, saved: dict):
+def labelled_series(run_dir: Path, saved: RunConfig):
     """The run's labelled held-out series as (X (N_file, C, L), rows, targets, description)."""
     from pipeline.data.load import load_datasets
-    from pipeline.data.prepare import LabelEncoding
 
-    data_cfg = DataConfig.from_dict(saved["data"])
+    data_cfg = saved.settings.data
     try:
-        datasets = load_datasets(data_cfg, saved["model_config"]["name"], saved["train"]["seed"],
-                                 LabelEncoding.from_dict(saved["encoding"]))
+        datasets = load_datasets(data_cfg, saved.model.name, saved.seed, saved.record.encoding)
     except DataError as exc:
         raise PipelineError(f"--quantize int8 measures the int8 graph on the run's data, which cannot be read "
                             f"now: {exc}") from None
@@ -196,8 +194,8 @@ class Int8Inputs:
 
 
 def int8_inputs(run_dir: Path, cfg: ModelConfig, calibration_data: str | None) -> Int8Inputs:
-    saved = json.loads((Path(run_dir) / CONFIG).read_text())
-    X_cal, source = calibration_series(run_dir, cfg, calibration_data, saved["train"]["seed"])
+    saved = RunFolder(run_dir).read_config()
+    X_cal, source = calibration_series(run_dir, cfg, calibration_data, saved.seed)
     return Int8Inputs(X_cal, source, *labelled_series(run_dir, saved))
 
 

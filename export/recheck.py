@@ -35,8 +35,8 @@ def recheck(bundle_dir: Path, manifest: Manifest, run_dir: Path, atol: float, rt
     if sha256(checkpoint) != manifest.source.checkpoint_sha256:
         raise PipelineError(f"{checkpoint}: is not the checkpoint this bundle was exported from (sha256 differs; "
                             "the run was trained further?); re-export the run, or pass --run with the right run")
-    state, cfg, model, loss = rebuild(run_dir)
-    task = manifest.task
+    run = rebuild(run_dir)
+    cfg, model, loss, task = run.cfg, run.model, run.loss, manifest.task
     files, device = bundle_files(bundle_dir, manifest), aoti_device(manifest)
     rows = verify_graph("model", model_graph(model, task), engines(files["model"], (MODEL_INPUT,), device),
                         model_cases(model, cfg), TASKS[task].outputs, atol, rtol, TASKS[task].decision)

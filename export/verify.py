@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from export.graphs import as_tuple
-from runtime.compare import compare, format_table
+from runtime.compare import Comparison, Row, compare, format_table
 
 BATCH_SIZES = (1, 2, 7, 64)
 
@@ -17,7 +17,7 @@ BATCH_SIZES = (1, 2, 7, 64)
 class VerificationError(Exception):
     """Exported graphs disagree with eager PyTorch; carries every failing check."""
 
-    def __init__(self, failures: list[dict], atol: float, rtol: float):
+    def __init__(self, failures: list[Row], atol: float, rtol: float):
         self.failures = failures
         super().__init__(f"{len(failures)} exported output(s) disagree with eager PyTorch "
                          f"(atol {atol:g}, rtol {rtol:g}):\n" + format_table(failures))
@@ -32,7 +32,7 @@ class Case:
 
 
 def verify_graph(graph: str, eager: torch.nn.Module, engines: dict[str, Callable], cases: list[Case],
-                 output_names: tuple[str, ...], atol: float, rtol: float, decision: str | None = None) -> list[dict]:
+                 output_names: tuple[str, ...], atol: float, rtol: float, decision: str | None = None) -> list[Row]:
     """One row per engine x case x output; decision agreement ('argmax' or 'threshold') for raw scores."""
     rows = []
     for case in cases:
@@ -42,15 +42,13 @@ def verify_graph(graph: str, eager: torch.nn.Module, engines: dict[str, Callable
             try:
                 actual = [np.asarray(a) for a in run(case.inputs)]
             except Exception as exc:
-                rows.append({"graph": graph, "engine": engine, "output": "*", "case": case.label,
-                             "shape": None, "dtype": None, "max_abs": None, "max_rel": None, "nonfinite": 0,
-                             "problem": f"failed to run: {str(exc).splitlines()[0] if str(exc) else exc}"})
+                failed = f"failed to run: {str(exc).splitlines()[0] if str(exc) else exc}"
+                rows.append(Row.of(graph, engine, "*", case.label, Comparison(problem=failed)))
                 continue
             for name, e, a in zip(output_names, expected, actual):
-                row = {"graph": graph, "engine": engine, "output": name, "case": case.label,
-                       **compare(e, a, atol, rtol)}
-                if decision and name == output_names[0] and row["problem"] is None:
-                    row["agreement"] = _agreement(decision, e, a)
+                row = Row.of(graph, engine, name, case.label, compare(e, a, atol, rtol))
+                if decision and name == output_names[0] and row.problem is None:
+                    row = replace(row, agreement=_agreement(decision, e, a))
                 rows.append(row)
     return rows
 

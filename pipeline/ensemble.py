@@ -16,11 +16,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pipeline.base_rate import OUTPUT_BASE
 from pipeline.checkpoint import BEST, LAST, load_checkpoint
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.config import TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.models import build_model, load_members
+from pipeline.run_config import RunConfig
 from pipeline.run_folder import MEMBERS_DIR, METRICS, RunFolder
 
 MEMBER_KEYS = ("best_epoch", "epochs_run", "stopped_early", "train", "val", "test", "train_seconds")
@@ -44,26 +44,25 @@ def member_finished(run_dir: Path, i: int, epochs: int | None) -> bool:
     return epochs is None or json.loads(path.read_text())["epochs_run"] >= epochs
 
 
-def assemble(run_dir: Path, config: dict, evaluate: Callable[[nn.Module], dict], device: torch.device,
+def assemble(run_dir: Path, config: RunConfig, evaluate: Callable[[nn.Module], dict], device: torch.device,
              report: dict, writes: bool, log: Callable[[str], None]) -> dict:
     """Join the members' best weights into the ensemble, measure it, write best.pt, metrics.json and the
     curve of every member. `evaluate(model)` gives the loss and metrics per split; `report` holds the
     run-wide keys (device, batch size, ...). Returns the metrics."""
-    cfg = ModelConfig.from_dict(config["model_config"])
+    cfg = config.model
     folders = [member_dir(run_dir, i) for i in range(cfg.ensemble)]
     model = load_members(build_model(cfg), [load_checkpoint(f / BEST)["model"] for f in folders]).to(device)
     members = []
     for i, folder in enumerate(folders):
         saved = json.loads((folder / METRICS).read_text())
-        seed = config["train"]["seed"] + i
+        seed = config.seed + i
         members.append({"member": i, "seed": seed, **{k: saved[k] for k in MEMBER_KEYS if k in saved}})
     histories = [load_checkpoint(f / LAST)["history"] for f in folders]
-    described = {k: config[k] for k in ("model_config", "encoding", "loss", "csv_labels", OUTPUT_BASE) if k in config}
     folder = RunFolder(run_dir, writes=writes)
-    folder.save_best({**described, "model": {k: v.cpu() for k, v in model.state_dict().items()},
+    folder.save_best({**config.record.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()},
                       "epoch": max(m["epochs_run"] for m in members),
                       "best": {"members": [m["best_epoch"] for m in members]}})
-    metrics = {"task": config["encoding"]["task"], "loss": config["loss"]["name"], "model": cfg.name,
+    metrics = {"task": config.task, "loss": config.record.loss.name, "model": cfg.name,
                "ensemble": cfg.ensemble, **evaluate(model), "members": members, **report,
                "train_seconds": round(sum(m.get("train_seconds", 0.0) for m in members), 3)}
     folder.save_report(metrics, histories, f"{cfg.name} x {cfg.ensemble} · {metrics['task']} · {metrics['loss']}")

@@ -13,6 +13,7 @@ from pipeline.checkpoint import BEST, LAST, save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.files import json_object_with, write_json
 from pipeline.report import plot_loss_curve, write_history
+from pipeline.run_config import RunConfig
 from pipeline.tracking import EVENT_PREFIX, TENSORBOARD_DIR
 
 CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
@@ -42,14 +43,14 @@ class RunFolder:
     def best(self) -> Path:
         return self.path / BEST
 
-    def create(self, config: dict) -> None:
+    def create(self, config: RunConfig) -> None:
         """A new run: remove what an earlier run wrote here (--force; anything else stays), write config.json."""
         if not self.writes:
             return
         if self.path.exists():
             self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / CONFIG, config)
+        write_json(self.path / CONFIG, config.to_dict())
 
     def clear(self) -> None:
         """Remove the files a run writes (an ensemble's member folders too, each a run folder of its own, and
@@ -79,15 +80,15 @@ class RunFolder:
             np.save(f, np.ascontiguousarray(X[picked], dtype=np.float32))
         tmp.replace(self.path / CALIBRATION)
 
-    def read_config(self) -> dict:
+    def read_config(self) -> RunConfig:
         path = self.path / CONFIG
         if not path.is_file():
             raise PipelineError(f"--resume {self.path}: no {CONFIG} there; pass a folder written by `pipeline train`")
-        return json.loads(path.read_text())
+        return RunConfig.from_dict(json.loads(path.read_text()))
 
-    def update_config(self, config: dict) -> None:
+    def update_config(self, config: RunConfig) -> None:
         if self.writes:
-            write_json(self.path / CONFIG, config)
+            write_json(self.path / CONFIG, config.to_dict())
 
     def files(self) -> list[Path]:
         """The run's own files that exist, and its TensorBoard folder: what trackers keep as artifacts."""

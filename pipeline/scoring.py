@@ -15,6 +15,8 @@ import runtime.bundle
 from pipeline.data.readers import SeriesData, peek_csv_header, read_series
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
 from pipeline.files import check_output_file, write_atomic
+from pipeline.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
+from runtime.compare import Row
 from runtime.golden import check_golden, int8_rows, read_golden
 from runtime.manifest import MODEL_ONNX
 from runtime.outputs import OUT_SUFFIXES, prediction_table, write_predictions, write_rows
@@ -58,25 +60,24 @@ def training_label_columns(bundle: runtime.Bundle, data: Path, log) -> str | Non
     return ",".join(labels["columns"])
 
 
-def predict_file(bundle_dir: Path, data: Path, out: Path | None, target_column: str | None = None,
-                 pad: bool = False, batch_size: int | None = None, threads: int | None = None,
-                 force: bool = False, log=print, precision: str = "fp32") -> int:
-    """Predict every series of `data`; write `out` atomically (.csv/.jsonl/.npy/.npz) or CSV to stdout."""
+def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: bool = False, log=print) -> int:
+    """Predict every series of `cfg.data`; write `out` atomically (.csv/.jsonl/.npy/.npz) or CSV to stdout."""
+    data, target_column = cfg.data, cfg.target_column
     suffix = out.suffix.lower() if out is not None else ".csv"
     if suffix not in OUT_SUFFIXES:
         raise PipelineError(f"--out {out}: unsupported type '{suffix}'; use one of {', '.join(OUT_SUFFIXES)}")
     check_output_file(out, force)
-    bundle = open_bundle(bundle_dir, threads, precision=precision, log=log)
+    bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log)
     if target_column is None:
-        target_column = training_label_columns(bundle, Path(data), log)
+        target_column = training_label_columns(bundle, data, log)
     elif target_column.strip().lower() == "none":  # every column is a series value
         target_column = None
-    series = read_series(data, target_column, pad=pad, labels=False)
+    series = read_series(data, target_column, pad=cfg.pad, labels=False)
     note = _length_note(bundle, series)
     if note:
         log(note)
     try:
-        outputs = bundle.predict(series.X, batch_size=batch_size, name=series.source, lines=series.lines)
+        outputs = bundle.predict(series.X, batch_size=cfg.batch_size, name=series.source, lines=series.lines)
     except runtime.InputError as exc:
         raise PipelineError(str(exc)) from None
     if out is None:
@@ -88,16 +89,15 @@ def predict_file(bundle_dir: Path, data: Path, out: Path | None, target_column: 
     return series.n
 
 
-def evaluate_file(bundle_dir: Path, data: Path, target_column: str | None = None, pad: bool = False,
-                  batch_size: int | None = None, threads: int | None = None, log=print,
-                  precision: str = "fp32") -> dict:
+def evaluate_file(bundle_dir: Path, cfg: EvaluateConfig, log=print) -> dict:
     """Loss and task metrics of the bundle on a labelled file, as the trainer reports them."""
-    bundle = open_bundle(bundle_dir, threads, precision=precision, log=log)
+    data, target_column = cfg.data, cfg.target_column
+    bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log)
     if target_column is None:
-        target_column = training_label_columns(bundle, Path(data), log)
-    series = read_series(data, target_column, pad=pad, labels=True)
+        target_column = training_label_columns(bundle, data, log)
+    series = read_series(data, target_column, pad=cfg.pad, labels=True)
     try:
-        metrics = bundle.evaluate(series.X, series.y, batch_size=batch_size, x_name=series.source,
+        metrics = bundle.evaluate(series.X, series.y, batch_size=cfg.batch_size, x_name=series.source,
                                   y_name=f"{series.source}: {series.label_field}", lines=series.lines)
     except runtime.InputError as exc:
         raise PipelineError(str(exc)) from None
@@ -106,19 +106,19 @@ def evaluate_file(bundle_dir: Path, data: Path, target_column: str | None = None
 
 @dataclass
 class VerifyReport:
-    golden: list[dict]
-    eager: list[dict] | None  # None when the eager re-check did not run (see `note`)
+    golden: list[Row]
+    eager: list[Row] | None  # None when the eager re-check did not run (see `note`)
     note: str | None
 
     @property
     def passed(self) -> bool:
-        return not any(r["problem"] for r in self.golden + (self.eager or []))
+        return not any(r.problem for r in self.golden + (self.eager or []))
 
 
-def verify_bundle(bundle_dir: Path, run_dir: Path | None = None, atol: float | None = None,
-                  rtol: float | None = None, threads: int | None = None) -> VerifyReport:
+def verify_bundle(bundle_dir: Path, cfg: VerifyConfig = VerifyConfig()) -> VerifyReport:
     """Golden data through every graph of the bundle (ONNX by onnxruntime, TorchScript where torch is
     installed); then, with torch, the full export grid against eager PyTorch rebuilt from the run."""
+    run_dir, atol, rtol, threads = cfg.run_dir, cfg.atol, cfg.rtol, cfg.threads
     try:
         manifest = runtime.Manifest.read(bundle_dir)
         runtime.bundle.check_files(bundle_dir, manifest)

@@ -28,6 +28,7 @@ class Flag:
     flag_value: Any = None  # the value of the flag given without one (e.g. --tensorboard alone)
     resumable: bool = False  # `--resume` may change it
     parse: Callable[[Any], Any] | None = None  # the option's value -> the field's (e.g. '1,2' -> (1.0, 2.0))
+    required: bool = False  # the command needs it (the field's default serves the Python API only)
 
     def option_name(self, field: dataclasses.Field) -> str:
         return self.name or "--" + field.name.replace("_", "-")

@@ -3,21 +3,18 @@ loop itself is pipeline/trainer.py."""
 
 from __future__ import annotations
 
-import json
-import platform
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from pipeline import __version__
 from pipeline import distributed, ensemble
 from pipeline.checkpoint import LAST, load_checkpoint
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.config import TrainConfig
 from pipeline.data.load import Datasets, load_datasets
-from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
+from pipeline.run_config import ModelRecord, RunConfig, RunSettings
 from pipeline.run_folder import RunFolder, check_new
 from pipeline.trainer import RunResult, Trainer, pick_device
 from pipeline.tracking import TENSORBOARD_DIR, mlflow_uri
@@ -28,11 +25,11 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
-def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
-          out: Path | None = None, force: bool = False, log: Callable[[str], None] = print,
+def train(settings: RunSettings, out: Path | None = None, force: bool = False, log: Callable[[str], None] = print,
           preflight: Callable | None = None) -> RunResult:
     """Validate all inputs, then train a new run into `out` (default: a new folder under artifacts/).
     `preflight(loss, prediction, target, name, log)` checks a custom loss on a real batch before training."""
+    data_cfg, model_cfg, train_cfg = settings.data, settings.model, settings.train
     data_cfg = replace(data_cfg, data=_absolute(data_cfg.data), val_data=_absolute(data_cfg.val_data),
                        test_data=_absolute(data_cfg.test_data))
     ranks = distributed.from_env()
@@ -47,22 +44,23 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
                                                             else run_dir / TENSORBOARD_DIR).resolve()))
         if train_cfg.mlflow is not None:
             train_cfg = replace(train_cfg, mlflow=mlflow_uri(train_cfg.mlflow))
+        settings = replace(settings, data=data_cfg, train=train_cfg)
         members = model_cfg.ensemble
         # one model, or the ensemble's first member (the one that validates the rest)
-        trainer = _member(run_dir, 0, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight) \
-            if members > 1 else Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight)
+        trainer = _member(run_dir, 0, settings, datasets, log, preflight) if members > 1 \
+            else Trainer(run_dir, settings, datasets, log, preflight)
         distributed.barrier(ranks)
         log = trainer.log
         for note in datasets.notes:
             log(note)
         folder = RunFolder(run_dir, writes=ranks.main)
-        # as config.json will read back (JSON values), on every process: under DDP only rank 0 writes the file
-        config = json.loads(json.dumps(_run_config(data_cfg, loss_cfg, train_cfg, {
-            **trainer.describe(), "model_config": replace(trainer.model_cfg, ensemble=members).to_dict()})))
+        whole = trainer.describe()
+        config = RunConfig(settings, replace(whole, model=replace(whole.model, ensemble=members)),
+                           torch_version=torch.__version__)
         folder.create(config)
         folder.save_calibration(datasets.train.X, datasets.train.rows, train_cfg.seed)
         if members > 1:  # after the ensemble's own folder: --force clears an earlier run's members there first
-            _create_member_folder(trainer)
+            trainer.folder.create(trainer.run_config())
         log(f"run folder: {run_dir}")
         where = f"{ranks.world} processes ({trainer.device.type})" if ranks.enabled else str(trainer.device)
         log(f"training {trainer.model_cfg.name}{f' x {members} (an ensemble)' if members > 1 else ''} for "
@@ -75,47 +73,39 @@ def train(data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig, tr
         distributed.stop(ranks)
 
 
-def _run_config(data_cfg: DataConfig, loss_cfg: LossConfig, train_cfg: TrainConfig, described: dict) -> dict:
-    return {"pipeline_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
-            "data": data_cfg.to_dict(), "loss_config": loss_cfg.to_dict(), "train": train_cfg.to_dict(), **described}
-
-
-def _member(run_dir: Path, i: int, data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig,
-            train_cfg: TrainConfig, datasets: Datasets, log: Callable, preflight: Callable | None = None) -> Trainer:
+def _member(run_dir: Path, i: int, settings: RunSettings, datasets: Datasets, log: Callable,
+            preflight: Callable | None = None) -> Trainer:
     """Ensemble member I as a run of its own (the ensemble's data and split, seed + I); nothing written yet."""
-    return Trainer(ensemble.member_dir(run_dir, i), data_cfg, loss_cfg, replace(model_cfg, ensemble=1),
-                   ensemble.member_train_config(train_cfg, i), datasets, log, preflight)
+    member = replace(settings, model=replace(settings.model, ensemble=1),
+                     train=ensemble.member_train_config(settings.train, i))
+    return Trainer(ensemble.member_dir(run_dir, i), member, datasets, log, preflight)
 
 
-def _create_member_folder(member: Trainer) -> None:
-    member.folder.create(_run_config(member.data_cfg, member.loss_cfg, member.cfg, member.describe()))
-
-
-def _fit_ensemble(run_dir: Path, first: Trainer | None, config: dict, datasets: Datasets, log: Callable,
+def _fit_ensemble(run_dir: Path, first: Trainer | None, config: RunConfig, datasets: Datasets, log: Callable,
                   preflight: Callable | None, epochs: int | None, overrides: dict | None = None) -> RunResult:
     """Train (or resume) every member not finished yet, in order, then join and measure the ensemble."""
-    model_cfg = ModelConfig.from_dict(config["model_config"])
-    data_cfg, loss_cfg = DataConfig.from_dict(config["data"]), LossConfig.from_dict(config["loss_config"])
-    train_cfg = replace(TrainConfig.from_dict({**config["train"], **(overrides or {})}),
-                        epochs=epochs or config["train"]["epochs"])
+    train_cfg = replace(TrainConfig.from_dict({**config.settings.train.to_dict(), **(overrides or {})}),
+                        epochs=epochs or config.settings.train.epochs)
+    settings = replace(config.settings, train=train_cfg)
+    n = config.model.ensemble
     ranks = distributed.from_env()
     last = first
-    for i in range(model_cfg.ensemble):
+    for i in range(n):
         if ensemble.member_finished(run_dir, i, epochs):
             continue
-        log(f"ensemble member {i + 1} of {model_cfg.ensemble} (seed {train_cfg.seed + i})")
+        log(f"ensemble member {i + 1} of {n} (seed {train_cfg.seed + i})")
         if first is not None and i == 0:
             first.fit()
         elif (ensemble.member_dir(run_dir, i) / LAST).is_file():
             last = _resume_one(ensemble.member_dir(run_dir, i), epochs, overrides, log, preflight, datasets)
             last.fit()
         else:
-            last = _member(run_dir, i, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight)
-            _create_member_folder(last)
+            last = _member(run_dir, i, settings, datasets, log, preflight)
+            last.folder.create(last.run_config())
             last.fit()
         distributed.barrier(ranks)  # every process reads the member's best weights once rank 0 wrote them
     if last is None:  # every member had finished before this resume: any member measures the ensemble
-        last = _member(run_dir, 0, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log)
+        last = _member(run_dir, 0, settings, datasets, log)
     metrics = ensemble.assemble(run_dir, config, last.final_metrics, last.device, last.run_report(), ranks.main, log)
     return RunResult(run_dir, metrics, [])
 
@@ -128,15 +118,14 @@ def resume(run_dir: Path, epochs: int | None = None, overrides: dict | None = No
     saved = RunFolder(run_dir).read_config()
     ranks = distributed.from_env()
     try:
-        members = ModelConfig.from_dict(saved["model_config"]).ensemble
+        members = saved.model.ensemble
         if members == 1:
             return _resume_one(run_dir, epochs, overrides, log, preflight).fit()
         ensemble.check_resumable(run_dir, members, epochs)
-        data_cfg, model_name = DataConfig.from_dict(saved["data"]), saved["model_config"]["name"]
-        datasets = load_datasets(data_cfg, model_name, saved["train"]["seed"],
-                                 encoding=LabelEncoding.from_dict(saved["encoding"]))
+        datasets = load_datasets(saved.settings.data, saved.model.name, saved.seed, encoding=saved.record.encoding)
         if epochs is not None:
-            RunFolder(run_dir, writes=ranks.main).update_config({**saved, "train": {**saved["train"], "epochs": epochs}})
+            RunFolder(run_dir, writes=ranks.main).update_config(
+                saved.with_train(replace(saved.settings.train, epochs=epochs)))
         log = log if ranks.main else (lambda _: None)  # one voice, as the Trainer's
         log(f"resuming the ensemble {run_dir}")
         return _fit_ensemble(run_dir, None, saved, datasets, log, preflight, epochs, overrides)
@@ -149,22 +138,19 @@ def _resume_one(run_dir: Path, epochs: int | None, overrides: dict | None, log: 
     """A run (or an ensemble's member) restored from its last checkpoint, ready to fit."""
     saved = RunFolder(run_dir).read_config()
     state = load_checkpoint(RunFolder(run_dir).last)
-    data_cfg = DataConfig.from_dict(saved["data"])
-    loss_cfg = LossConfig.from_dict(saved["loss_config"])
-    train_cfg = TrainConfig.from_dict({**saved["train"], **(overrides or {})})
+    train_cfg = TrainConfig.from_dict({**saved.settings.train.to_dict(), **(overrides or {})})
     if epochs is not None:
         train_cfg = replace(train_cfg, epochs=epochs)
     if state["epoch"] >= train_cfg.epochs:
         raise PipelineError(f"--resume {run_dir}: the run already finished {plural(state['epoch'], 'epoch')}; pass "
                             f"--epochs larger than {state['epoch']} to train further")
-    model_cfg = ModelConfig.from_dict(saved["model_config"])
-    encoding = LabelEncoding.from_dict(saved["encoding"])
     if datasets is None:
-        datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, encoding=encoding)
-    trainer = Trainer(run_dir, data_cfg, loss_cfg, model_cfg, train_cfg, datasets, log, preflight, saved=state)
+        datasets = load_datasets(saved.settings.data, saved.model.name, train_cfg.seed, encoding=saved.record.encoding)
+    trainer = Trainer(run_dir, saved.with_train(train_cfg).settings, datasets, log, preflight,
+                      saved=ModelRecord.from_dict(state))
     trainer.restore(state)
     trainer.log(f"resuming {run_dir} at epoch {state['epoch'] + 1} of {train_cfg.epochs}")
     distributed.barrier(trainer.ranks)  # every process has read the run before rank 0 rewrites its config
     # --mlflow-optional with the store down skips MLflow this time only; the run keeps its URI for later
-    trainer.folder.update_config({**saved, "train": {**train_cfg.to_dict(), "mlflow": saved["train"].get("mlflow")}})
+    trainer.folder.update_config(saved.with_train(replace(train_cfg, mlflow=saved.settings.train.mlflow)))
     return trainer

@@ -19,13 +19,14 @@ from pipeline.base_rate import OUTPUT_BASE, OutputBase, fit_output_base
 from pipeline.base_rate import rule as base_rule
 from pipeline.batching import BatchSource, batch_bounds, evaluate
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import DEVICES, DataConfig, LossConfig, ModelConfig, TrainConfig, auto_batch_size
+from pipeline.config import DEVICES, TrainConfig, auto_batch_size
 from pipeline.data.load import Datasets
 from pipeline.device import check_device
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
+from pipeline.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
 from pipeline.run_folder import MEMBERS_DIR, RunFolder
 from pipeline.tracking import RunEnd
 from runtime.inputs import plural
@@ -95,11 +96,12 @@ def _graph_count() -> int:
 class Trainer:
     """One run: built from configs (new run) or from a run folder (resume)."""
 
-    def __init__(self, run_dir: Path, data_cfg: DataConfig, loss_cfg: LossConfig, model_cfg: ModelConfig,
-                 train_cfg: TrainConfig, datasets: Datasets, log: Callable[[str], None],
-                 preflight: Callable | None = None, saved: dict | None = None):
-        """`saved`: a resumed run's checkpoint, whose loss and output layer are kept as recorded."""
-        self.run_dir, self.data_cfg, self.loss_cfg, self.cfg = run_dir, data_cfg, loss_cfg, train_cfg
+    def __init__(self, run_dir: Path, settings: RunSettings, datasets: Datasets, log: Callable[[str], None],
+                 preflight: Callable | None = None, saved: ModelRecord | None = None):
+        """`saved`: a resumed run's record, whose loss and output layer are kept as recorded."""
+        data_cfg, loss_cfg, model_cfg, train_cfg = settings.data, settings.loss, settings.model, settings.train
+        self.run_dir, self.settings, self.data_cfg, self.loss_cfg, self.cfg = run_dir, settings, data_cfg, loss_cfg, \
+            train_cfg
         # what trackers call the run: its folder's name, an ensemble member's with the ensemble's before it
         self.name = f"{run_dir.parent.parent.name}/{run_dir.name}" if run_dir.parent.name == MEMBERS_DIR \
             else run_dir.name
@@ -110,7 +112,7 @@ class Trainer:
         enc: LabelEncoding = datasets.encoding
         self.task = TASKS[enc.task]
         if saved is not None:  # a resumed run keeps the loss it was trained with, as recorded
-            self.loss_name, self.loss_params = saved["loss"]["name"], saved["loss"]["params"]
+            self.loss_name, self.loss_params = saved.loss.name, saved.loss.params
         else:
             self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
             self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
@@ -154,11 +156,10 @@ class Trainer:
         self.best_model: dict | None = None  # the best weights, kept by every process (rank 0 also writes them)
         self.use_compile = train_cfg.compile == "on" or (train_cfg.compile == "auto" and self.device.type == "cuda")
 
-    def _setup_output_layer(self, saved: dict | None) -> None:
+    def _setup_output_layer(self, saved: ModelRecord | None) -> None:
         """The output layer at the data's base rate (a resumed run's as recorded; a run saved before the layer
         existed has none recorded and resumes as it was trained), and the loss scale that goes with it."""
-        self.output_base = OutputBase.from_dict(saved.get(OUTPUT_BASE)) if saved is not None \
-            else self._fit_output_base()
+        self.output_base = saved.output_base if saved is not None else self._fit_output_base()
         if self.output_base is not None:
             self.model.output.fit(torch.tensor(self.output_base.scale), torch.tensor(self.output_base.shift))
         self.loss_scale = self.output_base.loss_scale if self.output_base is not None else 1.0
@@ -177,21 +178,17 @@ class Trainer:
         return replace(base, loss_scale=baseline if math.isfinite(baseline) and baseline > 0 else 1.0)
 
     # --- state -------------------------------------------------------------------------------
-    def describe(self) -> dict:
+    def describe(self) -> ModelRecord:
         """Everything needed to rebuild the model and the loss; stored in config.json and checkpoints."""
-        described = {
-            "model_config": self.model_cfg.to_dict(),
-            "encoding": self.datasets.encoding.to_dict(),
-            "loss": {"name": self.loss_name, "params": self.loss_params},
-        }
-        if self.output_base is not None:
-            described[OUTPUT_BASE] = self.output_base.to_dict()
-        if self.datasets.csv_labels:
-            described["csv_labels"] = self.datasets.csv_labels
-        return described
+        return ModelRecord(self.model_cfg, self.datasets.encoding, LossChoice(self.loss_name, self.loss_params),
+                           self.output_base, self.datasets.csv_labels)
+
+    def run_config(self) -> RunConfig:
+        """The run's config.json (an ensemble's member's own)."""
+        return RunConfig(self.settings, self.describe(), torch_version=torch.__version__)
 
     def _state(self, full: bool) -> dict:
-        state = {**self.describe(), "model": self.model.state_dict(), "epoch": self.epoch,
+        state = {**self.describe().to_dict(), "model": self.model.state_dict(), "epoch": self.epoch,
                  "best": dict(self.best)}
         if full:
             state.update(
@@ -345,13 +342,13 @@ class Trainer:
         from pipeline.tracking import MLflowRun
 
         config = self.folder.read_config()
-        if config.get("mlflow_run_id"):
-            tracker = MLflowRun.resume(self.cfg.mlflow, config["mlflow_run_id"], self.epoch, self.cfg.epochs, self.log)
+        if config.mlflow_run_id:
+            tracker = MLflowRun.resume(self.cfg.mlflow, config.mlflow_run_id, self.epoch, self.cfg.epochs, self.log)
         else:
             tags = {"task": self.task.name, "loss": self.loss_name, "model": self.model_cfg.name,
                     "run_dir": str(self.run_dir.resolve())}
-            tracker = MLflowRun.start(self.cfg.mlflow, config, self.name, tags, self.log)
-            self.folder.update_config({**config, "mlflow_run_id": tracker.run_id})
+            tracker = MLflowRun.start(self.cfg.mlflow, config.to_dict(), self.name, tags, self.log)
+            self.folder.update_config(replace(config, mlflow_run_id=tracker.run_id))
         self.log(f"mlflow: run {tracker.run_id} at {self.cfg.mlflow}")
         return tracker
 

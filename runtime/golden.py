@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.bundle import Bundle
-from runtime.compare import compare
+from runtime.compare import Row, compare
 from runtime.errors import BundleError
 from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8, MODEL_INT8
 
@@ -32,7 +32,7 @@ def model_example(bundle_dir: Path) -> np.ndarray:
 
 
 def golden_rows(golden: dict, graph: str, engine: str, run: Callable[[dict[str, np.ndarray]], list],
-                atol: float | None = None, rtol: float | None = None) -> list[dict]:
+                atol: float | None = None, rtol: float | None = None) -> list[Row]:
     """One row per output of `graph` ('model' or 'loss'): `run(named inputs) -> outputs` against the golden ones."""
     atol = golden["atol"] if atol is None else atol
     rtol = golden["rtol"] if rtol is None else rtol
@@ -40,12 +40,11 @@ def golden_rows(golden: dict, graph: str, engine: str, run: Callable[[dict[str, 
     first = next(iter(inputs.values()))
     case = "golden " + ("x".join(map(str, first.shape)) if graph == "model" else f"batch={len(first)}")
     actual = run(inputs)
-    return [{"graph": graph, "engine": engine, "output": name, "case": case,
-             **compare(golden_array(expected), np.asarray(got), atol, rtol)}
+    return [Row.of(graph, engine, name, case, compare(golden_array(expected), np.asarray(got), atol, rtol))
             for (name, expected), got in zip(golden[graph]["outputs"].items(), actual)]
 
 
-def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None = None) -> list[dict]:
+def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None = None) -> list[Row]:
     """One row per graph output: max abs/rel difference against the golden outputs, and any problem.
     An int8 model graph is held to its own golden outputs, at the tolerance its manifest entry gives."""
     golden = read_golden(bundle.path)
@@ -61,10 +60,10 @@ def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None =
     return rows
 
 
-def int8_rows(golden: dict, entry, run: Callable[[dict[str, np.ndarray]], list]) -> list[dict]:
+def int8_rows(golden: dict, entry, run: Callable[[dict[str, np.ndarray]], list]) -> list[Row]:
     """The int8 graph (run) against its own golden outputs; rows name the graph 'model (int8)'."""
     if GOLDEN_INT8 not in golden:
         raise BundleError(f"{GOLDEN_FILE}: has no {GOLDEN_INT8} outputs for {MODEL_INT8}; re-export the bundle")
     rows = golden_rows({**golden, "model": golden[GOLDEN_INT8]}, "model", "onnxruntime", run, entry.golden_atol,
                        entry.golden_rtol)
-    return [{**r, "graph": "int8"} for r in rows]
+    return [r.renamed("int8") for r in rows]

@@ -87,6 +87,7 @@ def learned_regression(tmp_path_factory) -> TaskBundle:
     broken graph's predictions fall back towards the targets' mean, this run loses by it."""
     from export.bundle import ExportConfig, export_run
     from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.run_config import RunSettings
     from pipeline.train import train
 
     folder = tmp_path_factory.mktemp("learned-regression")
@@ -95,8 +96,8 @@ def learned_regression(tmp_path_factory) -> TaskBundle:
         X, y = prices(n, seed)
         np.savez(folder / f"{name}.npz", X=X, y=y)
         files.append(folder / f"{name}.npz")
-    run = train(DataConfig(data=str(files[0]), test_data=str(files[1]), task="regression"), LossConfig(),
-                ModelConfig(width=0.5), TrainConfig(epochs=30, seed=0, progress=False), out=folder / "run",
+    run = train(RunSettings(DataConfig(data=str(files[0]), test_data=str(files[1]), task="regression"), LossConfig(),
+                ModelConfig(width=0.5), TrainConfig(epochs=30, seed=0, progress=False)), out=folder / "run",
                 log=lambda _: None)
     bundle = export_run(run.run_dir, ExportConfig(fmt="onnx"), log=lambda _: None)
     return TaskBundle("regression", run.run_dir, bundle, files[0], files[1])
@@ -120,13 +121,14 @@ def write_task_files(folder: Path, task: str, n_train: int = 48, n_test: int = 3
 def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn", ensemble: int = 1) -> TaskBundle:
     from export.bundle import ExportConfig, export_run
     from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.run_config import RunSettings
     from pipeline.train import train
 
     folder.mkdir(parents=True, exist_ok=True)
     train_file, test_file = write_task_files(folder, task)
-    run = train(DataConfig(data=str(train_file), test_data=str(test_file), task=task, val_split=0.0),
+    run = train(RunSettings(DataConfig(data=str(train_file), test_data=str(test_file), task=task, val_split=0.0),
                 LossConfig(**LOSS_OPTIONS.get(task, {})), ModelConfig(name=model, width=0.25, ensemble=ensemble),
-                TrainConfig(epochs=3, lr=1e-2, batch_size=8, seed=2, progress=False), out=folder / "run",
+                TrainConfig(epochs=3, lr=1e-2, batch_size=8, seed=2, progress=False)), out=folder / "run",
                 log=lambda _: None)
     bundle = export_run(run.run_dir, ExportConfig(fmt=fmt), log=lambda _: None)
     return TaskBundle(task, run.run_dir, bundle, train_file, test_file)

@@ -58,9 +58,10 @@ def _child(bundle: str, data: str, out: str) -> None:
     """`pipeline predict BUNDLE --data DATA --out OUT --force`, through the library function the command calls
     (the training library does not import the command-line shell)."""
     from pipeline.scoring import predict_file
+    from pipeline.scoring_config import PredictConfig
 
     start = time.perf_counter()
-    predict_file(Path(bundle), Path(data), Path(out), force=True, log=lambda _: None)
+    predict_file(Path(bundle), PredictConfig(data=Path(data)), Path(out), force=True, log=lambda _: None)
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_bytes() / 1e6}))
 

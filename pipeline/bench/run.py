@@ -5,65 +5,16 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from pipeline.bench import inference, memory, training
+from pipeline.bench.config import BenchConfig
 from pipeline.bench.report import check_targets
 from pipeline.bench.timing import default_threads, machine
 from runtime.inputs import plural
-from pipeline.config import COMPILE_MODES, MODEL_NAMES
-from pipeline.device import check_device
-from pipeline.errors import PipelineError
-
-QUICK = {"latency_calls": 30, "throughput_calls": 3, "rounds": 1, "warmup": 3, "train_series": 256,
-         "train_epochs": 2, "train_min_seconds": 0.0, "memory_mib": (16, 32), "peak_sizes": (512,)}
-FULL = {"latency_calls": 150, "throughput_calls": 8, "rounds": 3, "warmup": 10, "train_series": 1024,
-        "train_epochs": 5, "train_min_seconds": 10.0, "memory_mib": (256, 512, 1024), "peak_sizes": (512, 1024, 2048)}
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What to benchmark: a trained run, or a fresh model of the given shape; how hard to measure."""
-
-    run_dir: str | None = None
-    model: str = "fcn"
-    width: float = 1.0
-    channels: int = 1
-    length: int = 128
-    classes: int = 3
-    batch: int = 256
-    threads: int | None = None  # None: every CPU this process may use
-    device: str = "cpu"
-    quick: bool = False
-    train_models: tuple[str, ...] | None = None  # None: the benchmarked model and simple-cnn
-    train_batch: int | None = None  # None: 64 on CPU, 256 on CUDA
-    memory: bool = True
-    compile_mode: str = "default"
-
-    def __post_init__(self):
-        for name in (self.model, *(self.train_models or ())):
-            if name not in MODEL_NAMES:
-                raise PipelineError(f"--model '{name}' is not valid; choose one of {', '.join(MODEL_NAMES)}")
-        for flag, value in (("--channels", self.channels), ("--length", self.length), ("--batch", self.batch),
-                            ("--threads", self.threads or 1), ("--train-batch", self.train_batch or 2)):
-            if value < 1:
-                raise PipelineError(f"{flag} must be at least 1; got {value}")
-        if self.classes < 2:
-            raise PipelineError(f"--classes must be at least 2; got {self.classes}")
-        if self.width <= 0:
-            raise PipelineError(f"--width must be > 0; got {self.width}")
-        check_device(self.device, ("cpu", "cuda"))
-        if self.compile_mode not in COMPILE_MODES:
-            raise PipelineError(f"--compile-mode '{self.compile_mode}' is not valid; choose one of "
-                                f"{', '.join(COMPILE_MODES)}")
-
-    @property
-    def settings(self) -> dict:
-        return QUICK if self.quick else FULL
-
 
 def _cold_compiles() -> None:
     """Compile times as a first run sees them: inductor's on-disk caches would hide them on a rerun."""
@@ -93,8 +44,9 @@ def _model_source(cfg: BenchConfig, work: Path, log) -> tuple[Path | None, dict]
                       "classes": cfg.classes}
     from export.bundle import rebuild
 
-    state, model_cfg, _, _ = rebuild(Path(cfg.run_dir))
-    log(f"model: {model_cfg.name} from {cfg.run_dir} ({state['encoding']['task']})")
+    run = rebuild(Path(cfg.run_dir))
+    model_cfg = run.cfg
+    log(f"model: {model_cfg.name} from {cfg.run_dir} ({run.task})")
     return Path(cfg.run_dir), {"model": model_cfg.name, "width": model_cfg.width,
                                "channels": model_cfg.in_channels, "length": model_cfg.length,
                                "classes": max(2, model_cfg.n_outputs)}
@@ -187,11 +139,12 @@ def inference_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, int8_bundle: P
     from export.bundle import rebuild
     from export.graphs import model_graph
 
-    state, model_cfg, model, _ = rebuild(run_dir)
+    run = rebuild(run_dir)
+    model_cfg, model = run.cfg, run.model
     device = torch.device(cfg.device)
     length = model_cfg.length
     flops = inference.model_flops(model, model_cfg.in_channels, length)  # on CPU, before the model moves
-    graph = model_graph(model, state["encoding"]["task"])
+    graph = model_graph(model, run.task)
     log("inference: compiling the model with AOTInductor (as export --format aoti does)")
     aoti, aoti_seconds = inference.aoti_engine(graph, model_cfg.in_channels, length, model_cfg.fixed_length, work,
                                                device)  # before torch_engines moves the graph to the device
@@ -246,7 +199,8 @@ def comparison_rows(cfg: BenchConfig, run_dir: Path, bundle: Path, shape: dict, 
                             log=lambda _: None)
     models = []
     for name, folder, graph in ((shape["model"], run_dir, bundle), ("fcn", fcn_run, fcn_bundle)):
-        _, model_cfg, model, _ = rebuild(folder)
+        run = rebuild(folder)
+        model_cfg, model = run.cfg, run.model
         engine = inference.runtime_engines(graph, threads, torch.device("cpu"))[1]
         models.append((name, inference.model_flops(model, model_cfg.in_channels, model_cfg.length),
                        sum(p.numel() for p in model.parameters() if p.requires_grad),

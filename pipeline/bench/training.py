@@ -19,6 +19,7 @@ import torch
 
 from pipeline.bench.timing import settle
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.run_config import RunSettings
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ def trained_run(data: Path, spec: TrainSpec, run_dir: Path) -> Path:
     """A real `pipeline train` run folder (one epoch) for the export and inference rows."""
     from pipeline.train import train
 
-    return train(DataConfig(data=str(data), task="multiclass", val_split=0.0), LossConfig(),
-                 ModelConfig(name=spec.model, width=spec.width), replace(_train_config(spec), epochs=1),
+    return train(RunSettings(DataConfig(data=str(data), task="multiclass", val_split=0.0), LossConfig(),
+                 ModelConfig(name=spec.model, width=spec.width), replace(_train_config(spec), epochs=1)),
                  out=run_dir, force=True, log=lambda _: None).run_dir
 
 
@@ -101,8 +102,8 @@ def _trainer(data: Path, spec: TrainSpec):
 
     data_cfg = DataConfig(data=str(data), task="multiclass", val_split=0.0)
     datasets = load_datasets(data_cfg, spec.model, 0)
-    return Trainer(Path("unused"), data_cfg, LossConfig(), ModelConfig(name=spec.model, width=spec.width),
-                   _train_config(spec), datasets, lambda _: None)
+    return Trainer(Path("unused"), RunSettings(data_cfg, LossConfig(), ModelConfig(name=spec.model, width=spec.width),
+                   _train_config(spec)), datasets, lambda _: None)
 
 
 def pipeline_loop(data: Path, spec: TrainSpec, name: str = "pipeline train") -> Loop:

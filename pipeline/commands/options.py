@@ -19,6 +19,8 @@ def _click_type(field: dataclasses.Field, flag: Flag):
         return click.Path(file_okay=False, path_type=Path)
     if flag.kind == "count":
         return click.IntRange(min=1)
+    if flag.kind == "many" and flag.choices is None and flag.type is None:
+        return None
     if flag.type is not None:
         return flag.type
     return None if field.default is None else type(field.default)
@@ -29,11 +31,14 @@ def option(field: dataclasses.Field, flag: Flag):
     name, dest = flag.option_name(field), flag.option_dest(field)
     common = {"help": flag.help, "metavar": flag.metavar}
     if flag.kind == "switch":
-        return click.option(name, dest, is_flag=True, default=field.default, **common)
+        # the flag turns the default over (--no-memory: memory True -> False)
+        return click.option(name, dest, is_flag=True, default=field.default, flag_value=not field.default, **common)
     if flag.kind == "on-off":
         return click.option(f"{name}/--no-{name[2:]}", dest, default=field.default, **common)
     if flag.kind == "many":
-        return click.option(name, dest, multiple=True, **common)
+        return click.option(name, dest, multiple=True, type=_click_type(field, flag), **common)
+    if flag.required:
+        return click.option(name, dest, type=_click_type(field, flag), required=True, **common)
     extra = {} if flag.flag_value is None else {"is_flag": False, "flag_value": flag.flag_value}
     return click.option(name, dest, type=_click_type(field, flag), default=None if flag.unset else field.default,
                         show_default=flag.show_default and not flag.unset and field.default is not None, **common,

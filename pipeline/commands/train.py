@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,6 +13,7 @@ from pipeline.commands.common import UserError, user_errors
 from pipeline.commands.options import config_options, resumable_flags
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs, recipe
 from pipeline.errors import PipelineError
+from pipeline.run_config import RunSettings
 from pipeline.settings import flagged, values
 
 
@@ -20,16 +21,6 @@ from pipeline.settings import flagged, values
 RESUMABLE_FLAGS = (*resumable_flags(DataConfig, LossConfig, ModelConfig, TrainConfig), "--nproc", "--mlflow-optional")
 RESUMABLE = {"resume", "nproc", "mlflow_optional"} | {flag.option_dest(f) for f, flag in flagged(TrainConfig)
                                                        if flag.resumable}
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """A new run's four configs, as the command line gave them."""
-
-    data: DataConfig
-    loss: LossConfig
-    model: ModelConfig
-    train: TrainConfig
 
 
 @click.command()
@@ -95,8 +86,8 @@ def train(ctx, **opts):
         result = training.resume(opts["resume"], epochs=opts["epochs"], overrides=overrides, log=click.echo,
                                  preflight=_dry_export)
     else:
-        result = training.train(settings.data, settings.loss, settings.model, settings.train, out=opts["out"],
-                                force=opts["force"], log=click.echo, preflight=_dry_export)
+        result = training.train(settings, out=opts["out"], force=opts["force"], log=click.echo,
+                                preflight=_dry_export)
     if distributed.from_env().main:
         _summarise(result)
 
@@ -104,7 +95,7 @@ def train(ctx, **opts):
 def _saved_mlflow(run_dir: Path) -> str | None:
     from pipeline.run_folder import RunFolder
 
-    return RunFolder(run_dir).read_config().get("train", {}).get("mlflow")
+    return RunFolder(run_dir).read_config().settings.train.mlflow
 
 
 def _mlflow_reachable(uri: str, optional: bool) -> bool:

@@ -21,6 +21,7 @@ from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 from export.options import DEFAULT_ATOL, DEFAULT_RTOL
 from export.verify import VerificationError
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.run_config import RunSettings
 from pipeline.losses import CustomLoss, build_loss
 from runtime.tasks import TASKS
 from pipeline.train import train
@@ -180,13 +181,13 @@ def test_edge_cases_hold_confident_scores_and_targets_at_their_limits(task):
 
 def test_an_unstable_loss_graph_fails_export_on_the_confident_cases(tmp_path, npz_file, monkeypatch):
     """With the stock Log(Sigmoid) translation, bce_with_logits is inf at confident scores: export must fail."""
-    run = train(DataConfig(data=str(npz_file("binary", n=24, length=8)), task="binary", val_split=0.0),
-                LossConfig(), ModelConfig(width=0.125), TrainConfig(epochs=1, progress=False),
+    run = train(RunSettings(DataConfig(data=str(npz_file("binary", n=24, length=8)), task="binary", val_split=0.0),
+                LossConfig(), ModelConfig(width=0.125), TrainConfig(epochs=1, progress=False)),
                 out=tmp_path / "run", log=lambda _: None).run_dir
     monkeypatch.setattr(exporters, "_translations", lambda: {})
     with pytest.raises(VerificationError) as caught:
         export_run(run, ExportConfig(fmt="onnx"), log=lambda _: None)
-    failing = {(r["graph"], r["case"]) for r in caught.value.failures}
+    failing = {(r.graph, r.case) for r in caught.value.failures}
     assert ("loss", "batch=16 edge wrong") in failing
     assert all(graph == "loss" and "edge" in case for graph, case in failing)
     assert not (tmp_path / "run" / "bundle").exists()

@@ -18,6 +18,7 @@ from export.bundle import ExportConfig, export_run, sha256
 from export.verify import BATCH_SIZES
 from pipeline.cli import main
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.run_config import RunSettings
 from runtime.tasks import TASKS
 from pipeline.train import train
 
@@ -39,9 +40,9 @@ BUNDLE_FILES = {"all": ["README.txt", "golden.json", "loss.onnx", "loss.pt", "ma
 def _run(tmp_path, npz_file, task, loss=None, model="fcn", name="run", **loss_kwargs):
     if loss in NON_DEFAULT and task != "multilabel":
         loss_kwargs = {**NON_DEFAULT[loss], **loss_kwargs}
-    return train(DataConfig(data=str(npz_file(task, n=40, length=16)), task=task, val_split=0.0),
+    return train(RunSettings(DataConfig(data=str(npz_file(task, n=40, length=16)), task=task, val_split=0.0),
                  LossConfig(name=loss, **loss_kwargs), ModelConfig(name=model, width=0.125),
-                 TrainConfig(epochs=1, progress=False, seed=1), out=tmp_path / name, **QUIET).run_dir
+                 TrainConfig(epochs=1, progress=False, seed=1)), out=tmp_path / name, **QUIET).run_dir
 
 
 TASK_LOSSES = [(task, spec.name) for task, t in TASKS.items() for spec in t.losses]

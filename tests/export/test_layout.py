@@ -15,6 +15,7 @@ import export.bundle as bundle_mod
 from export.bundle import ExportConfig, export_run
 from export.layout import conv2d_layout
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.run_config import RunSettings
 from pipeline.models import build_model
 from pipeline.train import train
 
@@ -54,8 +55,8 @@ def test_models_without_convolutions_have_no_2d_layout(name):
 
 
 def _run(tmp_path, npz_file):
-    return train(DataConfig(data=str(npz_file("multiclass", n=40, length=16)), task="multiclass", val_split=0.0),
-                 LossConfig(), ModelConfig(name="fcn", width=0.125), TrainConfig(epochs=1, progress=False),
+    return train(RunSettings(DataConfig(data=str(npz_file("multiclass", n=40, length=16)), task="multiclass", val_split=0.0),
+                 LossConfig(), ModelConfig(name="fcn", width=0.125), TrainConfig(epochs=1, progress=False)),
                  out=tmp_path / "run", log=lambda _: None).run_dir
 
 

@@ -159,11 +159,11 @@ def test_the_int8_golden_check_fails_on_outputs_beyond_its_tolerance(int8_bundle
     entry = runtime.load(tb.bundle, precision="int8").manifest.int8
     session = ort.InferenceSession(str(tb.bundle / MODEL_INT8), providers=["CPUExecutionProvider"])
     rows = int8_rows(golden, entry, lambda feeds: session.run(None, feeds))
-    assert [r["problem"] for r in rows] == [None, None, None]
+    assert [r.problem for r in rows] == [None, None, None]
     logits = golden["model_int8"]["outputs"]["logits"]
     logits["data"] = [v + 2 * (entry.golden_atol + entry.golden_rtol * abs(v)) for v in logits["data"]]
     rows = int8_rows(golden, entry, lambda feeds: session.run(None, feeds))
-    assert [r["output"] for r in rows if r["problem"]] == ["logits"]
+    assert [r.output for r in rows if r.problem] == ["logits"]
 
 
 def _squashed(tb, tmp_path: Path) -> Path:
@@ -248,11 +248,12 @@ def test_a_run_without_its_calibration_sample_asks_for_calibration_data(task_bun
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_every_model_exports_an_int8_graph_the_runtime_runs(tmp_path, npz_file, model):
     from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.run_config import RunSettings
     from pipeline.train import train
 
     data = npz_file("binary", n=64, length=24)
-    run = train(DataConfig(data=str(data), task="binary", val_split=0.25), LossConfig(),
-                ModelConfig(name=model, width=0.25), TrainConfig(epochs=2, batch_size=16, progress=False),
+    run = train(RunSettings(DataConfig(data=str(data), task="binary", val_split=0.25), LossConfig(),
+                ModelConfig(name=model, width=0.25), TrainConfig(epochs=2, batch_size=16, progress=False)),
                 out=tmp_path / "run", log=lambda _: None)
     bundle = export_run(run.run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=100.0),
                         log=lambda _: None)

@@ -20,6 +20,7 @@ from export.graphs import as_tuple, loss_candidates, model_graph
 from export.verify import BATCH_SIZES, verify_graph
 from pipeline.cli import main
 from pipeline.config import FIXED_LENGTH_MODELS, MODEL_NAMES, DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.run_config import RunSettings
 from pipeline.losses import CustomLoss, build_loss
 from pipeline.models import build_model
 from pipeline.train import train
@@ -97,8 +98,8 @@ def test_every_loss_as_a_pt2_program_matches_eager_on_the_grid(tmp_path, task, w
                                        {"pt2": tmp_path / "loss.pt2"}, **QUIET)
     assert dims == {"batch": (1, None)}
     rows = verify_graph("loss", loss, bundle_mod.engines(files, LOSS_INPUTS), cases, LOSS_OUTPUTS, ATOL, RTOL)
-    assert [r for r in rows if r["problem"]] == []
-    assert {r["case"] for r in rows} == {c.label for c in cases} and {r["engine"] for r in rows} == {"torch.export"}
+    assert [r for r in rows if r.problem] == []
+    assert {r.case for r in rows} == {c.label for c in cases} and {r.engine for r in rows} == {"torch.export"}
 
 
 VARIABLE_LENGTH_MODELS = [m for m in MODEL_NAMES if m not in FIXED_LENGTH_MODELS]
@@ -144,8 +145,8 @@ def test_every_loss_compiled_by_aotinductor_matches_eager_on_the_grid(tmp_path):
         files, _ = export_program_files(loss_candidates(loss), cases[len(BATCH_SIZES) - 1].inputs, _loss_axes(),
                                         {"aoti": path}, **QUIET)
         rows = verify_graph("loss", loss, bundle_mod.engines(files, LOSS_INPUTS), cases, LOSS_OUTPUTS, ATOL, RTOL)
-        assert {r["engine"] for r in rows} == {"aotinductor"} and len(rows) == 2 * len(cases)
-        failing[task, what] = [(r["case"], r["output"], r["problem"]) for r in rows if r["problem"]]
+        assert {r.engine for r in rows} == {"aotinductor"} and len(rows) == 2 * len(cases)
+        failing[task, what] = [(r.case, r.output, r.problem) for r in rows if r.problem]
     assert failing == {(task, what): [] for task, what, _ in LOSS_MODULES}
 
 
@@ -164,9 +165,9 @@ def test_cross_entropy_program_carries_the_weights_and_smoothing(tmp_path):
 
 
 def _run(tmp_path, npz_file, task, loss, name="run"):
-    return train(DataConfig(data=str(npz_file(task, n=40, length=16)), task=task, val_split=0.0),
+    return train(RunSettings(DataConfig(data=str(npz_file(task, n=40, length=16)), task=task, val_split=0.0),
                  LossConfig(name=loss), ModelConfig(name="fcn", width=0.125),
-                 TrainConfig(epochs=1, progress=False, seed=1), out=tmp_path / name, **QUIET).run_dir
+                 TrainConfig(epochs=1, progress=False, seed=1)), out=tmp_path / name, **QUIET).run_dir
 
 
 def test_a_pt2_program_that_disagrees_fails_the_export_with_every_failing_row(tmp_path, npz_file, monkeypatch):
@@ -259,7 +260,8 @@ def test_aoti_package_equals_eager_at_a_shape_outside_the_grid(aoti_bundles):
     from export.bundle import rebuild
 
     tb = aoti_bundles["multiclass"]
-    state, cfg, model, _ = rebuild(tb.run_dir)
+    run = rebuild(tb.run_dir)
+    cfg, model = run.cfg, run.model
     x = torch.randn(5, cfg.in_channels, 41, generator=torch.Generator().manual_seed(3)) * 3
     with torch.inference_mode():
         expected = as_tuple(model_graph(model, "multiclass")(x))

@@ -143,7 +143,7 @@ def test_an_old_regression_run_predicts_exports_verifies_and_resumes_as_before(t
     run = _old_run(tmp_path, "old_regression")
     X = np.load(OLD_RUNS / "regression_data.npz")["X"]
     before = np.load(OLD_RUNS / "regression_predictions.npy")
-    _, _, model, _ = rebuild(run)
+    model = rebuild(run).model
     with torch.no_grad():
         np.testing.assert_allclose(model(torch.from_numpy(X)).numpy(), before, atol=1e-6, rtol=1e-6)
     _invoke("export", run, "--format", "onnx", "--out", tmp_path / "bundle")
@@ -162,7 +162,7 @@ def test_an_old_regression_run_predicts_exports_verifies_and_resumes_as_before(t
 def test_an_old_ensemble_predicts_exports_and_verifies_as_before(tmp_path):
     run = _old_run(tmp_path, "old_ensemble")
     old = np.load(OLD_RUNS / "ensemble_predictions.npz")
-    _, _, model, _ = rebuild(run)
+    model = rebuild(run).model
     with torch.no_grad():
         np.testing.assert_allclose(model(torch.from_numpy(old["X"])).numpy(), old["raw"], atol=1e-5, rtol=1e-5)
     _invoke("export", run, "--format", "onnx", "--out", tmp_path / "bundle")
@@ -202,7 +202,7 @@ def test_the_bundle_and_predict_answer_in_the_users_units(learned_regression, tm
     predictions, and their R^2 against the test targets (numpy) is the one metrics.json reports."""
     data = np.load(learned_regression.test_file)
     X, y = data["X"], data["y"]
-    _, _, model, _ = rebuild(learned_regression.run_dir)
+    model = rebuild(learned_regression.run_dir).model
     with torch.no_grad():
         eager = model(torch.from_numpy(X)).numpy()[:, 0]
     predicted = runtime.load(learned_regression.bundle).predict(X)["prediction"][:, 0]

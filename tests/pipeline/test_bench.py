@@ -186,10 +186,11 @@ def test_cuda_bench_has_compiled_training_rows_without_recompiles():
 @pytest.mark.slow  # a whole quick bench run
 def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
     from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.run_config import RunSettings
     from pipeline.train import train
 
-    run = train(DataConfig(data=str(npz_file("binary", n=40, length=16)), task="binary", val_split=0.0), LossConfig(),
-                ModelConfig(name="resnet", width=0.125), TrainConfig(epochs=1, progress=False), out=tmp_path / "run",
+    run = train(RunSettings(DataConfig(data=str(npz_file("binary", n=40, length=16)), task="binary", val_split=0.0), LossConfig(),
+                ModelConfig(name="resnet", width=0.125), TrainConfig(epochs=1, progress=False)), out=tmp_path / "run",
                 log=lambda _: None)
     result = CliRunner().invoke(main, ["bench", str(run.run_dir), "--quick", "--no-memory", "--train-model",
                                        "simple-cnn", "--batch", "8", "--json"])

@@ -19,6 +19,7 @@ from export.layout import conv2d_layout
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import main
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.run_config import RunSettings
 from pipeline.models import EnsembleNet, build_model
 from pipeline.report import loss_figure
 from pipeline.run_folder import RUN_FILES
@@ -176,9 +177,9 @@ def test_conv2d_layout_of_an_ensemble_computes_the_same_function():
 
 
 def _ensemble(tmp_path: Path, data: Path, out: str, members: int = 2, epochs: int = 3):
-    return train(DataConfig(data=str(data), task="multiclass", val_split=0.25), LossConfig(),
+    return train(RunSettings(DataConfig(data=str(data), task="multiclass", val_split=0.25), LossConfig(),
                  ModelConfig(name="lite", width=0.25, ensemble=members),
-                 TrainConfig(epochs=epochs, batch_size=16, seed=5, progress=False), out=tmp_path / out,
+                 TrainConfig(epochs=epochs, batch_size=16, seed=5, progress=False)), out=tmp_path / out,
                  log=lambda _: None)
 
 
@@ -222,8 +223,8 @@ def test_force_replaces_an_earlier_ensemble_and_keeps_everything_else(tmp_path, 
     (tmp_path / "run" / "notes.txt").write_text("mine")
     (tmp_path / "run" / "members" / "notes.txt").write_text("mine too")
     (tmp_path / "run" / "members" / "member-2" / "plot.svg").write_text("kept")
-    train(DataConfig(data=str(data), task="multiclass"), LossConfig(), ModelConfig(name="lite", width=0.25, ensemble=2),
-          TrainConfig(epochs=1, progress=False), out=tmp_path / "run", force=True, log=lambda _: None)
+    train(RunSettings(DataConfig(data=str(data), task="multiclass"), LossConfig(), ModelConfig(name="lite", width=0.25, ensemble=2),
+          TrainConfig(epochs=1, progress=False)), out=tmp_path / "run", force=True, log=lambda _: None)
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(set(ENSEMBLE_FILES) - {"bundle"} | {"notes.txt"})
     assert sorted(p.name for p in (run / "members").iterdir()) == ["member-0", "member-1", "member-2", "notes.txt"]

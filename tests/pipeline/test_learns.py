@@ -59,7 +59,7 @@ def _train(folder: Path, train, test, *flags: str) -> tuple[dict, np.ndarray]:
             "--out", str(out), "--no-progress", *flags]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    _, _, model, _ = rebuild(out)
+    model = rebuild(out).model
     X = test[0] if test[0].ndim == 3 else test[0][:, None, :]  # (N, L) is N series of one channel
     with torch.no_grad():
         outputs = model(torch.from_numpy(X)).numpy()

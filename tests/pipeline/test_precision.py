@@ -10,6 +10,7 @@ from export.bundle import ExportConfig, export_run
 from pipeline import precision
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.run_config import RunSettings
 from pipeline.train import train
 
 CPU = torch.device("cpu")
@@ -38,9 +39,9 @@ def test_a_forced_precision_is_used_whatever_the_cpu(monkeypatch, forced):
 
 
 def _run(tmp_path, npz, name: str, prec: str, logs: list | None = None):
-    return train(DataConfig(data=str(npz), task="multiclass", val_split=0.25), LossConfig(),
+    return train(RunSettings(DataConfig(data=str(npz), task="multiclass", val_split=0.25), LossConfig(),
                  ModelConfig(name="fcn", width=0.25),
-                 TrainConfig(epochs=2, batch_size=16, lr=1e-2, seed=5, progress=False, precision=prec),
+                 TrainConfig(epochs=2, batch_size=16, lr=1e-2, seed=5, progress=False, precision=prec)),
                  out=tmp_path / name, log=(logs.append if logs is not None else lambda _: None))
 
 

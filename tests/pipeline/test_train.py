@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import main
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.run_config import RunSettings
 from pipeline.models import build_model
 from runtime.tasks import TASKS
 from pipeline.run_folder import RUN_FILES
@@ -25,9 +26,9 @@ QUIET = dict(log=lambda _: None)
 def _train(tmp_path, npz, task, loss=None, model="simple-cnn", epochs=6, out="run", **train_kwargs):
     cfg = dict(epochs=epochs, batch_size=16, lr=1e-2, seed=3, progress=False, patience=0, scheduler="none")
     cfg.update(train_kwargs)
-    return train(DataConfig(data=str(npz), task=task, val_split=0.25),
+    return train(RunSettings(DataConfig(data=str(npz), task=task, val_split=0.25),
                  LossConfig(name=loss, **({"pos_weight": (2.0,)} if loss == "bce_with_logits" else {})),
-                 ModelConfig(name=model, width=0.5), TrainConfig(**cfg), out=tmp_path / out, **QUIET)
+                 ModelConfig(name=model, width=0.5), TrainConfig(**cfg)), out=tmp_path / out, **QUIET)
 
 
 TASK_LOSSES = [(task, spec.name) for task, t in TASKS.items() for spec in t.losses]
@@ -93,9 +94,9 @@ def test_checkpoint_rebuilds_the_model_from_its_config(tmp_path, npz_file):
 
 def test_class_weights_balanced_are_recorded(tmp_path, npz_file):
     npz = npz_file("multiclass")
-    result = train(DataConfig(data=str(npz), val_split=0.0),
+    result = train(RunSettings(DataConfig(data=str(npz), val_split=0.0),
                    LossConfig(class_weights="balanced", label_smoothing=0.1),
-                   ModelConfig(name="linear"), TrainConfig(epochs=1, progress=False), out=tmp_path / "r", **QUIET)
+                   ModelConfig(name="linear"), TrainConfig(epochs=1, progress=False)), out=tmp_path / "r", **QUIET)
     saved = json.loads((result.run_dir / "config.json").read_text())
     y = np.load(npz)["y"]
     counts = np.bincount(y)
@@ -176,9 +177,9 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_the_l
     monkeypatch.setattr(batching.BatchSource, "batch", batch_with_nan_at_step_8)
     run_dir = tmp_path / "run"
     with pytest.raises(PipelineError) as err:
-        train(DataConfig(data=str(npz_file("multiclass", n=40, length=16)), task="multiclass", val_split=0.0),
+        train(RunSettings(DataConfig(data=str(npz_file("multiclass", n=40, length=16)), task="multiclass", val_split=0.0),
               LossConfig(), ModelConfig(name="simple-cnn", width=0.5),
-              TrainConfig(epochs=4, batch_size=8, progress=False, patience=0), out=run_dir, **QUIET)
+              TrainConfig(epochs=4, batch_size=8, progress=False, patience=0)), out=run_dir, **QUIET)
     assert str(err.value) == (f"training diverged: loss is nan at epoch 2, batch 3; lower --lr or check the data. "
                               f"The last good checkpoint is {run_dir / 'last.pt'}")
     state = load_checkpoint(run_dir / "last.pt")

@@ -98,7 +98,7 @@ def test_tutorial_scenario_runs_through_the_cli(tmp_path, rng, name):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     # the loss the trainer reports for its best checkpoint is the tutorial's torch.nn loss of that model
-    _, _, model, _ = rebuild(out)
+    model = rebuild(out).model
     X = X.reshape(len(X), -1, X.shape[-1]) if X.ndim == 3 else X[:, None, :]
     with torch.no_grad():
         outputs = model(torch.from_numpy(X.astype(np.float32)))

@@ -24,9 +24,9 @@ DECISION_METRICS = {"accuracy", "f1", "macro_f1", "micro_f1", "roc_auc"}
 
 
 def _eager_outputs(run_dir, X):
-    state, cfg, model, _ = rebuild(run_dir)
+    run = rebuild(run_dir)
     with torch.inference_mode():
-        outputs = as_tuple(model_graph(model, state["encoding"]["task"])(torch.from_numpy(X)))
+        outputs = as_tuple(model_graph(run.model, run.task)(torch.from_numpy(X)))
     return [o.numpy() for o in outputs]
 
 
@@ -50,7 +50,8 @@ def test_evaluate_equals_the_trainers_evaluation_of_the_same_checkpoint(task_bun
     # the trainer's own evaluation: metrics.json scored the best checkpoint on the test file at the end
     trained = json.loads((tb.run_dir / "metrics.json").read_text())["test"]
     # and once more here, through the trainer's evaluate() on the data as the trainer loads it
-    state, cfg, model, loss = rebuild(tb.run_dir)
+    run = rebuild(tb.run_dir)
+    cfg, model, loss = run.cfg, run.model, run.loss
     datasets = load_datasets(DataConfig(data=str(tb.train_file), test_data=str(tb.test_file), task=task,
                                         val_split=0.0), cfg.name, seed=0)
     direct = evaluate(model, loss, BatchSource(datasets.test, torch.device("cpu")), task)
@@ -75,8 +76,8 @@ def test_loss_graph_takes_encoded_targets_and_matches_the_training_loss(task_bun
     reference = torch.nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0]), label_smoothing=0.1)
     assert loss == pytest.approx(float(reference(torch.from_numpy(prediction), torch.from_numpy(target))),
                                  abs=1e-6, rel=1e-6)
-    state = rebuild(tb.run_dir)[0]
-    _, eager_per_sample = build_loss(state["loss"]["name"], state["loss"]["params"])(
+    recorded = rebuild(tb.run_dir).record.loss
+    _, eager_per_sample = build_loss(recorded.name, recorded.params)(
         torch.from_numpy(prediction), torch.from_numpy(target))
     np.testing.assert_allclose(per_sample, eager_per_sample.numpy(), atol=ATOL, rtol=RTOL)
 

@@ -50,7 +50,8 @@ def test_evaluate_of_a_confident_model_equals_the_trainers_loss_and_metrics(tmp_
     assert result.exit_code == 0, result.output
     got = json.loads(result.output)
     # the trainer's own evaluation of the same checkpoint, in eager PyTorch
-    state, _, model, loss_fn = rebuild(tmp_path / "run")
+    rebuilt = rebuild(tmp_path / "run")
+    model, loss_fn = rebuilt.model, rebuilt.loss
     X, y = make_task_data(task, n=48, length=16, seed=1)
     targets = y.astype(np.int64) if task == "multiclass" else y.reshape(len(y), -1).astype(np.float32)
     source = BatchSource(Split(X, np.arange(len(X)), targets, "test"), torch.device("cpu"))

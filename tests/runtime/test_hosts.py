@@ -35,8 +35,8 @@ def need(tool: str, how: str) -> str:
 
 def eager_cases(run_dir: Path, path: Path) -> Path:
     """Inputs other than the golden ones (other batch sizes and lengths) with eager PyTorch's outputs."""
-    state, cfg, model, loss = rebuild(run_dir)
-    task = state["encoding"]["task"]
+    run = rebuild(run_dir)
+    cfg, model, loss, task = run.cfg, run.model, run.loss, run.task
     graph = model_graph(model, task)
     g = torch.Generator().manual_seed(7)
     cases = []

@@ -51,7 +51,7 @@ class ModelRecord:
     encoding: LabelEncoding
     loss: LossChoice
     output_base: OutputBase | None = None
-    csv_labels: list | None = None
+    csv_labels: dict | None = None  # CSV data: the label columns (header names or 0-based indices) and width
 
     @property
     def task(self) -> str:

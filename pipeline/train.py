@@ -16,7 +16,8 @@ from pipeline.data.load import Datasets, load_datasets
 from pipeline.errors import PipelineError
 from pipeline.run_config import ModelRecord, RunConfig, RunSettings
 from pipeline.run_folder import RunFolder, check_new
-from pipeline.trainer import RunResult, Trainer, pick_device
+from pipeline.optim import pick_device
+from pipeline.trainer import RunResult, Trainer
 from pipeline.tracking import TENSORBOARD_DIR, mlflow_uri
 from runtime.inputs import plural
 

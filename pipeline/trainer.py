@@ -19,13 +19,13 @@ from pipeline.base_rate import OUTPUT_BASE, OutputBase, fit_output_base
 from pipeline.base_rate import rule as base_rule
 from pipeline.batching import BatchSource, batch_bounds, evaluate
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import DEVICES, TrainConfig, auto_batch_size
+from pipeline.config import auto_batch_size
 from pipeline.data.load import Datasets
-from pipeline.device import check_device
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
+from pipeline.optim import make_optimizer, make_scheduler, pick_device
 from pipeline.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
 from pipeline.run_folder import MEMBERS_DIR, RunFolder
 from pipeline.tracking import RunEnd
@@ -34,8 +34,6 @@ from runtime.tasks import TASKS
 
 # Steps between reads of the loss (a device sync): a non-finite loss is still reported with its exact batch.
 CHECK_EVERY = 20
-PLATEAU_FACTOR = 0.5
-MIN_LR_FRACTION = 0.1  # Wang et al.: 1e-3 down to 1e-4
 
 
 @dataclass
@@ -54,37 +52,6 @@ class StepModules:
     autocast: Callable[[], contextlib.AbstractContextManager]
     bounds: list[tuple[int, int]]
     batch_sizes: Tensor  # (n_batches,) float
-
-
-def pick_device(name: str) -> torch.device:
-    check_device(name, DEVICES)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = list(model.parameters())
-    # the fused kernels apply the same update in one call per step instead of several small ops per
-    # parameter tensor, which is most of an optimizer step for these small networks
-    fused = {"fused": True} if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) \
-        else {}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-
-
-def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
-    if cfg.scheduler == "plateau":
-        # Wang et al. 2017 halve the rate when the monitored loss stalls
-        stall = cfg.lr_patience if cfg.lr_patience is not None else max(3, cfg.patience // 3) if cfg.patience else 10
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=PLATEAU_FACTOR, patience=stall, min_lr=cfg.lr * MIN_LR_FRACTION)
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return None
 
 
 def _graph_count() -> int:
@@ -136,8 +103,8 @@ class Trainer:
             if preflight is not None:  # e.g. a dry export of the loss: fail in seconds, not after training
                 preflight(self.loss_fn.eval(), prediction, y, self.loss_name, self.log)
                 self.loss_fn.train()
-        self.optimizer = _make_optimizer(train_cfg, self.model)
-        self.scheduler = _make_scheduler(train_cfg, self.optimizer)
+        self.optimizer = make_optimizer(train_cfg, self.model)
+        self.scheduler = make_scheduler(train_cfg, self.optimizer)
         self.shuffle = torch.Generator().manual_seed(train_cfg.seed + train_cfg.member)
         self.history: list[dict] = []
         self.epoch = 0

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.commands.train import _train_configs
 from pipeline.config import ModelConfig
-from pipeline.models import LITE, FixedFilters, Inception, InceptionModule, SameConv1d, build_model
-from pipeline.trainer import _make_optimizer, _make_scheduler
+from pipeline.models import build_model
+from pipeline.networks import LITE, FixedFilters, Inception, InceptionModule, SameConv1d
+from pipeline.optim import make_optimizer, make_scheduler
 
 ATOL = RTOL = 1e-5
 
@@ -138,7 +139,7 @@ def test_lite_layers_and_fixed_filters_stay_fixed_in_training():
     depthwise = [m[0] for m in net.separable if isinstance(m, torch.nn.Sequential)]
     assert [(c.kernel_size[0], c.dilation[0], c.groups) for c in depthwise] == [(20, 2, 113), (10, 4, 32)]
     before = net.fixed.weight.detach().clone()
-    optimizer = _make_optimizer(_train_configs_for("lite").train, model)
+    optimizer = make_optimizer(_train_configs_for("lite").train, model)
     loss = F.cross_entropy(model(torch.randn(8, 1, 64)), torch.randint(0, 3, (8,)))
     loss.backward()
     optimizer.step()
@@ -157,7 +158,7 @@ def test_the_papers_recipe_is_the_default_and_flags_override_it(model):
     train_cfg = _train_configs_for(model).train
     assert (train_cfg.epochs, train_cfg.batch_size, train_cfg.lr, train_cfg.patience, train_cfg.lr_patience,
             train_cfg.scheduler, train_cfg.optimizer) == (1500, 64, 1e-3, 0, 50, "plateau", "adam")
-    scheduler = _make_scheduler(train_cfg, torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3))
+    scheduler = make_scheduler(train_cfg, torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3))
     assert (scheduler.patience, scheduler.factor, scheduler.min_lrs[0]) == (50, 0.5, pytest.approx(1e-4))
     given = _train_configs_for(model, "--epochs", "7", "--batch-size", "8", "--patience", "5",
                                "--lr-patience", "2").train
@@ -169,7 +170,7 @@ def test_the_papers_recipe_is_the_default_and_flags_override_it(model):
 def test_other_models_keep_their_defaults():
     train_cfg = _train_configs_for("fcn").train
     assert (train_cfg.epochs, train_cfg.batch_size, train_cfg.patience, train_cfg.lr_patience) == (300, None, 50, None)
-    scheduler = _make_scheduler(train_cfg, torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3))
+    scheduler = make_scheduler(train_cfg, torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3))
     assert scheduler.patience == 16
 
 

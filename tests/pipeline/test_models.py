@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipeline.config import MODEL_NAMES, ModelConfig
-from pipeline.models import FCN, build_model
+from pipeline.models import build_model
+from pipeline.networks import FCN
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -49,7 +50,7 @@ def test_series_normalisation_ignores_scale_and_offset():
 
 @pytest.mark.parametrize("length", [128, 7, 2])
 def test_pair_max_pool_trains_exactly_like_max_pool1d(length):
-    from pipeline.models import PairMaxPool1d
+    from pipeline.networks import PairMaxPool1d
 
     g = torch.Generator().manual_seed(0)
     x = torch.relu(torch.randn(4, 3, length, generator=g))  # ReLU zeros give ties, as in SimpleCNN
@@ -69,7 +70,8 @@ def test_every_registry_entry_builds_its_class_and_says_how_long_its_series_may_
     length exactly when the entry says so (an unknown name fails at lookup, never falls through)."""
     from pipeline.config import MODELS
     from pipeline.errors import PipelineError
-    from pipeline.models import AnyLength, FixedLength, network_class
+    from pipeline.models import network_class
+    from pipeline.networks import AnyLength, FixedLength
 
     for name, spec in MODELS.items():
         cls = network_class(name)

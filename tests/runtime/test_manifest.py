@@ -10,8 +10,9 @@ import jsonschema
 import pytest
 
 import runtime
-from runtime.manifest import (MANIFEST_FILE, SCHEMA_FILE, SCHEMA_PATH, LengthSpec, Manifest, _dump,
-                              manifest_schema, schema_text)
+from runtime.manifest import (MANIFEST_FILE, SCHEMA_FILE, SCHEMA_PATH, LengthSpec, Manifest, manifest_schema,
+                              schema_text)
+from runtime.typed_json import dump
 from runtime.tasks import TASK_NAMES
 
 DAMAGED = "; the bundle is damaged or was not written by pipeline export, re-export it"
@@ -39,8 +40,8 @@ def test_every_bundle_carries_the_schema_and_its_manifest_round_trips(task_bundl
 
 
 def test_length_spec_writes_null_max_only_for_any_length_models():
-    assert _dump(LengthSpec(fixed=16)) == {"fixed": 16}
-    assert _dump(LengthSpec(min=1, max=None, trained=24)) == {"min": 1, "max": None, "trained": 24}
+    assert dump(LengthSpec(fixed=16)) == {"fixed": 16}
+    assert dump(LengthSpec(min=1, max=None, trained=24)) == {"min": 1, "max": None, "trained": 24}
 
 
 def _edit(text: str, change) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline import __version__
 from pipeline.base_rate import OUTPUT_BASE, OutputBase
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs, recipe
 from pipeline.data.prepare import LabelEncoding
 
 
@@ -116,3 +116,13 @@ class RunConfig:
                                replace(record.model, ensemble=record.model.ensemble), TrainConfig.from_dict(d["train"]))
         return cls(settings, record, d.get("mlflow_run_id"), d["pipeline_version"], d.get("torch_version", ""),
                    d.get("python", ""))
+
+
+def new_run_settings(data: dict, loss: dict, model: dict, train: dict) -> RunSettings:
+    """A new run's four validated configs from the fields given (by the command line or the Python API): the
+    TrainConfig fields not given take the model's recipe (or, on the embedded data, its epochs)."""
+    data_cfg, loss_cfg, model_cfg = DataConfig(**data), LossConfig(**loss), ModelConfig(**model)
+    plan = recipe(model_cfg.name)
+    planned = {"epochs": default_epochs(data_cfg.data is None, model_cfg.name), "batch_size": plan.batch_size,
+               "patience": plan.patience, "lr_patience": plan.lr_patience}
+    return RunSettings(data_cfg, loss_cfg, model_cfg, TrainConfig(**{**planned, **train}))

@@ -11,14 +11,16 @@ import numpy as np
 
 from pipeline.checkpoint import BEST, LAST, save_checkpoint
 from pipeline.errors import PipelineError
-from pipeline.files import json_object_with, write_json
+from pipeline.files import json_object_with, write_atomic, write_json
 from pipeline.report import plot_loss_curve, write_history
 from pipeline.run_config import RunConfig
 from pipeline.tracking import EVENT_PREFIX, TENSORBOARD_DIR
 
 CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"
 CALIBRATION = "calibration.npy"  # a sample of the training series, raw: what `export --quantize int8` calibrates on
-RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS, CALIBRATION)
+# a run trained on arrays (the Python API) keeps them, so it resumes, quantises and is measured like a file's run
+ARRAY_FILES = {"train": "data.npz", "val": "val_data.npz", "test": "test_data.npz"}
+RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS, CALIBRATION, *ARRAY_FILES.values())
 CALIBRATION_SERIES = 256
 CALIBRATION_BYTES = 8 << 20  # fewer series when they are long or have many channels
 CONFIG_KEYS = {"pipeline_version", "model_config", "encoding"}  # how a run folder is recognised
@@ -79,6 +81,21 @@ class RunFolder:
         with open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(X[picked], dtype=np.float32))
         tmp.replace(self.path / CALIBRATION)
+
+    def save_arrays(self, arrays: dict) -> None:
+        """The series and labels of each split given as arrays (SeriesData), as .npz files its config names."""
+        if not self.writes:
+            return
+        for split, data in arrays.items():
+            def save(tmp, data=data):
+                with open(tmp, "wb") as f:
+                    np.savez(f, X=data.X, y=data.y)
+            write_atomic(self.path / ARRAY_FILES[split], save)
+
+    def array_paths(self, arrays: dict) -> dict[str, str]:
+        """The DataConfig fields that name the saved arrays of `arrays`' splits."""
+        field = {"train": "data", "val": "val_data", "test": "test_data"}
+        return {field[split]: str((self.path / ARRAY_FILES[split]).resolve()) for split in arrays}
 
     def read_config(self) -> RunConfig:
         path = self.path / CONFIG

@@ -5,6 +5,8 @@ same field. No click and no torch here; pipeline/commands/options.py turns the f
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,4 +58,42 @@ def values(cls, given: dict[str, Any]) -> dict[str, Any]:
         if flag.unset and value is None:
             continue
         kwargs[f.name] = flag.parse(value) if flag.parse is not None and value is not None else value
+    return kwargs
+
+
+def api_name(field: dataclasses.Field, flag: Flag) -> str:
+    """The keyword the Python API takes for a setting: its flag without the dashes (--model -> model,
+    --huber-delta -> huber_delta), so the CLI's names carry over."""
+    return flag.option_name(field)[2:].replace("-", "_")
+
+
+def _python_value(flag: Flag, value: Any) -> Any:
+    """A Python value as the field holds it: text as the command line would give it (parsed by the flag),
+    lists as tuples, one number for a per-label weight as a one-element tuple, a dict of custom loss
+    arguments as NAME=VALUE pairs."""
+    if flag.kind == "many":
+        if isinstance(value, dict):
+            return tuple((str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in value.items())
+        items = tuple(value)
+        return flag.parse(items) if flag.parse is not None and all(isinstance(v, str) for v in items) else items
+    if isinstance(value, str) and flag.parse is not None:
+        return flag.parse(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value)
+    if flag.parse is not None and flag.type is str and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        return (float(value),)  # a list of numbers given as one: pos_weight=2 -> (2.0,)
+    return value
+
+
+def from_python(cls, given: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of config class `cls` from the Python API's keywords (see api_name); the keywords
+    used are removed from `given`."""
+    kwargs = {}
+    for f, flag in flagged(cls):
+        name = api_name(f, flag)
+        if name in given:
+            kwargs[f.name] = _python_value(flag, given.pop(name))
     return kwargs

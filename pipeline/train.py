@@ -13,6 +13,7 @@ from pipeline import distributed, ensemble
 from pipeline.checkpoint import LAST, load_checkpoint
 from pipeline.config import TrainConfig
 from pipeline.data.load import Datasets, load_datasets
+from pipeline.data.readers import SeriesData
 from pipeline.errors import PipelineError
 from pipeline.run_config import ModelRecord, RunConfig, RunSettings
 from pipeline.run_folder import RunFolder, check_new
@@ -27,19 +28,22 @@ def _absolute(path: str | None) -> str | None:
 
 
 def train(settings: RunSettings, out: Path | None = None, force: bool = False, log: Callable[[str], None] = print,
-          preflight: Callable | None = None) -> RunResult:
+          preflight: Callable | None = None, arrays: dict[str, SeriesData] | None = None) -> RunResult:
     """Validate all inputs, then train a new run into `out` (default: a new folder under artifacts/).
-    `preflight(loss, prediction, target, name, log)` checks a custom loss on a real batch before training."""
+    `preflight(loss, prediction, target, name, log)` checks a custom loss on a real batch before training.
+    `arrays`: the series of splits given in memory (train, val, test), kept in the run folder."""
     data_cfg, model_cfg, train_cfg = settings.data, settings.model, settings.train
     data_cfg = replace(data_cfg, data=_absolute(data_cfg.data), val_data=_absolute(data_cfg.val_data),
                        test_data=_absolute(data_cfg.test_data))
     ranks = distributed.from_env()
     distributed.start(ranks, pick_device(train_cfg.device))  # joins the process group (gloo or NCCL)
     try:
-        datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed)
+        datasets = load_datasets(data_cfg, model_cfg.name, train_cfg.seed, given=arrays)
         # every process checks the folder before any creates it, then all take rank 0's (timestamped) name
         run_dir = check_new(out, force, model_cfg.name, datasets.encoding.task)
         run_dir = Path(distributed.same_on_all(str(run_dir), ranks))
+        if arrays:  # recorded as the files the run keeps, so it resumes and quantises as a file's run does
+            data_cfg = replace(data_cfg, **RunFolder(run_dir).array_paths(arrays))
         if train_cfg.tensorboard is not None:  # recorded absolute, so --resume continues the same event files
             train_cfg = replace(train_cfg, tensorboard=str((Path(train_cfg.tensorboard) if train_cfg.tensorboard
                                                             else run_dir / TENSORBOARD_DIR).resolve()))
@@ -59,6 +63,7 @@ def train(settings: RunSettings, out: Path | None = None, force: bool = False, l
         config = RunConfig(settings, replace(whole, model=replace(whole.model, ensemble=members)),
                            torch_version=torch.__version__)
         folder.create(config)
+        folder.save_arrays(arrays or {})
         folder.save_calibration(datasets.train.X, datasets.train.rows, train_cfg.seed)
         if members > 1:  # after the ensemble's own folder: --force clears an earlier run's members there first
             trainer.folder.create(trainer.run_config())

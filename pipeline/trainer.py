@@ -4,6 +4,7 @@ trackers and the end-of-run report)."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import sys
 import time
@@ -32,6 +33,8 @@ from pipeline.tracking import RunEnd
 from runtime.inputs import plural
 from runtime.tasks import TASKS
 
+# Progress bars: None shows them on a terminal when --progress (the CLI); the Python API's progress= sets it
+SHOW_BARS: contextvars.ContextVar[bool | None] = contextvars.ContextVar("show_bars", default=None)
 # Steps between reads of the loss (a device sync): a non-finite loss is still reported with its exact batch.
 CHECK_EVERY = 20
 
@@ -234,7 +237,8 @@ class Trainer:
                  + ("; weights, checkpoints, exports and the loss stay fp32" if self.precision.used == "bf16" else ""))
         from tqdm.auto import tqdm
 
-        show_bars = cfg.progress and sys.stderr.isatty()
+        shown = SHOW_BARS.get()
+        show_bars = (cfg.progress and sys.stderr.isatty()) if shown is None else shown
         epochs_bar = tqdm(range(self.epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
                           initial=self.epoch, total=cfg.epochs, disable=not show_bars, dynamic_ncols=True)
         trackers = self._trackers()

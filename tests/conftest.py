@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# scikit-learn's estimator checks run their array-API check only where SciPy was imported with this set
+# (tests/pipeline/test_sklearn.py); numpy arrays behave the same with it
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 
 def make_task_data(task: str, n: int = 96, length: int = 24, channels: int = 1, seed: int = 0):
     """(X, y) where y depends on X, so a model can learn it in a few epochs."""

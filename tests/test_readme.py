@@ -27,7 +27,8 @@ from tests.test_cli_matrix import USER_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 # the manual's pages in the order their commands run (later pages use what earlier ones create)
-DOCS = ("training", "data", "models", "tracking", "export", "runtime", "performance", "hosts", "architecture")
+DOCS = ("training", "data", "models", "tracking", "export", "runtime", "python", "performance", "hosts",
+        "architecture")
 FRONT_DOOR = (ROOT / "README.md").read_text()
 README = FRONT_DOOR + "".join((ROOT / "docs" / f"{page}.md").read_text() for page in DOCS)
 
@@ -228,6 +229,27 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
     assert len(ran) == sum(len(commands(b)) for b in blocks("bash")) - 1
     assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()
     assert (box / "shared/run/best.pt").is_file() and (box / "bench.json").is_file() and (box / "preds.csv").is_file()
+
+
+def test_the_python_pages_notebook_runs(tmp_path, monkeypatch):
+    """docs/python.md's example as a user runs it, on small settings: its cross-validation, the bundle's
+    probabilities against predict_proba, the run folder the CLI would write."""
+    code = blocks("python")[1]
+    small = code.replace("epochs=50", "epochs=3").replace("ensemble=5", "ensemble=2").replace("cv=5", "cv=3")
+    assert small.count("epochs=3") == 1 and "ensemble=2" in small and "cv=3" in small
+    X, y = make_task_data("multiclass", n=45, length=24, seed=4)
+    np.savez(tmp_path / "ecg.npz", X=X[:, 0], y=np.array(["normal", "afib", "other"])[y])
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(small.replace('model="inception"', 'model="inception", width=0.125, epochs=1'),
+                 "docs/python.md", "exec"), namespace)
+    assert namespace["scores"].shape == (3,)
+    np.testing.assert_allclose(namespace["probabilities"], namespace["clf"].predict_proba(X[:, 0]), atol=1e-5,
+                               rtol=1e-5)
+    assert (tmp_path / "ecg_bundle" / "manifest.json").is_file()
+    assert (tmp_path / "artifacts" / "ecg" / "members" / "member-1" / "best.pt").is_file()
+    assert set(namespace["labels"].tolist()) <= {0, 1, 2} and len(namespace["labels"]) == 45
+    assert namespace["run"].config.record.encoding.classes == ("afib", "normal", "other")
 
 
 HELP_COMMANDS = ("train", "export", "predict", "evaluate", "verify", "bench")

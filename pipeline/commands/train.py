@@ -11,9 +11,9 @@ import click
 
 from pipeline.commands.common import UserError, user_errors
 from pipeline.commands.options import config_options, resumable_flags
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs, recipe
+from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.run_config import RunSettings
+from pipeline.run_config import RunSettings, new_run_settings
 from pipeline.settings import flagged, values
 
 
@@ -120,16 +120,8 @@ def _dry_export(*args) -> None:
 
 
 def _train_configs(opts: dict) -> RunSettings:
-    """The four validated configs of a new run, from the command line's options: each field from its flag, the
-    flags left unset from the model's recipe (or the embedded data's epochs)."""
-    data = DataConfig(**values(DataConfig, opts))
-    loss = LossConfig(**values(LossConfig, opts))
-    model = ModelConfig(**values(ModelConfig, opts))
-    plan = recipe(model.name)
-    given = values(TrainConfig, opts)
-    planned = {"epochs": default_epochs(data.data is None, model.name), "batch_size": plan.batch_size,
-               "patience": plan.patience, "lr_patience": plan.lr_patience}
-    return RunSettings(data, loss, model, TrainConfig(**{**planned, **given}))
+    """The four validated configs of a new run, from the command line's options."""
+    return new_run_settings(*(values(cls, opts) for cls in (DataConfig, LossConfig, ModelConfig, TrainConfig)))
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

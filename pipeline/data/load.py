@@ -52,13 +52,14 @@ def _read(path: str | None, cfg: DataConfig) -> SeriesData:
     return read_series(path, cfg.target_column, pad=cfg.pad)
 
 
-def load_datasets(cfg: DataConfig, model_name: str, seed: int,
-                  encoding: LabelEncoding | None = None) -> Datasets:
-    """Read every file, infer or check the task, validate everything, split validation data."""
+def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEncoding | None = None,
+                  given: dict[str, SeriesData] | None = None) -> Datasets:
+    """Read every file (or take the arrays `given` per split: train, val, test), infer or check the task,
+    validate everything, split validation data."""
     problems: list[str] = []
-    files: dict[str, SeriesData] = {}
+    files = {role: given[role] for role in ("train", "val", "test") if role in (given or {})}
     for role, path in (("train", cfg.data), ("val", cfg.val_data), ("test", cfg.test_data)):
-        if role != "train" and path is None:
+        if role in files or (role != "train" and path is None):
             continue
         try:
             files[role] = _read(path, cfg)
@@ -68,7 +69,7 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int,
         raise DataError(problems)
     train = files["train"]
     notes = []
-    if cfg.data is None:
+    if cfg.data is None and not given:
         notes.append(f"data: {train.source}, {train.n} series of length {train.X.shape[2]}")
     if encoding is None:
         task = cfg.task

@@ -69,12 +69,12 @@ def infer_task(data: SeriesData) -> tuple[str, str]:
         numbers, bad = parse_numbers(y)
         if bad.sum() <= MAX_DISTINCT_FRACTION * bad.size:  # mostly numbers: the rest are typos or gaps
             rows = bad.reshape(len(y), -1).any(axis=1)
-            raise DataError([f"{data.source}: {data.label_field} {_where(data, rows)}: {not_numbers_text(y, bad)}; "
+            raise DataError([f"{data.labels_text} {_where(data, rows)}: {not_numbers_text(y, bad)}; "
                              "the other labels are numbers, so fix or drop those rows (or pass --task multiclass "
                              "if the labels are class names)"])
         distinct = len(np.unique(y))
         if _too_many_classes(distinct, len(y)):
-            raise DataError([f"{data.source}: {data.label_field} holds {distinct} different names for {len(y)} "
+            raise DataError([f"{data.labels_text} holds {distinct} different names for {len(y)} "
                              "series, too many to be classes; pass --task (and --target-column if this is not "
                              "the label)"])
         return "multiclass", f"{data.label_field} holds class names"
@@ -112,7 +112,7 @@ def fit_encoding(task: str, train: SeriesData) -> LabelEncoding:
 def encode_labels(enc: LabelEncoding, data: SeriesData, problems: list[str]) -> np.ndarray | None:
     """Targets in the task's dtype and shape, or None with the reasons appended to `problems` (the task's
     own encoding, the one the runtime uses for `evaluate`, so both say the same)."""
-    where = f"{data.source}: {data.label_field}"
+    where = f"{data.labels_text}"
     if enc.classes and enc.n_outputs == 1 and len(enc.classes) > 2:
         problems.append(f"{where}: has {len(enc.classes)} classes ({', '.join(enc.classes[:5])}); "
                         f"--task {enc.task} needs exactly two (use --task multiclass)")
@@ -129,7 +129,7 @@ def check_classes(enc: LabelEncoding, data: SeriesData, targets: np.ndarray, pro
     present = np.unique(targets)
     if len(present) < 2:
         only = enc.classes[int(present[0])] if len(present) else "none"
-        problems.append(f"{data.source}: {data.label_field}: every training label is the same class ('{only}'); "
+        problems.append(f"{data.labels_text}: every training label is the same class ('{only}'); "
                         f"--task {enc.task} needs at least two classes to learn from (check --target-column, "
                         "or use --task regression for a constant target)")
 

@@ -34,9 +34,16 @@ class SeriesData:
     label_columns: tuple[str, ...] = ()  # .csv: the label columns by header name, or 0-based index if no header
     columns: int = 0  # .csv: the number of columns per row
 
+    in_memory: bool = False  # arrays given to the Python API: the label array names itself
+
     @property
     def n(self) -> int:
         return int(self.X.shape[0])
+
+    @property
+    def labels_text(self) -> str:
+        """The labels as messages name them: "train.csv: column 'y'", or the array "y"."""
+        return self.label_field if self.in_memory else f"{self.source}: {self.label_field}"
 
 
 def read_series(path: str | Path, target_column: str | None = None, pad: bool = False,

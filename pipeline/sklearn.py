@@ -104,20 +104,41 @@ class _CNNEstimator(BaseEstimator):
         except PipelineError as exc:
             raise InputError(str(exc)) from None
 
-    def export(self, path, formats: str = "onnx", force: bool = False, **settings) -> Path:
+    def export(self, path, formats: str = "onnx", quantize: str | None = None, X=None, y=None,
+               force: bool = False, **settings) -> Path:
         """A verified bundle of the fitted model, as `pipeline export` writes it (settings: opset, atol, rtol,
-        device); returns its folder."""
+        device, max_metric_drop); returns its folder. quantize="int8" also writes the int8 graph, calibrated
+        and measured on labelled series X, y (as the CLI does on the run's data)."""
+        from dataclasses import replace
+
         from pipeline.api import Run
         from pipeline.checkpoint import BEST, save_checkpoint
+        from pipeline.data.arrays import series_from_arrays
         from pipeline.run_folder import RunFolder
 
         check_is_fitted(self)
+        config, arrays = self.run_config_, {}
+        if quantize is not None:
+            if X is None or y is None:
+                raise InputError(f"export(quantize={quantize!r}) calibrates and measures the quantised graph on "
+                                 "labelled series: pass X and y")
+            X, y = self._validate(X, reset=False), np.asarray(y)
+            arrays = {"train": series_from_arrays(X, self._encode(y), "train")}
         with tempfile.TemporaryDirectory(prefix="pipeline-estimator-") as tmp:
             folder = RunFolder(Path(tmp) / "run")
-            folder.create(self.run_config_)
+            if arrays:
+                data = replace(config.settings.data, **folder.array_paths(arrays))
+                config = replace(config, settings=replace(config.settings, data=data))
+            folder.create(config)
+            folder.save_arrays(arrays)
+            if arrays:
+                folder.save_calibration(arrays["train"].X, np.arange(arrays["train"].n), config.seed)
             save_checkpoint(folder.path / BEST, self.checkpoint_)
-            run = Run(folder.path, self.run_config_, [], {}, self.model_)
-            return run.export(path, formats=formats, force=force, **settings)
+            run = Run(folder.path, config, [], {}, self.model_)
+            try:
+                return run.export(path, formats=formats, quantize=quantize, force=force, **settings)
+            except PipelineError as exc:
+                raise InputError(str(exc)) from None
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -146,6 +167,15 @@ class CNNClassifier(ClassifierMixin, _CNNEstimator):
             raise InputError(f"y: every label is the same class ({self.classes_[0]!r}); a classifier needs at "
                              "least 2 classes to learn from")
         return self._fit(X, encoded.astype(np.int64), "binary" if len(self.classes_) == 2 else "multiclass")
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        """Labels as fit encoded them: class indices, or the multilabel matrix."""
+        if self.run_config_.task == "multilabel":
+            return y.astype(np.float32)
+        index = np.searchsorted(self.classes_, y)
+        if (index >= len(self.classes_)).any() or (self.classes_[np.minimum(index, len(self.classes_) - 1)] != y).any():
+            raise InputError(f"y: holds labels the classifier was not fitted on; its classes are {list(self.classes_)}")
+        return index.astype(np.int64)
 
     def decision_function(self, X) -> np.ndarray:
         """Raw scores: the logit of classes_[1] (binary), one per class (multiclass) or per label (multilabel)."""
@@ -183,6 +213,9 @@ class CNNRegressor(RegressorMixin, _CNNEstimator):
         self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
         self._targets_2d = y.ndim == 2
         return self._fit(X, y.astype(np.float64), "regression")
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
         prediction = self._outputs(X)["prediction"].astype(np.float64)

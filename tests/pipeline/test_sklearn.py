@@ -121,3 +121,19 @@ def test_quiet_by_default_and_errors_are_value_errors_naming_the_array(capsys):
     assert isinstance(caught.value, ValueError)
     assert str(caught.value) == ("X: series have length 12 but this model takes exactly 16 (it was trained with a "
                                  "fixed-length model; resample or crop the series)")
+
+
+def test_an_int8_export_is_measured_on_the_labelled_series_given(tmp_path):
+    X, y = _series("multiclass", n=60)
+    names = np.array(["low", "mid", "high"])[y]
+    clf = CNNClassifier(width=0.25, epochs=5, random_state=0).fit(X, names)
+    with pytest.raises(InputError) as caught:
+        clf.export(tmp_path / "none", quantize="int8")
+    assert str(caught.value) == ("export(quantize='int8') calibrates and measures the quantised graph on labelled "
+                                 "series: pass X and y")
+    bundle = clf.export(tmp_path / "int8", quantize="int8", X=X, y=names, max_metric_drop=100)
+    manifest = runtime.load(bundle, precision="int8").manifest
+    assert manifest.int8.evaluated_series == 60 and manifest.int8.metric == "accuracy"
+    # the fp32 accuracy the export measured is the estimator's own accuracy on the same series
+    assert manifest.int8.fp32 == pytest.approx(clf.score(X, names), abs=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]  # the refused export left nothing

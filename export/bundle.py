@@ -27,6 +27,7 @@ from export.layout import conv2d_layout
 from export.manifest_writer import Graphs, build_manifest, onnx_metadata, readme_text
 from export.options import FORMAT_NAMES, ExportConfig
 from export.quantize import Int8Inputs, int8_inputs, quantize_bundle
+from export.signing import sign_and_check, signer_key
 from export.verify import BATCH_SIZES, VerificationError, verify_graph
 from pipeline.checkpoint import BEST, load_checkpoint
 from pipeline.config import ModelConfig
@@ -36,6 +37,7 @@ from pipeline.losses import build_loss
 from pipeline.models import build_model
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import Row, summary
+from runtime.signature import SIGNATURE_FILE
 from runtime.manifest import (GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
                               MODEL_INPUT, MODEL_INT8, README_FILE, SCHEMA_FILE, VERIFICATION_FILE, AotiTarget,
                               DimRange, TorchExport, Verification, schema_text)
@@ -77,6 +79,8 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     if recover(out):
         log(f"restored {out} (an earlier export was stopped while replacing it)")
     check_bundle_target(out, run_dir, force)
+    if config.sign_key is not None:  # a key that cannot sign fails now, not after the export
+        signer_key(config.sign_key, config.sign_cert)
     run = rebuild(run_dir)
     int8 = int8_inputs(run_dir, run.cfg, config.calibration_data) if config.quantize == "int8" else None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +91,10 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
         source = {"run_dir": str(run_dir.resolve()), "checkpoint": BEST,
                   "checkpoint_sha256": sha256(run_dir / BEST)}  # so `pipeline verify` can rebuild eager
         rows = _write_bundle(tmp, run, config, source, log, int8)
+        if config.sign_key is not None:
+            fingerprint = sign_and_check(tmp, config.sign_key, config.sign_cert, config.sign_chain)
+            log(f"signed every file into {out / SIGNATURE_FILE} (key {fingerprint[:16]}); hosts check it with the "
+                "public key (--public-key)")
         swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

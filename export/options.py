@@ -46,6 +46,16 @@ class ExportConfig:
     max_metric_drop: float | None = setting(  # None: quantize.default_max_drop of the task
         None, type=float, help="Largest drop of the main metric allowed for the int8 graph [default: 1 point of "
         "accuracy (micro-F1 for multilabel); 2 percent of RMSE (MAE for counts)].")
+    sign_key: str | None = setting(
+        None, kind="file", metavar="KEY.pem", parse=str, help="Sign every file of the bundle (model.sig, OpenSSF "
+        "model-signing format) with this EC private key (P-256/384/521); its password, if any, from "
+        "$PIPELINE_SIGN_KEY_PASSWORD. Needs the sign extra.")
+    sign_cert: str | None = setting(
+        None, kind="file", metavar="CERT.pem", parse=str,
+        help="With --sign-key: sign as this X.509 signing certificate (a certificate signature, for a PKI).")
+    sign_chain: tuple[str, ...] = setting(
+        (), kind="many", metavar="CERT.pem", parse=lambda paths: tuple(str(p) for p in paths),
+        help="With --sign-cert: the certificate chain up to the root (repeat the flag).")
 
     def __post_init__(self):
         for name in self.fmt.split(","):
@@ -67,6 +77,10 @@ class ExportConfig:
         for flag, value in (("--calibration-data", self.calibration_data), ("--max-metric-drop", self.max_metric_drop)):
             if value is not None and self.quantize is None:
                 raise PipelineError(f"{flag} applies to the int8 graph only; add --quantize int8")
+        if self.sign_cert is not None and self.sign_key is None:
+            raise PipelineError("--sign-cert needs --sign-key, the certificate's private key")
+        if self.sign_chain and self.sign_cert is None:
+            raise PipelineError("--sign-chain applies to a certificate signature; add --sign-cert CERT.pem")
         if self.max_metric_drop is not None and not self.max_metric_drop >= 0:
             raise PipelineError(f"--max-metric-drop must be >= 0; got {self.max_metric_drop:g}")
 

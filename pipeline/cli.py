@@ -12,6 +12,7 @@ from pipeline import __version__
 from pipeline.commands.bench import bench
 from pipeline.commands.export import export_command
 from pipeline.commands.scoring import evaluate, predict, verify
+from pipeline.commands.signing import keygen, sign
 from pipeline.commands.train import train
 
 
@@ -27,7 +28,7 @@ def main():
     """
 
 
-for command in (train, export_command, predict, evaluate, verify, bench):
+for command in (train, export_command, predict, evaluate, verify, bench, sign, keygen):
     main.add_command(command)
 
 

@@ -19,13 +19,14 @@ from pipeline.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
 from runtime.compare import Row
 from runtime.golden import check_golden, int8_rows, read_golden
 from runtime.manifest import MODEL_ONNX
+from runtime.signature import PUBLIC_KEY_ENV, SIGNATURE_FILE, check_signature, signer_hint, trusted_key
 from runtime.outputs import OUT_SUFFIXES, prediction_table, write_predictions, write_rows
 
 
 def open_bundle(path: Path, threads: int | None = None, check: bool = True, precision: str = "fp32",
-                log=None) -> runtime.Bundle:
+                log=None, public_key: Path | None = None) -> runtime.Bundle:
     try:
-        bundle = runtime.load(path, threads=threads, check=check, precision=precision)
+        bundle = runtime.load(path, threads=threads, check=check, precision=precision, public_key=public_key)
     except runtime.BundleError as exc:
         raise PipelineError(str(exc)) from None
     if log is not None and precision != "fp32":
@@ -67,7 +68,7 @@ def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: 
     if suffix not in OUT_SUFFIXES:
         raise PipelineError(f"--out {out}: unsupported type '{suffix}'; use one of {', '.join(OUT_SUFFIXES)}")
     check_output_file(out, force)
-    bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log)
+    bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log, public_key=cfg.public_key)
     if target_column is None:
         target_column = training_label_columns(bundle, data, log)
     elif target_column.strip().lower() == "none":  # every column is a series value
@@ -92,7 +93,7 @@ def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: 
 def evaluate_file(bundle_dir: Path, cfg: EvaluateConfig, log=print) -> dict:
     """Loss and task metrics of the bundle on a labelled file, as the trainer reports them."""
     data, target_column = cfg.data, cfg.target_column
-    bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log)
+    bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log, public_key=cfg.public_key)
     if target_column is None:
         target_column = training_label_columns(bundle, data, log)
     series = read_series(data, target_column, pad=cfg.pad, labels=True)
@@ -109,6 +110,7 @@ class VerifyReport:
     golden: list[Row]
     eager: list[Row] | None  # None when the eager re-check did not run (see `note`)
     note: str | None
+    signature: str = ""  # one line: verified with a key, signed but not checked, or not signed
 
     @property
     def passed(self) -> bool:
@@ -120,6 +122,7 @@ def verify_bundle(bundle_dir: Path, cfg: VerifyConfig = VerifyConfig()) -> Verif
     installed); then, with torch, the full export grid against eager PyTorch rebuilt from the run."""
     run_dir, atol, rtol, threads = cfg.run_dir, cfg.atol, cfg.rtol, cfg.threads
     try:
+        signature = signature_status(Path(bundle_dir), cfg.public_key)
         manifest = runtime.Manifest.read(bundle_dir)
         runtime.bundle.check_files(bundle_dir, manifest)
     except runtime.BundleError as exc:
@@ -141,11 +144,26 @@ def verify_bundle(bundle_dir: Path, cfg: VerifyConfig = VerifyConfig()) -> Verif
             raise PipelineError(f"{bundle_dir}: holds no ONNX graph, and checking its torch graphs (TorchScript, "
                                 f".pt2) needs torch, which the runtime-only install leaves out; {TRAIN_EXTRA_HINT}") from None
         return VerifyReport(golden, None, "eager re-check skipped: the training extra is not installed "
-                                          f"({TRAIN_EXTRA_HINT} to re-check against PyTorch)")
+                                          f"({TRAIN_EXTRA_HINT} to re-check against PyTorch)", signature)
     golden += torch_golden(Path(bundle_dir), manifest, atol, rtol)
     found = find_checkpoint(Path(bundle_dir), manifest, run_dir)
     if found is None:
         return VerifyReport(golden, None, "eager re-check skipped: the run folder the bundle was exported from "
-                                          "is not here; pass --run RUN_DIR")
+                                          "is not here; pass --run RUN_DIR", signature)
     return VerifyReport(golden, recheck(Path(bundle_dir), manifest, found, atol, rtol),
-                        f"eager re-check against {found}")
+                        f"eager re-check against {found}", signature)
+
+
+def signature_status(bundle_dir: Path, public_key: Path | None) -> str:
+    """One line about the bundle's signature: checked with the trusted key (a BundleError when it does not
+    verify), present but unchecked (no key given), or absent."""
+    key = trusted_key(public_key)
+    if key is not None:
+        signed = check_signature(bundle_dir, key, sha256=runtime.bundle.file_sha256)
+        return (f"signature: verified with {key} (key {signed.fingerprint[:16]}), covering all "
+                f"{len(signed.digests)} files")
+    if (bundle_dir / SIGNATURE_FILE).exists():
+        hint = signer_hint(bundle_dir)
+        return (f"signature: {SIGNATURE_FILE} signed by key {hint[:16] if hint else '(no hint)'}, not checked: pass "
+                f"--public-key PUBLIC.pem (or set ${PUBLIC_KEY_ENV}) to check it")
+    return f"signature: none (pipeline sign {bundle_dir} --key KEY.pem signs it)"

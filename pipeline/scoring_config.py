@@ -9,10 +9,13 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 from pipeline.settings import setting
 from runtime.manifest import MODEL_PRECISIONS
+from runtime.signature import PUBLIC_KEY_ENV, SIGNATURE_FILE
 
 PREDICT_TARGET_HELP = ("CSV label column(s), by name or 0-based index, to leave out of the series [default: the "
                        "training data's label column, where the file has it; 'none': every column is a series "
                        "value].")
+PUBLIC_KEY_HELP = (f"Refuse the bundle unless its signature ({SIGNATURE_FILE}) verifies with this PEM public key and "
+                   f"covers exactly its files [default: ${PUBLIC_KEY_ENV}; unset: not checked].")
 EVALUATE_TARGET_HELP = ("CSV label column(s), by name or 0-based index [default: the training data's label column, "
                         "where the file has it, else the last column].")
 
@@ -32,6 +35,7 @@ class ScoringConfig:
     precision: str = setting("fp32", choices=MODEL_PRECISIONS,
                              help="Model graph: fp32 (model.onnx), int8 (model.int8.onnx, from export --quantize "
                              "int8), auto (int8 when the bundle has it).")
+    public_key: Path | None = setting(None, kind="file", help=PUBLIC_KEY_HELP)
 
     def __post_init__(self):
         if self.data is None:
@@ -66,3 +70,4 @@ class VerifyConfig:
     atol: float | None = setting(None, type=float, help="[default: the tolerance used at export]")
     rtol: float | None = setting(None, type=float, help="[default: the tolerance used at export]")
     threads: int | None = setting(None, kind="count", help="onnxruntime intra-op threads.")
+    public_key: Path | None = setting(None, kind="file", help=PUBLIC_KEY_HELP)

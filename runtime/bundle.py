@@ -12,6 +12,7 @@ import onnxruntime as ort
 from runtime.errors import BundleError, InputError, IntegrityError
 from runtime.inputs import SeriesSpec, batch_rows, batches, plural
 from runtime.errors import input_error
+from runtime.signature import check_signature, trusted_key
 from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, MODEL_ONNX, MODEL_PRECISIONS, Manifest
 from runtime.tasks import TASKS
 
@@ -163,11 +164,17 @@ def model_file(manifest: Manifest, path: Path, precision: str) -> tuple[str, str
 
 
 def load(bundle_dir: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None,
-         check: bool = True, precision: str = "fp32") -> Bundle:
+         check: bool = True, precision: str = "fp32", public_key: str | os.PathLike | None = None) -> Bundle:
     """Open a bundle: check its format version and every file's sha256, then start onnxruntime sessions.
     `precision` picks the model graph: fp32 (model.onnx), int8 (model.int8.onnx, from export --quantize int8),
-    or auto (int8 when the bundle has it)."""
+    or auto (int8 when the bundle has it). `public_key` (PEM; default $PIPELINE_PUBLIC_KEY): the bundle's
+    signature (model.sig) must verify with it and cover exactly its files before anything else is read."""
     path = Path(bundle_dir)
+    key = trusted_key(public_key)
+    if key is not None:
+        if not path.is_dir():
+            raise BundleError(f"{path}: not a folder; pass the bundle folder written by pipeline export")
+        check_signature(path, key, sha256=file_sha256)
     manifest = Manifest.read(path)
     name, precision = model_file(manifest, path, precision)
     if check:

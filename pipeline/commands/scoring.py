@@ -84,7 +84,7 @@ def verify(bundle, **opts):
     from runtime.compare import format_table, summary
 
     report = verify_bundle(bundle, VerifyConfig(**values(VerifyConfig, opts)))
-    click.echo(f"sha256 of every file: ok\ngolden data:\n{format_table(report.golden)}")
+    click.echo(f"{report.signature}\nsha256 of every file: ok\ngolden data:\n{format_table(report.golden)}")
     click.echo(report.note)
     if report.eager is not None:
         failing = [r for r in report.eager if r.problem]

@@ -124,7 +124,8 @@ def test_verify_passes_then_fails_on_a_changed_graph(cli_run, tmp_path):
     bundle_dir = cli_run / "run" / "bundle"
     result = _invoke("verify", bundle_dir)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    signature, *lines = result.output.splitlines()
+    assert signature == f"signature: none (pipeline sign {bundle_dir} --key KEY.pem signs it)"
     assert lines[:3] == ["sha256 of every file: ok", "golden data:", lines[2]]
     assert [line.split()[:3] for line in lines[4:9]] == [
         ["model", "onnxruntime", "logits"], ["model", "onnxruntime", "probabilities"],

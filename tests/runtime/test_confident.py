@@ -74,7 +74,8 @@ def test_verify_checks_a_torchscript_only_bundle(tmp_path):
     assert run(["export", tmp_path / "run", "--format", "torchscript"]).exit_code == 0
     result = run(["verify", tmp_path / "run" / "bundle"])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    signature, *lines = result.output.splitlines()
+    assert signature.startswith("signature: none")
     golden = [line.split()[:3] for line in lines[4:7]]
     assert golden == [["model", "torchscript", "prediction"], ["loss", "torchscript", "loss"],
                       ["loss", "torchscript", "per_sample_loss"]]

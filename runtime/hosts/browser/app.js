@@ -1,6 +1,7 @@
 // The page: load a bundle (?bundle=URL, default bundle/; ?precision=int8 or auto runs model.int8.onnx),
 // predict pasted or uploaded series, plot them.
 // ?selfcheck=1 runs the golden data (or ?cases=URL) and POSTs the rows to ?report=URL.
+// ?publicKey=URL: the PEM public key the bundle must be signed with (model.sig checked before anything loads).
 import { checkCases, loadBundle } from './bundle.js';
 
 const params = new URLSearchParams(location.search);
@@ -50,7 +51,7 @@ function showPredictions(bundle, outputs, n) {
 async function selfcheck(bundle) {
   const cases = params.get('cases') ? await (await fetch(params.get('cases'))).json() : bundle.golden;
   const rows = await checkCases(bundle, cases);
-  return { ok: rows.every((r) => r.ok), precision: bundle.precision, rows };
+  return { ok: rows.every((r) => r.ok), precision: bundle.precision, signedBy: bundle.signedBy, rows };
 }
 
 async function report(result) {
@@ -61,14 +62,17 @@ async function report(result) {
 async function main() {
   let bundle;
   try {
-    bundle = await loadBundle(params.get('bundle') || 'bundle/', { precision: params.get('precision') || 'fp32' });
+    const keyUrl = params.get('publicKey');
+    const publicKey = keyUrl ? { pem: await (await fetch(keyUrl)).text(), source: keyUrl.split('/').pop() } : null;
+    bundle = await loadBundle(params.get('bundle') || 'bundle/', { precision: params.get('precision') || 'fp32', publicKey });
   } catch (err) {
     $('status').textContent = `Error: ${err.message}`; $('status').className = 'error';
     if (params.get('selfcheck')) await report({ ok: false, error: err.message });
     return;
   }
   $('status').textContent = `${bundle.task} model (${bundle.precision}), ${bundle.manifest.input.channels} channel(s); `
-    + `outputs ${bundle.outputs.join(', ')}`;
+    + `outputs ${bundle.outputs.join(', ')}`
+    + (bundle.signedBy ? `; signature verified (key ${bundle.signedBy.slice(0, 16)})` : '');
   if (params.get('selfcheck')) {
     try { await report(await selfcheck(bundle)); } catch (err) { await report({ ok: false, error: String(err) }); }
   }

@@ -4,6 +4,7 @@
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check    # headless chromium runs the golden data
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check --cases cases.json
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check --precision int8   # model.int8.onnx
+    python runtime/hosts/browser/serve.py BUNDLE_DIR --check --public-key signing.pub.pem   # signed bundles only
 
 --check prints one line per graph output with its max differences and exits 1 on a mismatch, 2 when
 the page could not load the bundle or no report came back.
@@ -35,6 +36,7 @@ class Handler(SimpleHTTPRequestHandler):
     POST /report."""
 
     routes: dict[str, Path] = {}
+    public_key: str | None = None  # the URL of the trusted public key, when --public-key is given
     reports: list = []
     reported = threading.Event()
 
@@ -56,12 +58,15 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
 
-def serve(bundle: Path, cases: Path | None) -> ThreadingHTTPServer:
+def serve(bundle: Path, cases: Path | None, public_key: Path | None = None) -> ThreadingHTTPServer:
     if not (ORT_DIST / "ort.min.js").exists():
         sys.exit(f"onnxruntime-web is not installed; run: cd {KIT} && npm ci")
     Handler.routes = {"/ort/": ORT_DIST, "/js/": SHARED_JS, "/bundle/": bundle.resolve()}
     if cases is not None:
         Handler.routes["/cases.json"] = cases.resolve()
+    if public_key is not None:
+        Handler.routes["/public_key/"] = public_key.resolve().parent
+        Handler.public_key = f"/public_key/{public_key.name}"
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(KIT)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -74,7 +79,8 @@ def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: s
         return 2
     port = server.server_address[1]
     url = (f"http://127.0.0.1:{port}/index.html?selfcheck=1&report=/report&precision={precision}"
-           + ("&cases=/cases.json" if cases else ""))
+           + ("&cases=/cases.json" if cases else "")
+           + (f"&publicKey={Handler.public_key}" if Handler.public_key else ""))
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         # its own process group, so the renderer and GPU helper processes go down with it
         proc = subprocess.Popen([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
@@ -91,6 +97,8 @@ def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: s
     if "error" in result:
         print(f"Error: {result['error']}", file=sys.stderr)
         return 2
+    if result.get("signedBy"):
+        print(f"signature verified (key {result['signedBy'][:16]})", file=sys.stderr)
     for r in result["rows"]:
         print(f"{r['graph']:<6} {r['output']:<16} {json.dumps(r['shape']):<12} max_abs {r['max_abs']:.2e} "
               f"max_rel {r['max_rel']:.2e} {'ok' if r['ok'] else 'MISMATCH'}")
@@ -107,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=Path, default=None, help="cases in the golden.json layout")
     parser.add_argument("--precision", choices=("fp32", "int8", "auto"), default="fp32",
                         help="model graph: fp32 (model.onnx), int8 (model.int8.onnx) or auto (int8 when present)")
+    parser.add_argument("--public-key", type=Path, default=None,
+                        help="PEM public key the bundle must be signed with (default: $PIPELINE_PUBLIC_KEY)")
     parser.add_argument("--timeout", type=float, default=90.0)
     args = parser.parse_args(argv)
-    server = serve(args.bundle, args.cases)
+    key = args.public_key or (Path(os.environ["PIPELINE_PUBLIC_KEY"]) if os.environ.get("PIPELINE_PUBLIC_KEY") else None)
+    if key is not None and not key.is_file():
+        print(f"Error: {key}: public key not found; pass the PEM public key the bundle was signed for", file=sys.stderr)
+        return 2
+    server = serve(args.bundle, args.cases, key)
     if args.check:
         return check(server, args.cases is not None, args.timeout, args.precision)
     print(f"serving {args.bundle} at http://127.0.0.1:{server.server_address[1]}/index.html (Ctrl-C stops)")

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "schema.hpp"
+#include "signature.hpp"
 
 namespace pipeline {
 namespace fs = std::filesystem;
@@ -38,28 +39,6 @@ Json read_json(const fs::path& path) {
   } catch (const Json::parse_error& err) {
     throw BundleError(path.string() + ": not valid JSON (" + err.what() + "); re-export the bundle");
   }
-}
-
-// The file's sha256 as lowercase hex, computed by OpenSSL's libcrypto.
-std::string sha256_file(const fs::path& path) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw BundleError("sha256: OpenSSL failed");
-  std::ifstream in(path, std::ios::binary);
-  std::array<char, 1 << 16> block;
-  while (in) {
-    in.read(block.data(), block.size());
-    if (in.gcount() > 0) EVP_DigestUpdate(ctx.get(), block.data(), static_cast<size_t>(in.gcount()));
-  }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &length);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out += hex[digest[i] >> 4];
-    out += hex[digest[i] & 15];
-  }
-  return out;
 }
 
 class TorchScriptGraph : public Graph {
@@ -115,7 +94,9 @@ std::string engine_name(Engine engine) {
   return engine == Engine::AOTInductor ? "aoti" : engine == Engine::TorchScript ? "torchscript" : "auto";
 }
 
-Bundle::Bundle(const std::string& dir, Engine engine) : dir_(dir), engine_(engine) {
+Bundle::Bundle(const std::string& dir, Engine engine, const std::string& public_key) : dir_(dir), engine_(engine) {
+  std::string key = trusted_key(public_key);
+  if (!key.empty()) signed_by_ = check_signature(dir, key).fingerprint;  // before anything else is read
   fs::path manifest_path = fs::path(dir) / "manifest.json";
   if (!fs::exists(manifest_path))
     throw BundleError(manifest_path.string() + ": not found; " + dir + " is not a bundle (pipeline export writes one)");

@@ -4,6 +4,7 @@
 // bundle has them, else TorchScript (model.pt, loss.pt); or the engine you name.
 //
 //   pipeline::Bundle bundle("artifacts/demo/bundle");                 // or (dir, pipeline::Engine::TorchScript)
+//   pipeline::Bundle trusted(dir, pipeline::Engine::Auto, "signing.pub.pem");  // model.sig checked first
 //   std::vector<torch::Tensor> outputs = bundle.predict(x);          // x: float32 (batch, channels, length)
 //   auto [loss, per_sample_loss] = bundle.loss(outputs[0], target);  // target: int64 (batch) or float32 (batch, K)
 #pragma once
@@ -40,7 +41,9 @@ struct Graph {
 
 class Bundle {
  public:
-  explicit Bundle(const std::string& dir, Engine engine = Engine::Auto);
+  // public_key: a PEM public key file (default $PIPELINE_PUBLIC_KEY); when set, the bundle's signature must
+  // verify with it and cover exactly its files before any graph or AOTInductor package is opened.
+  explicit Bundle(const std::string& dir, Engine engine = Engine::Auto, const std::string& public_key = "");
 
   std::vector<torch::Tensor> predict(const torch::Tensor& x);
   std::pair<torch::Tensor, torch::Tensor> loss(const torch::Tensor& prediction, const torch::Tensor& target);
@@ -48,11 +51,14 @@ class Bundle {
   const Json& manifest() const { return manifest_; }
   std::vector<std::string> output_names() const;
   Engine engine() const { return engine_; }
+  // the fingerprint of the key whose signature was verified, or "" (no key given)
+  const std::string& signed_by() const { return signed_by_; }
 
  private:
   std::string dir_;
   Json manifest_;
   Engine engine_;
+  std::string signed_by_;
   std::unique_ptr<Graph> model_;
   std::unique_ptr<Graph> loss_;
 };

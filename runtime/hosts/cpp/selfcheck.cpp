@@ -1,6 +1,6 @@
 // Self-check: run a bundle's golden data (or other cases in the same JSON layout) through the model and
 // loss graphs (AOTInductor packages or TorchScript, see Engine) and compare with eager PyTorch's outputs.
-//   selfcheck BUNDLE_DIR [--cases cases.json] [--engine auto|torchscript|aoti]
+//   selfcheck BUNDLE_DIR [--cases cases.json] [--engine auto|torchscript|aoti] [--public-key PUBLIC.pem]
 //   exit 0: all match, 1: mismatch, 2: bad bundle/usage
 #include <algorithm>
 #include <cmath>
@@ -67,20 +67,22 @@ std::vector<Row> run_case(pipeline::Bundle& bundle, const Json& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir, cases_file, engine = "auto";
+  std::string dir, cases_file, engine = "auto", public_key;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--cases" && i + 1 < argc) cases_file = argv[++i];
     else if (arg == "--engine" && i + 1 < argc) engine = argv[++i];
+    else if (arg == "--public-key" && i + 1 < argc) public_key = argv[++i];
     else dir = arg;
   }
   if (dir.empty()) {
-    std::cerr << "usage: selfcheck BUNDLE_DIR [--cases cases.json] [--engine auto|torchscript|aoti]\n";
+    std::cerr << "usage: selfcheck BUNDLE_DIR [--cases cases.json] [--engine auto|torchscript|aoti] "
+                 "[--public-key PUBLIC.pem]\n";
     return 2;
   }
   if (cases_file.empty()) cases_file = dir + "/golden.json";
   try {
-    pipeline::Bundle bundle(dir, pipeline::engine_from_name(engine));
+    pipeline::Bundle bundle(dir, pipeline::engine_from_name(engine), public_key);
     Json cases = pipeline::read_json_file(cases_file);
     std::vector<Json> list = cases.is_array() ? cases.get<std::vector<Json>>() : std::vector<Json>{cases};
     int bad = 0, total = 0;
@@ -94,7 +96,9 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
     if (bad) std::cerr << bad << " output(s) differ beyond atol/rtol\n";
-    else std::cerr << "all " << total << " outputs match (engine " << pipeline::engine_name(bundle.engine()) << ")\n";
+    else std::cerr << "all " << total << " outputs match (engine " << pipeline::engine_name(bundle.engine())
+                   << (bundle.signed_by().empty() ? "" : ", signature verified (key " + bundle.signed_by().substr(0, 16) + ")")
+                   << ")\n";
     return bad ? 1 : 0;
   } catch (const std::exception& err) {
     std::cerr << "Error: " << err.what() << "\n";

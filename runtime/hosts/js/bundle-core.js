@@ -3,7 +3,13 @@
 // generated from runtime/manifest.py), size and sha256 of every file, the model and loss graphs, and the
 // tolerance comparison of outputs with expected ones. Each host passes its own I/O and onnxruntime:
 //
-//   io = { label(name), readBytes(name) -> Uint8Array, sha256(bytes) -> hex, ort, sessionSource(name, bytes) }
+//   io = { label(name), readBytes(name) -> Uint8Array, sha256(bytes) -> hex, ort, sessionSource(name, bytes),
+//          listFiles() -> names of every file but model.sig, or null where a host cannot list (the browser),
+//          verify(key, data, derSignature) -> bool (ECDSA with the key's curve and hash) }
+//
+// Signed bundles (model.sig, OpenSSF model-signing: a Sigstore bundle whose DSSE envelope signs an in-toto
+// statement of every file's sha256): given a public key, openBundle checks the signature and the signed file
+// list before it reads anything else, with the messages of runtime/signature.py.
 (function (root, factory) {
   if (typeof module === 'object' && module.exports) module.exports = factory();
   else root.pipelineBundleCore = factory();
@@ -19,6 +25,238 @@
   const PRECISIONS = ['fp32', 'int8', 'auto']; // which model graph runs; auto: int8 when the bundle has one
 
   class BundleError extends Error {}
+
+  // --- signatures: DER, base64 and PEM, just enough for public keys, certificates and ECDSA signatures ----
+  const SIGNATURE_FILE = 'model.sig';
+  const BUNDLE_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
+  const PAYLOAD_TYPE = 'application/vnd.in-toto+json';
+  const STATEMENT_TYPE = 'https://in-toto.io/Statement/v1';
+  const PREDICATE_TYPE = 'https://model_signing/signature/v1.0';
+  const EC_PUBLIC_KEY = '1.2.840.10045.2.1';
+  const CURVES = { '1.2.840.10045.3.1.7': ['P-256', 'SHA-256', 32], '1.3.132.0.34': ['P-384', 'SHA-384', 48],
+    '1.3.132.0.35': ['P-521', 'SHA-512', 66] };
+  const KEY_TYPES = { '1.2.840.113549.1.1.1': 'RSA', '1.3.101.112': 'Ed25519', '1.3.101.113': 'Ed448',
+    '1.2.840.10040.4.1': 'DSA' };
+  const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+  function b64decode(text) {
+    const clean = text.replace(/=+$/, '');
+    if (!/^[A-Za-z0-9+/]*$/.test(clean) || clean.length % 4 === 1) throw new Error('invalid base64');
+    const out = new Uint8Array(Math.floor((clean.length * 3) / 4));
+    let bits = 0; let value = 0; let k = 0;
+    for (const ch of clean) {
+      value = (value << 6) | B64.indexOf(ch);
+      bits += 6;
+      if (bits >= 8) { bits -= 8; out[k++] = (value >> bits) & 0xff; }
+    }
+    return out.subarray(0, k);
+  }
+
+  function b64encode(bytes) {
+    let out = '';
+    for (let i = 0; i < bytes.length; i += 3) {
+      const n = (bytes[i] << 16) | ((bytes[i + 1] || 0) << 8) | (bytes[i + 2] || 0);
+      out += B64[n >> 18] + B64[(n >> 12) & 63] + (i + 1 < bytes.length ? B64[(n >> 6) & 63] : '=')
+        + (i + 2 < bytes.length ? B64[n & 63] : '=');
+    }
+    return out;
+  }
+
+  // The DER element at bytes[i]: { tag, head (where its tag is), start (of its contents), end }.
+  function tlv(bytes, i) {
+    const tag = bytes[i];
+    let length = bytes[i + 1];
+    let start = i + 2;
+    if (length & 0x80) {
+      const count = length & 0x7f;
+      if (count === 0 || count > 4) throw new Error('bad DER length');
+      length = 0;
+      for (let k = 0; k < count; k += 1) length = length * 256 + bytes[start + k];
+      start += count;
+    }
+    if (tag === undefined || start + length > bytes.length) throw new Error('DER element runs past the end');
+    return { tag, head: i, start, end: start + length };
+  }
+
+  function children(bytes, { start, end }) {
+    const out = [];
+    for (let i = start; i < end;) { const el = tlv(bytes, i); out.push(el); i = el.end; }
+    return out;
+  }
+
+  function oid(bytes, { start, end }) {
+    const parts = [Math.floor(bytes[start] / 40), bytes[start] % 40];
+    let value = 0;
+    for (let i = start + 1; i < end; i += 1) {
+      value = value * 128 + (bytes[i] & 0x7f);
+      if (!(bytes[i] & 0x80)) { parts.push(value); value = 0; }
+    }
+    return parts.join('.');
+  }
+
+  function pemBlocks(text) {
+    const blocks = {};
+    const re = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
+    for (let m = re.exec(text); m; m = re.exec(text)) {
+      if (!(m[1] in blocks)) blocks[m[1]] = b64decode(m[2].replace(/\s+/g, ''));
+    }
+    return blocks;
+  }
+
+  // The SubjectPublicKeyInfo (DER bytes) of an X.509 certificate.
+  function certificateSpki(der) {
+    const cert = tlv(der, 0);
+    const tbs = children(der, children(der, cert)[0]);
+    const fields = tbs[0].tag === 0xa0 ? tbs.slice(1) : tbs;
+    const spki = fields[5]; // serial, signature, issuer, validity, subject, subjectPublicKeyInfo
+    return der.subarray(spki.head, spki.end);
+  }
+
+  // A trusted EC public key from PEM text (a public key, or a certificate's): its curve, DER and fingerprint
+  // (sha256 of the PEM SubjectPublicKeyInfo, as model-signing records it in a signature's key hint).
+  async function readPublicKey(pem, source, sha256) {
+    let spki;
+    try {
+      const blocks = pemBlocks(pem);
+      spki = blocks['PUBLIC KEY'] || (blocks.CERTIFICATE && certificateSpki(blocks.CERTIFICATE));
+      if (!spki) {
+        const found = Object.keys(blocks).length ? ` (found ${Object.keys(blocks).join(', ')})` : '';
+        throw new BundleError(`${source}: holds no PEM public key${found}; export one with openssl ec -in KEY.pem `
+          + '-pubout -out PUBLIC.pem');
+      }
+      const [algorithm] = children(spki, tlv(spki, 0));
+      const ids = children(spki, algorithm);
+      const kind = oid(spki, ids[0]);
+      if (kind !== EC_PUBLIC_KEY) {
+        throw new BundleError(`${source}: unsupported key type (${KEY_TYPES[kind] || kind}); bundles are signed and `
+          + 'checked with EC keys (P-256, P-384 or P-521), see docs/signing.md');
+      }
+      const curveOid = ids[1] && ids[1].tag === 0x06 ? oid(spki, ids[1]) : '?';
+      if (!CURVES[curveOid]) throw new BundleError(`${source}: unsupported EC curve ${curveOid}; use P-256, P-384 or P-521`);
+      const [curve, hash, size] = CURVES[curveOid];
+      const text = b64encode(spki).replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+      const fingerprint = await sha256(new TextEncoder().encode(`-----BEGIN PUBLIC KEY-----\n${text}\n-----END PUBLIC KEY-----\n`));
+      return { curve, hash, size, spki, fingerprint, source };
+    } catch (err) {
+      if (err instanceof BundleError) throw err;
+      throw new BundleError(`${source}: not a readable PEM public key; export it with openssl ec -in KEY.pem -pubout `
+        + '-out PUBLIC.pem');
+    }
+  }
+
+  // DSSE's pre-authentication encoding: what the envelope's signature signs.
+  function pae(type, payload) {
+    const head = new TextEncoder().encode(`DSSEv1 ${new TextEncoder().encode(type).length} ${type} ${payload.length} `);
+    const out = new Uint8Array(head.length + payload.length);
+    out.set(head);
+    out.set(payload, head.length);
+    return out;
+  }
+
+  // An ECDSA signature from DER (r, s) to IEEE P1363 (r || s, each `size` bytes), as WebCrypto takes it.
+  function derToP1363(der, size) {
+    const seq = tlv(der, 0);
+    const [r, s] = children(der, seq);
+    const out = new Uint8Array(2 * size);
+    for (const [k, el] of [[0, r], [1, s]]) {
+      let bytes = der.subarray(el.start, el.end);
+      while (bytes.length > size && bytes[0] === 0) bytes = bytes.subarray(1);
+      if (bytes.length > size) throw new Error('signature integer too long');
+      out.set(bytes, (k + 1) * size - bytes.length);
+    }
+    return out;
+  }
+
+  // The statement of model.sig, the bytes its signature signs, and the DER signature; a BundleError when it is
+  // not a model-signing Sigstore bundle.
+  function readStatement(bytes, label) {
+    const bad = (why) => new BundleError(`${label}: not a model-signing signature (${why}); sign the bundle again `
+      + '(pipeline sign)');
+    let bundle;
+    try { bundle = JSON.parse(decode(bytes)); } catch (err) { throw bad(`not valid JSON: ${err.message}`); }
+    if (!bundle || bundle.mediaType !== BUNDLE_MEDIA_TYPE) throw bad(`mediaType is not ${BUNDLE_MEDIA_TYPE}`);
+    const envelope = bundle.dsseEnvelope;
+    if (!envelope || envelope.payloadType !== PAYLOAD_TYPE) throw bad(`no DSSE envelope of ${PAYLOAD_TYPE}`);
+    const sigs = envelope.signatures;
+    if (!Array.isArray(sigs) || sigs.length !== 1 || !sigs[0] || typeof sigs[0] !== 'object') {
+      throw bad('the envelope must hold exactly one signature');
+    }
+    let payload; let signature; let statement;
+    try {
+      payload = b64decode(String(envelope.payload || ''));
+      signature = b64decode(String(sigs[0].sig || ''));
+      statement = JSON.parse(decode(payload));
+    } catch (err) {
+      throw bad(`unreadable payload or signature: ${err.message}`);
+    }
+    if (!statement || statement._type !== STATEMENT_TYPE || statement.predicateType !== PREDICATE_TYPE) {
+      throw bad(`the payload is not an in-toto statement of ${PREDICATE_TYPE}`);
+    }
+    const hint = bundle.verificationMaterial && bundle.verificationMaterial.publicKey
+      && bundle.verificationMaterial.publicKey.hint;
+    return { statement, message: pae(PAYLOAD_TYPE, payload), signature, hint };
+  }
+
+  // Verify model.sig against the trusted key { pem, source }, then that the signed files are exactly the
+  // bundle's (where the host can list them) with those digests. Returns { digests, fingerprint, files }.
+  async function checkSignature(io, publicKey) {
+    const key = await readPublicKey(publicKey.pem, publicKey.source, io.sha256);
+    const label = io.label(SIGNATURE_FILE);
+    let sigBytes;
+    try {
+      sigBytes = await io.readBytes(SIGNATURE_FILE);
+    } catch (err) {
+      throw new BundleError(`${label}: not found; the bundle is not signed (sign it with pipeline sign BUNDLE --key `
+        + 'KEY.pem), and a public key was given, so it is refused');
+    }
+    const { statement, message, signature, hint } = readStatement(sigBytes, label);
+    if (hint && hint !== key.fingerprint) {
+      throw new BundleError(`${label}: signed by another key (${hint.slice(0, 16)}), not by ${key.source} `
+        + `(${key.fingerprint.slice(0, 16)}); pass the public key the bundle was signed with, or sign it again`);
+    }
+    let ok = false;
+    try { ok = await io.verify(key, message, signature); } catch (err) { ok = false; }
+    if (!ok) {
+      throw new BundleError(`${label}: the signature does not verify with ${key.source} (key `
+        + `${key.fingerprint.slice(0, 16)}); the bundle was signed with another key or its signature was altered`);
+    }
+    const resources = statement.predicate && statement.predicate.resources;
+    if (!Array.isArray(resources)) {
+      throw new BundleError(`${label}: the signed statement lists no files; sign the bundle again (pipeline sign)`);
+    }
+    const digests = {};
+    for (const item of resources) {
+      if (!item || item.algorithm !== 'sha256' || typeof item.name !== 'string' || typeof item.digest !== 'string') {
+        throw new BundleError(`${label}: a signed file entry is not {name, sha256 digest}; sign the bundle again`);
+      }
+      digests[item.name] = item.digest;
+    }
+    const present = io.listFiles ? await io.listFiles() : null;
+    if (present) checkSignedList(io, digests, present);
+    const files = {};
+    for (const name of Object.keys(digests).sort()) {
+      let bytes;
+      try { bytes = await io.readBytes(name); } catch (err) {
+        throw new BundleError(`${io.label(name)}: signed but missing (removed or renamed after signing)`);
+      }
+      if (await io.sha256(bytes) !== digests[name]) {
+        throw new BundleError(`${io.label(name)}: sha256 differs from the signed digest (the file was changed after `
+          + 'signing)');
+      }
+      files[name] = bytes;
+    }
+    return { digests, fingerprint: key.fingerprint, files };
+  }
+
+  // The bundle's files (but model.sig) are exactly the signed ones.
+  function checkSignedList(io, digests, present) {
+    for (const name of [...present].sort()) {
+      if (!(name in digests)) throw new BundleError(`${io.label(name)}: not covered by the signature (added or renamed after signing)`);
+    }
+    for (const name of Object.keys(digests).sort()) {
+      if (!present.includes(name)) throw new BundleError(`${io.label(name)}: signed but missing (removed or renamed after signing)`);
+    }
+  }
 
   const decode = (bytes) => new TextDecoder().decode(bytes);
 
@@ -154,12 +392,20 @@
 
   // Open a bundle through a host's io: manifest and schema, every file's size and sha256, then sessions.
   // precision: 'fp32' (model.onnx), 'int8' (model.int8.onnx) or 'auto' (int8 when the bundle has it).
-  async function openBundle(io, { options = {}, precision = 'fp32' } = {}) {
+  // publicKey: { pem, source } of the key the bundle must be signed with, or null (no signature check).
+  async function openBundle(io, { options = {}, precision = 'fp32', publicKey = null } = {}) {
     if (!PRECISIONS.includes(precision)) {
       throw new BundleError(`precision '${precision}' is not valid; choose one of ${PRECISIONS.join(', ')}`);
     }
+    let signed = null;
+    if (publicKey) { // before anything else is read: the signed bytes are the ones used below
+      signed = await checkSignature(io, publicKey);
+      const read = io.readBytes;
+      io = { ...io, readBytes: async (name) => (name in signed.files ? signed.files[name] : read(name)) };
+    }
     const manifest = checkManifest(decode(await io.readBytes(MANIFEST_FILE)), decode(await io.readBytes(SCHEMA_FILE)),
       io.label(MANIFEST_FILE));
+    if (signed && !io.listFiles) checkSignedList(io, signed.digests, [MANIFEST_FILE, ...Object.keys(manifest.files)]);
     const files = {};
     for (const [name, entry] of Object.entries(manifest.files)) {
       const bytes = await io.readBytes(name);
@@ -176,7 +422,9 @@
     const model = await create(used === 'int8' ? MODEL_INT8 : MODEL_ONNX);
     const lossSession = files[LOSS_ONNX] ? await create(LOSS_ONNX) : null;
     const golden = files['golden.json'] ? JSON.parse(decode(files['golden.json'])) : null;
-    return new Bundle(io.ort, manifest, model, lossSession, golden, used);
+    const bundle = new Bundle(io.ort, manifest, model, lossSession, golden, used);
+    bundle.signedBy = signed ? signed.fingerprint : null;
+    return bundle;
   }
 
   // Largest differences of `actual` from `expected` and whether every value is within atol + rtol*|expected|.
@@ -227,5 +475,6 @@
     return rows;
   }
 
-  return { Bundle, BundleError, FORMAT_VERSIONS, PRECISIONS, checkCases, checkManifest, compare, openBundle, schemaError, tensor };
+  return { Bundle, BundleError, FORMAT_VERSIONS, PRECISIONS, SIGNATURE_FILE, checkCases, checkManifest, checkSignature, compare,
+    derToP1363, openBundle, readPublicKey, schemaError, tensor };
 }));

@@ -5,6 +5,8 @@
 //
 //   const { loadBundle } = require('./bundle');
 //   const bundle = await loadBundle('artifacts/demo/bundle');  // { precision: 'int8' }: model.int8.onnx
+//   // a signed bundle, refused unless model.sig verifies with the key and covers exactly its files:
+//   const trusted = await loadBundle('artifacts/demo/bundle', { publicKey: 'signing.pub.pem' });
 //   const outputs = await bundle.predict(Float32Array.from(series), [n, channels, length]);
 //   const { loss, perSampleLoss } = await bundle.loss(outputs[bundle.outputs[0]], targets);
 
@@ -31,14 +33,40 @@ function nodeIo(dir) {
     },
     sha256: async (bytes) => crypto.createHash('sha256').update(bytes).digest('hex'),
     sessionSource: (name) => path.join(dir, name),
+    // every file of the bundle but its signature, '/'-separated below the folder
+    listFiles: async () => {
+      const out = [];
+      const walk = (rel) => {
+        for (const entry of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+          const name = rel ? `${rel}/${entry.name}` : entry.name;
+          if (entry.isDirectory()) walk(name);
+          else if (name !== core.SIGNATURE_FILE) out.push(name);
+        }
+      };
+      walk('');
+      return out;
+    },
+    verify: async (key, data, derSignature) => crypto.verify(key.hash.replace('-', '').toLowerCase(), data,
+      { key: Buffer.from(key.spki), format: 'der', type: 'spki' }, Buffer.from(derSignature)),
   };
 }
 
+// The trusted key: the path given, else $PIPELINE_PUBLIC_KEY, else none (no signature check).
+function trustedKey(publicKey) {
+  const file = publicKey || process.env.PIPELINE_PUBLIC_KEY;
+  if (!file) return null;
+  if (!fs.existsSync(file)) {
+    throw new BundleError(`${file}: public key not found; pass the PEM public key the bundle was signed for`);
+  }
+  return { pem: fs.readFileSync(file, 'utf8'), source: file };
+}
+
 // precision: 'fp32' (model.onnx, the default), 'int8' (model.int8.onnx) or 'auto' (int8 when the bundle has it).
-async function loadBundle(dir, { threads, precision = 'fp32' } = {}) {
+// publicKey: a PEM public key file (default $PIPELINE_PUBLIC_KEY): the bundle's signature is checked first.
+async function loadBundle(dir, { threads, precision = 'fp32', publicKey } = {}) {
   const options = { graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
   if (threads) options.intraOpNumThreads = threads;
-  return core.openBundle(nodeIo(dir), { options, precision });
+  return core.openBundle(nodeIo(dir), { options, precision, publicKey: trustedKey(publicKey) });
 }
 
 module.exports = { Bundle: core.Bundle, BundleError, checkCases: core.checkCases, loadBundle };

@@ -3,7 +3,7 @@
 // Self-check: run a bundle's golden data (or other cases in the same JSON layout) through both graphs
 // and compare with the outputs eager PyTorch gave. Prints the max differences; exits 1 on a mismatch.
 //
-//   node selfcheck.js BUNDLE_DIR [--cases cases.json] [--precision fp32|int8|auto] [--json]
+//   node selfcheck.js BUNDLE_DIR [--cases cases.json] [--precision fp32|int8|auto] [--public-key PUBLIC.pem] [--json]
 
 const fs = require('fs');
 const path = require('path');
@@ -12,15 +12,16 @@ const { BundleError, checkCases, loadBundle } = require('./bundle');
 async function main(argv) {
   const args = argv.slice(2);
   const valueOf = (flag) => (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined);
-  const dir = args.find((a, i) => !a.startsWith('--') && !['--cases', '--precision'].includes(args[i - 1]));
+  const dir = args.find((a, i) => !a.startsWith('--') && !['--cases', '--precision', '--public-key'].includes(args[i - 1]));
   if (!dir) {
-    console.error('usage: node selfcheck.js BUNDLE_DIR [--cases cases.json] [--precision fp32|int8|auto] [--json]');
+    console.error('usage: node selfcheck.js BUNDLE_DIR [--cases cases.json] [--precision fp32|int8|auto] '
+      + '[--public-key PUBLIC.pem] [--json]');
     return 2;
   }
   const casesFile = args.includes('--cases') ? args[args.indexOf('--cases') + 1] : path.join(dir, 'golden.json');
   let bundle;
   try {
-    bundle = await loadBundle(dir, { precision: valueOf('--precision') || 'fp32' });
+    bundle = await loadBundle(dir, { precision: valueOf('--precision') || 'fp32', publicKey: valueOf('--public-key') });
   } catch (err) {
     console.error(`Error: ${err.message}`);
     return 2;
@@ -37,7 +38,8 @@ async function main(argv) {
     }
   }
   const bad = rows.filter((r) => !r.ok).length;
-  console.error(bad ? `${bad} output(s) differ beyond atol/rtol` : `all ${rows.length} outputs match (${bundle.precision})`);
+  const signed = bundle.signedBy ? `, signature verified (key ${bundle.signedBy.slice(0, 16)})` : '';
+  console.error(bad ? `${bad} output(s) differ beyond atol/rtol` : `all ${rows.length} outputs match (${bundle.precision}${signed})`);
   return bad ? 1 : 0;
 }
 

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from runtime.errors import BundleError
 from runtime.signature import SIGNATURE_FILE, PublicKey, check_signature
 
 PASSWORD_ENV = "PIPELINE_SIGN_KEY_PASSWORD"
@@ -45,11 +46,11 @@ def sign_bundle(bundle_dir, key, cert=None, chain=()) -> Path:
     if chain and cert is None:
         raise PipelineError("--sign-chain applies to a certificate signature; add --sign-cert CERT.pem")
     ms = _model_signing()
-    password = os.environ.get(PASSWORD_ENV)
+    password = os.environ.get(PASSWORD_ENV) or None
     config = ms.signing.Config()
     try:
         if cert is None:
-            config.use_elliptic_key_signer(private_key=key, password=password)
+            config.use_elliptic_key_signer(private_key=key, password=None if password is None else password.encode())
         else:
             config.use_certificate_signer(private_key=key, signing_certificate=cert, certificate_chain=chain)
     except (ValueError, TypeError) as exc:
@@ -71,21 +72,31 @@ def sign_bundle(bundle_dir, key, cert=None, chain=()) -> Path:
 
 
 def signer_key(key, cert=None) -> PublicKey:
-    """The public key of a signature made with `key` (or with `cert`'s key)."""
-    if cert is not None:
-        return PublicKey.read(cert)
-    return PublicKey.from_pem(public_key_of(key).decode(), f"the public key of {key}")
+    """The public key of a signature made with `key` (or with `cert`'s key); a PipelineError when the key
+    cannot sign a bundle (not a readable PEM private key, or not an EC key)."""
+    try:
+        if cert is not None:
+            return PublicKey.read(_check_file("--sign-cert", cert))
+        return PublicKey.from_pem(public_key_of(_check_file("--sign-key", key)).decode(), str(key))
+    except BundleError as exc:
+        reason = str(exc).split(": ", 1)[-1]
+        raise PipelineError(f"--sign-key {key}: cannot sign with it: {reason}") from None
 
 
 def public_key_of(private_key) -> bytes:
     """The PEM public key of a PEM private key (the sign extra's `cryptography`)."""
     from cryptography.hazmat.primitives import serialization
 
+    _model_signing()  # the sign extra brings cryptography
     try:
         loaded = serialization.load_pem_private_key(Path(private_key).read_bytes(),
                                                     (os.environ.get(PASSWORD_ENV) or "").encode() or None)
     except (ValueError, TypeError) as exc:
-        raise PipelineError(f"{private_key}: not a readable PEM private key ({str(exc).splitlines()[0]})") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = f" (a password-protected key reads its password from ${PASSWORD_ENV})" if "password" in first.lower() \
+            else ""
+        raise PipelineError(f"--sign-key {private_key}: cannot sign with it: not a readable PEM private key "
+                            f"({first}){hint}") from None
     return loaded.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -118,5 +129,6 @@ def keygen(out_prefix, curve: str = "P-256") -> tuple[Path, Path]:
 
 def sign_and_check(bundle_dir, key, cert=None, chain=()) -> str:
     """Sign, then check the signature as every host will (runtime/signature.py); the key's fingerprint."""
+    public = signer_key(key, cert)  # a key that cannot sign is refused before anything is written
     sign_bundle(bundle_dir, key, cert, chain)
-    return check_signature(bundle_dir, signer_key(key, cert)).fingerprint
+    return check_signature(bundle_dir, public).fingerprint

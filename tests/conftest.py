@@ -265,3 +265,50 @@ def mlflow_server(tmp_path_factory):
                      "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port",
                      str(port), "--workers", "1"], f"{url}/health", folder):
         yield url
+
+
+@dataclass(frozen=True)
+class Keys:
+    """PEM key files for the signature tests: `name.key.pem` / `name.pub.pem` for p256, other (another P-256),
+    p384 and p521; rsa.pub.pem and ed25519.pub.pem (key types bundles are not signed with)."""
+
+    folder: Path
+
+    def private(self, name: str = "p256") -> Path:
+        return self.folder / f"{name}.key.pem"
+
+    def public(self, name: str = "p256") -> Path:
+        return self.folder / f"{name}.pub.pem"
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory) -> Keys:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    folder = tmp_path_factory.mktemp("keys")
+    made = {"p256": ec.generate_private_key(ec.SECP256R1()), "other": ec.generate_private_key(ec.SECP256R1()),
+            "p384": ec.generate_private_key(ec.SECP384R1()), "p521": ec.generate_private_key(ec.SECP521R1()),
+            "rsa": rsa.generate_private_key(65537, 2048), "ed25519": ed25519.Ed25519PrivateKey.generate()}
+    for name, key in made.items():
+        (folder / f"{name}.key.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (folder / f"{name}.pub.pem").write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return Keys(folder)
+
+
+@pytest.fixture(scope="session")
+def signed_bundles(task_bundles, keys, tmp_path_factory) -> dict[str, Path]:
+    """The host kits' bundles (multiclass, regression; ONNX and TorchScript), copied and signed with keys.p256."""
+    import shutil
+
+    from export.signing import sign_bundle
+
+    out = {}
+    for task in ("multiclass", "regression"):
+        copy = tmp_path_factory.mktemp(f"signed-{task}") / "bundle"
+        shutil.copytree(task_bundles[task].bundle, copy)
+        sign_bundle(copy, keys.private())
+        out[task] = copy
+    return out

@@ -115,7 +115,7 @@ def format_report(report: dict) -> str:
     lines.append("ratio: inference rows against eager PyTorch of the same measure (latency: time ratio, lower is "
                  "faster; throughput: rate ratio, higher is faster); training rows against the tutorial loop; "
                  "start-up rows against eager's warm-up; models rows against fcn of the same shape (same measures); memory rows: "
-                 "time per GiB against the smallest file")
+                 "time per GiB against the smallest file; signature rows: time against runtime.load without a key")
     if report["targets"]:
         lines.append("targets:")
         for t in report["targets"]:

@@ -158,3 +158,32 @@ def test_export_flags_and_a_store_that_is_down_fail_before_anything_is_written(b
                                                        "runtime (ONNX graphs), and --format pt2 leaves out onnx; add "
                                                        "it (e.g. --format onnx,pt2)\n")
     assert not out.exists()
+
+
+def test_a_signed_bundle_is_logged_with_its_signature_and_the_model_checks_it_at_load(mlflow_server, keys, tmp_path):
+    train, _ = write_task_files(tmp_path, "binary")
+    run_dir = tmp_path / "signed-run"
+    assert run_pipeline(["train", "--data", train, "--out", run_dir, *TINY], tmp_path).returncode == 0
+    exported = run_pipeline(["export", run_dir, "--format", "onnx", "--sign-key", keys.private(), "--mlflow",
+                             mlflow_server], tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    model_uri = exported.stdout.splitlines()[-1].split(" as ")[1].split(" in run ")[0]
+    code = textwrap.dedent(f"""
+        import mlflow, numpy as np
+        mlflow.set_tracking_uri({mlflow_server!r})
+        local = mlflow.artifacts.download_artifacts({model_uri!r})
+        import pathlib
+        print(sorted(p.name for p in pathlib.Path(local, "artifacts", "bundle").iterdir()))
+        model = mlflow.pyfunc.load_model({model_uri!r})
+        print("loaded")
+    """)
+
+    def load(key) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                              env={**subprocess_env(), "PIPELINE_PUBLIC_KEY": str(key)})
+
+    good = load(keys.public())
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert "'model.sig'" in good.stdout and good.stdout.endswith("loaded\n")
+    other = load(keys.public("other"))
+    assert other.returncode != 0 and "model.sig: signed by another key" in other.stderr

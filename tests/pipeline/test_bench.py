@@ -39,6 +39,9 @@ def test_quick_bench_json_has_every_row(quick_report):
                  ("start-up", "export --format onnx --quantize int8", "export + verification + int8")}
     expected |= {("memory", "pipeline predict", f"{mib} MiB .npy ({mib * 1024 * 1024 // (4 * 128)} series)")
                  for mib in (16, 32)}
+    expected |= {("signature", "runtime.load", "unsigned check (sha256 sums)"),
+                 ("signature", "runtime.load, public_key", "signature + sums"),
+                 ("signature", "check_signature", "ECDSA + every file's sha256")}
     assert keys == expected
     assert len(quick_report["rows"]) == len(expected)
     for row in quick_report["rows"]:
@@ -65,6 +68,11 @@ def test_ratios_are_against_eager_pytorch_of_the_same_measure(quick_report):
     eager_warmup = sum(r["warmup_s"] for r in rows if r["name"] == "eager PyTorch" and r["section"] == "inference")
     for row in start.values():
         assert row["ratio"] == pytest.approx(row["value"] / eager_warmup)
+    signature = {r["name"]: r for r in rows if r["section"] == "signature"}
+    assert signature["runtime.load"]["ratio"] == 1.0
+    for name in ("runtime.load, public_key", "check_signature"):
+        assert signature[name]["ratio"] == pytest.approx(signature[name]["value"] / signature["runtime.load"]["value"])
+        assert signature[name]["calls"] == 5
     memory = [r for r in rows if r["section"] == "memory"]
     assert memory[0]["ratio"] == pytest.approx(1.0)
     assert memory[1]["ratio"] == pytest.approx(memory[1]["seconds_per_gib"] / memory[0]["seconds_per_gib"])

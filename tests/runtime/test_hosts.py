@@ -333,3 +333,98 @@ def test_cpp_host_runs_an_ensemble_bundle(cpp_selfcheck, ensemble_bundles, tmp_p
 def test_browser_page_runs_an_ensemble_bundle(browser_kit, ensemble_bundles, tmp_path):
     assert_host_agrees(lambda *args: _browser(browser_kit, *args), ensemble_bundles["multiclass"], "multiclass",
                        tmp_path, " (fp32)")
+
+
+# --- signed bundles: every kit checks model.sig before anything loads, with the runtime's messages ---------
+
+def _host_names(host: str):
+    """How a host names a bundle file in its messages: the folder joined with the name (Node, C++), or the
+    name the page fetched (browser)."""
+    return (lambda folder, name: name) if host == "browser" else (lambda folder, name: str(folder / name))
+
+
+def _host_run(host: str, kits: dict, bundle: Path, *args) -> subprocess.CompletedProcess:
+    return {"node": lambda: _node(kits["node"], bundle, *args), "cpp": lambda: _cpp(kits["cpp"], bundle, *args),
+            "browser": lambda: _browser(kits["browser"], bundle, *args)}[host]()
+
+
+@pytest.fixture(scope="session")
+def kits(node_host, cpp_selfcheck, browser_kit) -> dict:
+    return {"node": node_host, "cpp": cpp_selfcheck, "browser": browser_kit}
+
+
+@pytest.mark.parametrize("host", ["node", "cpp", "browser"])
+def test_every_kit_runs_a_signed_bundle_and_says_whose_key_signed_it(host, kits, signed_bundles, keys):
+    from runtime.signature import PublicKey
+
+    fp = PublicKey.read(keys.public()).fingerprint[:16]
+    for task, folder in signed_bundles.items():
+        result = _host_run(host, kits, folder, "--public-key", keys.public())
+        assert result.returncode == 0, result.stdout + result.stderr
+        said = {"node": f"all {len(TASKS[task].outputs) + 2} outputs match (fp32, signature verified (key {fp}))\n",
+                "cpp": f"all {len(TASKS[task].outputs) + 2} outputs match (engine torchscript, signature verified "
+                       f"(key {fp}))\n",
+                "browser": f"signature verified (key {fp})\nall {len(TASKS[task].outputs) + 2} outputs match "
+                           "(fp32)\n"}[host]
+        assert result.stderr == said
+
+
+@pytest.mark.parametrize("host", ["node", "cpp", "browser"])
+def test_every_kit_refuses_every_forgery_with_the_runtimes_words(host, kits, signed_bundles, keys, tmp_path):
+    from tests.runtime.test_signature import FORGERIES, PREFIX_ONLY, forged
+
+    for case in FORGERIES:
+        folder, message = forged(case, signed_bundles, keys, tmp_path / host, _host_names(host),
+                                 keys.public().name if host == "browser" else None)
+        if host == "browser" and case in ("file added", "file renamed"):
+            # a page cannot list the served folder: a file outside manifest.json is never fetched, and a renamed
+            # one is missing where the signature says it is
+            if case == "file added":
+                assert _host_run(host, kits, folder, "--public-key", keys.public()).returncode == 0
+                continue
+            message = "README.txt: signed but missing (removed or renamed after signing)"
+        result = _host_run(host, kits, folder, "--public-key", keys.public())
+        assert result.returncode == 2, (case, result.stdout + result.stderr)
+        said = result.stderr.removeprefix("Error: ")
+        if case in PREFIX_ONLY:
+            assert said.startswith(message) and said.count("\n") == 1, (case, said)
+        else:
+            assert said == message + "\n", case
+    for kind, shown in (("rsa", "RSA"), ("ed25519", "Ed25519")):
+        result = _host_run(host, kits, signed_bundles["multiclass"], "--public-key", keys.public(kind))
+        key = keys.public(kind) if host != "browser" else keys.public(kind).name
+        assert (result.returncode, result.stderr) == (2, f"Error: {key}: unsupported key type ({shown}); bundles are "
+                                                         "signed and checked with EC keys (P-256, P-384 or P-521), "
+                                                         "see docs/signing.md\n")
+
+
+@pytest.mark.parametrize("host", ["node", "cpp", "browser"])
+def test_every_kit_checks_a_bundle_the_model_signing_tool_signed(host, kits, task_bundles, keys, tmp_path):
+    bundle = shutil.copytree(task_bundles["regression"].bundle, tmp_path / "b")
+    tool = subprocess.run([str(Path(sys.executable).with_name("model_signing")), "sign", "key", str(bundle),
+                           "--private_key", str(keys.private("p384")), "--signature", str(bundle / "model.sig")],
+                          capture_output=True, text=True, timeout=120)
+    assert tool.returncode == 0, tool.stderr
+    assert _host_run(host, kits, bundle, "--public-key", keys.public("p384")).returncode == 0
+    refused = _host_run(host, kits, bundle, "--public-key", keys.public())
+    assert refused.returncode == 2 and "signed by another key" in refused.stderr
+
+
+def test_the_cpp_kit_opens_no_aotinductor_library_of_a_refused_bundle(cpp_selfcheck, aoti_bundles, keys, tmp_path):
+    """glibc's LD_DEBUG=files lists every library the program loads: the packages' compiled .so files appear
+    for the signed bundle, and none for the same bundle with one file changed after signing."""
+    from export.signing import sign_bundle
+
+    good = shutil.copytree(aoti_bundles["multiclass"].bundle, tmp_path / "good")
+    sign_bundle(good, keys.private())
+    bad = shutil.copytree(good, tmp_path / "bad")
+    (bad / "README.txt").write_text("changed after signing")
+    env = {**os.environ, "LD_DEBUG": "files"}
+
+    def packages_loaded(folder: Path) -> list[str]:
+        proc = subprocess.run([str(cpp_selfcheck), str(folder), "--public-key", str(keys.public())], env=env,
+                              capture_output=True, text=True, timeout=180)
+        return [line for line in proc.stderr.splitlines() if "dynamically loaded" in line and "aotinductor" in line]
+
+    assert len(packages_loaded(good)) == 2  # model and loss: the observation works
+    assert packages_loaded(bad) == []

@@ -28,7 +28,7 @@ from tests.test_cli_matrix import USER_LOSSES
 ROOT = Path(__file__).resolve().parents[1]
 # the manual's pages in the order their commands run (later pages use what earlier ones create)
 DOCS = ("training", "data", "models", "tracking", "export", "runtime", "python", "performance", "hosts",
-        "architecture")
+        "signing", "architecture")
 FRONT_DOOR = (ROOT / "README.md").read_text()
 README = FRONT_DOOR + "".join((ROOT / "docs" / f"{page}.md").read_text() for page in DOCS)
 
@@ -252,7 +252,7 @@ def test_the_python_pages_notebook_runs(tmp_path, monkeypatch):
     assert namespace["run"].config.record.encoding.classes == ("afib", "normal", "other")
 
 
-HELP_COMMANDS = ("train", "export", "predict", "evaluate", "verify", "bench")
+HELP_COMMANDS = ("train", "export", "predict", "evaluate", "verify", "bench", "sign", "keygen")
 
 
 @pytest.mark.parametrize("command", HELP_COMMANDS)

@@ -30,6 +30,7 @@ def predict(bundle, out, force, **opts):
       pipeline predict BUNDLE --data GunPoint_TEST.ts --out preds.jsonl
       pipeline predict BUNDLE --data readings.csv --target-column label > preds.csv
       pipeline predict artifacts/demo/int8 --data new.npy --precision int8 --out preds-int8.csv
+      pipeline predict artifacts/demo/signed --data test.ts --public-key keys/signing.pub.pem --out signed-preds.csv
     """
     from pipeline.scoring import predict_file
 
@@ -79,6 +80,7 @@ def verify(bundle, **opts):
     Examples:
       pipeline verify artifacts/demo/bundle
       pipeline verify copied_bundle --run artifacts/demo
+      pipeline verify artifacts/demo/signed --public-key keys/signing.pub.pem
     """
     from pipeline.scoring import verify_bundle
     from runtime.compare import format_table, summary

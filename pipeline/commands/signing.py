@@ -25,6 +25,7 @@ def sign(bundle, key, cert, chain):
     \b
     Examples:
       pipeline sign artifacts/demo/bundle --key signing.key.pem
+      pipeline sign artifacts/demo/int8 --key keys/ops.key.pem
       pipeline sign BUNDLE --key leaf.key.pem --cert leaf.crt.pem --chain ca.crt.pem
     """
     from export.folder import is_bundle

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -12,18 +11,10 @@ import onnxruntime as ort
 from runtime.errors import BundleError, InputError, IntegrityError
 from runtime.inputs import SeriesSpec, batch_rows, batches, plural
 from runtime.errors import input_error
-from runtime.signature import check_signature, trusted_key
+from runtime.signature import check_signature, file_sha256, trusted_key
 from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, MODEL_ONNX, MODEL_PRECISIONS, Manifest
 from runtime.tasks import TASKS
 
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_files(bundle_dir: Path, manifest: Manifest) -> None:

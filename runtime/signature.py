@@ -369,7 +369,7 @@ def check_signature(bundle_dir, public_key, sha256=None) -> Signed:
     for name in sorted(digests):
         if name not in present:
             raise BundleError(f"{bundle_dir / name}: signed but missing (removed or renamed after signing)")
-    hasher = sha256 or _sha256
+    hasher = sha256 or file_sha256
     for name in sorted(digests):
         if hasher(bundle_dir / name) != digests[name]:
             raise BundleError(f"{bundle_dir / name}: sha256 differs from the signed digest (the file was changed "
@@ -392,7 +392,8 @@ def trusted_key(public_key=None):
     return public_key if public_key is not None else (os.environ.get(PUBLIC_KEY_ENV) or None)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """A file's sha256 as lowercase hex, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -20,7 +20,8 @@ CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png"
 CALIBRATION = "calibration.npy"  # a sample of the training series, raw: what `export --quantize int8` calibrates on
 # a run trained on arrays (the Python API) keeps them, so it resumes, quantises and is measured like a file's run
 ARRAY_FILES = {"train": "data.npz", "val": "val_data.npz", "test": "test_data.npz"}
-RUN_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS, CALIBRATION, *ARRAY_FILES.values())
+TRAINING_FILES = (CONFIG, BEST, LAST, HISTORY, CURVE, METRICS, CALIBRATION)  # what every finished run holds
+RUN_FILES = (*TRAINING_FILES, *ARRAY_FILES.values())  # every file a run may write: what --force replaces
 CALIBRATION_SERIES = 256
 CALIBRATION_BYTES = 8 << 20  # fewer series when they are long or have many channels
 CONFIG_KEYS = {"pipeline_version", "model_config", "encoding"}  # how a run folder is recognised
@@ -109,7 +110,7 @@ class RunFolder:
 
     def files(self) -> list[Path]:
         """The run's own files that exist, and its TensorBoard folder: what trackers keep as artifacts."""
-        found = [self.path / name for name in RUN_FILES if (self.path / name).is_file()]
+        found = [self.path / name for name in TRAINING_FILES if (self.path / name).is_file()]
         return found + [p for p in (self.path / TENSORBOARD_DIR,) if p.is_dir()]
 
     def save_best(self, state: dict) -> None:

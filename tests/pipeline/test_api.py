@@ -17,7 +17,7 @@ import runtime
 from pipeline.cli import main
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.run_folder import ARRAY_FILES, RUN_FILES
+from pipeline.run_folder import ARRAY_FILES, TRAINING_FILES
 from pipeline.settings import api_name, flagged
 from tests.conftest import make_task_data
 
@@ -89,7 +89,7 @@ def test_a_run_written_by_fit_is_the_clis_run_folder_and_resumes_from_the_cli(tm
     X_test, y_test = make_task_data("regression", n=10, length=12, seed=9)
     run = pipeline.fit(X, y, X_test=X_test, y_test=y_test, out=tmp_path / "run", log=None, **FAST)
     written = {p.name for p in run.run_dir.iterdir()}
-    assert written == set(RUN_FILES) - {ARRAY_FILES["val"]}
+    assert written == set(TRAINING_FILES) | {ARRAY_FILES["train"], ARRAY_FILES["test"]}
     assert "test" in run.metrics
     _cli("train", "--resume", tmp_path / "run", "--epochs", "5", "--no-progress")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == 5

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.distributed import Ranks, shard
-from pipeline.run_folder import RUN_FILES
+from pipeline.run_folder import TRAINING_FILES
 from tests.conftest import run_pipeline
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -38,7 +38,7 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tm
     two = run_pipeline([*common, "--out", tmp_path / "two", "--nproc", "2"], tmp_path)
     assert two.returncode == 0, two.stderr
     # one set of artifacts, written once, and one voice in the log
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(RUN_FILES)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(TRAINING_FILES)
     assert two.stdout.count("run folder:") == 1 and two.stdout.count("wrote ") == 1
     assert "on 2 processes (cpu)" in two.stdout
     single, parallel = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
@@ -92,7 +92,7 @@ def test_two_gloo_processes_train_the_default_batchnorm_model_and_export_it(tmp_
     assert "on 2 processes (cpu)" in result.stdout and "Traceback" not in result.stderr
     assert result.stdout.count("precision: bf16 (--precision bf16)") == 1  # one voice
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["precision"]["used"] == "bf16"
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(RUN_FILES)
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(TRAINING_FILES)
     state = load_checkpoint(tmp_path / "ddp" / "best.pt")
     assert any(name.endswith("running_mean") for name in state["model"])
     exported = run_pipeline(["export", tmp_path / "ddp"], tmp_path)
@@ -130,7 +130,7 @@ def test_under_ddp_only_rank_0_writes_tensorboard_events_and_the_mlflow_run(tmp_
                            "--batch-size", "8", "--no-progress", "--model", "simple-cnn", "--tensorboard",
                            "--mlflow", store, "--out", tmp_path / "ddp"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted([*RUN_FILES, "tensorboard"])
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted([*TRAINING_FILES, "tensorboard"])
     acc = EventAccumulator(str(tmp_path / "ddp" / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
     assert [e.step for e in acc.Scalars("loss/train")] == [1, 2]  # one writer: no epoch twice

@@ -22,14 +22,14 @@ from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.run_config import RunSettings
 from pipeline.models import EnsembleNet, build_model
 from pipeline.report import loss_figure
-from pipeline.run_folder import RUN_FILES
+from pipeline.run_folder import TRAINING_FILES
 from pipeline.train import resume, train
 from pipeline.trainer import Trainer
 from runtime.tasks import TASKS
 
 ATOL = RTOL = 1e-5
-MEMBER_FILES = sorted(set(RUN_FILES) - {"calibration.npy"})  # the training sample is kept once, by the ensemble
-ENSEMBLE_FILES = sorted(set(RUN_FILES) - {"last.pt", "history.csv"} | {"members", "bundle"})
+MEMBER_FILES = sorted(set(TRAINING_FILES) - {"calibration.npy"})  # the training sample is kept once, by the ensemble
+ENSEMBLE_FILES = sorted(set(TRAINING_FILES) - {"last.pt", "history.csv"} | {"members", "bundle"})
 
 
 def _sigmoid(z):

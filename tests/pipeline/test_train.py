@@ -16,7 +16,7 @@ from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.run_config import RunSettings
 from pipeline.models import build_model
 from runtime.tasks import TASKS
-from pipeline.run_folder import ARRAY_FILES, RUN_FILES
+from pipeline.run_folder import TRAINING_FILES
 from pipeline.batching import batch_bounds
 from pipeline.train import resume, train
 
@@ -46,7 +46,7 @@ def test_every_task_and_loss_trains_and_the_loss_decreases(tmp_path, npz_file, t
 
 def test_run_writes_exactly_these_files(tmp_path, npz_file):
     result = _train(tmp_path, npz_file("binary"), "binary", epochs=2)
-    assert sorted(p.name for p in result.run_dir.iterdir()) == sorted(set(RUN_FILES) - set(ARRAY_FILES.values()))
+    assert sorted(p.name for p in result.run_dir.iterdir()) == sorted(TRAINING_FILES)
     with open(result.run_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]

@@ -69,5 +69,5 @@ def test_the_bench_options_give_the_config_a_user_expects(monkeypatch):
 
 def test_predict_reads_the_same_config_the_python_api_builds():
     given = {"data": "x.npz", "target_column": None, "pad": False, "batch_size": None, "threads": 2,
-             "precision": "int8"}
+             "precision": "int8", "public_key": None}
     assert PredictConfig(**values(PredictConfig, given)) == PredictConfig(data="x.npz", threads=2, precision="int8")

@@ -112,8 +112,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         record = ModelRecord.from_dict(d)
-        settings = RunSettings(DataConfig.from_dict(d["data"]), LossConfig.from_dict(d["loss_config"]),
-                               replace(record.model, ensemble=record.model.ensemble), TrainConfig.from_dict(d["train"]))
+        settings = RunSettings(DataConfig.from_dict(d["data"]), LossConfig.from_dict(d["loss_config"]), record.model,
+                               TrainConfig.from_dict(d["train"]))
         return cls(settings, record, d.get("mlflow_run_id"), d["pipeline_version"], d.get("torch_version", ""),
                    d.get("python", ""))
 

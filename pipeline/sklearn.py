@@ -69,7 +69,7 @@ class _CNNEstimator(BaseEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray, task: str):
         import pipeline
 
-        settings = {name: getattr(self, name) for name, _ in PARAMETERS[:-2]}
+        settings = {name: getattr(self, name) for name, _ in PARAMETERS if name not in ("random_state", "verbose")}
         settings = {k: v for k, v in settings.items() if v is not None and not (k == "loss_param" and v == ())}
         try:
             run = pipeline.fit(X, y, task=task, seed=self._seed(), progress=bool(self.verbose),

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.data.arrays import ARRAY_NAMES, series_from_arrays
-from pipeline.errors import PipelineError
+from pipeline.errors import DataError, PipelineError
 from pipeline.run_config import RunConfig, new_run_settings
 from pipeline.run_folder import HISTORY, MEMBERS_DIR, RunFolder
 from pipeline.settings import api_name, flagged, from_python
@@ -136,8 +136,6 @@ def _arrays(X, y, X_val, y_val, X_test, y_test, settings: dict) -> dict | None:
         except PipelineError as exc:
             problems.extend(getattr(exc, "problems", [str(exc)]))
     if problems:
-        from pipeline.errors import DataError
-
         raise DataError(problems)
     return arrays
 

@@ -86,13 +86,11 @@ class _CNNEstimator(BaseEstimator):
         return self
 
     def _validate(self, X, reset: bool, y=None, **kwargs):
-        try:
-            if y is None and not reset:
-                return validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
-            return validate_data(self, X, y, reset=reset, allow_nd=True, dtype=np.float32, multi_output=True,
-                                 ensure_min_samples=2, **kwargs)
-        except PipelineError as exc:
-            raise InputError(str(exc)) from None
+        """scikit-learn's own input checks (its ValueErrors, the messages its tools expect)."""
+        if y is None and not reset:
+            return validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
+        return validate_data(self, X, y, reset=reset, allow_nd=True, dtype=np.float32, multi_output=True,
+                             ensure_min_samples=2, **kwargs)
 
     def _outputs(self, X) -> dict[str, np.ndarray]:
         from pipeline.api import predict_outputs

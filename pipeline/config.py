@@ -44,6 +44,8 @@ LOSS_PARAM_DEFAULTS = {"huber_delta": 1.0, "beta": 1.0, "label_smoothing": 0.0} 
 
 
 DEFAULT_PATIENCE = 50
+DEFAULT_LR = 1e-3
+HEADS = ("auto", "ridge", "linear")
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,14 @@ class Recipe:
     patience: int = DEFAULT_PATIENCE
     lr_patience: int | None = None  # None: a third of --patience (at least 3), or 10 without early stopping
     source: str = "Wang et al. 2017, with early stopping"
+    lr: float = DEFAULT_LR
 
     def describe(self) -> str:
         batch = f"batch {self.batch_size}" if self.batch_size else "batch = training series / 10 (2..32)"
         stop = f"early stopping after {self.patience} epochs" if self.patience else "no early stopping"
         rate = f"after {self.lr_patience}" if self.lr_patience else "when the loss stalls"
-        return (f"{self.epochs} epochs, {batch}, Adam 1e-3 halved {rate} epochs without improvement down to 1e-4, "
-                f"{stop} ({self.source})")
+        return (f"{self.epochs} epochs, {batch}, Adam {self.lr:g} halved {rate} epochs without improvement down to "
+                f"{min(self.lr, 1e-4):g}, {stop} ({self.source})")
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,15 @@ class ModelSpec:
     summary: str
     min_length: int = 1
     recipe: Recipe = Recipe()
+    kernel: bool = False  # a kernel transform fitted from the training series, then a linear head (--head)
 
 
 # InceptionTime's and LITE's published code: Adam 1e-3, batch 64, 1500 epochs, ReduceLROnPlateau on the training
 # loss (factor 0.5, patience 50, min 1e-4), the weights of the lowest training loss kept, no early stopping
 _PAPERS = {"inception": Recipe(1500, 64, 0, 50, "Ismail Fawaz et al. 2020"),
-           "lite": Recipe(1500, 64, 0, 50, "Ismail-Fawaz et al. 2023")}
+           "lite": Recipe(1500, 64, 0, 50, "Ismail-Fawaz et al. 2023"),
+           # MiniRocket's softmax.py for large sets (--head linear); the ridge head is fitted in closed form
+           "kernel": Recipe(50, 256, 10, 5, "Dempster et al. 2021's softmax recipe", lr=1e-4)}
 
 # The model registry: adding a model is one entry here (and its network class in pipeline.models).
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
@@ -90,6 +96,11 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("resnet", "ResNet", True, "Wang et al. 2017's ResNet"),
     ModelSpec("inception", "Inception", True, "InceptionTime's network", recipe=_PAPERS["inception"]),
     ModelSpec("lite", "LITE", True, "LITE", recipe=_PAPERS["lite"]),
+    # kernel models: fixed to the training length (their dilations are), 9 steps at least (one kernel's span)
+    ModelSpec("minirocket", "MiniRocket", False, "MiniRocket's 10,000 PPV features and a linear head", min_length=9,
+              recipe=_PAPERS["kernel"], kernel=True),
+    ModelSpec("hydra", "Hydra", False, "Hydra's competing kernel groups and a linear head", min_length=9,
+              recipe=_PAPERS["kernel"], kernel=True),
     # simple-cnn pools pairs of steps; every other model takes even one step per series
     ModelSpec("simple-cnn", "SimpleCNN", False, "the tutorials' Conv1d-ReLU-MaxPool-Flatten-Linear", min_length=2),
     ModelSpec("mlp", "MLP", False, "two hidden layers on the flattened series"),
@@ -98,7 +109,8 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
 MODEL_NAMES = tuple(MODELS)
 FIXED_LENGTH_MODELS = tuple(name for name, spec in MODELS.items() if not spec.any_length)
 MIN_LENGTH = {name: spec.min_length for name, spec in MODELS.items() if spec.min_length > 1}
-PAPER_RECIPES = {name: spec.recipe for name, spec in MODELS.items() if spec.recipe != Recipe()}
+PAPER_RECIPES = {name: spec.recipe for name, spec in MODELS.items() if spec.recipe != Recipe() and not spec.kernel}
+KERNEL_MODELS = tuple(name for name, spec in MODELS.items() if spec.kernel)
 
 
 def recipe(model: str) -> Recipe:
@@ -111,10 +123,11 @@ def model_help() -> str:
         return ", ".join(f"{s.name} ({s.summary})" for s in specs)
 
     specs = list(MODELS.values())
-    papers = [s for s in specs if s.recipe != Recipe()]
+    papers = [s for s in specs if s.name in PAPER_RECIPES]
     return (f"Any length: {names(s for s in specs if s.any_length)}. Fixed to the training length: "
             f"{names(s for s in specs if not s.any_length)}. {' and '.join(s.name for s in papers)} train with "
-            f"their papers' recipe unless a flag says otherwise: {papers[0].recipe.describe()}.")
+            f"their papers' recipe unless a flag says otherwise: {papers[0].recipe.describe()}. "
+            f"{', '.join(KERNEL_MODELS)}: see --head.")
 
 
 def default_epochs(embedded_data: bool, model: str = "fcn") -> int:
@@ -283,7 +296,11 @@ class ModelConfig(_JsonMixin):
                             "folder; export one graph that averages their probabilities (classification) or "
                             "predictions. --model inception --ensemble 5 is InceptionTime, --model lite --ensemble 5 "
                             "is LITETime.")
-    width: float = setting(1.0, help="Multiplies the model's channel sizes.")
+    width: float = setting(1.0, help="Multiplies the model's channel sizes (the kernel models' number of features).")
+    head: str = setting("auto", choices=HEADS, help=f"The head of {', '.join(KERNEL_MODELS)}: ridge is fitted in closed "
+                        "form, its regularisation chosen by leave-one-out cross-validation (alphas 1e-3..1e3), then its "
+                        "scale fitted to the task's loss; linear is trained by gradient descent with the task's loss "
+                        f"({_PAPERS['kernel'].describe()}). auto: ridge below 10000 training series, linear from there.")
     in_channels: int = 1
     length: int = 0  # training length; required by the fixed-length models
     n_outputs: int = 1
@@ -297,6 +314,10 @@ class ModelConfig(_JsonMixin):
         if not isinstance(self.ensemble, int) or self.ensemble < 1:
             raise PipelineError(f"--ensemble must be a whole number >= 1; got {self.ensemble}")
         _choice("combine", self.combine, ENSEMBLE_COMBINES)
+        _choice("--head", self.head, HEADS)
+        if self.head != "auto" and not MODELS[self.name].kernel:
+            raise PipelineError(f"--head {self.head} applies to --model {', '.join(KERNEL_MODELS)}; --model "
+                                f"{self.name} trains its own head")
 
     @property
     def fixed_length(self) -> bool:
@@ -308,7 +329,8 @@ class TrainConfig(_JsonMixin):
     """The optimisation loop: optimizer, schedule, stopping, compile and device."""
 
     optimizer: str = setting("adam", choices=OPTIMIZERS)
-    lr: float = setting(1e-3, help="Learning rate.")
+    lr: float = setting(DEFAULT_LR, type=float, unset=True, help=f"Learning rate. [default: {DEFAULT_LR:g}; "
+                        f"{_PAPERS['kernel'].lr:g} for {', '.join(KERNEL_MODELS)} with --head linear]")
     # the flags below left unset take the model's recipe (pipeline.config.MODELS) or the embedded data's epochs
     epochs: int = setting(DEFAULT_EPOCHS, type=int, unset=True, resumable=True, help=f"Epochs [default: "
                           f"{DEFAULT_EPOCHS}, {_PAPER.epochs} for {_PAPER_MODELS}; {DEFAULT_EPOCHS_EMBEDDED} on the "

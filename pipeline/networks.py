@@ -1,5 +1,6 @@
 """The networks of the model registry (pipeline.config.MODELS names each by its class here): FCN, ResNet,
-InceptionTime, LITE, the simple CNN, the MLP and the linear baseline, with their building blocks. Each maps a
+InceptionTime, LITE, the simple CNN, the MLP and the linear baseline, with their building blocks (and the kernel
+models of pipeline.kernels). Each maps a
 normalised (batch, channels, length) series to (batch, n_outputs); pipeline/models.py wraps it with the input
 normalisation and the output layer."""
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.config import ModelConfig
+from pipeline.kernels import Hydra, MiniRocket  # noqa: F401  (the kernel models of the registry)
 
 class AnyLength:
     """A network of any series length, built from (channels, outputs, width)."""

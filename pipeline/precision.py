@@ -31,8 +31,11 @@ def native_bf16(device: torch.device) -> str | None:
     return None
 
 
-def resolve(requested: str, device: torch.device) -> Precision:
-    """The precision a run uses on `device` for --precision `requested` (auto, fp32 or bf16)."""
+def resolve(requested: str, device: torch.device, kernel: bool = False) -> Precision:
+    """The precision a run uses on `device` for --precision `requested` (auto, fp32 or bf16). A kernel model
+    (pipeline.kernels) always runs fp32: its features count comparisons of convolutions with fitted biases."""
+    if kernel:
+        return Precision("fp32", requested, "the kernel models count comparisons with biases fitted in fp32")
     if requested != "auto":
         return Precision(requested, requested, f"--precision {requested}")
     native = native_bf16(device)

@@ -124,5 +124,5 @@ def new_run_settings(data: dict, loss: dict, model: dict, train: dict) -> RunSet
     data_cfg, loss_cfg, model_cfg = DataConfig(**data), LossConfig(**loss), ModelConfig(**model)
     plan = recipe(model_cfg.name)
     planned = {"epochs": default_epochs(data_cfg.data is None, model_cfg.name), "batch_size": plan.batch_size,
-               "patience": plan.patience, "lr_patience": plan.lr_patience}
+               "patience": plan.patience, "lr_patience": plan.lr_patience, "lr": plan.lr}
     return RunSettings(data_cfg, loss_cfg, model_cfg, TrainConfig(**{**planned, **train}))

@@ -20,13 +20,14 @@ from pipeline.base_rate import OUTPUT_BASE, OutputBase, fit_output_base
 from pipeline.base_rate import rule as base_rule
 from pipeline.batching import BatchSource, batch_bounds, evaluate
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import auto_batch_size
+from pipeline.config import MODELS, auto_batch_size
 from pipeline.data.load import Datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
 from pipeline.optim import make_optimizer, make_scheduler, pick_device
+from pipeline.ridge import RIDGE_ALPHAS, fit_ridge_head, kernel_head
 from pipeline.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
 from pipeline.run_folder import MEMBERS_DIR, RunFolder
 from pipeline.tracking import RunEnd
@@ -87,16 +88,19 @@ class Trainer:
             self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
             self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
         self.device = distributed.start(self.ranks, pick_device(train_cfg.device))
-        self.precision = precision.resolve(train_cfg.precision, self.device)
+        self.kernel = MODELS[model_cfg.name].kernel
+        self.precision = precision.resolve(train_cfg.precision, self.device, self.kernel)
         torch.manual_seed(train_cfg.seed + train_cfg.member)
         self.model_cfg = replace(model_cfg, in_channels=datasets.channels, length=datasets.length,
-                                 n_outputs=enc.n_outputs, normalize=data_cfg.normalize, combine=self.task.scores)
+                                 n_outputs=enc.n_outputs, normalize=data_cfg.normalize, combine=self.task.scores,
+                                 head=kernel_head(model_cfg, len(datasets.train)))
         self.model: SequenceModel = build_model(self.model_cfg).to(self.device)
         self.loss_fn = build_loss(self.loss_name, self.loss_params).to(self.device)
         self.train_src = BatchSource(datasets.train, self.device)
         self.val_src = BatchSource(datasets.val, self.device) if datasets.val else None
         if data_cfg.normalize == "channel":
             self.model.normalize.fit(*self.train_src.channel_stats())
+        features = self._fit_kernels() if self.kernel and saved is None else None
         self._setup_output_layer(saved)
         if user_loss(self.loss_fn) is not None:
             x, y = self.train_src.batch(torch.arange(min(4, self.train_src.n)))
@@ -106,6 +110,8 @@ class Trainer:
             if preflight is not None:  # e.g. a dry export of the loss: fail in seconds, not after training
                 preflight(self.loss_fn.eval(), prediction, y, self.loss_name, self.log)
                 self.loss_fn.train()
+        if features is not None and self.model_cfg.head == "ridge":
+            self._fit_ridge(features)
         self.optimizer = make_optimizer(train_cfg, self.model)
         self.scheduler = make_scheduler(train_cfg, self.optimizer)
         self.shuffle = torch.Generator().manual_seed(train_cfg.seed + train_cfg.member)
@@ -125,6 +131,43 @@ class Trainer:
             self.parallel = DistributedDataParallel(self.model, device_ids=ids)
         self.best_model: dict | None = None  # the best weights, kept by every process (rank 0 also writes them)
         self.use_compile = train_cfg.compile == "on" or (train_cfg.compile == "auto" and self.device.type == "cuda")
+
+    @property
+    def epochs(self) -> int:
+        """The epochs this run trains: a closed-form ridge head has one, which only measures it."""
+        return 1 if self.model_cfg.head == "ridge" else self.cfg.epochs
+
+    def _fit_kernels(self) -> Tensor:
+        """A kernel model's transform fitted to the normalised training series (the same on every process: the
+        same rows, the run's seed); their standardised features."""
+        x, _ = self.train_src.batch(torch.arange(self.train_src.n))
+        with torch.no_grad():
+            x = self.model.normalize(x)
+        generator = torch.Generator().manual_seed(self.cfg.seed + self.cfg.member)
+        started = time.perf_counter()
+        features = self.model.net.fit(x.cpu(), generator).to(self.device)
+        self.model.to(self.device)
+        self.log(f"{self.model_cfg.name}: {features.shape[1]} features of {self.train_src.n} training series fitted "
+                 f"in {time.perf_counter() - started:.1f} s")
+        return features
+
+    def _fit_ridge(self, features: Tensor) -> None:
+        """The ridge head in closed form, then the output layer's scale fitted to the task's loss on the
+        leave-one-out scores (pipeline.ridge); the output layer recorded as fitted."""
+        fit, scale, shift = fit_ridge_head(features, self.train_src.y, self.task.scores, self.output_base,
+                                           self.loss_fn)
+        head = self.model.net.head
+        with torch.no_grad():
+            head.weight.copy_(fit.weight.float())
+            head.bias.copy_(fit.bias.float())
+        if scale is not None:
+            self.model.output.fit(scale.float(), shift.float())
+            self.output_base = replace(self.output_base, scale=[float(v) for v in scale],
+                                       shift=[float(v) for v in shift])
+        self.ridge_alpha = fit.alpha
+        self.log(f"ridge head: alpha {fit.alpha:.3g} (lowest leave-one-out error of {len(RIDGE_ALPHAS)} alphas "
+                 "1e-3..1e3)" + (f"; output scale {float(self.model.output.scale[0]):.3g} fitted to the "
+                                 f"{self.loss_name} loss of the leave-one-out scores" if scale is not None else ""))
 
     def _setup_output_layer(self, saved: ModelRecord | None) -> None:
         """The output layer at the data's base rate (a resumed run's as recorded; a run saved before the layer
@@ -197,6 +240,8 @@ class Trainer:
         """One pass over the shuffled training rows; returns the mean training loss."""
         from tqdm.auto import tqdm
 
+        if self.model_cfg.head == "ridge":  # fitted in closed form: the epoch measures it
+            return evaluate(self.model, self.loss_fn, self.train_src, self.task.name)["loss"]
         self.model.train()
         perm = torch.randperm(self.train_src.n, generator=self.shuffle)  # the same on every process
         local_sums = torch.empty(len(steps.bounds), device=self.device)  # this process's loss x rows, per batch
@@ -239,8 +284,8 @@ class Trainer:
 
         shown = SHOW_BARS.get()
         show_bars = (cfg.progress and sys.stderr.isatty()) if shown is None else shown
-        epochs_bar = tqdm(range(self.epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
-                          initial=self.epoch, total=cfg.epochs, disable=not show_bars, dynamic_ncols=True)
+        epochs_bar = tqdm(range(self.epoch + 1, self.epochs + 1), desc="epochs", unit="ep",
+                          initial=self.epoch, total=self.epochs, disable=not show_bars, dynamic_ncols=True)
         trackers = self._trackers()
         try:
             result = self._epochs(steps, epochs_bar, show_bars, trackers, started)
@@ -361,9 +406,9 @@ class Trainer:
         if show_bars:
             bar.set_postfix_str(text)
             return
-        every = max(1, self.cfg.epochs // 10)
-        if row["epoch"] % every == 0 or row["epoch"] == self.cfg.epochs or row["epoch"] == 1:
-            self.log(f"epoch {row['epoch']:>4}/{self.cfg.epochs} {text} lr={row['lr']:.3g}")
+        every = max(1, self.epochs // 10)
+        if row["epoch"] % every == 0 or row["epoch"] == self.epochs or row["epoch"] == 1:
+            self.log(f"epoch {row['epoch']:>4}/{self.epochs} {text} lr={row['lr']:.3g}")
 
     def _finish(self, seconds: float, stopped_early: bool, compile_info: dict | None) -> RunResult:
         """The end-of-run report: the best weights evaluated on every split, metrics.json and the curve."""

@@ -98,7 +98,8 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
         train_rows = all_rows(train)
         val = Split(files["val"].X, all_rows(files["val"]), targets["val"], files["val"].source)
     else:
-        train_rows, val = _hold_out(cfg, train, targets["train"], encoding.task, seed, notes)
+        train_rows, val = _hold_out(cfg, train, targets["train"], encoding.task, seed, notes,
+                                    kernel=MODELS[model_name].kernel)
     test = None
     if "test" in files:
         test = Split(files["test"].X, all_rows(files["test"]), targets["test"], files["test"].source)
@@ -111,11 +112,16 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
 
 
 def _hold_out(cfg: DataConfig, train: SeriesData, targets: np.ndarray, task: str, seed: int,
-              notes: list[str]) -> tuple[np.ndarray, Split | None]:
+              notes: list[str], kernel: bool = False) -> tuple[np.ndarray, Split | None]:
     """The training rows and the validation split held out of the training file (--val-split, or the default
     for the set's size and task), with a note saying which and why."""
     stratify = TASKS[task].has_classes
     fraction = cfg.val_split
+    if fraction is None and kernel:
+        notes.append("validation: none by default for the kernel models: the ridge head chooses its regularisation "
+                     "by leave-one-out cross-validation on every training series, the linear head stops on the "
+                     "training loss (pass --val-split or --val-data to hold data out)")
+        return np.arange(train.n), None
     if fraction is None:
         fraction = AUTO_VAL_FRACTION if train.n >= AUTO_VAL_MIN_SERIES else TASKS[task].small_set_val_split
     train_rows, val_rows = stratified_split(targets, fraction, seed, stratify)

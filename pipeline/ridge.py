@@ -1,0 +1,128 @@
+"""The closed-form head of the kernel models (pipeline.kernels): ridge regression on the standardised features,
+its regularisation chosen by leave-one-out cross-validation over the reference's alphas (RidgeClassifierCV,
+10^-3..10^3), then the output layer's scale (and, for counts, shift) fitted to the task's loss on the
+leave-one-out scores, so that the exported probabilities and loss are calibrated, not the raw +-1 fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+RIDGE_ALPHAS = tuple(float(a) for a in torch.logspace(-3, 3, 10, dtype=torch.float64))
+RIDGE_MAX_SERIES = 10_000  # --head auto: ridge below this many training series, gradient descent from it
+CALIBRATION_STEPS = 100
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    weight: Tensor  # (K, F)
+    bias: Tensor  # (K,)
+    alpha: float
+    loo: Tensor  # (n, K) leave-one-out predictions of the targets
+
+
+def ridge_loo(x: Tensor, t: Tensor, alphas: tuple[float, ...] = RIDGE_ALPHAS) -> RidgeFit:
+    """Ridge with an unpenalised intercept for every alpha via one SVD; the alpha of the lowest mean squared
+    leave-one-out error over all columns (the first on a tie), as scikit-learn's RidgeCV chooses it."""
+    x, t = x.double(), t.double()
+    n = len(x)
+    x_mean, t_mean = x.mean(0), t.mean(0)
+    u, s, vt = torch.linalg.svd(x - x_mean, full_matrices=False)
+    ut_t = u.T @ (t - t_mean)
+    best = None
+    for alpha in alphas:
+        shrink = s ** 2 / (s ** 2 + alpha)
+        fitted = u @ (shrink[:, None] * ut_t)
+        leverage = (u ** 2 * shrink).sum(1) + 1.0 / n
+        residual = (t - t_mean - fitted) / (1.0 - leverage)[:, None]
+        error = float((residual ** 2).mean())
+        if best is None or error < best[0]:
+            best = (error, alpha, residual)
+    _, alpha, residual = best
+    weight = vt.T @ ((s / (s ** 2 + alpha))[:, None] * ut_t)  # (F, K)
+    return RidgeFit(weight.T.contiguous(), t_mean - x_mean @ weight, alpha, t - residual)
+
+
+@dataclass(frozen=True)
+class HeadRule:
+    """How one kind of task score (runtime.tasks.Task.scores) becomes ridge targets, and which of the output
+    layer's numbers are then fitted to the task's loss on the leave-one-out scores."""
+
+    targets: callable  # (encoded targets, n_outputs, output base shift, scale) -> (n, K) float64
+    calibrate: bool  # fit a scale (shared by all outputs when `shared`) to the loss
+    shared: bool = False
+    shift: bool = False  # fit a per-output shift too
+
+
+def _plus_minus_one_hot(y: Tensor, k: int, shift, scale) -> Tensor:
+    return 2.0 * torch.nn.functional.one_hot(y.long().view(-1), k).double() - 1.0
+
+
+def _plus_minus(y: Tensor, k: int, shift, scale) -> Tensor:
+    return 2.0 * y.double().view(len(y), k) - 1.0
+
+
+def _standardised(y: Tensor, k: int, shift, scale) -> Tensor:
+    return (y.double().view(len(y), k) - torch.tensor(shift, dtype=torch.float64)) / torch.tensor(scale, dtype=torch.float64)
+
+
+def _log_counts(y: Tensor, k: int, shift, scale) -> Tensor:
+    return torch.log(y.double().view(len(y), k) + 0.5)
+
+
+HEAD_RULES = {"softmax": HeadRule(_plus_minus_one_hot, calibrate=True, shared=True),
+              "sigmoid": HeadRule(_plus_minus, calibrate=True),
+              "identity": HeadRule(_standardised, calibrate=False),
+              "exp": HeadRule(_log_counts, calibrate=True, shift=True)}
+
+
+def calibrate(loo: Tensor, y: Tensor, loss_fn, shared: bool, shift: bool) -> tuple[Tensor, Tensor]:
+    """The output layer's (scale, shift) minimising the task's loss of loo * scale + shift (scale > 0)."""
+    k = loo.shape[1]
+    log_scale = torch.zeros(1 if shared else k, dtype=torch.float64, device=loo.device, requires_grad=True)
+    offset = torch.zeros(k, dtype=torch.float64, device=loo.device, requires_grad=shift)
+    params = [log_scale] + ([offset] if shift else [])
+    optimizer = torch.optim.LBFGS(params, max_iter=CALIBRATION_STEPS, line_search_fn="strong_wolfe")
+    scores = loo.double()
+
+    def closure():
+        optimizer.zero_grad()
+        loss, _ = loss_fn((scores * log_scale.exp() + offset).float(), y)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        start = float(closure().detach())
+        if torch.isfinite(torch.tensor(start)):
+            optimizer.step(closure)
+    scale, offset = log_scale.detach().exp().expand(k), offset.detach()
+    if not (torch.isfinite(scale).all() and torch.isfinite(offset).all()):
+        return torch.ones(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    return scale.clone(), offset.clone()
+
+
+def kernel_head(model_cfg, n_train: int) -> str:
+    """--head as run: auto is ridge below RIDGE_MAX_SERIES training series, linear from there; other models
+    keep 'auto' (they have no choice of head)."""
+    from pipeline.config import MODELS
+
+    if not MODELS[model_cfg.name].kernel or model_cfg.head != "auto":
+        return model_cfg.head
+    return "ridge" if n_train < RIDGE_MAX_SERIES else "linear"
+
+
+def fit_ridge_head(features: Tensor, y: Tensor, scores: str, base, loss_fn) -> tuple[RidgeFit, Tensor | None,
+                                                                                      Tensor | None]:
+    """The ridge fit for a task's kind of score, and the output layer's fitted (scale, shift) where the rule
+    calibrates (None where the output base stays: regression's standardisation)."""
+    rule = HEAD_RULES[scores]
+    k = len(base.scale)
+    targets = rule.targets(y.cpu(), k, base.shift, base.scale)
+    fit = ridge_loo(features.cpu(), targets)
+    if not rule.calibrate:
+        return fit, None, None
+    device = next(iter(loss_fn.buffers()), torch.empty(0)).device
+    scale, shift = calibrate(fit.loo.to(device), y, loss_fn, rule.shared, rule.shift)
+    return fit, scale.cpu(), shift.cpu()

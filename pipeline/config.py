@@ -101,6 +101,9 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               recipe=_PAPERS["kernel"], kernel=True),
     ModelSpec("hydra", "Hydra", False, "Hydra's competing kernel groups and a linear head", min_length=9,
               recipe=_PAPERS["kernel"], kernel=True),
+    # the first difference must span a kernel too
+    ModelSpec("multirocket-hydra", "MultiRocketHydra", False, "MultiRocket's four poolings and Hydra's counts, "
+              "then a linear head", min_length=10, recipe=_PAPERS["kernel"], kernel=True),
     # simple-cnn pools pairs of steps; every other model takes even one step per series
     ModelSpec("simple-cnn", "SimpleCNN", False, "the tutorials' Conv1d-ReLU-MaxPool-Flatten-Linear", min_length=2),
     ModelSpec("mlp", "MLP", False, "two hidden layers on the flattened series"),

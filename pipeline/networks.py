@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.config import ModelConfig
-from pipeline.kernels import Hydra, MiniRocket  # noqa: F401  (the kernel models of the registry)
+from pipeline.kernels import Hydra, MiniRocket, MultiRocketHydra  # noqa: F401  (the kernel models of the registry)
 
 class AnyLength:
     """A network of any series length, built from (channels, outputs, width)."""

@@ -28,6 +28,7 @@ from export.manifest_writer import Graphs, build_manifest, onnx_metadata, readme
 from export.options import FORMAT_NAMES, ExportConfig
 from export.quantize import Int8Inputs, int8_inputs, quantize_bundle
 from export.signing import sign_and_check, signer_key
+from export.thresholds import allowance_for
 from export.verify import BATCH_SIZES, VerificationError, verify_graph
 from pipeline.checkpoint import BEST, load_checkpoint
 from pipeline.config import ModelConfig
@@ -110,6 +111,7 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     graph = model_graph(model, task)
     outputs = spec.outputs
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
+    allowance = allowance_for(model, spec.scores)  # kernel models: near-threshold comparisons (export.thresholds)
     x_axes = {0: "batch"} if cfg.fixed_length else {0: "batch", 2: "length"}
     meta = onnx_metadata(run.record, config)
     want = config.formats
@@ -128,7 +130,7 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     if "onnx" in want:
         verify_model = lambda paths: verify_graph(  # noqa: E731
             "model", graph, engines(paths, (MODEL_INPUT,)), model_grid, outputs, config.atol, config.rtol,
-            spec.decision)
+            spec.decision, allowance)
         rows, layout = _export_model_onnx(graph, model, task, example_x, path("model", "onnx"), outputs,
                                           {MODEL_INPUT: x_axes}, config.opset, meta, verify_model)
         files["loss"]["onnx"] = export_loss_onnx(loss, example_loss, path("loss", "onnx"), config.opset, meta,
@@ -144,7 +146,7 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
                                     loss_what, files, log)
     others = {fmt: p for fmt, p in files["model"].items() if fmt != "onnx"}
     rows += verify_graph("model", graph, engines(others, (MODEL_INPUT,), config.device), model_grid, outputs,
-                         config.atol, config.rtol, spec.decision)
+                         config.atol, config.rtol, spec.decision, allowance)
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS, config.device), loss_grid, LOSS_OUTPUTS,
                          config.atol, config.rtol)
     verification = _verification(tmp, rows, config)

@@ -10,6 +10,7 @@ from export.bundle import rebuild, sha256
 from export.engines import engines
 from export.grid import loss_cases, model_cases
 from export.graphs import model_graph
+from export.thresholds import allowance_for
 from export.verify import verify_graph
 from pipeline.errors import PipelineError
 from runtime.golden import golden_rows, read_golden
@@ -39,7 +40,8 @@ def recheck(bundle_dir: Path, manifest: Manifest, run_dir: Path, atol: float, rt
     cfg, model, loss, task = run.cfg, run.model, run.loss, manifest.task
     files, device = bundle_files(bundle_dir, manifest), aoti_device(manifest)
     rows = verify_graph("model", model_graph(model, task), engines(files["model"], (MODEL_INPUT,), device),
-                        model_cases(model, cfg), TASKS[task].outputs, atol, rtol, TASKS[task].decision)
+                        model_cases(model, cfg), TASKS[task].outputs, atol, rtol, TASKS[task].decision,
+                        allowance_for(model, TASKS[task].scores))
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS, device), loss_cases(task, cfg),
                          LOSS_OUTPUTS, atol, rtol)
     return rows

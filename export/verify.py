@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from export.graphs import as_tuple
 from runtime.compare import Comparison, Row, compare, format_table
+
+if TYPE_CHECKING:
+    from export.thresholds import Allowance
 
 BATCH_SIZES = (1, 2, 7, 64)
 
@@ -32,12 +36,15 @@ class Case:
 
 
 def verify_graph(graph: str, eager: torch.nn.Module, engines: dict[str, Callable], cases: list[Case],
-                 output_names: tuple[str, ...], atol: float, rtol: float, decision: str | None = None) -> list[Row]:
-    """One row per engine x case x output; decision agreement ('argmax' or 'threshold') for raw scores."""
+                 output_names: tuple[str, ...], atol: float, rtol: float, decision: str | None = None,
+                 allowance: Callable[[Case], Allowance | None] | None = None) -> list[Row]:
+    """One row per engine x case x output; decision agreement ('argmax' or 'threshold') for raw scores.
+    `allowance`: per case, the differences near-threshold comparisons may cause (export.thresholds)."""
     rows = []
     for case in cases:
         with torch.inference_mode():
             expected = [t.numpy() for t in as_tuple(eager(*case.inputs))]
+        allowed = allowance(case) if allowance is not None and engines else None
         for engine, run in engines.items():
             try:
                 actual = [np.asarray(a) for a in run(case.inputs)]
@@ -45,8 +52,12 @@ def verify_graph(graph: str, eager: torch.nn.Module, engines: dict[str, Callable
                 failed = f"failed to run: {str(exc).splitlines()[0] if str(exc) else exc}"
                 rows.append(Row.of(graph, engine, "*", case.label, Comparison(problem=failed)))
                 continue
-            for name, e, a in zip(output_names, expected, actual):
-                row = Row.of(graph, engine, name, case.label, compare(e, a, atol, rtol))
+            for i, (name, e, a) in enumerate(zip(output_names, expected, actual)):
+                extra = allowed.outputs[i] if allowed is not None else None
+                row = Row.of(graph, engine, name, case.label, compare(e, a, atol, rtol, extra))
+                if allowed is not None:
+                    row = replace(row, near_threshold=allowed.near_ties,
+                                  threshold_allowance=float(extra.max()) if extra.size else 0.0)
                 if decision and name == output_names[0] and row.problem is None:
                     row = replace(row, agreement=_agreement(decision, e, a))
                 rows.append(row)

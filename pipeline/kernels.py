@@ -454,11 +454,12 @@ class KernelNet(nn.Module):
         return transform_in_chunks(self.transform, x)
 
     @torch.no_grad()
-    def threshold_bound(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The head's output and, per series and output, how far it may move if every comparison within an
-        engine's rounding of its threshold went the other way (the head is linear in the features)."""
+    def threshold_bound(self, x: Tensor) -> tuple[Tensor, Tensor, int]:
+        """The head's output; per series and output, how far it may move if every comparison within an
+        engine's rounding of its threshold went the other way (the head is linear in the features); and how
+        many (series, feature) pairs have such a comparison."""
         features, moves = self.transform.feature_bounds(x)
-        return self.head(features), moves @ self.head.weight.abs().T
+        return self.head(features), moves @ self.head.weight.abs().T, int((moves > 0).sum())
 
 
 class MiniRocket(KernelNet):

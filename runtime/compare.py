@@ -29,6 +29,8 @@ class Row(Comparison):
     output: str = ""
     case: str = ""
     agreement: float | None = None  # the fraction of decisions (argmax, logit > 0) equal to eager's
+    near_threshold: int | None = None  # kernel models: (series, feature) pairs with a comparison near its threshold
+    threshold_allowance: float | None = None  # the largest difference those comparisons could cause (allowed)
 
     @classmethod
     def of(cls, graph: str, engine: str, output: str, case: str, comparison: Comparison) -> "Row":
@@ -41,7 +43,9 @@ class Row(Comparison):
         d = {"graph": self.graph, "engine": self.engine, "output": self.output, "case": self.case,
              **asdict(Comparison(self.shape, self.dtype, self.max_abs, self.max_rel, self.tolerance_used,
                                  self.nonfinite, self.problem))}
-        return d if self.agreement is None else {**d, "agreement": self.agreement}
+        extra = {k: v for k, v in (("agreement", self.agreement), ("near_threshold", self.near_threshold),
+                                   ("threshold_allowance", self.threshold_allowance)) if v is not None}
+        return {**d, **extra}
 
 
 def format_table(rows: list[Row]) -> str:
@@ -64,15 +68,20 @@ def summary(rows: list[Row]) -> str:
     return f"{len(rows)} checks, worst |diff| {worst:.3g}, at most {used:.2g} of the tolerance"
 
 
-def compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> Comparison:
-    """Shape, dtype, NaN/Inf counts and max abs/rel differences of one output."""
+def compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float,
+            allowance: np.ndarray | None = None) -> Comparison:
+    """Shape, dtype, NaN/Inf counts and max abs/rel differences of one output. `allowance`: per element, an
+    extra absolute difference allowed (for integers: where a difference is allowed), see export.thresholds."""
     shape, dtype = list(actual.shape), str(actual.dtype)
     if actual.shape != expected.shape:
         return Comparison(shape, dtype, problem=f"shape {list(actual.shape)} != eager {list(expected.shape)}")
     if actual.dtype != expected.dtype:
         return Comparison(shape, dtype, problem=f"dtype {actual.dtype} != eager {expected.dtype}")
     if actual.dtype.kind in "iub":
-        mismatches = int((actual != expected).sum())
+        differs = actual != expected
+        if allowance is not None:
+            differs &= ~(np.broadcast_to(allowance, differs.shape) > 0)
+        mismatches = int(differs.sum())
         max_abs = float(np.abs(actual.astype(np.float64) - expected).max()) if actual.size else 0.0
         return Comparison(shape, dtype, max_abs, problem=f"{mismatches} of {actual.size} values differ"
                           if mismatches else None)
@@ -85,7 +94,10 @@ def compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) 
     diff = np.abs(a - e)[finite]
     max_abs = float(diff.max()) if diff.size else 0.0
     max_rel = float((diff / np.maximum(np.abs(e[finite]), 1e-12)).max()) if diff.size else 0.0
-    allowed = atol + rtol * np.abs(e[finite])
+    extra = 0.0 if allowance is None else np.broadcast_to(allowance, e.shape)[finite]
+    allowed = atol + extra + rtol * np.abs(e[finite])
     used = float((diff / np.maximum(allowed, 1e-300)).max()) if diff.size else 0.0
-    problem = None if np.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True) else "values differ beyond tolerance"
+    tolerance = atol if allowance is None else atol + np.broadcast_to(allowance, e.shape)
+    within = np.isclose(a, e, atol=tolerance, rtol=rtol, equal_nan=True).all()
+    problem = None if within else "values differ beyond tolerance"
     return Comparison(shape, dtype, max_abs, max_rel, used, nonfinite, problem)

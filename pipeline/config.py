@@ -326,6 +326,12 @@ class ModelConfig(_JsonMixin):
     def fixed_length(self) -> bool:
         return not MODELS[self.name].any_length
 
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if d["head"] == "auto":  # only the kernel models choose a head: other runs' configs stay as they were
+            del d["head"]
+        return d
+
 
 @dataclass(frozen=True)
 class TrainConfig(_JsonMixin):

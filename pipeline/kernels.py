@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.sizing import FixedLength
+
 KERNEL_LENGTH = 9
 # the 84 MiniRocket kernels: weight 2 at three of the nine positions, -1 at the others
 MINIROCKET_INDICES = tuple(itertools.combinations(range(KERNEL_LENGTH), 3))
@@ -98,6 +100,11 @@ class PPVBlock(nn.Module):
                 valid[k, 0, length - p:] = 0.0
         self.register_buffer("valid", valid)  # (84, 1, L): the positions each kernel's PPV counts
         self.register_buffer("count", valid.sum(-1))  # (84, 1)
+
+    def operations(self, length: int) -> int:
+        """Per series: the convolution's multiply-adds (2 each) and one comparison and one sum per bias and step."""
+        kernels, channels = self.weight.shape[0], self.weight.shape[1]
+        return 2 * kernels * channels * KERNEL_LENGTH * length + 2 * self.bias.numel() * length
 
     def conv(self, x: Tensor) -> Tensor:  # (batch, C, L) -> (batch, 84, L)
         return F.conv1d(x, self.weight, dilation=self.dilation, padding=self.padding)
@@ -184,6 +191,10 @@ class PoolingBlock(PPVBlock):
         self.register_buffer("last", (index == last).float())  # the region's last position
         self.steps = [2 ** i for i in range(max(1, math.ceil(math.log2(length))))]
 
+    def operations(self, length: int) -> int:
+        """PPVBlock's, and per bias and step: the other comparison, three products and sums, the prefix maximum."""
+        return super().operations(length) + (8 + 2 * len(self.steps)) * self.bias.numel() * length
+
     def pools(self, c: Tensor) -> Tensor:  # (batch, 84, L) -> (batch, 4, 84, features)
         response, bias = c.unsqueeze(2), self.bias.unsqueeze(-1)  # (batch, 84, 1, L), (84, features, 1)
         above = (response > bias).to(c.dtype) * self.valid
@@ -243,7 +254,8 @@ class MultiRocketTransform(nn.Module):
         diff = x[:, :, 1:] - x[:, :, :-1]
         out = []
         for part, series in zip(self.parts, (x, diff)):
-            pooled = torch.cat([getattr(block, what)(series) for block in part], dim=2)  # (batch, 4, features)
+            pooled = torch.cat([block(series) if what == "forward" else block.near_ties(series) for block in part],
+                               dim=2)  # (batch, 4, features)
             out.append(pooled.flatten(1))  # the operators' blocks one after another, as the reference lays them
         return torch.cat(out, dim=1)
 
@@ -317,6 +329,12 @@ class HydraBlock(nn.Module):
         self.register_buffer("weight", torch.zeros(groups * kernels, 1, KERNEL_LENGTH))
         self.register_buffer("mix", torch.ones(groups, channels))  # how often each group sums each channel
         self.register_buffer("kernel_index", torch.arange(kernels).view(1, 1, kernels, 1))
+
+    def operations(self, length: int) -> int:
+        """Per series: the channel sums, the grouped convolution, the max and min, and the two counts."""
+        groups, channels = self.mix.shape
+        responses = self.weight.shape[0] * length
+        return 2 * groups * channels * length + 2 * KERNEL_LENGTH * responses + 2 * responses + 4 * responses
 
     def scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(batch, groups, kernels, L') responses, and the group sums they convolve (batch, groups, L')."""
@@ -426,9 +444,9 @@ class HydraTransform(nn.Module):
         return self.scale(counts), self.scale.moves(counts, torch.cat(parts, dim=1))
 
 
-class KernelNet(nn.Module):
+class KernelNet(FixedLength, nn.Module):
     """A kernel transform (fitted by `fit`, never trained) and a linear head on its standardised features.
-    Sized from the training length, like the fixed-length networks; `width` scales the number of features."""
+    Sized from the training length (its dilations are); `width` scales the number of features."""
 
     def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
         super().__init__()
@@ -436,10 +454,6 @@ class KernelNet(nn.Module):
         self.head = nn.Linear(self.transform.n_features, n_outputs)
         nn.init.zeros_(self.head.weight)  # the reference's init: the output starts at the output layer's base
         nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_config(cls, c) -> nn.Module:
-        return cls(c.in_channels, c.length, c.n_outputs, c.width)
 
     def make_transform(self, c_in: int, length: int, width: float) -> nn.Module:
         raise NotImplementedError

@@ -10,23 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.config import ModelConfig
 from pipeline.kernels import Hydra, MiniRocket, MultiRocketHydra  # noqa: F401  (the kernel models of the registry)
+from pipeline.sizing import AnyLength, FixedLength
 
-class AnyLength:
-    """A network of any series length, built from (channels, outputs, width)."""
-
-    @classmethod
-    def from_config(cls, c: ModelConfig) -> nn.Module:
-        return cls(c.in_channels, c.n_outputs, c.width)
-
-
-class FixedLength:
-    """A network sized from the training length, built from (channels, length, outputs, width)."""
-
-    @classmethod
-    def from_config(cls, c: ModelConfig) -> nn.Module:
-        return cls(c.in_channels, c.length, c.n_outputs, c.width)
 
 
 def _w(base: int, width: float) -> int:

@@ -116,19 +116,22 @@ def measure(engines: list[Engine], batch: np.ndarray, calls: int, warmup: int, r
 
 
 def model_flops(model: nn.Module, channels: int, length: int) -> int:
-    """Floating-point operations per series: 2 x multiply-adds of every convolution and linear layer."""
+    """Floating-point operations per series: 2 x multiply-adds of every convolution and linear layer, and the
+    kernel models' blocks as each counts itself (`operations`: convolution, comparisons, pooling)."""
     total = 0
 
     def count(module, inputs, output):
         nonlocal total
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if hasattr(module, "operations"):
+            total += module.operations(inputs[0].shape[-1])
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
             per_output = module.in_channels // module.groups * int(np.prod(module.kernel_size))
             total += 2 * per_output * output[0].numel()
         elif isinstance(module, nn.Linear):
             total += 2 * module.in_features * module.out_features
 
     hooks = [m.register_forward_hook(count) for m in model.modules()
-             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) or hasattr(m, "operations")]
     try:
         with torch.inference_mode():
             model.eval()(torch.zeros(1, channels, length))

@@ -167,6 +167,17 @@ def ensemble_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
             for task in ("multiclass", "regression", "binary")}
 
 
+# each kernel model's bundle in both formats: a classification and a regression among them
+KERNEL_BUNDLES = {"minirocket": "multiclass", "hydra": "regression", "multirocket-hydra": "multiclass"}
+
+
+@pytest.fixture(scope="session")
+def kernel_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
+    """One bundle per kernel model (pipeline.kernels; ridge head: the default for small sets), ONNX and TorchScript."""
+    root = tmp_path_factory.mktemp("kernels")
+    return {model: _build_bundle(root / model, task, fmt="all", model=model) for model, task in KERNEL_BUNDLES.items()}
+
+
 @pytest.fixture(scope="session")
 def aoti_bundles(task_bundles) -> dict[str, TaskBundle]:
     """The host kits' runs (multiclass, regression) exported again as torch.export programs and AOTInductor

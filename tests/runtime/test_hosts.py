@@ -40,7 +40,7 @@ def eager_cases(run_dir: Path, path: Path) -> Path:
     graph = model_graph(model, task)
     g = torch.Generator().manual_seed(7)
     cases = []
-    for n, length in ((1, cfg.length), (7, cfg.length), (3, 2 * cfg.length)):
+    for n, length in ((1, cfg.length), (7, cfg.length), (3, cfg.length if cfg.fixed_length else 2 * cfg.length)):
         x = torch.randn(n, cfg.in_channels, length, generator=g) * 2 + 0.5
         prediction = torch.randn(n, cfg.n_outputs, generator=g) * 2
         target = (torch.randint(0, cfg.n_outputs, (n,), generator=g) if task == "multiclass"
@@ -333,6 +333,16 @@ def test_cpp_host_runs_an_ensemble_bundle(cpp_selfcheck, ensemble_bundles, tmp_p
 def test_browser_page_runs_an_ensemble_bundle(browser_kit, ensemble_bundles, tmp_path):
     assert_host_agrees(lambda *args: _browser(browser_kit, *args), ensemble_bundles["multiclass"], "multiclass",
                        tmp_path, " (fp32)")
+
+
+# --- the kernel models (MiniRocket, Hydra, MultiRocket-Hydra) in every kit ----------------------------------
+
+@pytest.mark.parametrize("model", ["minirocket", "hydra", "multirocket-hydra"])
+def test_every_kit_runs_the_kernel_models(node_host, cpp_selfcheck, browser_kit, kernel_bundles, model, tmp_path):
+    tb = kernel_bundles[model]
+    assert_host_agrees(lambda *args: _node(node_host, *args), tb, tb.task, tmp_path, " (fp32)")
+    assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), tb, tb.task, tmp_path, " (engine torchscript)")
+    assert_host_agrees(lambda *args: _browser(browser_kit, *args), tb, tb.task, tmp_path, " (fp32)")
 
 
 # --- signed bundles: every kit checks model.sig before anything loads, with the runtime's messages ---------

@@ -64,8 +64,13 @@ class Recipe:
         batch = f"batch {self.batch_size}" if self.batch_size else "batch = training series / 10 (2..32)"
         stop = f"early stopping after {self.patience} epochs" if self.patience else "no early stopping"
         rate = f"after {self.lr_patience}" if self.lr_patience else "when the loss stalls"
-        return (f"{self.epochs} epochs, {batch}, Adam {self.lr:g} halved {rate} epochs without improvement down to "
-                f"{min(self.lr, 1e-4):g}, {stop} ({self.source})")
+        return (f"{self.epochs} epochs, {batch}, Adam {_rate(self.lr)} halved {rate} epochs without improvement down "
+                f"to {_rate(min(self.lr, 1e-4))}, {stop} ({self.source})")
+
+
+def _rate(lr: float) -> str:
+    """1e-3, 1e-4, 3e-4: a learning rate as the papers write it."""
+    return f"{lr:.0e}".replace("e-0", "e-")
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ class Recipe:
         stop = f"early stopping after {self.patience} epochs" if self.patience else "no early stopping"
         rate = f"after {self.lr_patience}" if self.lr_patience else "when the loss stalls"
         return (f"{self.epochs} epochs, {batch}, Adam {_rate(self.lr)} halved {rate} epochs without improvement down "
-                f"to {_rate(min(self.lr, 1e-4))}, {stop} ({self.source})")
+                f"to {_rate(self.lr / 10)}, {stop} ({self.source})")
 
 
 def _rate(lr: float) -> str:

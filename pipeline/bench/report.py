@@ -113,7 +113,7 @@ def format_report(report: dict) -> str:
     for row in table:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
     lines.append("ratio: inference rows against eager PyTorch of the same measure (latency: time ratio, lower is "
-                 "faster; throughput: rate ratio, higher is faster); training rows against the tutorial loop; "
+                 "faster; throughput: rate ratio, higher is faster); training rows against the tutorial loop (default recipe rows: against the benchmarked model's whole training); "
                  "start-up rows against eager's warm-up; models rows against fcn of the same shape (same measures); memory rows: "
                  "time per GiB against the smallest file; signature rows: time against runtime.load without a key")
     if report["targets"]:

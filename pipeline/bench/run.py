@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.bench import inference, memory, training
@@ -62,7 +63,7 @@ def training_rows(cfg: BenchConfig, shape: dict, work: Path, log) -> tuple[list[
         names = (shape["model"], *names)
     names = tuple(dict.fromkeys(names))
     s = cfg.settings
-    rows, bench_run = [], None
+    rows, bench_run, whole = [], None, []
     for name in names:
         spec = training.TrainSpec(name, shape["width"], shape["channels"], shape["length"], shape["classes"],
                                   s["train_series"], batch, s["train_epochs"], device)
@@ -83,6 +84,11 @@ def training_rows(cfg: BenchConfig, shape: dict, work: Path, log) -> tuple[list[
                              t.samples_per_second, p90=t.p90_samples_per_second, warmup_s=t.warmup,
                              ratio=t.samples_per_second / base, epochs=len(t.seconds), note=note,
                              compile=t.extra))
+        seconds, note = training.default_training(data, spec, float(np.median(times["pipeline train"].seconds)))
+        whole.append((name, seconds, note))
+    for name, seconds, note in whole:  # side by side: the benchmarked model's whole training first
+        rows.append(_row("training", "default recipe", f"whole training {name}, {s['train_series']} series", "s",
+                         seconds, ratio=seconds / whole[0][1], note=note))
     return rows, bench_run
 
 

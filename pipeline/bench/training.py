@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.bench.timing import settle
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.config import MODELS, DataConfig, LossConfig, ModelConfig, TrainConfig, recipe
 from pipeline.run_config import RunSettings
 
 
@@ -95,15 +95,33 @@ def trained_run(data: Path, spec: TrainSpec, run_dir: Path) -> Path:
                  out=run_dir, force=True, log=lambda _: None).run_dir
 
 
-def _trainer(data: Path, spec: TrainSpec):
-    """A Trainer exactly as `pipeline train` builds it (same seed, fitted normalisation), writing nothing."""
+def _trainer(data: Path, spec: TrainSpec, head: str | None = None):
+    """A Trainer exactly as `pipeline train` builds it (same seed, fitted normalisation), writing nothing. A kernel
+    model's epochs are its linear head's (`head` None), so that every loop times gradient steps."""
     from pipeline.data.load import load_datasets
     from pipeline.trainer import Trainer
 
     data_cfg = DataConfig(data=str(data), task="multiclass", val_split=0.0)
     datasets = load_datasets(data_cfg, spec.model, 0)
-    return Trainer(Path("unused"), RunSettings(data_cfg, LossConfig(), ModelConfig(name=spec.model, width=spec.width),
+    head = head or ("linear" if MODELS[spec.model].kernel else "auto")
+    return Trainer(Path("unused"), RunSettings(data_cfg, LossConfig(), ModelConfig(name=spec.model, width=spec.width,
+                                                                                   head=head),
                    _train_config(spec)), datasets, lambda _: None)
+
+
+def default_training(data: Path, spec: TrainSpec, epoch_seconds: float) -> tuple[float, str]:
+    """Seconds of a whole training with the model's default recipe on `data`: a kernel model's fit and ridge head
+    measured start to end; another model's recipe epochs times its measured median epoch (projected)."""
+    if MODELS[spec.model].kernel:
+        settle()
+        started = time.perf_counter()
+        trainer = _trainer(data, spec, head="auto")
+        trainer.train_epoch(1, None)
+        _sync(trainer.device)
+        return time.perf_counter() - started, f"measured: transform fit and {trainer.model_cfg.head} head, start to end"
+    epochs = recipe(spec.model).epochs
+    return epochs * epoch_seconds, f"projected: the recipe's {epochs} epochs x the median epoch (early stopping " \
+        "may end it sooner)"
 
 
 def pipeline_loop(data: Path, spec: TrainSpec, name: str = "pipeline train") -> Loop:

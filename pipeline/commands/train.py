@@ -53,6 +53,8 @@ def train(ctx, **opts):
       pipeline train --mlflow http://127.0.0.1:5000 --out artifacts/mlflow-demo
       pipeline train --model lite --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts
       pipeline train --model inception --ensemble 5 --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/inceptiontime
+      pipeline train --model minirocket --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/minirocket
+      pipeline train --model multirocket-hydra --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/mr-hydra
       pipeline train --data big.npz --nproc 2 --batch-size 64
       torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint host0:29500 -m pipeline.cli train ...
     """

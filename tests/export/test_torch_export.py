@@ -282,3 +282,21 @@ def test_verify_runs_the_golden_data_through_pt2_and_aoti(aoti_bundles):
     assert all(r[-1] == "ok" for r in golden)
     assert result.output.splitlines()[-1] == "verified"
     assert f"eager re-check against {tb.run_dir}" in result.output
+
+
+@pytest.mark.slow  # an AOTInductor compile per kernel model
+@pytest.mark.parametrize("name", ["minirocket", "hydra", "multirocket-hydra"])
+def test_kernel_models_export_as_pt2_and_aoti_programs_with_dynamic_batch_verified_at_their_thresholds(
+        tmp_path, npz_file, name):
+    from export.bundle import ExportConfig, export_run
+
+    run_dir = train(RunSettings(DataConfig(data=str(npz_file("multiclass", n=30, length=20)), task="multiclass"),
+                    LossConfig(), ModelConfig(name=name, width=0.1), TrainConfig(epochs=1, progress=False, seed=1)),
+                    out=tmp_path / "run", **QUIET).run_dir
+    bundle = export_run(run_dir, ExportConfig(fmt="pt2,aoti"), **QUIET)
+    verification = json.loads((bundle / "verification.json").read_text())
+    model_rows = [r for r in verification["rows"] if r["graph"] == "model"]
+    assert {r["engine"] for r in model_rows} == {"torch.export", "aotinductor"}
+    assert verification["passed"] and all("near_threshold" in r for r in model_rows)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["input"]["length"]["fixed"] == 20  # fixed to the training length, any batch

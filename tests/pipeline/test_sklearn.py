@@ -38,8 +38,9 @@ def test_the_parameters_are_the_training_settings():
               for f, flag in flagged(cls)} - NOT_PARAMETERS
     params = CNNClassifier().get_params()
     assert set(params) == fields | {"random_state", "verbose"}
-    assert params["model"] == "fcn" and params["lr"] == 1e-3 and params["optimizer"] == "adam"
-    assert params["epochs"] is None and params["batch_size"] is None  # None: the model's recipe, as the CLI
+    assert params["model"] == "fcn" and params["optimizer"] == "adam" and params["head"] == "auto"
+    # None: the model's recipe, as the CLI (lr: 1e-3, or 1e-4 for a kernel model's linear head)
+    assert params["epochs"] is None and params["batch_size"] is None and params["lr"] is None
     assert CNNRegressor(lr=0.5).set_params(model="resnet").get_params()["model"] == "resnet"
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.kernels import KernelNet
-from pipeline.models import EnsembleNet, SequenceModel
+from pipeline.models import EnsembleNet, SequenceModel, _log_mean_exp
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,10 @@ def _ensemble_bounds(ensemble: EnsembleNet, x: Tensor) -> tuple[Tensor, Tensor, 
 
 
 def _combine(ensemble: EnsembleNet, z: Tensor) -> Tensor:
-    top = lambda a: a.max(0).values + torch.log(torch.exp(a - a.max(0).values).mean(0))  # noqa: E731
+    """EnsembleNet's sigmoid or exp combination of stacked member scores (members, batch, K)."""
     if ensemble.combine == "sigmoid":
-        return top(F.logsigmoid(z)) - top(F.logsigmoid(-z))
-    return top(z)
+        return _log_mean_exp(F.logsigmoid(z)) - _log_mean_exp(F.logsigmoid(-z))
+    return _log_mean_exp(z)
 
 
 def output_allowance(model: SequenceModel, scores: str, x: Tensor) -> Allowance | None:

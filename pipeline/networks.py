@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.kernels import Hydra, MiniRocket, MultiRocketHydra  # noqa: F401  (the kernel models of the registry)
+from pipeline.kernels import Hydra, MiniRocket, MultiRocketHydra
 from pipeline.sizing import AnyLength, FixedLength
 
+KERNEL_NETWORKS = (MiniRocket, Hydra, MultiRocketHydra)  # the registry's kernel models, from pipeline.kernels
 
 
 def _w(base: int, width: float) -> int:

@@ -1,11 +1,13 @@
-"""The closed-form head of the kernel models (pipeline.kernels): ridge regression on the standardised features,
+"""The kernel models' fit (pipeline.kernels): the transform fitted to the training series, then the closed-form
+head: ridge regression on the standardised features,
 its regularisation chosen by leave-one-out cross-validation over the reference's alphas (RidgeClassifierCV,
 10^-3..10^3), then the output layer's scale (and, for counts, shift) fitted to the task's loss on the
 leave-one-out scores, so that the exported probabilities and loss are calibrated, not the raw +-1 fit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -65,7 +67,8 @@ def _plus_minus(y: Tensor, k: int, shift, scale) -> Tensor:
 
 
 def _standardised(y: Tensor, k: int, shift, scale) -> Tensor:
-    return (y.double().view(len(y), k) - torch.tensor(shift, dtype=torch.float64)) / torch.tensor(scale, dtype=torch.float64)
+    shift, scale = torch.tensor(shift, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64)
+    return (y.double().view(len(y), k) - shift) / scale
 
 
 def _log_counts(y: Tensor, k: int, shift, scale) -> Tensor:
@@ -113,8 +116,8 @@ def kernel_head(model_cfg, n_train: int) -> str:
     return "ridge" if n_train < RIDGE_MAX_SERIES else "linear"
 
 
-def fit_ridge_head(features: Tensor, y: Tensor, scores: str, base, loss_fn) -> tuple[RidgeFit, Tensor | None,
-                                                                                      Tensor | None]:
+def fit_ridge_head(features: Tensor, y: Tensor, scores: str, base,
+                   loss_fn) -> tuple[RidgeFit, Tensor | None, Tensor | None]:
     """The ridge fit for a task's kind of score, and the output layer's fitted (scale, shift) where the rule
     calibrates (None where the output base stays: regression's standardisation)."""
     rule = HEAD_RULES[scores]
@@ -126,3 +129,34 @@ def fit_ridge_head(features: Tensor, y: Tensor, scores: str, base, loss_fn) -> t
     device = next(iter(loss_fn.buffers()), torch.empty(0)).device
     scale, shift = calibrate(fit.loo.to(device), y, loss_fn, rule.shared, rule.shift)
     return fit, scale.cpu(), shift.cpu()
+
+
+def fit_transform(model, source, seed: int, log) -> Tensor:
+    """A kernel model's transform fitted to the normalised training series of `source` (a BatchSource; the same
+    on every process: the same rows, the run's seed); their standardised features (n, F) on its device."""
+    x, _ = source.batch(torch.arange(source.n))
+    with torch.no_grad():
+        x = model.normalize(x)
+    started = time.perf_counter()
+    features = model.net.fit(x.cpu(), torch.Generator().manual_seed(seed))
+    model.to(x.device)
+    log(f"{type(model.net).__name__}: {features.shape[1]} features of {source.n} training series fitted in "
+        f"{time.perf_counter() - started:.1f} s")
+    return features.to(x.device)
+
+
+def fit_head(model, features: Tensor, y: Tensor, scores: str, base, loss_fn, loss_name: str, log):
+    """The ridge head in closed form, then the output layer's scale fitted to the task's loss on the leave-one-out
+    scores; the output base as fitted (the run records it)."""
+    fit, scale, shift = fit_ridge_head(features, y, scores, base, loss_fn)
+    head = model.net.head
+    with torch.no_grad():
+        head.weight.copy_(fit.weight.float())
+        head.bias.copy_(fit.bias.float())
+    if scale is not None:
+        model.output.fit(scale.float(), shift.float())
+        base = replace(base, scale=[float(v) for v in scale], shift=[float(v) for v in shift])
+    log(f"ridge head: alpha {fit.alpha:.3g} (lowest leave-one-out error of {len(RIDGE_ALPHAS)} alphas 1e-3..1e3)"
+        + (f"; output scale {float(scale[0]):.3g} fitted to the {loss_name} loss of the leave-one-out scores"
+           if scale is not None else ""))
+    return base

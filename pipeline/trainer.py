@@ -27,7 +27,7 @@ from pipeline.errors import PipelineError
 from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
 from pipeline.models import SequenceModel, build_model
 from pipeline.optim import make_optimizer, make_scheduler, pick_device
-from pipeline.ridge import RIDGE_ALPHAS, fit_ridge_head, kernel_head
+from pipeline.ridge import fit_head, fit_transform, kernel_head
 from pipeline.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
 from pipeline.run_folder import MEMBERS_DIR, RunFolder
 from pipeline.tracking import RunEnd
@@ -100,7 +100,8 @@ class Trainer:
         self.val_src = BatchSource(datasets.val, self.device) if datasets.val else None
         if data_cfg.normalize == "channel":
             self.model.normalize.fit(*self.train_src.channel_stats())
-        features = self._fit_kernels() if self.kernel and saved is None else None
+        features = fit_transform(self.model, self.train_src, self.cfg.seed + self.cfg.member, self.log) \
+            if self.kernel and saved is None else None
         self._setup_output_layer(saved)
         if user_loss(self.loss_fn) is not None:
             x, y = self.train_src.batch(torch.arange(min(4, self.train_src.n)))
@@ -111,7 +112,8 @@ class Trainer:
                 preflight(self.loss_fn.eval(), prediction, y, self.loss_name, self.log)
                 self.loss_fn.train()
         if features is not None and self.model_cfg.head == "ridge":
-            self._fit_ridge(features)
+            self.output_base = fit_head(self.model, features, self.train_src.y, self.task.scores, self.output_base,
+                                        self.loss_fn, self.loss_name, self.log)
         self.optimizer = make_optimizer(train_cfg, self.model)
         self.scheduler = make_scheduler(train_cfg, self.optimizer)
         self.shuffle = torch.Generator().manual_seed(train_cfg.seed + train_cfg.member)
@@ -136,38 +138,6 @@ class Trainer:
     def epochs(self) -> int:
         """The epochs this run trains: a closed-form ridge head has one, which only measures it."""
         return 1 if self.model_cfg.head == "ridge" else self.cfg.epochs
-
-    def _fit_kernels(self) -> Tensor:
-        """A kernel model's transform fitted to the normalised training series (the same on every process: the
-        same rows, the run's seed); their standardised features."""
-        x, _ = self.train_src.batch(torch.arange(self.train_src.n))
-        with torch.no_grad():
-            x = self.model.normalize(x)
-        generator = torch.Generator().manual_seed(self.cfg.seed + self.cfg.member)
-        started = time.perf_counter()
-        features = self.model.net.fit(x.cpu(), generator).to(self.device)
-        self.model.to(self.device)
-        self.log(f"{self.model_cfg.name}: {features.shape[1]} features of {self.train_src.n} training series fitted "
-                 f"in {time.perf_counter() - started:.1f} s")
-        return features
-
-    def _fit_ridge(self, features: Tensor) -> None:
-        """The ridge head in closed form, then the output layer's scale fitted to the task's loss on the
-        leave-one-out scores (pipeline.ridge); the output layer recorded as fitted."""
-        fit, scale, shift = fit_ridge_head(features, self.train_src.y, self.task.scores, self.output_base,
-                                           self.loss_fn)
-        head = self.model.net.head
-        with torch.no_grad():
-            head.weight.copy_(fit.weight.float())
-            head.bias.copy_(fit.bias.float())
-        if scale is not None:
-            self.model.output.fit(scale.float(), shift.float())
-            self.output_base = replace(self.output_base, scale=[float(v) for v in scale],
-                                       shift=[float(v) for v in shift])
-        self.ridge_alpha = fit.alpha
-        self.log(f"ridge head: alpha {fit.alpha:.3g} (lowest leave-one-out error of {len(RIDGE_ALPHAS)} alphas "
-                 "1e-3..1e3)" + (f"; output scale {float(self.model.output.scale[0]):.3g} fitted to the "
-                                 f"{self.loss_name} loss of the leave-one-out scores" if scale is not None else ""))
 
     def _setup_output_layer(self, saved: ModelRecord | None) -> None:
         """The output layer at the data's base rate (a resumed run's as recorded; a run saved before the layer

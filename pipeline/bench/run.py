@@ -18,6 +18,7 @@ from pipeline.bench.report import check_targets
 from pipeline.bench.timing import default_threads, machine
 from runtime.inputs import plural
 
+
 def _cold_compiles() -> None:
     """Compile times as a first run sees them: inductor's on-disk caches would hide them on a rerun."""
     import torch._functorch.config

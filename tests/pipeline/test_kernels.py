@@ -65,7 +65,8 @@ def test_minirocket_transform_equals_the_papers_algorithm_in_numpy():
         for k in range(84):
             q = quantiles[start:start + f]
             # the bias of each kernel is the quantiles of its output on ONE training series (drawn at random)
-            candidates = [np.quantile(paper_convolution(x[n, 0].astype(np.float64), kernels[k], d), q) for n in range(6)]
+            candidates = [np.quantile(paper_convolution(x[n, 0].astype(np.float64), kernels[k], d), q)
+                          for n in range(6)]
             assert min(np.abs(c - biases[k]).max() for c in candidates) < 1e-5, (d, k)
             for n in range(6):
                 c = paper_convolution(x[n, 0].astype(np.float64), kernels[k], d)

@@ -1,0 +1,45 @@
+"""What the kernel transforms share: the kernel length, the rounding band of a float32 convolution, the
+paper's quantiles and channel combinations, chunked transforms."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+KERNEL_LENGTH = 9
+FIT_CHUNK = 64  # series per transform call while fitting (bounds memory: chunk x features x length)
+# Two float32 engines may each round a sum of n products by up to about n * 2^-24 of the sum of their magnitudes
+# (plus the input's own normalisation); a comparison whose margin is within ROUNDING_FACTOR * (n + 4) * 2^-24 of
+# that magnitude can go either way in an engine that sums in another order.
+ROUNDING_FACTOR = 4.0
+UNIT_ROUNDOFF = 2.0 ** -24
+
+
+def golden_quantiles(n: int) -> Tensor:
+    """The low-discrepancy sequence (i * golden ratio) mod 1, i = 1..n, as float32 (the paper's quantiles)."""
+    phi = (math.sqrt(5) + 1) / 2
+    return torch.tensor([(i * phi) % 1 for i in range(1, n + 1)], dtype=torch.float32)
+
+
+def channel_combinations(channels: int, combinations: int, g: torch.Generator) -> Tensor:
+    """(combinations, channels) 0/1: the multivariate paper's random channel subsets (2^U(0, log2(min(C, 9) + 1))
+    channels each, without replacement); all ones for one channel."""
+    top = math.log2(min(channels, KERNEL_LENGTH) + 1)
+    sizes = (2 ** (torch.rand(combinations, generator=g, dtype=torch.float64) * top)).to(torch.int64)
+    mask = torch.zeros(combinations, channels)
+    for i, size in enumerate(sizes.tolist()):
+        mask[i, torch.randperm(channels, generator=g)[:size]] = 1.0
+    return mask
+
+
+def rounding_scale(x: Tensor, weight: Tensor, dilation: int, padding: int, terms: int) -> Tensor:
+    """Per output position, how far two float32 engines' results of this convolution may differ."""
+    magnitude = F.conv1d(x.abs(), weight.abs(), dilation=dilation, padding=padding)
+    return magnitude * (ROUNDING_FACTOR * (terms + 4) * UNIT_ROUNDOFF)
+
+
+def transform_in_chunks(transform, x: Tensor, chunk: int = FIT_CHUNK) -> Tensor:
+    return torch.cat([transform(x[i:i + chunk]) for i in range(0, len(x), chunk)])

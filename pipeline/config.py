@@ -308,8 +308,8 @@ class ModelConfig(_JsonMixin):
     head: str = setting("auto", choices=HEADS, help=f"The head of {', '.join(KERNEL_MODELS)}: ridge is fitted in "
                         "closed form, its regularisation chosen by leave-one-out cross-validation (alphas 1e-3..1e3), "
                         "then its scale fitted to the task's loss; linear is trained by gradient descent with the "
-                        f"task's loss ({_PAPERS['kernel'].describe()}). auto: ridge below 10000 training series, linear "
-                        "from there.")
+                        f"task's loss ({_PAPERS['kernel'].describe()}). auto: ridge below 10000 training series, "
+                        "linear from there.")
     in_channels: int = 1
     length: int = 0  # training length; required by the fixed-length models
     n_outputs: int = 1

@@ -202,3 +202,25 @@ def test_a_comparison_placed_on_its_bias_is_counted_and_its_flip_stays_within_th
     moved = (after - before).abs()
     assert moved.max() > 0  # the flip is visible in the output ...
     assert (moved <= bound[0] + 1e-6).all()  # ... and within the bound verification allows
+
+
+def test_multivariate_minirocket_sums_each_kernels_random_channels_as_the_multivariate_code():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 5, 30)).astype(np.float32)
+    transform = MiniRocketTransform(5, 30, num_features=840)
+    transform.fit(torch.from_numpy(x), torch.Generator().manual_seed(0))
+    kernels, sizes, expected = paper_kernels(), [], []
+    for i, block in enumerate(transform.blocks):
+        chosen = (block.weight[:, :, 0] != 0).numpy()  # (84, 5): the channels each kernel sums
+        sizes += chosen.sum(1).tolist()
+        biases = block.bias.numpy().astype(np.float64)
+        for k in range(84):
+            for n in range(4):
+                c = sum(paper_convolution(x[n, ch].astype(np.float64), kernels[k], block.dilation)
+                        for ch in np.flatnonzero(chosen[k]))
+                region = c if (i + k) % 2 == 0 else c[block.padding:30 - block.padding]
+                expected.append(((n, i, k), (region[:, None] > biases[k][None, :]).mean(0)))
+    assert 1 <= min(sizes) and max(sizes) <= 5 and len(set(sizes)) > 1  # 2^U(0, log2(6)) channels: 1..5
+    ours = [block(torch.from_numpy(x)).view(4, 84, -1).numpy() for block in transform.blocks]
+    for (n, i, k), values in expected:
+        np.testing.assert_allclose(ours[i][n, k], values, atol=1e-6, err_msg=str((n, i, k)))

@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from pipeline.checkpoint import load_checkpoint
 from tests.conftest import run_pipeline
 
@@ -60,7 +62,12 @@ def test_a_linear_head_resumes_to_the_weights_of_an_unbroken_run_and_a_ridge_run
     whole, parts = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("whole", "parts"))
     for name, tensor in whole.items():
         torch.testing.assert_close(parts[name], tensor, atol=1e-6, rtol=1e-5, msg=name)
-    _train(tmp_path, data, "ridge", "--model", "minirocket")
+    _train(tmp_path, data, "ridge", "--model", "minirocket", "--tensorboard")
+    events = EventAccumulator(str(tmp_path / "ridge" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    metrics = json.loads((tmp_path / "ridge" / "metrics.json").read_text())
+    assert [(e.step, round(e.value, 5)) for e in events.Scalars("loss/train")] == \
+        [(1, round(metrics["train"]["loss"], 5))]  # the tracker sees the fit as its one epoch
     before = load_checkpoint(tmp_path / "ridge" / "best.pt")["model"]
     again = run_pipeline(["train", "--resume", tmp_path / "ridge", "--no-progress"], tmp_path)
     assert again.returncode == 0, again.stderr

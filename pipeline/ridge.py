@@ -138,6 +138,7 @@ def fit_transform(model, source, seed: int, log) -> Tensor:
     with torch.no_grad():
         x = model.normalize(x)
     started = time.perf_counter()
+    model.net.cpu()  # fitted on the CPU whatever the device: the same biases on every device and process
     features = model.net.fit(x.cpu(), torch.Generator().manual_seed(seed))
     model.to(x.device)
     log(f"{type(model.net).__name__}: {features.shape[1]} features of {source.n} training series fitted in "

@@ -33,6 +33,7 @@ def test_quick_bench_json_has_every_row(quick_report):
     keys = {(r["section"], r["name"], r["metric"]) for r in quick_report["rows"]}
     expected = {("inference", e, m) for e in ENGINES for m in ("latency, batch 1", "throughput, batch 16")}
     expected |= {("training", loop, f"training {model}, batch 64") for loop in LOOPS for model in ("fcn", "simple-cnn")}
+    expected |= {("training", "default recipe", f"whole training {model}, 256 series") for model in ("fcn", "simple-cnn")}
     expected |= {("start-up", "torch.compile", "first calls at batch 1 and 16"),
                  ("start-up", "AOTInductor", "torch.export + package compile of the model"),
                  ("start-up", "export --format all", "export + verification"),
@@ -64,6 +65,12 @@ def test_ratios_are_against_eager_pytorch_of_the_same_measure(quick_report):
         assert same["tutorial loop"]["ratio"] == pytest.approx(1.0)
         assert same["pipeline train"]["ratio"] == pytest.approx(same["pipeline train"]["value"]
                                                                 / same["tutorial loop"]["value"])
+    whole = [r for r in rows if r["name"] == "default recipe"]  # the benchmarked model's first, the others against it
+    assert [r["metric"] for r in whole] == ["whole training fcn, 256 series", "whole training simple-cnn, 256 series"]
+    assert [r["ratio"] for r in whole] == pytest.approx([1.0, whole[1]["value"] / whole[0]["value"]])
+    epoch = {model: 256 / next(r["value"] for r in rows if r["name"] == "pipeline train"
+                               and r["metric"] == f"training {model}, batch 64") for model in ("fcn", "simple-cnn")}
+    assert whole[0]["value"] > 300 * epoch["fcn"] * 0.5  # the recipe's 300 epochs, projected from the median epoch
     start = {r["name"]: r for r in rows if r["section"] == "start-up"}
     eager_warmup = sum(r["warmup_s"] for r in rows if r["name"] == "eager PyTorch" and r["section"] == "inference")
     for row in start.values():
@@ -206,7 +213,8 @@ def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
     report = json.loads(result.stdout)
     assert {k: report["model"][k] for k in ("model", "width", "channels", "length", "classes")} == {
         "model": "resnet", "width": 0.125, "channels": 1, "length": 16, "classes": 2}
-    assert {r["metric"] for r in report["rows"] if r["section"] == "training"} == {"training simple-cnn, batch 64"}
+    assert {r["metric"] for r in report["rows"] if r["section"] == "training"} == {
+        "training simple-cnn, batch 64", "whole training simple-cnn, 256 series"}
     assert {r["name"] for r in report["rows"] if r["section"] == "inference"} == set(ENGINES)
     # the inference targets are stated for fcn at length 128 only; the simple-cnn training target applies
     assert [t["target"] for t in report["targets"]] == ["pipeline train vs tutorial loop (simple-cnn)"]

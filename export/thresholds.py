@@ -31,17 +31,13 @@ class Allowance:
     near_ties: int
 
 
-def _member_bounds(net: KernelNet, x: Tensor) -> tuple[Tensor, Tensor, int]:
-    return net.threshold_bound(x)
-
-
 def score_bounds(model: SequenceModel, x: Tensor) -> tuple[Tensor, Tensor, int] | None:
     """The model's raw scores, a bound on how far each may move by near-tie flips, and the number of (series,
     feature) pairs with a comparison near its threshold; None for a model without kernel transforms."""
     with torch.no_grad():
         x = model.normalize(x)
         if isinstance(model.net, KernelNet):
-            z, dz, n = _member_bounds(model.net, x)
+            z, dz, n = model.net.threshold_bound(x)
             return model.output(z), dz * model.output.scale.abs(), n
         if isinstance(model.net, EnsembleNet) and isinstance(model.net.members[0], KernelNet):
             return _ensemble_bounds(model.net, x)
@@ -49,7 +45,7 @@ def score_bounds(model: SequenceModel, x: Tensor) -> tuple[Tensor, Tensor, int] 
 
 
 def _ensemble_bounds(ensemble: EnsembleNet, x: Tensor) -> tuple[Tensor, Tensor, int]:
-    parts = [_member_bounds(member, x) for member in ensemble.members]
+    parts = [member.threshold_bound(x) for member in ensemble.members]
     z = torch.stack([p[0] for p in parts]) * ensemble.scale + ensemble.shift  # (members, batch, K)
     dz = torch.stack([p[1] for p in parts]) * ensemble.scale.abs()
     combined = ensemble(x)

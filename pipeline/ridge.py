@@ -126,14 +126,14 @@ def fit_ridge_head(features: Tensor, y: Tensor, scores: str, base,
     fit = ridge_loo(features.cpu(), targets)
     if not rule.calibrate:
         return fit, None, None
-    device = next(iter(loss_fn.buffers()), torch.empty(0)).device
-    scale, shift = calibrate(fit.loo.to(device), y, loss_fn, rule.shared, rule.shift)
+    scale, shift = calibrate(fit.loo.to(y.device), y, loss_fn, rule.shared, rule.shift)  # the loss's device
     return fit, scale.cpu(), shift.cpu()
 
 
 def fit_transform(model, source, seed: int, log) -> Tensor:
     """A kernel model's transform fitted to the normalised training series of `source` (a BatchSource; the same
-    on every process: the same rows, the run's seed); their standardised features (n, F) on its device."""
+    on every process: the same rows, the run's seed); their standardised features (n, F), on the CPU where the
+    ridge head is solved."""
     x, _ = source.batch(torch.arange(source.n))
     with torch.no_grad():
         x = model.normalize(x)
@@ -143,7 +143,7 @@ def fit_transform(model, source, seed: int, log) -> Tensor:
     model.to(x.device)
     log(f"{type(model.net).__name__}: {features.shape[1]} features of {source.n} training series fitted in "
         f"{time.perf_counter() - started:.1f} s")
-    return features.to(x.device)
+    return features
 
 
 def fit_head(model, features: Tensor, y: Tensor, scores: str, base, loss_fn, loss_name: str, log):

@@ -18,7 +18,7 @@ from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, FileEntry,
                               InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization, OutputBase, Source,
-                              TensorSpec, TorchExport, Verification)
+                              TensorSpec, TorchExport, Verification, Window)
 from runtime.tasks import TASKS
 
 
@@ -87,7 +87,8 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
         # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
         # them out of a .csv laid out the same way, as train and evaluate do
         csv_labels=record.csv_labels, onnx_layout=graphs.layout, torch_export=graphs.exported,
-        int8=graphs.int8, output_base=None if base is None else OutputBase(inside_graph=True, **base.to_dict()))
+        int8=graphs.int8, output_base=None if base is None else OutputBase(inside_graph=True, **base.to_dict()),
+        window=Window(**record.window) if record.window else None)
 
 
 def readme_text(record: ModelRecord, want: tuple[str, ...]) -> str:

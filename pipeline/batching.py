@@ -10,6 +10,9 @@ from pipeline.data.load import Split
 from runtime.tasks import compute_metrics
 
 EVAL_BATCH = 1024
+# Windows of recordings (cut on demand) up to this many bytes are cut once and held as one tensor; more are
+# cut batch by batch, as memory-mapped files are read.
+WINDOWS_HELD_BYTES = 1 << 30
 
 
 class BatchSource:
@@ -18,11 +21,13 @@ class BatchSource:
     def __init__(self, split: Split, device: torch.device):
         self.n = len(split)
         self.device = device
-        self.mapped = isinstance(split.X, np.memmap)
+        self.mapped = isinstance(split.X, np.memmap) or (
+            not isinstance(split.X, np.ndarray) and len(split.rows) * split.X.nbytes // max(len(split.X), 1)
+            > WINDOWS_HELD_BYTES)
         if self.mapped:  # larger than we want in memory: gather each batch from the mapped file
             self.X, self.rows = split.X, split.rows
         else:
-            X = split.X if len(split.rows) == len(split.X) else split.X[split.rows]
+            X = split.X if len(split.rows) == len(split.X) and isinstance(split.X, np.ndarray) else split.X[split.rows]
             self.X = torch.from_numpy(np.ascontiguousarray(X)).to(device)
         self.y = torch.from_numpy(split.targets).to(device)
 

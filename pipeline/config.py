@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.settings import setting
+from runtime.manifest import WINDOW_LABELS
 from runtime.tasks import ALL_LOSS_NAMES, TASK_NAMES, TASKS, is_custom_loss
 
 NORMALIZE_MODES = ("channel", "series", "none")
@@ -219,6 +220,18 @@ class DataConfig(_JsonMixin):
     normalize: str = setting("channel", choices=NORMALIZE_MODES,
                              help="channel: z-score per channel fitted on training data; series: per series; none.")
     pad: bool = setting(False, kind="switch", help="Right-pad unequal-length .ts series with their last value.")
+    window: int | None = setting(None, type=int, help="Cut long recordings into windows of this many samples: "
+                                 "--data is then a per-sample .csv (a row per time step), an .npz of recordings, "
+                                 "or a folder of them, one recording per file (see docs/recordings.md).")
+    stride: int | None = setting(None, type=int, help="Samples between window starts (with --window). "
+                                 "[default: the window, no overlap]")
+    window_label: str = setting("last", choices=WINDOW_LABELS, help="A window's label when labels are per time "
+                                "step: last (causal: what a live stream knows; pick it to stream), majority, "
+                                "center.")
+    recording_column: str | None = setting(None, type=str, help="Per-sample .csv: the column naming each row's "
+                                           "recording (default: the file is one recording).")
+    time_column: str | None = setting(None, type=str, help="Per-sample .csv: a time column; rows must be in "
+                                      "increasing time within each recording (it is not a signal channel).")
 
     def __post_init__(self):
         if self.task is not None:
@@ -228,6 +241,22 @@ class DataConfig(_JsonMixin):
             raise PipelineError(f"--val-split must be in [0, 1); got {self.val_split}")
         if self.val_data is not None and self.val_split is not None:
             raise PipelineError("--val-split and --val-data both choose validation data; pass only one")
+        _choice("--window-label", self.window_label, WINDOW_LABELS)
+        if self.window is None:
+            given = [flag for flag, value in (("--stride", self.stride), ("--recording-column", self.recording_column),
+                                              ("--time-column", self.time_column)) if value is not None]
+            if given or self.window_label != "last":
+                flags = ", ".join(given + (["--window-label"] if self.window_label != "last" else []))
+                raise PipelineError(f"{flags} cut recordings into windows and need --window LENGTH too")
+        elif self.window < 1 or (self.stride is not None and self.stride < 1):
+            raise PipelineError(f"--window {self.window} and --stride {self.stride} must be at least 1 sample")
+        if self.window is not None and self.pad:
+            raise PipelineError("--pad right-pads .ts series; windows of recordings need no padding, drop --pad")
+
+    @property
+    def window_stride(self) -> int | None:
+        """Samples between window starts: --stride, or the window (no overlap)."""
+        return None if self.window is None else self.stride or self.window
 
 
 @dataclass(frozen=True)

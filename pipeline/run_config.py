@@ -52,6 +52,7 @@ class ModelRecord:
     loss: LossChoice
     output_base: OutputBase | None = None
     csv_labels: dict | None = None  # CSV data: the label columns (header names or 0-based indices) and width
+    window: dict | None = None  # train --window: runtime.manifest.Window's fields (length, stride, label, split, ...)
 
     @property
     def task(self) -> str:
@@ -64,6 +65,8 @@ class ModelRecord:
             d[OUTPUT_BASE] = self.output_base.to_dict()
         if self.csv_labels:
             d["csv_labels"] = _json(self.csv_labels)
+        if self.window:
+            d["window"] = _json(self.window)
         return d
 
     @classmethod
@@ -71,7 +74,7 @@ class ModelRecord:
         """From config.json or a checkpoint (their other keys are ignored)."""
         return cls(ModelConfig.from_dict(d["model_config"]), LabelEncoding.from_dict(d["encoding"]),
                    LossChoice(d["loss"]["name"], d["loss"]["params"]), OutputBase.from_dict(d.get(OUTPUT_BASE)),
-                   d.get("csv_labels") or None)
+                   d.get("csv_labels") or None, d.get("window") or None)
 
 
 @dataclass(frozen=True)

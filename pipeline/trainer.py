@@ -164,7 +164,7 @@ class Trainer:
     def describe(self) -> ModelRecord:
         """Everything needed to rebuild the model and the loss; stored in config.json and checkpoints."""
         return ModelRecord(self.model_cfg, self.datasets.encoding, LossChoice(self.loss_name, self.loss_params),
-                           self.output_base, self.datasets.csv_labels)
+                           self.output_base, self.datasets.csv_labels, self.datasets.window)
 
     def run_config(self) -> RunConfig:
         """The run's config.json (an ensemble's member's own)."""
@@ -408,7 +408,8 @@ class Trainer:
         """The run-wide keys of metrics.json."""
         return {"selected_by": "val_loss" if self.val_src else "train_loss", "batch_size": self.batch_size,
                 "device": str(self.device), "processes": self.ranks.world, "precision": self.precision.to_dict(),
-                OUTPUT_BASE: self.output_base.to_dict() if self.output_base is not None else None}
+                OUTPUT_BASE: self.output_base.to_dict() if self.output_base is not None else None,
+                **({"window": self.datasets.window} if self.datasets.window else {})}
 
 
 def _fmt(value) -> str:

@@ -14,7 +14,7 @@ from runtime.errors import input_error
 from runtime.signature import check_signature, file_sha256, trusted_key
 from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, MODEL_ONNX, MODEL_PRECISIONS, Manifest
 from runtime.tasks import TASKS
-
+from runtime.windows import Stream, window_starts, window_view
 
 
 def check_files(bundle_dir: Path, manifest: Manifest) -> None:
@@ -99,6 +99,50 @@ class Bundle:
             for output, values in zip(self.outputs, outputs):
                 results[output][start:start + len(batch)] = values
         return results
+
+    @property
+    def window(self):
+        """The manifest's `window` (length, stride, label rule) of a windowed bundle, else None."""
+        return self.manifest.window
+
+    def _window(self, length: int | None, stride: int | None) -> tuple[int, int]:
+        w = self.manifest.window
+        length = length or (w.length if w else self.series.fixed or self.series.trained_length)
+        stride = stride or (w.stride if w else length)
+        if length < 1 or stride < 1:
+            raise InputError(f"window length {length} and stride {stride} must be at least 1")
+        return length, stride
+
+    def predict_windows(self, recording, length: int | None = None, stride: int | None = None,
+                        name: str = "recording") -> dict[str, np.ndarray]:
+        """Outputs of every window of one recording (C, T) (or (T,) for one channel), cut as training cut them
+        (the manifest's window; `length`/`stride` override), with each window's start and end sample."""
+        length, stride = self._window(length, stride)
+        x = np.asarray(recording)
+        x = x[None, :] if x.ndim == 1 else x
+        if x.ndim != 2 or x.shape[0] != self.series.channels:
+            raise InputError(f"{name}: has shape {np.shape(recording)}; pass ({self.series.channels}, samples)")
+        starts = window_starts(x.shape[1], length, stride)
+        found = {"start": starts, "end": starts + length}
+        for i in range(0, max(len(starts), 1), 4096):  # bounded memory for recordings of any length
+            part = starts[i:i + 4096]
+            windows = window_view(x, part, length) if len(part) else np.zeros((0, x.shape[0], length), np.float32)
+            outputs = self.predict(windows, name=name) if len(part) else self._empty_outputs(length)
+            for output, values in outputs.items():
+                found.setdefault(output, []).append(values)
+        return {k: (np.concatenate(v) if isinstance(v, list) else v) for k, v in found.items()}
+
+    def _empty_outputs(self, length: int) -> dict[str, np.ndarray]:
+        out = self.predict(np.zeros((1, self.series.channels, length), dtype=np.float32))
+        return {k: v[:0] for k, v in out.items()}
+
+    def stream(self, length: int | None = None, stride: int | None = None) -> Stream:
+        """A stream for one live recording: push chunks, get the outputs of the windows they complete
+        (runtime.windows.Stream); windows as the manifest's `window` (or `length`/`stride`)."""
+        length, stride = self._window(length, stride)
+        run = lambda x: dict(zip(self.outputs, self.model_session.run(None, {MODEL_INPUT: x})))  # noqa: E731
+        self.series.check(np.zeros((1, self.series.channels, length), dtype=np.float32), "window")
+        return Stream(run, self.outputs, self.series.channels, length, stride)
 
     def loss(self, prediction, target) -> tuple[float, np.ndarray]:
         """(loss, per_sample_loss) from the loss graph: prediction is the first model output, target encoded."""

@@ -44,6 +44,10 @@ MODEL_INPUT = "x"
 LOSS_INPUTS = ("prediction", "target")
 LOSS_OUTPUTS = ("loss", "per_sample_loss")
 SCHEMA_PATH = Path(__file__).with_name(SCHEMA_FILE)
+# Which time step's label a window of a recording takes (train --window-label): `last` (the causal choice:
+# what a stream knows when the window completes), `majority` (the most frequent; a tie goes to the label seen
+# last), `center` (sample length // 2 of the window). runtime.windows applies them.
+WINDOW_LABELS = ("last", "majority", "center")
 
 OMIT_NONE = {"omit_none": True}  # field metadata: left out of the JSON when None (not written as null)
 
@@ -183,6 +187,20 @@ class Int8:
 
 
 @dataclass(frozen=True)
+class Window:
+    """A windowed model (train --window): it scores windows of `length` samples cut every `stride` samples
+    from long recordings, labelled by `label` (runtime.windows.WINDOW_LABELS); how the recordings were read
+    and how validation was split from training, so predict, evaluate and every host cut the same windows."""
+
+    length: int
+    stride: int
+    label: Literal[WINDOW_LABELS]  # type: ignore[valid-type]
+    split: str  # how the validation windows were held out (by recording, or by time with a gap)
+    recording_column: str | None = field(default=None, metadata=OMIT_NONE)  # .csv recordings: the id column
+    time_column: str | None = field(default=None, metadata=OMIT_NONE)  # .csv recordings: the time column
+
+
+@dataclass(frozen=True)
 class Source:
     """The run and checkpoint the bundle was exported from, so `pipeline verify` can rebuild eager."""
 
@@ -217,6 +235,8 @@ class Manifest:
     int8: Int8 | None = field(default=None, metadata=OMIT_NONE)
     # absent in bundles of runs trained before the output layer existed (their graphs have none)
     output_base: OutputBase | None = field(default=None, metadata=OMIT_NONE)
+    # absent unless the run was trained on windows of recordings (--window)
+    window: Window | None = field(default=None, metadata=OMIT_NONE)
 
     @property
     def n_outputs(self) -> int:

@@ -10,6 +10,7 @@ from pipeline.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, MODELS, Data
 from pipeline.data.prepare import (LabelEncoding, check_classes, check_series, encode_labels, fit_encoding,
                                    infer_task, stratified_split)
 from pipeline.data.readers import SeriesData, read_series
+from pipeline.data.recordings import cut_windows, read_recordings
 from pipeline.data.synthetic import waveforms
 from pipeline.errors import DataError
 from runtime.tasks import TASKS
@@ -36,6 +37,7 @@ class Datasets:
     test: Split | None
     notes: list[str] = field(default_factory=list)  # what was inferred, said to the user
     csv_labels: dict | None = None  # a .csv training file's label columns and width, for `pipeline predict`
+    window: dict | None = None  # --window: length, stride, label rule, how validation was split, the .csv columns
 
     @property
     def channels(self) -> int:
@@ -47,6 +49,12 @@ class Datasets:
 
 
 def _read(path: str | None, cfg: DataConfig) -> SeriesData:
+    if cfg.window is not None:
+        if path is None:
+            raise DataError(["--window cuts long recordings: pass them with --data (a per-sample .csv, an .npz of "
+                             "recordings, or a folder of them); the embedded waveforms are already cut"])
+        recordings = read_recordings(path, cfg.target_column, cfg.recording_column, cfg.time_column)
+        return cut_windows(recordings, cfg.window, cfg.window_stride, cfg.window_label)
     if path is None:
         return waveforms()
     return read_series(path, cfg.target_column, pad=cfg.pad)
@@ -57,6 +65,9 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     """Read every file (or take the arrays `given` per split: train, val, test), infer or check the task,
     validate everything, split validation data."""
     problems: list[str] = []
+    if given and cfg.window is not None:
+        raise DataError(["window: cuts recordings read from files (--data); cut arrays into windows yourself, or "
+                         "save them as an .npz of recordings, X=(recordings, channels, samples)"])
     files = {role: given[role] for role in ("train", "val", "test") if role in (given or {})}
     for role, path in (("train", cfg.data), ("val", cfg.val_data), ("test", cfg.test_data)):
         if role in files or (role != "train" and path is None):
@@ -86,6 +97,9 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
         targets[role] = encode_labels(encoding, data, problems)
     if targets["train"] is not None:
         check_classes(encoding, train, targets["train"], problems)
+    if cfg.window is not None and cfg.window_label == "majority" and not TASKS[encoding.task].has_classes:
+        problems.append(f"--window-label majority picks the most frequent label, which a --task {encoding.task} "
+                        "target does not have; use last (causal) or center")
     shortest = MODELS[model_name].min_length
     if train.X.shape[2] < shortest:
         problems.append(f"{train.source}: series of length {train.X.shape[2]} are too short for --model "
@@ -97,6 +111,9 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     if "val" in files:
         train_rows = all_rows(train)
         val = Split(files["val"].X, all_rows(files["val"]), targets["val"], files["val"].source)
+    elif train.windows is not None:
+        train_rows, val, how = _hold_out_windows(cfg, train, targets["train"], encoding.task, seed, notes,
+                                                 MODELS[model_name].kernel)
     else:
         train_rows, val = _hold_out(cfg, train, targets["train"], encoding.task, seed, notes,
                                     kernel=MODELS[model_name].kernel)
@@ -108,7 +125,62 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
         raise DataError([f"{train.source}: only {len(train_split)} series left for training; "
                          "training needs at least 2 (lower --val-split)"])
     csv_labels = {"columns": list(train.label_columns), "width": train.columns} if train.label_columns else None
-    return Datasets(encoding, train_split, val, test, notes, csv_labels)
+    window = None
+    if cfg.window is not None:
+        how = how if "val" not in files else f"by recording: the recordings of {files['val'].source} (--val-data)"
+        window = {"length": cfg.window, "stride": cfg.window_stride, "label": cfg.window_label, "split": how,
+                  "recording_column": cfg.recording_column, "time_column": cfg.time_column}
+        window = {k: v for k, v in window.items() if v is not None}
+        notes.append(f"windows: {train.n} of {cfg.window} samples every {cfg.window_stride} from "
+                     f"{train.windows.recordings.count} recording(s) of {train.source}, labelled by the "
+                     f"{cfg.window_label} time step" if train.windows.recordings.per_step else
+                     f"windows: {train.n} of {cfg.window} samples every {cfg.window_stride} from "
+                     f"{train.windows.recordings.count} recording(s) of {train.source}, each labelled by its recording")
+    return Datasets(encoding, train_split, val, test, notes, csv_labels, window)
+
+
+def _hold_out_windows(cfg: DataConfig, train: SeriesData, targets: np.ndarray, task: str, seed: int,
+                      notes: list[str], kernel: bool) -> tuple[np.ndarray, Split | None, str]:
+    """Validation windows held out of recordings without leakage: whole recordings (stratified by a recording's
+    class, when recordings have one), or, from a single recording, its last --val-split of samples with a gap of
+    one window before it, so no training window shares a sample with a validation window."""
+    windows = train.windows
+    recs, length = windows.recordings, windows.length
+    fraction = cfg.val_split
+    if fraction is None and kernel:
+        train_rows, val = _hold_out(cfg, train, targets, task, seed, notes, kernel=True)
+        return train_rows, val, "none (kernel models choose the ridge penalty by leave-one-out)"
+    fraction = AUTO_VAL_FRACTION if fraction is None else fraction
+    if fraction == 0:
+        notes.append("validation: none (--val-split 0); the best checkpoint is chosen by training loss")
+        return np.arange(train.n), None, "none (--val-split 0)"
+    if recs.count >= 2:
+        by_recording = targets[np.searchsorted(windows.recording, np.arange(recs.count))]
+        stratify = TASKS[task].has_classes and not recs.per_step
+        keep, held = stratified_split(by_recording, fraction, seed, stratify)
+        if len(keep) == 0:
+            keep, held = held[:1], held[1:]
+        val_rows = np.flatnonzero(np.isin(windows.recording, held))
+        how = (f"by recording: {len(held)} of {recs.count} recordings held out ({', '.join(recs.ids[r] for r in held[:5])}"
+               f"{', ...' if len(held) > 5 else ''}), --val-split {fraction:g}")
+    else:
+        samples = int(recs.lengths()[0])
+        cut = int(round(samples * (1 - fraction)))
+        val_rows = np.flatnonzero(windows.starts >= cut + length)  # a gap of one window after the cut
+        if cut < length or not len(val_rows):
+            raise DataError([f"{recs.names[0]}: one recording of {samples} samples is too short to hold out its last "
+                             f"{fraction:g} for validation with a gap of one --window {length} (it needs "
+                             f"{int(np.ceil(3 * length / min(fraction, 1 - fraction)))} or so); pass --val-data, "
+                             "or --val-split 0"])
+        how = (f"by time: the last {fraction:g} of the one recording (samples {cut + length} on) after a gap of one "
+               f"window; training windows end by sample {cut}")
+        val_rows = val_rows
+        train_rows = np.flatnonzero(windows.starts + length <= cut)
+        notes.append(f"validation: {len(val_rows)} windows held out {how}")
+        return train_rows, Split(train.X, val_rows, targets[val_rows], f"{train.source} (validation split)"), how
+    train_rows = np.setdiff1d(np.arange(train.n), val_rows)
+    notes.append(f"validation: {len(val_rows)} windows held out {how}")
+    return train_rows, Split(train.X, val_rows, targets[val_rows], f"{train.source} (validation split)"), how
 
 
 def _hold_out(cfg: DataConfig, train: SeriesData, targets: np.ndarray, task: str, seed: int,

@@ -35,6 +35,7 @@ class SeriesData:
     columns: int = 0  # .csv: the number of columns per row
 
     in_memory: bool = False  # arrays given to the Python API: the label array names itself
+    windows: object | None = None  # windows of recordings (pipeline.data.recordings.WindowedSeries, also X)
 
     @property
     def n(self) -> int:

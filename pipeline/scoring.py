@@ -61,6 +61,41 @@ def training_label_columns(bundle: runtime.Bundle, data: Path, log) -> str | Non
     return ",".join(labels["columns"])
 
 
+def _recordings(bundle: runtime.Bundle, data: Path, target_column: str | None, labels: bool):
+    """The recordings of `data` read as training read them (the manifest's window: recording and time columns)."""
+    from pipeline.data.recordings import read_recordings
+
+    w = bundle.window
+    return read_recordings(data, target_column, w.recording_column, w.time_column, labels=labels)
+
+
+def _predict_recordings(bundle: runtime.Bundle, data: Path, target_column: str | None, log) -> tuple[dict, dict, int]:
+    """Every window of every recording: (outputs, the recording/start/end columns, windows)."""
+    import numpy as np
+
+    from pipeline.errors import DataError
+
+    recs = _recordings(bundle, data, target_column, labels=False)
+    w = bundle.window
+    short = [n for n, size in zip(recs.names, recs.lengths()) if size < w.length]
+    if short:
+        raise DataError([f"{'; '.join(short[:5])}: shorter than one window of {w.length} samples (the bundle's "
+                         "window); no prediction can be made for it"])
+    parts, where = [], {"recording": [], "start": [], "end": []}
+    for r in range(recs.count):
+        one = recs.samples[:, recs.offsets[r]:recs.offsets[r + 1]]
+        out = bundle.predict_windows(one, name=recs.names[r])
+        where["recording"].append(np.full(len(out["start"]), recs.ids[r], dtype=object))
+        where["start"].append(out.pop("start"))
+        where["end"].append(out.pop("end"))
+        parts.append(out)
+    outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    where = {k: np.concatenate(v) for k, v in where.items()}
+    log(f"windows: {len(where['start'])} of {w.length} samples every {w.stride} from "
+        f"{recs.count} recording(s) of {recs.source}")
+    return outputs, where, len(where["start"])
+
+
 def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: bool = False, log=print) -> int:
     """Predict every series of `cfg.data`; write `out` atomically (.csv/.jsonl/.npy/.npz) or CSV to stdout."""
     data, target_column = cfg.data, cfg.target_column
@@ -73,6 +108,8 @@ def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: 
         target_column = training_label_columns(bundle, data, log)
     elif target_column.strip().lower() == "none":  # every column is a series value
         target_column = None
+    if bundle.window is not None:
+        return _write_windows(bundle, cfg, out, suffix, target_column, log)
     series = read_series(data, target_column, pad=cfg.pad, labels=False)
     note = _length_note(bundle, series)
     if note:
@@ -90,19 +127,55 @@ def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: 
     return series.n
 
 
+def _write_windows(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None, suffix: str,
+                   target_column: str | None, log) -> int:
+    """`pipeline predict` of a windowed bundle: one row per window (recording, start and end sample, then the
+    usual columns); .npz gets the arrays recording, start and end beside the outputs."""
+    try:
+        outputs, where, n = _predict_recordings(bundle, cfg.data, target_column, log)
+    except runtime.InputError as exc:
+        raise PipelineError(str(exc)) from None
+    table = {**where, **prediction_table(bundle, outputs)}
+    if out is None:
+        write_rows(table, sys.stdout, ".csv")
+        return n
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".csv", ".jsonl"):
+        write_atomic(out, lambda tmp: _write_table(table, tmp, suffix))
+    else:
+        arrays = {**outputs, **{k: v.astype(str) if k == "recording" else v for k, v in where.items()}}
+        write_atomic(out, lambda tmp: write_predictions(bundle, arrays, tmp, suffix))
+    log(f"wrote {out} ({n} windows)")
+    return n
+
+
+def _write_table(table: dict, path: Path, suffix: str) -> None:
+    with open(path, "w", newline="") as f:
+        write_rows(table, f, suffix)
+
+
 def evaluate_file(bundle_dir: Path, cfg: EvaluateConfig, log=print) -> dict:
     """Loss and task metrics of the bundle on a labelled file, as the trainer reports them."""
     data, target_column = cfg.data, cfg.target_column
     bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log, public_key=cfg.public_key)
     if target_column is None:
         target_column = training_label_columns(bundle, data, log)
-    series = read_series(data, target_column, pad=cfg.pad, labels=True)
+    if bundle.window is not None:  # windows labelled by the rule training used
+        from pipeline.data.recordings import cut_windows
+
+        w = bundle.window
+        series = cut_windows(_recordings(bundle, data, target_column, labels=True), w.length, w.stride, w.label)
+        log(f"windows: {series.n} of {w.length} samples every {w.stride}, labelled by the {w.label} time step"
+            if series.windows.recordings.per_step else f"windows: {series.n}, each labelled by its recording")
+    else:
+        series = read_series(data, target_column, pad=cfg.pad, labels=True)
     try:
         metrics = bundle.evaluate(series.X, series.y, batch_size=cfg.batch_size, x_name=series.source,
                                   y_name=f"{series.source}: {series.label_field}", lines=series.lines)
     except runtime.InputError as exc:
         raise PipelineError(str(exc)) from None
-    return {"data": str(data), "series": series.n, "task": bundle.task, "precision": bundle.precision, **metrics}
+    counted = {"windows": series.n} if bundle.window is not None else {"series": series.n}
+    return {"data": str(data), **counted, "task": bundle.task, "precision": bundle.precision, **metrics}
 
 
 @dataclass

@@ -61,9 +61,10 @@ def evaluate(bundle, as_json, **opts):
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"{result['data']}: {result['series']} series, task {result['task']}, {result['precision']} model graph")
+    counted = "windows" if "windows" in result else "series"
+    click.echo(f"{result['data']}: {result[counted]} {counted}, task {result['task']}, {result['precision']} model graph")
     for key, value in result.items():
-        if key not in ("data", "series", "task", "precision"):
+        if key not in ("data", counted, "task", "precision"):
             click.echo(f"  {key:<16} {'n/a' if value is None else f'{value:.6g}'}")
 
 

@@ -138,6 +138,105 @@ def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn"
     return TaskBundle(task, run.run_dir, bundle, train_file, test_file)
 
 
+def make_recordings(task: str, count: int = 3, samples: int = 240, channels: int = 2, seed: int = 0):
+    """Recordings of unequal lengths ((channels, T) each) with a label per time step that depends on the last 8
+    samples of channel 0, so windows labelled by their last step are learnable."""
+    rng = np.random.default_rng(seed)
+    recordings, labels = [], []
+    for r in range(count):
+        T = samples + 17 * r
+        x = rng.normal(size=(channels, T)).astype(np.float32)
+        x[0] += np.repeat(rng.choice([-1.5, 0.0, 1.5], size=T // 40 + 1), 40)[:T]  # a level that changes every 40
+        level = np.convolve(x[0], np.ones(8) / 8)[:T]  # causal mean of the last 8 samples
+        if task == "regression":
+            y = (10.0 * level + 100.0).astype(np.float64)
+        else:
+            y = CLASS_NAMES[np.digitize(level, [-0.75, 0.75])]
+        recordings.append(x)
+        labels.append(y)
+    return recordings, labels
+
+
+def write_recordings_csv(path: Path, recordings, labels, time: bool = True) -> Path:
+    """One row per time step: recording, time, one column per channel, label."""
+    channels = recordings[0].shape[0]
+    with open(path, "w") as f:
+        f.write("recording," + ("time," if time else "") + ",".join(f"ch{c}" for c in range(channels)) + ",label\n")
+        for r, (x, y) in enumerate(zip(recordings, labels)):
+            for t in range(x.shape[1]):
+                values = ",".join(repr(float(v)) for v in x[:, t])
+                f.write(f"r{r}," + (f"{t * 0.01:.2f}," if time else "") + f"{values},{y[t]}\n")
+    return path
+
+
+WINDOW, STRIDE = 16, 4  # the windowed bundles' windows
+
+
+@dataclass(frozen=True)
+class WindowedBundle:
+    task: str
+    run_dir: Path
+    bundle: Path
+    train_file: Path
+    recordings: list  # the training recordings, (channels, T) each
+    labels: list  # their per-step labels
+
+
+def eager_windows(run_dir: Path, recording: np.ndarray, length: int = WINDOW, stride: int = STRIDE) -> dict:
+    """Eager PyTorch's outputs on the windows of one recording, cut here by a plain loop (not runtime.windows):
+    {"start": [...], <output>: array}."""
+    import torch
+
+    from export.bundle import rebuild
+    from export.graphs import as_tuple, model_graph
+    from runtime.tasks import TASKS as RUNTIME_TASKS
+
+    run = rebuild(run_dir)
+    starts = list(range(0, recording.shape[1] - length + 1, stride))
+    x = torch.from_numpy(np.stack([recording[:, s:s + length] for s in starts]).astype(np.float32))
+    with torch.inference_mode():
+        outputs = as_tuple(model_graph(run.model, run.task)(x))
+    return {"start": starts, **{name: o.numpy() for name, o in zip(RUNTIME_TASKS[run.task].outputs, outputs)}}
+
+
+def stream_case(run_dir: Path, recording: np.ndarray, chunkings: list[list[int]], atol: float = 1e-5,
+                rtol: float = 1e-5) -> dict:
+    """A stream case in the golden.json layout every host kit checks: the recording, its chunkings, and eager's
+    start sample and outputs for every window."""
+    import torch
+
+    from export.golden import tensor_json
+
+    eager = eager_windows(run_dir, recording)
+    outputs = {"start": {"shape": [len(eager["start"])], "dtype": "int64", "data": eager.pop("start")}}
+    outputs.update({name: tensor_json(torch.from_numpy(value)) for name, value in eager.items()})
+    return {"stream": {"recording": tensor_json(torch.from_numpy(recording.astype(np.float32))),
+                       "chunkings": chunkings, "outputs": outputs}, "atol": atol, "rtol": rtol}
+
+
+@pytest.fixture(scope="session")
+def windowed_bundles(tmp_path_factory) -> dict[str, WindowedBundle]:
+    """fcn trained on windows of recordings (multiclass, regression), exported in every format."""
+    from export.bundle import ExportConfig, export_run
+    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.run_config import RunSettings
+    from pipeline.train import train
+
+    out = {}
+    for task in ("multiclass", "regression"):
+        folder = tmp_path_factory.mktemp(f"windowed-{task}")
+        recordings, labels = make_recordings(task)
+        data = write_recordings_csv(folder / "train.csv", recordings, labels)
+        run = train(RunSettings(DataConfig(data=str(data), task=task, window=WINDOW, stride=STRIDE,
+                                           recording_column="recording", time_column="time"),
+                                LossConfig(), ModelConfig(width=0.25),
+                                TrainConfig(epochs=3, lr=1e-2, batch_size=16, seed=2, progress=False)),
+                    out=folder / "run", log=lambda _: None)
+        bundle = export_run(run.run_dir, ExportConfig(fmt="all"), log=lambda _: None)
+        out[task] = WindowedBundle(task, run.run_dir, bundle, data, recordings, labels)
+    return out
+
+
 @pytest.fixture(scope="session")
 def build_bundle(tmp_path_factory):
     """Train and export a small run of `task` in a fresh folder: build_bundle(task, fmt=, model=)."""

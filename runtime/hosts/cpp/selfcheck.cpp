@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bundle.hpp"
+#include "stream.hpp"
 
 using pipeline::Json;
 
@@ -45,9 +46,41 @@ Row compare(const std::string& graph, const std::string& name, const Json& expec
   return row;
 }
 
+// A stream case: the recording pushed in each chunking; every window's start and outputs against the expected.
+void run_stream(pipeline::Bundle& bundle, const Json& c, double atol, double rtol, std::vector<Row>& rows) {
+  const Json& s = c["stream"];
+  torch::Tensor recording = pipeline::tensor_from_json(s["recording"]);  // (channels, samples)
+  auto names = bundle.output_names();
+  std::vector<int64_t> expected_start = s["outputs"]["start"]["data"].get<std::vector<int64_t>>();
+  for (const auto& chunking : s["chunkings"]) {
+    pipeline::Stream stream(bundle);
+    std::vector<int64_t> start;
+    std::vector<std::vector<torch::Tensor>> parts(names.size());
+    int64_t at = 0;
+    for (const auto& size : chunking) {
+      int64_t n = size.get<int64_t>();
+      auto out = stream.push(recording.narrow(1, at, n));
+      start.insert(start.end(), out.start.begin(), out.start.end());
+      for (size_t k = 0; k < names.size(); ++k)
+        if (out.outputs[k].defined()) parts[k].push_back(out.outputs[k]);
+      at += n;
+    }
+    Row row{"stream", "start", "[" + std::to_string(start.size()) + "]"};
+    row.ok = start == expected_start;
+    row.max_abs = row.ok ? 0 : INFINITY;
+    rows.push_back(row);
+    for (size_t k = 0; k < names.size(); ++k) {
+      const Json& expected = s["outputs"][names[k]];
+      torch::Tensor got = parts[k].empty() ? torch::zeros({0}) : torch::cat(parts[k]);
+      rows.push_back(compare("stream", names[k], expected, got, atol, rtol));
+    }
+  }
+}
+
 std::vector<Row> run_case(pipeline::Bundle& bundle, const Json& c) {
   double atol = c["atol"].get<double>(), rtol = c["rtol"].get<double>();
   std::vector<Row> rows;
+  if (c.contains("stream")) run_stream(bundle, c, atol, rtol, rows);
   if (c.contains("model")) {
     auto outputs = bundle.predict(pipeline::tensor_from_json(c["model"]["inputs"]["x"]));
     auto names = bundle.output_names();

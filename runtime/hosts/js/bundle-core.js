@@ -388,6 +388,107 @@
       const [lossName, perSampleName] = this.manifest.loss.outputs;
       return { loss: Number(result[lossName].data[0]), perSampleLoss: result[perSampleName] };
     }
+
+    // A stream over one live recording, cut into the manifest's windows (or { length, stride }).
+    stream(options = {}) {
+      return new Stream(this, options);
+    }
+  }
+
+  const STREAM_BATCH = 256; // windows per model call, so a chunk of any length needs bounded memory
+
+  // One live recording as a stream (the runtime's runtime.windows.Stream): push chunks of any length, get the
+  // outputs of every window they complete, in order, with their start samples. It keeps a ring of the last
+  // length - 1 samples per channel and nothing of the history before them.
+  //   const stream = bundle.stream();
+  //   const { start, end, outputs } = await stream.push(chunk, n);  // chunk: channels*n values, channel by channel
+  class Stream {
+    constructor(bundle, { length, stride } = {}) {
+      const w = bundle.manifest.window || {};
+      const spec = bundle.manifest.input;
+      this.bundle = bundle;
+      this.channels = spec.channels;
+      this.length = length || w.length || spec.length.fixed || spec.length.trained;
+      this.stride = stride || w.stride || this.length;
+      this.hold = Math.max(this.length - 1, 1);
+      this.ring = new Float32Array(this.channels * this.hold);
+      this.seen = 0; // samples pushed so far
+      this.nextStart = 0; // start sample of the next window to complete
+    }
+
+    async push(chunk, n) {
+      const C = this.channels; const L = this.length;
+      if (n === undefined && C === 1) n = chunk.length;
+      if (!Number.isInteger(n) || n < 0 || chunk.length !== C * n) {
+        throw new BundleError(`chunk: holds ${chunk.length} values; pass ${C} channel(s) x n samples, channel by channel`);
+      }
+      for (let i = 0; i < chunk.length; i += 1) {
+        if (!Number.isFinite(Number(chunk[i]))) {
+          throw new BundleError(`chunk: sample ${this.seen + (i % n)} of the stream is NaN or Inf; fill gaps before `
+            + 'pushing (nothing of this chunk was used)');
+        }
+      }
+      const seen = this.seen;
+      const sample = (c, t) => (t >= seen ? Number(chunk[c * n + (t - seen)]) : this.ring[c * this.hold + (t % this.hold)]);
+      const starts = [];
+      for (let s = this.nextStart; s + L <= seen + n; s += this.stride) starts.push(s);
+      if (starts.length) this.nextStart = starts[starts.length - 1] + this.stride;
+      const parts = [];
+      for (let i = 0; i < starts.length; i += STREAM_BATCH) {
+        const batch = starts.slice(i, i + STREAM_BATCH);
+        const x = new Float32Array(batch.length * C * L);
+        batch.forEach((s, b) => {
+          for (let c = 0; c < C; c += 1) for (let k = 0; k < L; k += 1) x[(b * C + c) * L + k] = sample(c, s + k);
+        });
+        parts.push(await this.bundle.predict(x, [batch.length, C, L]));
+      }
+      for (let t = Math.max(seen, seen + n - this.hold); t < seen + n; t += 1) {
+        for (let c = 0; c < C; c += 1) this.ring[c * this.hold + (t % this.hold)] = Number(chunk[c * n + (t - seen)]);
+      }
+      this.seen += n;
+      const outputs = {};
+      for (const name of this.bundle.outputs) outputs[name] = concatOutputs(parts.map((p) => p[name]), starts.length);
+      return { start: starts, end: starts.map((s) => s + L), outputs };
+    }
+  }
+
+  // Outputs of several model calls as one {data, dims} (data of the first part's typed-array type).
+  function concatOutputs(parts, rows) {
+    if (!parts.length) return { data: new Float32Array(0), dims: [0] };
+    const data = new parts[0].data.constructor(parts.reduce((k, p) => k + p.data.length, 0));
+    let at = 0;
+    for (const p of parts) { data.set(p.data, at); at += p.data.length; }
+    return { data, dims: [rows, ...Array.from(parts[0].dims).slice(1)] };
+  }
+
+  // Rows {graph: 'stream', output, ...} for a stream case: the recording pushed in each chunking, every window's
+  // start and outputs compared with the expected ones (eager PyTorch on the same windows).
+  async function checkStream(bundle, c) {
+    const { recording, chunkings, outputs: expected } = c.stream;
+    const [C, T] = recording.shape;
+    const rows = [];
+    for (const chunking of chunkings) {
+      const stream = bundle.stream();
+      const starts = []; const parts = {};
+      let at = 0;
+      for (const n of chunking) {
+        const chunk = new Float32Array(C * n);
+        for (let ch = 0; ch < C; ch += 1) chunk.set(recording.data.slice(ch * T + at, ch * T + at + n), ch * n);
+        const got = await stream.push(chunk, n);
+        starts.push(...got.start);
+        for (const [name, value] of Object.entries(got.outputs)) (parts[name] = parts[name] || []).push(value);
+        at += n;
+      }
+      const same = JSON.stringify(starts) === JSON.stringify(expected.start.data);
+      rows.push({ graph: 'stream', output: 'start', shape: [starts.length], max_abs: same ? 0 : Infinity, max_rel: 0, ok: same });
+      for (const name of bundle.outputs) {
+        const got = concatOutputs(parts[name].filter((p) => p.dims[0] > 0), starts.length);
+        const { maxAbs, maxRel, ok } = compare(expected[name], got.dims[0] ? got : { data: [], dims: expected[name].shape },
+          c.atol, c.rtol);
+        rows.push({ graph: 'stream', output: name, shape: expected[name].shape, max_abs: maxAbs, max_rel: maxRel, ok });
+      }
+    }
+    return rows;
   }
 
   // Open a bundle through a host's io: manifest and schema, every file's size and sha256, then sessions.
@@ -455,6 +556,7 @@
         c.model = c.model_int8;
         tolerance.model = [bundle.manifest.int8.golden_atol, bundle.manifest.int8.golden_rtol];
       }
+      if (c.stream) rows.push(...await checkStream(bundle, c));
       const graphs = {};
       if (c.model) graphs.model = await bundle.predict(c.model.inputs.x.data, c.model.inputs.x.shape);
       if (c.loss) {
@@ -475,6 +577,6 @@
     return rows;
   }
 
-  return { Bundle, BundleError, FORMAT_VERSIONS, PRECISIONS, SIGNATURE_FILE, checkCases, checkManifest, checkSignature, compare,
+  return { Bundle, BundleError, Stream, FORMAT_VERSIONS, PRECISIONS, SIGNATURE_FILE, checkCases, checkManifest, checkSignature, compare,
     derToP1363, openBundle, readPublicKey, schemaError, tensor };
 }));

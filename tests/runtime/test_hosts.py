@@ -9,14 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from export.bundle import rebuild
 from export.golden import tensor_json
 from export.graphs import as_tuple, model_graph
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 from runtime.tasks import TASKS
+from tests.conftest import eager_windows, make_recordings, stream_case, write_recordings_csv
+from tests.runtime.test_stream import chunk_sizes
 
 pytestmark = pytest.mark.slow  # builds the C++ kit and runs npm ci and chromium
 
@@ -343,6 +348,45 @@ def test_every_kit_runs_the_kernel_models(node_host, cpp_selfcheck, browser_kit,
     assert_host_agrees(lambda *args: _node(node_host, *args), tb, tb.task, tmp_path, " (fp32)")
     assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), tb, tb.task, tmp_path, " (engine torchscript)")
     assert_host_agrees(lambda *args: _browser(browser_kit, *args), tb, tb.task, tmp_path, " (fp32)")
+
+
+# --- streaming: every kit's stream gives the windows eager PyTorch gives, for any chunking ---------------
+
+STREAM_RECORDING = make_recordings("regression", count=1, samples=150, seed=9)[0][0]  # (2, 150), not trained on
+
+
+@pytest.mark.parametrize("host", ["node", "cpp", "browser"])
+@pytest.mark.parametrize("task", HOST_TASKS)
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=st.lists(chunk_sizes(STREAM_RECORDING.shape[1]), min_size=2, max_size=3))
+def test_every_kit_streams_the_windows_eager_gives_for_any_chunking(host, task, kits, windowed_bundles, drawn,
+                                                                    tmp_path_factory):
+    wb = windowed_bundles[task]
+    T = STREAM_RECORDING.shape[1]
+    chunkings = [[1] * T, [T], *drawn]  # one sample at a time, the whole recording at once, then hypothesis's
+    cases = tmp_path_factory.mktemp("stream") / "cases.json"
+    cases.write_text(json.dumps(stream_case(wb.run_dir, STREAM_RECORDING, chunkings)))
+    result = _host_run(host, kits, wb.bundle, "--cases", cases)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()]
+    outputs = list(TASKS[task].outputs)
+    assert [(r[0], r[1]) for r in rows] == len(chunkings) * ([("stream", "start")] + [("stream", o) for o in outputs])
+    assert all(r[-1] == "ok" for r in rows), result.stdout
+
+
+def test_the_browser_live_view_plays_a_recording_as_a_stream(browser_kit, windowed_bundles, tmp_path):
+    """serve.py --play: the page's live view streams a per-sample .csv (its recording/time/label columns left out
+    by the manifest's names) and scores each window as it completes, as eager PyTorch does."""
+    wb = windowed_bundles["multiclass"]
+    recording = write_recordings_csv(tmp_path / "live.csv", [STREAM_RECORDING], [np.array(["cat"] * 150)])
+    result = subprocess.run([sys.executable, str(browser_kit / "serve.py"), wb.bundle, "--play", recording],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    streamed = json.loads(result.stdout)
+    eager = eager_windows(wb.run_dir, STREAM_RECORDING)
+    assert result.stderr == f"played: {len(eager['start'])} windows streamed\n"
+    assert streamed["start"] == eager["start"]
+    np.testing.assert_allclose(np.array(streamed["scores"]), eager["probabilities"], atol=ATOL, rtol=RTOL)
 
 
 # --- signed bundles: every kit checks model.sig before anything loads, with the runtime's messages ---------

@@ -2,6 +2,8 @@
 // predict pasted or uploaded series, plot them.
 // ?selfcheck=1 runs the golden data (or ?cases=URL) and POSTs the rows to ?report=URL.
 // ?publicKey=URL: the PEM public key the bundle must be signed with (model.sig checked before anything loads).
+// ?play=URL plays that recording (.csv, a row per time step) through the live view at once and POSTs what
+// was streamed (every window's start and scores) to ?report=URL.
 import { checkCases, loadBundle } from './bundle.js';
 
 const params = new URLSearchParams(location.search);
@@ -48,6 +50,72 @@ function showPredictions(bundle, outputs, n) {
   $('predictions').innerHTML = `${html}</table>`;
 }
 
+// A per-sample .csv as channels: the bundle's recording, time and label columns left out (by header name).
+function parseRecording(text, bundle) {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  const first = lines[0].split(',');
+  const header = first.some((c) => c.trim() !== '' && !Number.isFinite(Number(c))) ? first.map((c) => c.trim()) : null;
+  const w = bundle.manifest.window || {};
+  const skip = new Set([w.recording_column, w.time_column, ...((bundle.manifest.csv_labels || {}).columns || [])]);
+  const keep = first.map((_, j) => j).filter((j) => !(header && skip.has(header[j])));
+  const rows = (header ? lines.slice(1) : lines).map((l) => l.split(','));
+  const C = bundle.manifest.input.channels;
+  if (keep.length !== C) throw new Error(`the recording has ${keep.length} signal column(s); the model takes ${C}`);
+  const T = rows.length;
+  const data = new Float32Array(C * T);
+  rows.forEach((r, t) => keep.forEach((j, c) => { data[c * T + t] = Number(r[j]); }));
+  if (data.some((v) => !Number.isFinite(v))) throw new Error('the recording holds a value that is not a number');
+  return { data, C, T };
+}
+
+// Plot lines (arrays of {x, y}) on a canvas scaled to [x0, x1] and to the values' range.
+function drawLines(canvas, lines, x0, x1) {
+  const g = canvas.getContext('2d');
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const ys = lines.flat().map((p) => p.y);
+  if (!ys.length) return;
+  const lo = Math.min(...ys); const hi = Math.max(...ys);
+  lines.forEach((line, k) => {
+    g.strokeStyle = `hsl(${(k * 67) % 360} 70% 45%)`; g.beginPath();
+    line.forEach((p, i) => g[i ? 'lineTo' : 'moveTo']((p.x - x0) / Math.max(x1 - x0, 1) * canvas.width,
+      canvas.height - ((p.y - lo) / (hi - lo || 1)) * (canvas.height - 10) - 5));
+    g.stroke();
+  });
+}
+
+// Play a recording through bundle.stream(): `chunk` samples per tick (every `delay` ms; 0: as fast as it runs),
+// the signal and every completed window's scores plotted over time. Returns what was streamed.
+async function play(bundle, recording, chunk, delay) {
+  const { data, C, T } = recording;
+  const stream = bundle.stream();
+  const scoresName = bundle.outputs[bundle.outputs.length > 1 ? 1 : 0];
+  const streamed = { start: [], scores: [] };
+  const signal = Array.from({ length: C }, () => []);
+  const scores = [];
+  for (let at = 0; at < T; at += chunk) {
+    const n = Math.min(chunk, T - at);
+    const part = new Float32Array(C * n);
+    for (let c = 0; c < C; c += 1) {
+      part.set(data.subarray(c * T + at, c * T + at + n), c * n);
+      for (let k = 0; k < n; k += 1) signal[c].push({ x: at + k, y: data[c * T + at + k] });
+    }
+    const out = await stream.push(part, n);
+    const s = out.outputs[scoresName]; const k = s.dims[1] || 1;
+    out.end.forEach((end, i) => {
+      const row = Array.from(s.data.slice(i * k, (i + 1) * k), Number);
+      streamed.start.push(out.start[i]); streamed.scores.push(row);
+      row.forEach((v, j) => { (scores[j] = scores[j] || []).push({ x: end, y: v }); });
+    });
+    drawLines($('signal'), signal, 0, at + n); drawLines($('scores'), scores, 0, at + n);
+    const names = bundle.classes || [];
+    const last = streamed.scores[streamed.scores.length - 1];
+    $('live').textContent = `sample ${at + n} of ${T}; ${streamed.start.length} windows scored`
+      + (last ? `; last ${scoresName}: ${last.map((v, j) => `${names[j] ?? j} ${v.toPrecision(3)}`).join(', ')}` : '');
+    if (delay) await new Promise((r) => setTimeout(r, delay));
+  }
+  return streamed;
+}
+
 async function selfcheck(bundle) {
   const cases = params.get('cases') ? await (await fetch(params.get('cases'))).json() : bundle.golden;
   const rows = await checkCases(bundle, cases);
@@ -76,6 +144,18 @@ async function main() {
   if (params.get('selfcheck')) {
     try { await report(await selfcheck(bundle)); } catch (err) { await report({ ok: false, error: String(err) }); }
   }
+  if (params.get('play')) {
+    try {
+      const recording = parseRecording(await (await fetch(params.get('play'))).text(), bundle);
+      await report({ ok: true, streamed: await play(bundle, recording, Number(params.get('chunk') || 37), 0) });
+    } catch (err) { await report({ ok: false, error: String(err) }); }
+  }
+  $('play').onclick = async () => {
+    try {
+      const recording = parseRecording(await $('recording').files[0].text(), bundle);
+      await play(bundle, recording, Math.max(1, Number($('chunk').value) || 8), 20);
+    } catch (err) { $('live').innerHTML = `<span class="error">${err.message}</span>`; }
+  };
   $('file').onchange = async () => { $('series').value = await $('file').files[0].text(); };
   $('predict').onclick = async () => {
     try {

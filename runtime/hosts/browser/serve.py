@@ -5,6 +5,7 @@
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check --cases cases.json
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check --precision int8   # model.int8.onnx
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check --public-key signing.pub.pem   # signed bundles only
+    python runtime/hosts/browser/serve.py BUNDLE_DIR --play recording.csv   # the live view plays it; prints JSON
 
 --check prints one line per graph output with its max differences and exits 1 on a mismatch, 2 when
 the page could not load the bundle or no report came back.
@@ -58,12 +59,15 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
 
-def serve(bundle: Path, cases: Path | None, public_key: Path | None = None) -> ThreadingHTTPServer:
+def serve(bundle: Path, cases: Path | None, public_key: Path | None = None,
+          recording: Path | None = None) -> ThreadingHTTPServer:
     if not (ORT_DIST / "ort.min.js").exists():
         sys.exit(f"onnxruntime-web is not installed; run: cd {KIT} && npm ci")
     Handler.routes = {"/ort/": ORT_DIST, "/js/": SHARED_JS, "/bundle/": bundle.resolve()}
     if cases is not None:
         Handler.routes["/cases.json"] = cases.resolve()
+    if recording is not None:
+        Handler.routes["/recording.csv"] = recording.resolve()
     if public_key is not None:
         Handler.routes["/public_key/"] = public_key.resolve().parent
         Handler.public_key = f"/public_key/{public_key.name}"
@@ -72,13 +76,14 @@ def serve(bundle: Path, cases: Path | None, public_key: Path | None = None) -> T
     return server
 
 
-def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: str = "fp32") -> int:
+def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: str = "fp32", play: bool = False) -> int:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         print("chromium is not installed; Debian: apt-get install chromium", file=sys.stderr)
         return 2
     port = server.server_address[1]
-    url = (f"http://127.0.0.1:{port}/index.html?selfcheck=1&report=/report&precision={precision}"
+    url = (f"http://127.0.0.1:{port}/index.html?report=/report&precision={precision}"
+           + ("&play=/recording.csv" if play else "&selfcheck=1")
            + ("&cases=/cases.json" if cases else "")
            + (f"&publicKey={Handler.public_key}" if Handler.public_key else ""))
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
@@ -97,6 +102,10 @@ def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: s
     if "error" in result:
         print(f"Error: {result['error']}", file=sys.stderr)
         return 2
+    if play:
+        print(json.dumps(result["streamed"]))
+        print(f"played: {len(result['streamed']['start'])} windows streamed", file=sys.stderr)
+        return 0
     if result.get("signedBy"):
         print(f"signature verified (key {result['signedBy'][:16]})", file=sys.stderr)
     for r in result["rows"]:
@@ -117,15 +126,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="model graph: fp32 (model.onnx), int8 (model.int8.onnx) or auto (int8 when present)")
     parser.add_argument("--public-key", type=Path, default=None,
                         help="PEM public key the bundle must be signed with (default: $PIPELINE_PUBLIC_KEY)")
+    parser.add_argument("--play", type=Path, default=None, metavar="RECORDING.csv",
+                        help="headless chromium plays this recording through the live view and prints, as JSON, "
+                        "every streamed window's start and scores")
     parser.add_argument("--timeout", type=float, default=90.0)
     args = parser.parse_args(argv)
     key = args.public_key or (Path(os.environ["PIPELINE_PUBLIC_KEY"]) if os.environ.get("PIPELINE_PUBLIC_KEY") else None)
     if key is not None and not key.is_file():
         print(f"Error: {key}: public key not found; pass the PEM public key the bundle was signed for", file=sys.stderr)
         return 2
-    server = serve(args.bundle, args.cases, key)
-    if args.check:
-        return check(server, args.cases is not None, args.timeout, args.precision)
+    server = serve(args.bundle, args.cases, key, args.play)
+    if args.check or args.play:
+        return check(server, args.cases is not None, args.timeout, args.precision, play=args.play is not None)
     print(f"serving {args.bundle} at http://127.0.0.1:{server.server_address[1]}/index.html (Ctrl-C stops)")
     try:
         threading.Event().wait()

@@ -166,6 +166,7 @@ def _read_csv(path: Path, target_column, recording_column, time_column, labels: 
     problems: list[str] = []
     values = np.full((len(rows), len(channels)), np.nan, dtype=np.float32)
     raw_labels, ids, times, lines = [], [], [], np.array([line for line, _ in rows])
+    refused: set[int] = set()  # signal columns already reported as text
     label_kind = None  # "number" or "text": the kind of the first label, which every label must keep
     for i, (line, row) in enumerate(rows):
         if len(problems) >= MAX_PROBLEMS:
@@ -179,8 +180,11 @@ def _read_csv(path: Path, target_column, recording_column, time_column, labels: 
             try:
                 values[i, k] = float(row[j])
             except ValueError:
-                problems.append(f"{name}: line {line} column {col(j)}: '{row[j]}' is not a number; samples must be "
-                                "numeric")
+                if j not in refused:  # once per column: a text column is one problem, not one per row
+                    refused.add(j)
+                    problems.append(f"{name}: line {line} column {col(j)}: '{row[j]}' is not a number; samples must "
+                                    "be numeric (a column that names recordings is --recording-column, a time "
+                                    "column --time-column)")
                 break
             if not np.isfinite(values[i, k]):
                 problems.append(f"{name}: line {line} column {col(j)}: the sample is {row[j].strip()}; fill or drop "
@@ -195,9 +199,10 @@ def _read_csv(path: Path, target_column, recording_column, time_column, labels: 
             elif label_kind is None:
                 label_kind = kind
             elif kind != label_kind:
-                problems.append(f"{name}: line {line} column {col(j)}: '{cell}' is {kind} but the labels above it "
-                                f"are {label_kind}s; a label column holds one kind (fix the cell, or make every "
-                                "label a name)")
+                said = {"number": ("a number", "numbers"), "text": ("a name", "names")}
+                problems.append(f"{name}: line {line} column {col(j)}: '{cell}' is {said[kind][0]} but the labels "
+                                f"above it are {said[label_kind][1]}; a label column holds one kind (fix the cell, "
+                                "or make every label a name)")
         raw_labels.append(cells)
         ids.append(row[rec].strip() if rec is not None else "")
         if time is not None:

@@ -27,7 +27,7 @@ from tests.test_cli_matrix import USER_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 # the manual's pages in the order their commands run (later pages use what earlier ones create)
-DOCS = ("training", "data", "models", "tracking", "export", "runtime", "python", "performance", "hosts",
+DOCS = ("training", "data", "recordings", "models", "tracking", "export", "runtime", "python", "performance", "hosts",
         "signing", "architecture")
 FRONT_DOOR = (ROOT / "README.md").read_text()
 README = FRONT_DOOR + "".join((ROOT / "docs" / f"{page}.md").read_text() for page in DOCS)

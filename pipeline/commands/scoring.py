@@ -29,6 +29,7 @@ def predict(bundle, out, force, **opts):
       pipeline predict artifacts/demo/bundle --data test.ts --out test-preds.jsonl
       pipeline predict BUNDLE --data GunPoint_TEST.ts --out preds.jsonl
       pipeline predict BUNDLE --data readings.csv --target-column label > preds.csv
+      pipeline predict artifacts/activity/bundle --data examples/activity.csv --out activity-windows.csv
       pipeline predict artifacts/demo/int8 --data new.npy --precision int8 --out preds-int8.csv
       pipeline predict artifacts/demo/signed --data test.ts --public-key keys/signing.pub.pem --out signed-preds.csv
     """
@@ -50,6 +51,7 @@ def evaluate(bundle, as_json, **opts):
     Examples:
       pipeline evaluate artifacts/demo/bundle --data test.ts
       pipeline evaluate BUNDLE --data test.npz --json
+      pipeline evaluate artifacts/activity/bundle --data examples/activity.csv
       pipeline evaluate BUNDLE --data test.npz --precision int8
     """
     import json

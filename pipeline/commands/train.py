@@ -56,6 +56,7 @@ def train(ctx, **opts):
       pipeline train --model minirocket --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/minirocket
       pipeline train --model multirocket-hydra --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/mr-hydra
       pipeline train --data big.npz --nproc 2 --batch-size 64
+      pipeline train --data examples/activity.csv --recording-column subject --time-column time --window 100 --stride 25 --out artifacts/activity
       torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint host0:29500 -m pipeline.cli train ...
     """
     # every flag is checked before torch is imported (seconds), so a typo fails at once

@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+'use strict';
+// Stream a recording through a windowed bundle, as a live service would: the per-sample .csv is read line by
+// line (a row per time step) and pushed to bundle.stream() every --chunk rows; each window is printed as soon as
+// it completes: recording, start, end, then the label (class tasks) and the scores. A new recording id (the
+// manifest's recording column) starts a new stream. Memory stays flat however long the recording.
+//
+//   node stream.js BUNDLE_DIR RECORDING.csv [--chunk 32] [--precision fp32|int8|auto] [--public-key PUBLIC.pem]
+
+const fs = require('fs');
+const readline = require('readline');
+const { BundleError, loadBundle } = require('./bundle');
+
+async function main(argv) {
+  const args = argv.slice(2);
+  const valueOf = (flag) => (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined);
+  const [dir, file] = args.filter((a, i) => !a.startsWith('--') && !['--chunk', '--precision', '--public-key'].includes(args[i - 1]));
+  if (!dir || !file) {
+    console.error('usage: node stream.js BUNDLE_DIR RECORDING.csv [--chunk N] [--precision fp32|int8|auto] [--public-key PUBLIC.pem]');
+    return 2;
+  }
+  const chunkRows = Number(valueOf('--chunk') || 32);
+  const bundle = await loadBundle(dir, { precision: valueOf('--precision') || 'fp32', publicKey: valueOf('--public-key') });
+  const w = bundle.manifest.window || {};
+  const C = bundle.manifest.input.channels;
+  const scores = bundle.outputs[bundle.outputs.length > 1 ? 1 : 0];
+  const names = bundle.classes;
+  const hasLabel = bundle.outputs.includes('label');
+  let header = null; let keep = null; let idColumn = -1;
+  let stream = null; let id = null; let rows = []; let lineNo = 0;
+  const out = process.stdout;
+
+  const flush = async () => {
+    if (!rows.length) return;
+    const n = rows.length;
+    const chunk = new Float32Array(C * n);
+    rows.forEach((r, t) => { for (let c = 0; c < C; c += 1) chunk[c * n + t] = r[c]; });
+    rows = [];
+    const got = await stream.push(chunk, n);
+    const s = got.outputs[scores]; const k = s.dims[1] || 1;
+    got.start.forEach((start, i) => {
+      const label = hasLabel ? `,${names ? names[Number(got.outputs.label.data[i])] : got.outputs.label.data[i]}` : '';
+      const values = Array.from(s.data.slice(i * k, (i + 1) * k), (v) => Number(v).toPrecision(6));
+      out.write(`${id},${start},${got.end[i]}${label},${values.join(',')}\n`);
+    });
+  };
+
+  const lines = readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity });
+  for await (const line of lines) {
+    lineNo += 1;
+    if (!line.trim()) continue;
+    const cells = line.split(',').map((c) => c.trim());
+    if (keep === null) {
+      const isHeader = cells.some((c) => c !== '' && !Number.isFinite(Number(c)));
+      header = isHeader ? cells : cells.map((_, j) => String(j));
+      const skip = new Set([w.recording_column, w.time_column, ...((bundle.manifest.csv_labels || {}).columns || [])]);
+      keep = header.map((_, j) => j).filter((j) => !skip.has(header[j]));
+      idColumn = w.recording_column ? header.indexOf(w.recording_column) : -1;
+      if (keep.length !== C) throw new BundleError(`${file}: ${keep.length} signal column(s) but the model takes ${C}`);
+      const labelColumns = hasLabel ? ['label'] : [];
+      const k = bundle.manifest.model.n_outputs;
+      // the columns pipeline predict writes: probability_<class> for classes, the output's name otherwise
+      const scoreColumns = names ? (k > 1 ? names.map((c) => `probability_${c}`) : [`probability_${names[1]}`])
+        : (k > 1 ? Array.from({ length: k }, (_, j) => `${scores}_${j}`) : [scores]);
+      out.write(['recording', 'start', 'end', ...labelColumns, ...scoreColumns].join(',') + '\n');
+      if (isHeader) continue;
+    }
+    const rowId = idColumn >= 0 ? cells[idColumn] : 'recording';
+    if (rowId !== id) { // a new recording: finish the last one's chunk, then a fresh stream
+      if (stream) await flush();
+      stream = bundle.stream(); id = rowId;
+    }
+    const values = keep.map((j) => Number(cells[j]));
+    if (values.some((v) => !Number.isFinite(v))) throw new BundleError(`${file}: line ${lineNo}: a sample is not a number`);
+    rows.push(values);
+    if (rows.length >= chunkRows) await flush();
+  }
+  if (stream) await flush();
+  return 0;
+}
+
+if (require.main === module) {
+  main(process.argv).then((code) => { process.exitCode = code; }, (err) => {
+    console.error(`Error: ${err instanceof BundleError ? err.message : err.stack}`);
+    process.exitCode = 2;
+  });
+}

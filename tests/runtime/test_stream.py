@@ -20,6 +20,8 @@ from tests.conftest import STRIDE, WINDOW, eager_windows, make_recordings, subpr
 
 pytestmark = pytest.mark.slow  # trains and exports the windowed bundles
 ATOL = RTOL = 1e-5
+# the same graph on the same windows, batched differently (onnxruntime may vectorise other batch sizes apart)
+SAME = 1e-6
 
 
 def chunk_sizes(total: int):
@@ -62,7 +64,7 @@ def test_stream_equals_windowed_predict_equals_eager_for_any_chunking(windowed_b
     assert (streamed["end"] - streamed["start"] == WINDOW).all() and np.diff(streamed["start"]).tolist() == \
         [STRIDE] * (len(eager["start"]) - 1)
     for name in bundle.outputs:
-        np.testing.assert_array_equal(streamed[name], whole[name])  # the same graph on the same windows
+        np.testing.assert_allclose(streamed[name], whole[name], atol=SAME, rtol=SAME)  # other batch sizes
         np.testing.assert_allclose(whole[name], eager[name], atol=ATOL, rtol=RTOL)
 
 
@@ -89,7 +91,8 @@ def test_a_bad_chunk_is_refused_in_one_line_and_the_stream_goes_on(windowed_bund
         stream.push(np.zeros((3, 5)))
     rest = stream.push(RECORDING[:, 40:])
     whole = bundle.predict_windows(RECORDING)
-    np.testing.assert_array_equal(np.concatenate([first["prediction"], rest["prediction"]]), whole["prediction"])
+    np.testing.assert_allclose(np.concatenate([first["prediction"], rest["prediction"]]), whole["prediction"],
+                               atol=SAME, rtol=SAME)
 
 
 def test_the_runtime_stream_holds_constant_memory_over_ten_million_samples(windowed_bundles, tmp_path):

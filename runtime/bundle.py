@@ -124,17 +124,12 @@ class Bundle:
             raise InputError(f"{name}: has shape {np.shape(recording)}; pass ({self.series.channels}, samples)")
         starts = window_starts(x.shape[1], length, stride)
         found = {"start": starts, "end": starts + length}
-        for i in range(0, max(len(starts), 1), 4096):  # bounded memory for recordings of any length
-            part = starts[i:i + 4096]
-            windows = window_view(x, part, length) if len(part) else np.zeros((0, x.shape[0], length), np.float32)
-            outputs = self.predict(windows, name=name) if len(part) else self._empty_outputs(length)
-            for output, values in outputs.items():
-                found.setdefault(output, []).append(values)
-        return {k: (np.concatenate(v) if isinstance(v, list) else v) for k, v in found.items()}
-
-    def _empty_outputs(self, length: int) -> dict[str, np.ndarray]:
-        out = self.predict(np.zeros((1, self.series.channels, length), dtype=np.float32))
-        return {k: v[:0] for k, v in out.items()}
+        if not len(starts):  # shorter than one window: no rows, each output's trailing shape and dtype
+            out = self.predict(np.zeros((1, self.series.channels, length), dtype=np.float32))
+            return {**found, **{k: v[:0] for k, v in out.items()}}
+        parts = [self.predict(window_view(x, starts[i:i + 4096], length), name=name)
+                 for i in range(0, len(starts), 4096)]  # bounded memory for recordings of any length
+        return {**found, **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]}}
 
     def stream(self, length: int | None = None, stride: int | None = None) -> Stream:
         """A stream for one live recording: push chunks, get the outputs of the windows they complete

@@ -75,6 +75,7 @@ class Stream:
         self.buffer = np.zeros((channels, max(length - 1, 0)), dtype=np.float32)  # the last length - 1 samples
         self.seen = 0  # samples pushed so far
         self.next_start = 0  # the start sample of the next window to complete
+        self._empty: dict[str, np.ndarray] | None = None  # each output with no rows, once a push completes none
 
     def push(self, chunk) -> dict[str, np.ndarray]:
         """The outputs of the windows `chunk` completes (possibly none), with their start and end samples."""
@@ -104,7 +105,7 @@ class Stream:
     def _fill_empty(self, found: dict) -> dict[str, np.ndarray]:
         if found["start"].size:
             return found
-        if not hasattr(self, "_empty"):  # the outputs' trailing shapes and dtypes, from one zero window
+        if self._empty is None:  # the outputs' trailing shapes and dtypes, from one zero window
             out = self.run(np.zeros((1, self.channels, self.length), dtype=np.float32))
             self._empty = {name: out[name][:0] for name in self.outputs}
         return {**found, **self._empty}

@@ -33,8 +33,10 @@ FRONT_DOOR = (ROOT / "README.md").read_text()
 README = FRONT_DOOR + "".join((ROOT / "docs" / f"{page}.md").read_text() for page in DOCS)
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def blocks(language: str, page: str | None = None) -> list[str]:
+    """The code blocks in `language` of the README and manual, in run order, or of one docs page."""
+    text = README if page is None else (ROOT / "docs" / f"{page}.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def commands(block: str) -> list[str]:
@@ -175,6 +177,23 @@ def _run_python_block(code: str, box: Path) -> None:
     assert np.isfinite(namespace["metrics"]["loss"]) and 0 <= namespace["metrics"]["accuracy"] <= 1
 
 
+def _run_stream_block(code: str, box: Path) -> None:
+    """docs/recordings.md's stream example on the README's windowed bundle: the pushed chunks give the windows of
+    predict_windows of the whole recording."""
+    cwd = os.getcwd()
+    os.chdir(box)
+    try:
+        namespace: dict = {}
+        exec(compile(code, "docs/recordings.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    streamed, whole = namespace["streamed"], namespace["whole"]
+    assert np.concatenate([o["start"] for o in streamed]).tolist() == whole["start"].tolist()
+    assert len(whole["start"]) == (1000 - 100) // 25 + 1
+    np.testing.assert_allclose(np.concatenate([o["probabilities"] for o in streamed]), whole["probabilities"],
+                               atol=1e-6, rtol=1e-6)
+
+
 def _background(line: str, box: Path, servers: contextlib.ExitStack) -> None:
     """A README line ending in `&` (a server the next lines talk to): started, waited for, stopped at the end."""
     port = re.search(r"--port (\d+)", line).group(1)
@@ -225,7 +244,8 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
                                                f"{result.stderr[-3000:]}"
                 assert "Traceback" not in result.stderr, line
             ran.append(line)
-    _run_python_block(blocks("python")[0], box)
+    _run_python_block(blocks("python", "runtime")[0], box)
+    _run_stream_block(blocks("python", "recordings")[0], box)
     assert len(ran) == sum(len(commands(b)) for b in blocks("bash")) - 1
     assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()
     assert (box / "shared/run/best.pt").is_file() and (box / "bench.json").is_file() and (box / "preds.csv").is_file()
@@ -234,7 +254,7 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
 def test_the_python_pages_notebook_runs(tmp_path, monkeypatch):
     """docs/python.md's example as a user runs it, on small settings: its cross-validation, the bundle's
     probabilities against predict_proba, the run folder the CLI would write."""
-    code = blocks("python")[1]
+    code = blocks("python", "python")[0]
     small = code.replace("epochs=50", "epochs=3").replace("ensemble=5", "ensemble=2").replace("cv=5", "cv=3")
     assert small.count("epochs=3") == 1 and "ensemble=2" in small and "cv=3" in small
     X, y = make_task_data("multiclass", n=45, length=24, seed=4)

@@ -14,6 +14,7 @@ import torch
 from pipeline.bench import inference, memory, training
 from pipeline.bench.config import BenchConfig
 from pipeline.bench.signing import signature_rows
+from pipeline.bench.streaming import stream_rows
 from pipeline.bench.report import check_targets
 from pipeline.bench.timing import default_threads, machine
 from runtime.inputs import plural
@@ -273,6 +274,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         rows += inference_ + export
         rows += comparison_rows(cfg, run_dir, bundle, shape, threads, work, log)
         rows += signature_rows(bundle, work, 5 if cfg.quick else 20, cfg.settings["rounds"], log)
+        rows += stream_rows(bundle, threads, cfg.quick, cfg.settings["rounds"], log)
         if cfg.memory:
             rows += memory_rows(cfg, work, log)
     report["model"] = {**shape, **peak}

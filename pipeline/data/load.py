@@ -161,8 +161,8 @@ def _hold_out_windows(cfg: DataConfig, train: SeriesData, targets: np.ndarray, t
         if len(keep) == 0:
             keep, held = held[:1], held[1:]
         val_rows = np.flatnonzero(np.isin(windows.recording, held))
-        how = (f"by recording: {len(held)} of {recs.count} recordings held out ({', '.join(recs.ids[r] for r in held[:5])}"
-               f"{', ...' if len(held) > 5 else ''}), --val-split {fraction:g}")
+        named = ", ".join(recs.ids[r] for r in held[:5]) + (", ..." if len(held) > 5 else "")
+        how = f"by recording: {len(held)} of {recs.count} recordings held out ({named}), --val-split {fraction:g}"
     else:
         samples = int(recs.lengths()[0])
         cut = int(round(samples * (1 - fraction)))
@@ -174,7 +174,6 @@ def _hold_out_windows(cfg: DataConfig, train: SeriesData, targets: np.ndarray, t
                              "or --val-split 0"])
         how = (f"by time: the last {fraction:g} of the one recording (samples {cut + length} on) after a gap of one "
                f"window; training windows end by sample {cut}")
-        val_rows = val_rows
         train_rows = np.flatnonzero(windows.starts + length <= cut)
         notes.append(f"validation: {len(val_rows)} windows held out {how}")
         return train_rows, Split(train.X, val_rows, targets[val_rows], f"{train.source} (validation split)"), how

@@ -145,6 +145,8 @@ def check_series(data: SeriesData, problems: list[str], channels: int | None = N
         problems.append(f"{data.source}: series have length {X.shape[2]} but --model {fixed_length_model} "
                         f"was built for the training length {length}; use --model fcn or resnet for "
                         "any length")
+    if data.windows is not None:  # windows of recordings: their samples were checked as the recordings were read
+        return
     bad = _nonfinite_rows(X)
     if bad.any():
         problems.append(f"{data.source}: series {_where(data, bad)} contain NaN or Inf; fill or drop missing "

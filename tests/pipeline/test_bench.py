@@ -43,6 +43,8 @@ def test_quick_bench_json_has_every_row(quick_report):
     expected |= {("signature", "runtime.load", "unsigned check (sha256 sums)"),
                  ("signature", "runtime.load, public_key", "signature + sums"),
                  ("signature", "check_signature", "ECDSA + every file's sha256")}
+    expected |= {("streaming", name, f"window 128, stride {stride}") for stride in (1, 16, 128)
+                 for name in ("Bundle.stream", "Bundle.predict_windows")}
     assert keys == expected
     assert len(quick_report["rows"]) == len(expected)
     for row in quick_report["rows"]:
@@ -80,6 +82,14 @@ def test_ratios_are_against_eager_pytorch_of_the_same_measure(quick_report):
     for name in ("runtime.load, public_key", "check_signature"):
         assert signature[name]["ratio"] == pytest.approx(signature[name]["value"] / signature["runtime.load"]["value"])
         assert signature[name]["calls"] == 5
+    for stride in (1, 16, 128):  # the stream's samples/s against predict_windows of the same recording
+        same = {r["name"]: r for r in rows if r["metric"] == f"window 128, stride {stride}"}
+        samples = 128 + stride * 199  # 200 windows in quick mode
+        assert same["Bundle.predict_windows"]["ratio"] == 1.0
+        assert same["Bundle.stream"]["ratio"] == pytest.approx(same["Bundle.stream"]["samples_per_second"]
+                                                               / same["Bundle.predict_windows"]["samples_per_second"])
+        assert same["Bundle.predict_windows"]["value"] == pytest.approx(
+            samples / same["Bundle.predict_windows"]["samples_per_second"] / 200 * 1e3)
     memory = [r for r in rows if r["section"] == "memory"]
     assert memory[0]["ratio"] == pytest.approx(1.0)
     assert memory[1]["ratio"] == pytest.approx(memory[1]["seconds_per_gib"] / memory[0]["seconds_per_gib"])

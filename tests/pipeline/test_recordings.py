@@ -192,10 +192,11 @@ def test_windowed_train_export_predict_evaluate_from_the_command_line(tmp_path):
     assert "validation: " in result.stdout and "windows held out by recording: 1 of 5 recordings" in result.stdout
     window = {"length": 24, "stride": 6, "label": "last", "recording_column": "recording", "time_column": "time"}
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert {k: config["data"][k] for k in ("window", "stride", "window_label")} == {"window": 24, "stride": 6,
-                                                                                   "window_label": "last"}
+    settings = {k: config["data"][k] for k in ("window", "stride", "window_label")}
+    assert settings == {"window": 24, "stride": 6, "window_label": "last"}
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {k: metrics["window"][k] for k in window} == window and metrics["window"]["split"].startswith("by recording")
+    assert config["window"] == metrics["window"]
     assert metrics["test"]["accuracy"] > 0.6  # 3 classes: chance is about 0.33
     assert run_pipeline(["export", tmp_path / "run", "--format", "onnx"], tmp_path).returncode == 0
     manifest = json.loads((tmp_path / "run" / "bundle" / "manifest.json").read_text())

@@ -122,3 +122,17 @@ def test_the_runtime_stream_holds_constant_memory_over_ten_million_samples(windo
     after_1m, after_10m = result["peaks"]
     # 9 million more float32 samples of 2 channels would be 72 MB if any of them were kept
     assert after_10m - after_1m < 8 * 1024, result
+
+
+def test_a_bundle_trained_without_windows_is_unchanged_and_streams_windows_of_its_training_length(task_bundles):
+    tb = task_bundles["regression"]
+    manifest = json.loads((tb.bundle / "manifest.json").read_text())
+    assert "window" not in manifest
+    bundle = runtime.load(tb.bundle)
+    assert bundle.window is None
+    recording = np.random.default_rng(3).normal(size=(1, 70)).astype(np.float32)
+    length = bundle.series.trained_length  # 16: windows of it, no overlap
+    out = bundle.stream().push(recording)
+    assert out["start"].tolist() == [0, 16, 32, 48] and out["end"].tolist() == [16, 32, 48, 64]
+    cut = np.stack([recording[:, s:s + length] for s in (0, 16, 32, 48)])
+    np.testing.assert_allclose(out["prediction"], bundle.predict(cut)["prediction"], atol=SAME, rtol=SAME)

@@ -109,8 +109,11 @@ async function play(bundle, recording, chunk, delay) {
     drawLines($('signal'), signal, 0, at + n); drawLines($('scores'), scores, 0, at + n);
     const names = bundle.classes || [];
     const last = streamed.scores[streamed.scores.length - 1];
-    $('live').textContent = `sample ${at + n} of ${T}; ${streamed.start.length} windows scored`
-      + (last ? `; last ${scoresName}: ${last.map((v, j) => `${names[j] ?? j} ${v.toPrecision(3)}`).join(', ')}` : '');
+    // the legend names each score line in its colour (the lines' colours follow drawLines's order)
+    const key = (j) => `<span style="color:hsl(${(j * 67) % 360} 70% 45%)">&#9632; ${names[j] ?? j}</span>`;
+    $('live').innerHTML = `sample ${at + n} of ${T}; ${streamed.start.length} windows scored`
+      + (last ? `; ${scoresName} of the window ending at ${streamed.start[streamed.start.length - 1] + stream.length}: `
+        + last.map((v, j) => `${key(j)} ${v.toPrecision(3)}`).join(', ') : '');
     if (delay) await new Promise((r) => setTimeout(r, delay));
   }
   return streamed;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,14 @@ def readme_text(record: ModelRecord, want: tuple[str, ...]) -> str:
     lines = "".join(f"  {GRAPH_FILES[key]:<18} {text}\n" for key, text in what.items() if key[1] in want)
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
     target = _target_spec(task, cfg.n_outputs)
-    return README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
+    text = README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
                          outputs=", ".join(TASKS[task].outputs), target=f"{target.dtype}, {target.meaning}",
                          loss=json.dumps(record.loss.to_dict()))
+    if record.window:
+        w = record.window
+        text += textwrap.fill(f"Windows: trained on windows of {w['length']} samples every {w['stride']} samples of long recordings, "
+                 f"a window taking the label of its {w['label']} time step where labels are per step (manifest.json "
+                 "window); feed a live recording to a "
+                 "stream (runtime: bundle.stream(), Node/browser: bundle.stream(), C++: pipeline::Stream) to get "
+                 "every window's outputs as it completes.", width=100) + "\n"
+    return text

@@ -201,6 +201,8 @@ def test_windowed_train_export_predict_evaluate_from_the_command_line(tmp_path):
     assert run_pipeline(["export", tmp_path / "run", "--format", "onnx"], tmp_path).returncode == 0
     manifest = json.loads((tmp_path / "run" / "bundle" / "manifest.json").read_text())
     assert manifest["window"] == metrics["window"]
+    readme = (tmp_path / "run" / "bundle" / "README.txt").read_text()
+    assert "Windows: trained on windows of 24 samples every 6 samples of long recordings" in " ".join(readme.split())
     predicted = run_pipeline(["predict", tmp_path / "run" / "bundle", "--data", test, "--out", tmp_path / "p.csv"],
                              tmp_path)
     assert predicted.returncode == 0, predicted.stderr

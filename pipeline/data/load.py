@@ -13,6 +13,7 @@ from pipeline.data.readers import SeriesData, read_series
 from pipeline.data.recordings import cut_windows, read_recordings
 from pipeline.data.synthetic import waveforms
 from pipeline.errors import DataError
+from runtime.inputs import plural
 from runtime.tasks import TASKS
 
 
@@ -80,6 +81,11 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
         raise DataError(problems)
     train = files["train"]
     notes = []
+    if train.windows is not None:
+        recs = train.windows.recordings
+        labelled = f"labelled by the {cfg.window_label} time step" if recs.per_step else "each labelled by its recording"
+        notes.append(f"windows: {train.n} of {cfg.window} samples every {cfg.window_stride} from "
+                     f"{plural(recs.count, 'recording')} of {train.source}, {labelled}")
     if cfg.data is None and not given:
         notes.append(f"data: {train.source}, {train.n} series of length {train.X.shape[2]}")
     if encoding is None:
@@ -127,15 +133,11 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     csv_labels = {"columns": list(train.label_columns), "width": train.columns} if train.label_columns else None
     window = None
     if cfg.window is not None:
-        how = how if "val" not in files else f"by recording: the recordings of {files['val'].source} (--val-data)"
+        if "val" in files:
+            how = f"by recording: the recordings of {files['val'].source} (--val-data)"
         window = {"length": cfg.window, "stride": cfg.window_stride, "label": cfg.window_label, "split": how,
                   "recording_column": cfg.recording_column, "time_column": cfg.time_column}
         window = {k: v for k, v in window.items() if v is not None}
-        notes.append(f"windows: {train.n} of {cfg.window} samples every {cfg.window_stride} from "
-                     f"{train.windows.recordings.count} recording(s) of {train.source}, labelled by the "
-                     f"{cfg.window_label} time step" if train.windows.recordings.per_step else
-                     f"windows: {train.n} of {cfg.window} samples every {cfg.window_stride} from "
-                     f"{train.windows.recordings.count} recording(s) of {train.source}, each labelled by its recording")
     return Datasets(encoding, train_split, val, test, notes, csv_labels, window)
 
 
@@ -168,10 +170,10 @@ def _hold_out_windows(cfg: DataConfig, train: SeriesData, targets: np.ndarray, t
         cut = int(round(samples * (1 - fraction)))
         val_rows = np.flatnonzero(windows.starts >= cut + length)  # a gap of one window after the cut
         if cut < length or not len(val_rows):
+            needs = int(np.ceil(max(2 * length / fraction, length / (1 - fraction))))
             raise DataError([f"{recs.names[0]}: one recording of {samples} samples is too short to hold out its last "
-                             f"{fraction:g} for validation with a gap of one --window {length} (it needs "
-                             f"{int(np.ceil(3 * length / min(fraction, 1 - fraction)))} or so); pass --val-data, "
-                             "or --val-split 0"])
+                             f"{fraction:g} for validation after a gap of one --window {length} (that needs about "
+                             f"{needs} samples); pass --val-data, or --val-split 0"])
         how = (f"by time: the last {fraction:g} of the one recording (samples {cut + length} on) after a gap of one "
                f"window; training windows end by sample {cut}")
         train_rows = np.flatnonzero(windows.starts + length <= cut)

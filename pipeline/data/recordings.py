@@ -167,7 +167,7 @@ def _read_csv(path: Path, target_column, recording_column, time_column, labels: 
     values = np.full((len(rows), len(channels)), np.nan, dtype=np.float32)
     raw_labels, ids, times, lines = [], [], [], np.array([line for line, _ in rows])
     refused: set[int] = set()  # signal columns already reported as text
-    label_kind = None  # "number" or "text": the kind of the first label, which every label must keep
+    label_kinds: dict[int, str] = {}  # per label column: "number" or "text", the kind of its first label
     for i, (line, row) in enumerate(rows):
         if len(problems) >= MAX_PROBLEMS:
             problems.append(f"{name}: stopped after {MAX_PROBLEMS} problems")
@@ -196,12 +196,12 @@ def _read_csv(path: Path, target_column, recording_column, time_column, labels: 
             if not cell:
                 problems.append(f"{name}: line {line} column {col(j)}: the label is missing; every time step needs "
                                 "one (drop unlabelled rows, or use pipeline predict for them)")
-            elif label_kind is None:
-                label_kind = kind
-            elif kind != label_kind:
+            elif j not in label_kinds:
+                label_kinds[j] = kind
+            elif kind != label_kinds[j]:
                 said = {"number": ("a number", "numbers"), "text": ("a name", "names")}
                 problems.append(f"{name}: line {line} column {col(j)}: '{cell}' is {said[kind][0]} but the labels "
-                                f"above it are {said[label_kind][1]}; a label column holds one kind (fix the cell, "
+                                f"above it are {said[label_kinds[j]][1]}; a label column holds one kind (fix the cell, "
                                 "or make every label a name)")
         raw_labels.append(cells)
         ids.append(row[rec].strip() if rec is not None else "")

@@ -203,11 +203,12 @@ class _JsonMixin:
 class DataConfig(_JsonMixin):
     """Where the series come from and how they are split and normalised."""
 
-    data: str | None = setting(None, kind="file", parse=str, help="Training series: .npz (X, y), .csv, UCR .tsv or "
-                               "UCR/UEA .ts. Default: embedded waveforms.")
-    val_data: str | None = setting(None, kind="file", parse=str,
+    data: str | None = setting(None, kind="data", parse=str, help="Training series: .npz (X, y), .csv, UCR .tsv or "
+                               "UCR/UEA .ts; with --window, recordings (a per-sample .csv, an .npz, or a folder of "
+                               "them). Default: embedded waveforms.")
+    val_data: str | None = setting(None, kind="data", parse=str,
                                    help="Validation file (same format rules); replaces --val-split.")
-    test_data: str | None = setting(None, kind="file", parse=str,
+    test_data: str | None = setting(None, kind="data", parse=str,
                                     help="Test file, scored with the best checkpoint at the end.")
     # None: 0.2 for AUTO_VAL_MIN_SERIES series or more, else the task's small_set_val_split
     val_split: float | None = setting(

@@ -47,6 +47,8 @@ def training_label_columns(bundle: runtime.Bundle, data: Path, log) -> str | Non
     """The training file's label columns, when `data` is a .csv that has them (by header name, or, without a
     header, at the training file's width): the columns `pipeline train` read the labels from."""
     labels = bundle.manifest.csv_labels
+    if data.is_dir() and bundle.window is not None:  # a folder of recordings: its .csv files are laid out alike
+        data = next(iter(sorted(data.glob("*.csv"))), data)
     if data.suffix.lower() != ".csv" or not labels:
         return None
     header, width = peek_csv_header(data)

@@ -24,8 +24,9 @@ EVALUATE_TARGET_HELP = ("CSV label column(s), by name or 0-based index [default:
 class ScoringConfig:
     """How predict and evaluate read a series file and run the bundle's model graph."""
 
-    data: Path | None = setting(None, kind="file", required=True,
-                                help="Series file: .npz, .npy, .csv, UCR .tsv or UCR/UEA .ts.")
+    data: Path | None = setting(None, kind="data", required=True,
+                                help="Series file: .npz, .npy, .csv, UCR .tsv or UCR/UEA .ts; for a "
+                                "windowed bundle, recordings (a per-sample .csv, an .npz, or a folder of them).")
     target_column: str | None = setting(None, type=str, help=PREDICT_TARGET_HELP)
     pad: bool = setting(False, kind="switch", help="Right-pad unequal-length .ts series with their last value.")
     batch_size: int | None = setting(None, kind="count", help="Series per onnxruntime call [default: as many as fit "

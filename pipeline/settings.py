@@ -23,7 +23,7 @@ class Flag:
     dest: str | None = None  # the option's parameter name; default the field's name
     type: type | None = None  # int, float or str when the default (None) does not tell
     choices: tuple | None = None
-    kind: str = "value"  # value, file, folder, count (a whole number >= 1), switch (--x), on-off (--x/--no-x), many
+    kind: str = "value"  # value, file, folder, data (a file, or a folder of recordings), count (a whole number >= 1), switch (--x), on-off (--x/--no-x), many
     metavar: str | None = None
     show_default: bool = True
     unset: bool = False  # the flag's default is None: the value is decided later (the model's recipe, the data)

@@ -15,6 +15,8 @@ def _click_type(field: dataclasses.Field, flag: Flag):
         return click.Choice(flag.choices)
     if flag.kind == "file":
         return click.Path(dir_okay=False, path_type=Path)
+    if flag.kind == "data":  # a data file, or (train --window) a folder of recordings; the readers say which
+        return click.Path(path_type=Path)
     if flag.kind == "folder":
         return click.Path(file_okay=False, path_type=Path)
     if flag.kind == "count":

@@ -211,6 +211,13 @@ def test_windowed_train_export_predict_evaluate_from_the_command_line(tmp_path):
     expected = [(f"r{r}", s) for r, x in enumerate(test_recs) for s in range(0, x.shape[1] - 23, 6)]
     assert [tuple(line.split(",")[1:3]) for line in rows[1:]] == [(r, str(s)) for r, s in expected]
     assert all(int(line.split(",")[3]) - int(line.split(",")[2]) == 24 for line in rows[1:])
+    folder = tmp_path / "recordings"  # a folder of per-recording files reads as the same recordings
+    folder.mkdir()
+    for r in range(2):
+        write_recordings_csv(folder / f"part{r}.csv", test_recs[r:r + 1], test_labels[r:r + 1])
+    by_folder = run_pipeline(["predict", tmp_path / "run" / "bundle", "--data", folder], tmp_path)
+    assert by_folder.returncode == 0, by_folder.stderr
+    assert [line.split(",")[2:] for line in by_folder.stdout.splitlines()] == [line.split(",")[2:] for line in rows]
     scored = run_pipeline(["evaluate", tmp_path / "run" / "bundle", "--data", test, "--json"], tmp_path)
     assert scored.returncode == 0, scored.stderr
     result = json.loads(scored.stdout)

@@ -20,7 +20,7 @@ from export.golden import tensor_json
 from export.graphs import as_tuple, model_graph
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 from runtime.tasks import TASKS
-from tests.conftest import eager_windows, make_recordings, stream_case, write_recordings_csv
+from tests.conftest import WINDOW, eager_windows, make_recordings, stream_case, write_recordings_csv
 from tests.runtime.test_stream import chunk_sizes
 
 pytestmark = pytest.mark.slow  # builds the C++ kit and runs npm ci and chromium
@@ -372,6 +372,26 @@ def test_every_kit_streams_the_windows_eager_gives_for_any_chunking(host, task, 
     outputs = list(TASKS[task].outputs)
     assert [(r[0], r[1]) for r in rows] == len(chunkings) * ([("stream", "start")] + [("stream", o) for o in outputs])
     assert all(r[-1] == "ok" for r in rows), result.stdout
+
+
+def test_the_node_stream_script_prints_every_window_of_a_csv_as_eager_scores_it(node_host, windowed_bundles,
+                                                                                tmp_path):
+    """runtime/hosts/node/stream.js reads a per-sample .csv line by line, a new stream per recording id, and prints
+    each window as it completes: the windows and scores of eager PyTorch on each recording."""
+    wb = windowed_bundles["regression"]
+    recordings = make_recordings("regression", count=2, samples=70, seed=4)[0]
+    data = write_recordings_csv(tmp_path / "live.csv", recordings, [np.zeros(r.shape[1]) for r in recordings])
+    result = subprocess.run(["node", str(node_host / "stream.js"), wb.bundle, data, "--chunk", "9"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "recording,start,end,prediction"
+    rows = [line.split(",") for line in lines[1:]]
+    expected = [(f"r{r}", s) for r, x in enumerate(recordings) for s in eager_windows(wb.run_dir, x)["start"]]
+    assert [(row[0], int(row[1])) for row in rows] == expected
+    assert all(int(row[2]) - int(row[1]) == WINDOW for row in rows)
+    eager = np.concatenate([eager_windows(wb.run_dir, x)["prediction"][:, 0] for x in recordings])
+    np.testing.assert_allclose([float(row[3]) for row in rows], eager, rtol=1e-5, atol=1e-5)
 
 
 def test_the_browser_live_view_plays_a_recording_as_a_stream(browser_kit, windowed_bundles, tmp_path):

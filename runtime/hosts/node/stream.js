@@ -40,7 +40,7 @@ async function main(argv) {
     const s = got.outputs[scores]; const k = s.dims[1] || 1;
     got.start.forEach((start, i) => {
       const label = hasLabel ? `,${names ? names[Number(got.outputs.label.data[i])] : got.outputs.label.data[i]}` : '';
-      const values = Array.from(s.data.slice(i * k, (i + 1) * k), (v) => Number(v).toPrecision(6));
+      const values = Array.from(s.data.slice(i * k, (i + 1) * k), (v) => Number(v).toPrecision(9));  // float32 exactly
       out.write(`${id},${start},${got.end[i]}${label},${values.join(',')}\n`);
     });
   };

@@ -199,6 +199,9 @@ class _JsonMixin:
         return cls(**kwargs)
 
 
+WINDOW_FIELDS = ("window", "stride", "window_label", "recording_column", "time_column")  # DataConfig's, for --window
+
+
 @dataclass(frozen=True)
 class DataConfig(_JsonMixin):
     """Where the series come from and how they are split and normalised."""
@@ -253,6 +256,13 @@ class DataConfig(_JsonMixin):
             raise PipelineError(f"--window {self.window} and --stride {self.stride} must be at least 1 sample")
         if self.window is not None and self.pad:
             raise PipelineError("--pad right-pads .ts series; windows of recordings need no padding, drop --pad")
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.window is None:  # runs without windows: their configs stay as they were before windows existed
+            for key in WINDOW_FIELDS:
+                del d[key]
+        return d
 
     @property
     def window_stride(self) -> int | None:

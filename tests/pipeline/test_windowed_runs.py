@@ -1,5 +1,6 @@
 """Windowed runs (train --window) across what a user can reach: every model (each task on two of them), an
-ensemble exported as ONNX, TorchScript and torch.export with int8 and TensorBoard, DDP with MLflow, and resume; each bundle's windows equal eager PyTorch's, and a stream equals predict_windows."""
+ensemble exported as ONNX, TorchScript and torch.export with int8 and TensorBoard, DDP with MLflow, resume and
+AOTInductor; each bundle's windows equal eager PyTorch's, and a stream equals predict_windows."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def test_a_windowed_ensemble_exports_every_format_with_int8_and_tensorboard(tmp_
     assert verified.returncode == 0 and verified.stdout.endswith("verified\n"), verified.stdout + verified.stderr
 
 
-def test_windowed_training_under_ddp_with_mlflow_then_resumed(tmp_path):
+def test_windowed_training_under_ddp_with_mlflow_then_resumed_and_exported_with_aotinductor(tmp_path):
     recordings, labels = make_recordings("regression", count=5, samples=120)
     data = write_recordings_csv(tmp_path / "rec.csv", recordings, labels)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -97,7 +98,8 @@ def test_windowed_training_under_ddp_with_mlflow_then_resumed(tmp_path):
     assert metrics["processes"] == 1 and metrics["window"]["split"] == \
         "by recording: 1 of 5 recordings held out (r2), --val-split 0.2"
     assert len(json.loads((tmp_path / "ddp" / "config.json").read_text())) > 0
-    exported = run_pipeline(["export", tmp_path / "ddp", "--format", "onnx"], tmp_path)
+    # AOTInductor too: the package is checked against eager at export like every graph
+    exported = run_pipeline(["export", tmp_path / "ddp", "--format", "onnx,aoti"], tmp_path)
     assert exported.returncode == 0, exported.stderr
     manifest = json.loads((tmp_path / "ddp" / "bundle" / "manifest.json").read_text())
-    assert manifest["window"] == metrics["window"]
+    assert manifest["window"] == metrics["window"] and "model.aoti.pt2" in manifest["files"]

@@ -29,6 +29,8 @@ async function main(argv) {
   let header = null; let keep = null; let idColumn = -1;
   let stream = null; let id = null; let rows = []; let lineNo = 0;
   const out = process.stdout;
+  // a reader that has seen enough (`| head`) closes the pipe: stop quietly, as command-line tools do
+  out.on('error', (err) => { if (err.code === 'EPIPE') process.exit(0); else throw err; });
 
   const flush = async () => {
     if (!rows.length) return;

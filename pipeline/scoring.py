@@ -10,10 +10,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 import runtime
 import runtime.bundle
 from pipeline.data.readers import SeriesData, peek_csv_header, read_series
-from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
+from pipeline.data.recordings import cut_windows, read_recordings
+from pipeline.errors import TRAIN_EXTRA_HINT, DataError, PipelineError
 from pipeline.files import check_output_file, write_atomic
 from pipeline.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
 from runtime.compare import Row
@@ -65,18 +68,12 @@ def training_label_columns(bundle: runtime.Bundle, data: Path, log) -> str | Non
 
 def _recordings(bundle: runtime.Bundle, data: Path, target_column: str | None, labels: bool):
     """The recordings of `data` read as training read them (the manifest's window: recording and time columns)."""
-    from pipeline.data.recordings import read_recordings
-
     w = bundle.window
     return read_recordings(data, target_column, w.recording_column, w.time_column, labels=labels)
 
 
 def _predict_recordings(bundle: runtime.Bundle, data: Path, target_column: str | None, log) -> tuple[dict, dict, int]:
     """Every window of every recording: (outputs, the recording/start/end columns, windows)."""
-    import numpy as np
-
-    from pipeline.errors import DataError
-
     recs = _recordings(bundle, data, target_column, labels=False)
     w = bundle.window
     short = [n for n, size in zip(recs.names, recs.lengths()) if size < w.length]
@@ -163,8 +160,6 @@ def evaluate_file(bundle_dir: Path, cfg: EvaluateConfig, log=print) -> dict:
     if target_column is None:
         target_column = training_label_columns(bundle, data, log)
     if bundle.window is not None:  # windows labelled by the rule training used
-        from pipeline.data.recordings import cut_windows
-
         w = bundle.window
         series = cut_windows(_recordings(bundle, data, target_column, labels=True), w.length, w.stride, w.label)
         log(f"windows: {series.n} of {w.length} samples every {w.stride}, labelled by the {w.label} time step"

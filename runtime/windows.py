@@ -14,6 +14,7 @@ import numpy as np
 
 from runtime.errors import InputError
 from runtime.manifest import WINDOW_LABELS
+
 # Windows run through the model at most this many at a time, so a chunk of any length needs bounded memory.
 STREAM_BATCH = 256
 

@@ -30,12 +30,12 @@ from export.quantize import Int8Inputs, int8_inputs, quantize_bundle
 from export.signing import sign_and_check, signer_key
 from export.thresholds import allowance_for
 from export.verify import BATCH_SIZES, VerificationError, verify_graph
-from pipeline.checkpoint import BEST, load_checkpoint
-from pipeline.config import ModelConfig
-from pipeline.run_config import ModelRecord
+from pipeline.training.checkpoint import BEST, load_checkpoint
+from pipeline.settings.config import ModelConfig
+from pipeline.settings.run_config import ModelRecord
 from pipeline.files import current_umask, remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
-from pipeline.models import build_model
+from pipeline.models.build import build_model
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import Row, summary
 from runtime.signature import SIGNATURE_FILE

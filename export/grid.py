@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from export.verify import BATCH_SIZES, Case
-from pipeline.config import ModelConfig
+from pipeline.settings.config import ModelConfig
 from runtime.tasks import TASKS
 
 

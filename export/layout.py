@@ -13,8 +13,8 @@ import copy
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models import SequenceModel
-from pipeline.networks import SameConv1d
+from pipeline.models.build import SequenceModel
+from pipeline.models.networks import SameConv1d
 
 # Layers that are the same function on 3D and 4D tensors (shape-agnostic or acting on dim 1 / the last axis).
 LAYOUT_FREE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Identity, nn.Dropout,

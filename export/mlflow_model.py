@@ -12,8 +12,8 @@ import numpy as np
 
 import runtime
 from pipeline.errors import PipelineError
-from pipeline.run_folder import RunFolder
-from pipeline.tracking import (check_mlflow, first_line, import_mlflow, mlflow_experiment_id, mlflow_uri,
+from pipeline.training.run_folder import RunFolder
+from pipeline.training.tracking import (check_mlflow, first_line, import_mlflow, mlflow_experiment_id, mlflow_uri,
                                temporary_env)
 from runtime.golden import model_example
 from runtime.outputs import prediction_table

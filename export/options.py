@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.device import check_device
+from pipeline.training.device import check_device
 from pipeline.errors import PipelineError
-from pipeline.settings import setting
+from pipeline.settings.fields import setting
 from runtime.manifest import GRAPH_FORMATS, QUANTIZATIONS
 
 DEFAULT_OPSET = 18

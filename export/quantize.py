@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.config import ModelConfig
+from pipeline.settings.config import ModelConfig
 from pipeline.errors import DataError, PipelineError
-from pipeline.run_config import RunConfig
-from pipeline.run_folder import CALIBRATION, CALIBRATION_SERIES, RunFolder
+from pipeline.settings.run_config import RunConfig
+from pipeline.training.run_folder import CALIBRATION, CALIBRATION_SERIES, RunFolder
 from runtime.inputs import plural
 from runtime.manifest import MODEL_INPUT, MODEL_INT8, Int8
 from runtime.tasks import TASKS, Task

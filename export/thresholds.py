@@ -1,8 +1,8 @@
-"""Verification at a threshold: the kernel models (pipeline.kernels) count comparisons of a convolution with a
+"""Verification at a threshold: the kernel models (pipeline.models.kernels) count comparisons of a convolution with a
 fitted bias (MiniRocket's PPV, Hydra's winning kernel). An engine that sums the convolution in another order can
 flip a comparison that sits within a rounding error of its bias, which moves a feature by a whole step (1/length
 for a PPV). For every verification input, eager PyTorch finds those comparisons (within ROUNDING_FACTOR x
-(terms + 4) x 2^-24 of the magnitudes summed: pipeline.kernels) and bounds how far each graph output can move if
+(terms + 4) x 2^-24 of the magnitudes summed: pipeline.models.kernels) and bounds how far each graph output can move if
 every one of them went the other way (the head is linear in the features; the output layer, the ensemble's
 average and the task's outputs are bounded as below). Each output is then checked against
 atol + rtol x |eager| + that bound, element by element: a series with no comparison near a bias is held to the
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.kernels import KernelNet
-from pipeline.models import EnsembleNet, SequenceModel, _log_mean_exp
+from pipeline.models.kernels import KernelNet
+from pipeline.models.build import EnsembleNet, SequenceModel, _log_mean_exp
 
 
 @dataclass(frozen=True)

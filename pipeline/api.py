@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.data.arrays import ARRAY_NAMES, series_from_arrays
 from pipeline.errors import DataError, PipelineError
-from pipeline.run_config import RunConfig, new_run_settings
-from pipeline.run_folder import HISTORY, MEMBERS_DIR, RunFolder
-from pipeline.settings import api_name, flagged, from_python
+from pipeline.settings.run_config import RunConfig, new_run_settings
+from pipeline.training.run_folder import HISTORY, MEMBERS_DIR, RunFolder
+from pipeline.settings.fields import api_name, flagged, from_python
 from runtime.inputs import InputError, SeriesSpec, batch_rows, batches
 from runtime.manifest import MODEL_INPUT, InputSpec, LengthSpec
 
@@ -42,7 +42,7 @@ class Run:
     config: RunConfig
     history: list[dict]
     metrics: dict
-    model: Any  # pipeline.models.SequenceModel
+    model: Any  # pipeline.models.build.SequenceModel
     _cleanup: Any = field(default=None, repr=False)
 
     @property
@@ -142,7 +142,7 @@ def _arrays(X, y, X_val, y_val, X_test, y_test, settings: dict) -> dict | None:
 
 @contextlib.contextmanager
 def _bars(progress: bool | None):
-    from pipeline.trainer import SHOW_BARS
+    from pipeline.training.trainer import SHOW_BARS
 
     token = SHOW_BARS.set(progress)
     try:
@@ -164,7 +164,7 @@ def fit(X=None, y=None, *, X_val=None, y_val=None, X_test=None, y_test=None, out
     `pipeline train --out FOLDER` writes (resumable with `pipeline train --resume FOLDER`). Progress bars:
     progress=True shows them, False hides them, None shows them on a terminal only (as the CLI). log=None is
     quiet."""
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     log = log or _quiet
     arrays = _arrays(X, y, X_val, y_val, X_test, y_test, settings)

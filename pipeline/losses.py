@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.config import LossConfig
+from pipeline.settings.config import LossConfig
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from runtime.inputs import plural

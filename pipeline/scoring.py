@@ -18,7 +18,7 @@ from pipeline.data.readers import SeriesData, peek_csv_header, read_series
 from pipeline.data.recordings import cut_windows, read_recordings
 from pipeline.errors import TRAIN_EXTRA_HINT, DataError, PipelineError
 from pipeline.files import check_output_file, write_atomic
-from pipeline.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
+from pipeline.settings.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
 from runtime.compare import Row
 from runtime.golden import check_golden, int8_rows, read_golden
 from runtime.manifest import MODEL_ONNX

@@ -1,6 +1,6 @@
 """scikit-learn estimators: `CNNClassifier` (binary, multiclass, multilabel) and `CNNRegressor` (one or several
 targets), trained by `pipeline.fit`. Their parameters are the settings of `pipeline train` (the same fields,
-names and defaults; pipeline/config.py), with `random_state` for --seed and `verbose` for the log and progress
+names and defaults; pipeline/settings/config.py), with `random_state` for --seed and `verbose` for the log and progress
 bars. X is (n, L) (then n_features_in_ = L) or (n, C, L). Needs the `sklearn` extra:
 pip install -e '.[sklearn]'."""
 
@@ -16,9 +16,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.settings import api_name, flagged
+from pipeline.settings.fields import api_name, flagged
 
 # settings an estimator does not take: the data is fit's X and y, the task follows from the estimator and y,
 # --seed is random_state, --progress is verbose; trackers belong to the command line
@@ -76,7 +76,7 @@ class _CNNEstimator(BaseEstimator):
                                log=print if self.verbose else None, **settings)
         except PipelineError as exc:
             raise InputError(str(exc)) from None
-        from pipeline.checkpoint import BEST, load_checkpoint
+        from pipeline.training.checkpoint import BEST, load_checkpoint
 
         self.model_ = run.model
         self.run_config_ = run.config
@@ -110,9 +110,9 @@ class _CNNEstimator(BaseEstimator):
         from dataclasses import replace
 
         from pipeline.api import Run
-        from pipeline.checkpoint import BEST, save_checkpoint
+        from pipeline.training.checkpoint import BEST, save_checkpoint
         from pipeline.data.arrays import series_from_arrays
-        from pipeline.run_folder import RunFolder
+        from pipeline.training.run_folder import RunFolder
 
         check_is_fitted(self)
         config, arrays = self.run_config_, {}

@@ -57,7 +57,7 @@ class Task:
     # increase in percent) or a score in 0..1 (its drop is in points)
     main_metric: str = "accuracy"
     main_metric_is_error: bool = False
-    # the share of a small training set (fewer than pipeline.config.AUTO_VAL_MIN_SERIES series) held out to
+    # the share of a small training set (fewer than pipeline.settings.config.AUTO_VAL_MIN_SERIES series) held out to
     # choose the checkpoint: none for classes (Wang et al. select by training loss, which works there); for
     # amounts, selecting by training loss keeps the most overfit epoch, so 30% is held out
     small_set_val_split: float = 0.0

@@ -90,9 +90,9 @@ def learned_regression(tmp_path_factory) -> TaskBundle:
     """A regression run that has learned (prices around 1000, test R^2 about 0.9) and its ONNX bundle: where a
     broken graph's predictions fall back towards the targets' mean, this run loses by it."""
     from export.bundle import ExportConfig, export_run
-    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.run_config import RunSettings
-    from pipeline.train import train
+    from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.train import train
 
     folder = tmp_path_factory.mktemp("learned-regression")
     files = []
@@ -124,9 +124,9 @@ def write_task_files(folder: Path, task: str, n_train: int = 48, n_test: int = 3
 
 def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn", ensemble: int = 1) -> TaskBundle:
     from export.bundle import ExportConfig, export_run
-    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.run_config import RunSettings
-    from pipeline.train import train
+    from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.train import train
 
     folder.mkdir(parents=True, exist_ok=True)
     train_file, test_file = write_task_files(folder, task)
@@ -218,9 +218,9 @@ def stream_case(run_dir: Path, recording: np.ndarray, chunkings: list[list[int]]
 def windowed_bundles(tmp_path_factory) -> dict[str, WindowedBundle]:
     """fcn trained on windows of recordings (multiclass, regression), exported in every format."""
     from export.bundle import ExportConfig, export_run
-    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.run_config import RunSettings
-    from pipeline.train import train
+    from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.train import train
 
     out = {}
     for task in ("multiclass", "regression"):
@@ -272,7 +272,7 @@ KERNEL_BUNDLES = {"minirocket": "multiclass", "hydra": "regression", "multirocke
 
 @pytest.fixture(scope="session")
 def kernel_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
-    """One bundle per kernel model (pipeline.kernels; ridge head: the default for small sets), ONNX and TorchScript."""
+    """One bundle per kernel model (pipeline.models.kernels; ridge head: the default for small sets), ONNX and TorchScript."""
     root = tmp_path_factory.mktemp("kernels")
     return {model: _build_bundle(root / model, task, fmt="all", model=model) for model, task in KERNEL_BUNDLES.items()}
 

@@ -1,6 +1,6 @@
 """The whole matrix a user can reach through the CLI: every task x every built-in loss x a custom loss trains
 one epoch, exports both formats, and predict, evaluate and verify run on the bundle; every model at least once.
-(DDP with the default fcn: tests/pipeline/test_distributed.py.)"""
+(DDP with the default fcn: tests/pipeline/training/test_distributed.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.config import KERNEL_MODELS, MODEL_NAMES
+from pipeline.settings.config import KERNEL_MODELS, MODEL_NAMES
 from runtime.tasks import TASKS
 from tests.conftest import make_task_data
 

@@ -1,14 +1,14 @@
-"""What `pipeline bench` measures, one field per setting with its flag (see pipeline/settings.py); the
+"""What `pipeline bench` measures, one field per setting with its flag (see pipeline/settings/fields.py); the
 command's options are generated from it. No torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import COMPILE_MODES, MODEL_NAMES
-from pipeline.device import check_device
+from pipeline.settings.config import COMPILE_MODES, MODEL_NAMES
+from pipeline.training.device import check_device
 from pipeline.errors import PipelineError
-from pipeline.settings import setting
+from pipeline.settings.fields import setting
 
 QUICK = {"latency_calls": 30, "throughput_calls": 3, "rounds": 1, "warmup": 3, "train_series": 256,
          "train_epochs": 2, "train_min_seconds": 0.0, "memory_mib": (16, 32), "peak_sizes": (512,)}

@@ -58,7 +58,7 @@ def _child(bundle: str, data: str, out: str) -> None:
     """`pipeline predict BUNDLE --data DATA --out OUT --force`, through the library function the command calls
     (the training library does not import the command-line shell)."""
     from pipeline.scoring import predict_file
-    from pipeline.scoring_config import PredictConfig
+    from pipeline.settings.scoring_config import PredictConfig
 
     start = time.perf_counter()
     predict_file(Path(bundle), PredictConfig(data=Path(data)), Path(out), force=True, log=lambda _: None)

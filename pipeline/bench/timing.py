@@ -80,7 +80,7 @@ def machine(threads: int, device: str) -> dict:
             "onnxruntime": ort.__version__, "device": device, "gpu": None}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
-    from pipeline.precision import native_bf16
+    from pipeline.training.precision import native_bf16
 
     info["native_bf16"] = native_bf16(torch.device(device))  # what `--precision auto` trains in
     return info

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from pipeline.bench.timing import settle
-from pipeline.config import MODELS, DataConfig, LossConfig, ModelConfig, TrainConfig, recipe
-from pipeline.run_config import RunSettings
+from pipeline.settings.config import MODELS, DataConfig, LossConfig, ModelConfig, TrainConfig, recipe
+from pipeline.settings.run_config import RunSettings
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _train_config(spec: TrainSpec) -> TrainConfig:
 
 def trained_run(data: Path, spec: TrainSpec, run_dir: Path) -> Path:
     """A real `pipeline train` run folder (one epoch) for the export and inference rows."""
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     return train(RunSettings(DataConfig(data=str(data), task="multiclass", val_split=0.0), LossConfig(),
                  ModelConfig(name=spec.model, width=spec.width), replace(_train_config(spec), epochs=1)),
@@ -99,7 +99,7 @@ def _trainer(data: Path, spec: TrainSpec, head: str | None = None):
     """A Trainer exactly as `pipeline train` builds it (same seed, fitted normalisation), writing nothing. A kernel
     model's epochs are its linear head's (`head` None), so that every loop times gradient steps."""
     from pipeline.data.load import load_datasets
-    from pipeline.trainer import Trainer
+    from pipeline.training.trainer import Trainer
 
     data_cfg = DataConfig(data=str(data), task="multiclass", val_split=0.0)
     datasets = load_datasets(data_cfg, spec.model, 0)
@@ -126,7 +126,7 @@ def default_training(data: Path, spec: TrainSpec, epoch_seconds: float) -> tuple
 
 def pipeline_loop(data: Path, spec: TrainSpec, name: str = "pipeline train") -> Loop:
     """`pipeline train`'s own epoch (Trainer.train_epoch), with compile/precision as in `spec`."""
-    from pipeline.trainer import _graph_count
+    from pipeline.training.trainer import _graph_count
 
     trainer = _trainer(data, spec)
     steps = trainer.step_modules()

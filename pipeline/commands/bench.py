@@ -9,7 +9,7 @@ import click
 from pipeline.commands.common import UserError, path_text, export_failures, user_errors
 from pipeline.bench.config import SHAPE_FIELDS, BenchConfig
 from pipeline.commands.options import config_options
-from pipeline.settings import flagged, values
+from pipeline.settings.fields import flagged, values
 
 
 @click.command()

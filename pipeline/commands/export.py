@@ -10,7 +10,7 @@ from export.options import ExportConfig
 from pipeline.commands.common import export_failures, user_errors
 from pipeline.commands.options import config_options
 from pipeline.errors import PipelineError
-from pipeline.settings import values
+from pipeline.settings.fields import values
 
 
 @click.command(name="export")

@@ -1,4 +1,4 @@
-"""Click options generated from the config fields' flags (pipeline/settings.py): one declaration each."""
+"""Click options generated from the config fields' flags (pipeline/settings/fields.py): one declaration each."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.settings import Flag, flagged
+from pipeline.settings.fields import Flag, flagged
 
 
 def _click_type(field: dataclasses.Field, flag: Flag):

@@ -8,8 +8,8 @@ import click
 
 from pipeline.commands.common import user_errors
 from pipeline.commands.options import config_options
-from pipeline.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
-from pipeline.settings import values
+from pipeline.settings.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
+from pipeline.settings.fields import values
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""`pipeline train`: its options come from the config fields (pipeline/config.py), plus the run's own: --out,
+"""`pipeline train`: its options come from the config fields (pipeline/settings/config.py), plus the run's own: --out,
 --force, --resume, --mlflow-optional, --nproc."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import click
 
 from pipeline.commands.common import UserError, user_errors
 from pipeline.commands.options import config_options, resumable_flags
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.run_config import RunSettings, new_run_settings
-from pipeline.settings import flagged, values
+from pipeline.settings.run_config import RunSettings, new_run_settings
+from pipeline.settings.fields import flagged, values
 
 
 # Flags that may change when a run is resumed; every other flag is fixed by the saved run.
@@ -73,8 +73,8 @@ def train(ctx, **opts):
     else:
         settings = _train_configs(opts)
 
-    from pipeline import distributed
-    from pipeline import train as training
+    from pipeline.training import distributed
+    from pipeline.training import train as training
 
     if distributed.from_env().main:  # before any process starts: a store that is down is one line, not a traceback
         uri = settings.train.mlflow if opts["resume"] is None else _saved_mlflow(opts["resume"])
@@ -96,14 +96,14 @@ def train(ctx, **opts):
 
 
 def _saved_mlflow(run_dir: Path) -> str | None:
-    from pipeline.run_folder import RunFolder
+    from pipeline.training.run_folder import RunFolder
 
     return RunFolder(run_dir).read_config().settings.train.mlflow
 
 
 def _mlflow_reachable(uri: str, optional: bool) -> bool:
     """True when the store answers; else one error line, or with --mlflow-optional one warning and False."""
-    from pipeline.tracking import check_mlflow
+    from pipeline.training.tracking import check_mlflow
 
     try:
         check_mlflow(uri)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, MODELS, DataConfig
+from pipeline.settings.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, MODELS, DataConfig
 from pipeline.data.prepare import (LabelEncoding, check_classes, check_series, encode_labels, fit_encoding,
                                    infer_task, stratified_split)
 from pipeline.data.readers import SeriesData, read_series

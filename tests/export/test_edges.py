@@ -20,11 +20,11 @@ from export.graphs import ScanCustomLoss
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 from export.options import DEFAULT_ATOL, DEFAULT_RTOL
 from export.verify import VerificationError
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.run_config import RunSettings
+from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.run_config import RunSettings
 from pipeline.losses import CustomLoss, build_loss
 from runtime.tasks import TASKS
-from pipeline.train import train
+from pipeline.training.train import train
 
 K = 3  # outputs of the multi-output tasks
 # every built-in loss of every task, with non-default parameters where it takes them

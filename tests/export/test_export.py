@@ -17,10 +17,10 @@ import export.bundle as bundle_mod
 from export.bundle import ExportConfig, export_run, sha256
 from export.verify import BATCH_SIZES
 from pipeline.cli import main
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.run_config import RunSettings
+from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.run_config import RunSettings
 from runtime.tasks import TASKS
-from pipeline.train import train
+from pipeline.training.train import train
 
 QUIET = dict(log=lambda _: None)
 NON_DEFAULT = {

@@ -14,10 +14,10 @@ from torch import nn
 import export.bundle as bundle_mod
 from export.bundle import ExportConfig, export_run
 from export.layout import conv2d_layout
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.run_config import RunSettings
-from pipeline.models import build_model
-from pipeline.train import train
+from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.run_config import RunSettings
+from pipeline.models.build import build_model
+from pipeline.training.train import train
 
 ATOL = RTOL = 1e-5
 

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 import runtime
-from pipeline.config import MODEL_NAMES
+from pipeline.settings.config import MODEL_NAMES
 from export.bundle import ExportConfig, export_run
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.run_folder import CALIBRATION
+from pipeline.training.run_folder import CALIBRATION
 from runtime.errors import BundleError
 from runtime.golden import int8_rows, read_golden
 from runtime.manifest import MODEL_INT8
@@ -247,9 +247,9 @@ def test_a_run_without_its_calibration_sample_asks_for_calibration_data(task_bun
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_every_model_exports_an_int8_graph_the_runtime_runs(tmp_path, npz_file, model):
-    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.run_config import RunSettings
-    from pipeline.train import train
+    from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.train import train
 
     data = npz_file("binary", n=64, length=24)
     run = train(RunSettings(DataConfig(data=str(data), task="binary", val_split=0.25), LossConfig(),

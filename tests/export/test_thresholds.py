@@ -14,9 +14,9 @@ from export.graphs import as_tuple, model_graph
 from export.grid import model_cases
 from export.thresholds import allowance_for, output_allowance
 from export.verify import verify_graph
-from pipeline.config import ModelConfig
-from pipeline.models import build_model
-from pipeline.ridge import ridge_loo
+from pipeline.settings.config import ModelConfig
+from pipeline.models.build import build_model
+from pipeline.models.ridge import ridge_loo
 from runtime.compare import compare
 from runtime.tasks import TASKS
 

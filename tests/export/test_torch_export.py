@@ -19,11 +19,11 @@ from export.grid import loss_cases
 from export.graphs import as_tuple, loss_candidates, model_graph
 from export.verify import BATCH_SIZES, verify_graph
 from pipeline.cli import main
-from pipeline.config import FIXED_LENGTH_MODELS, MODEL_NAMES, DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.run_config import RunSettings
+from pipeline.settings.config import FIXED_LENGTH_MODELS, MODEL_NAMES, DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.run_config import RunSettings
 from pipeline.losses import CustomLoss, build_loss
-from pipeline.models import build_model
-from pipeline.train import train
+from pipeline.models.build import build_model
+from pipeline.training.train import train
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT
 from runtime.tasks import TASKS
 

@@ -15,10 +15,10 @@ import pipeline
 from pipeline.api import SETTING_NAMES, run_settings
 import runtime
 from pipeline.cli import main
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.run_folder import ARRAY_FILES, TRAINING_FILES
-from pipeline.settings import api_name, flagged
+from pipeline.training.run_folder import ARRAY_FILES, TRAINING_FILES
+from pipeline.settings.fields import api_name, flagged
 from tests.conftest import make_task_data
 
 FAST = dict(width=0.25, epochs=3, lr=1e-2)

@@ -15,8 +15,8 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import runtime
-from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.settings import api_name, flagged
+from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from pipeline.settings.fields import api_name, flagged
 from pipeline.sklearn import NOT_PARAMETERS, CNNClassifier, CNNRegressor, InputError
 from tests.conftest import make_task_data
 

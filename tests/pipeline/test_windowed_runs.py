@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import runtime
-from pipeline.config import MODELS
+from pipeline.settings.config import MODELS
 from tests.conftest import eager_windows, make_recordings, run_pipeline, write_recordings_csv
 
 pytestmark = pytest.mark.slow
@@ -35,9 +35,9 @@ def recordings_npz(path, task: str, seed: int = 0):
 @pytest.mark.parametrize("model", list(MODELS))
 def test_every_model_trains_on_windows_and_its_bundle_matches_eager(model, tmp_path):
     from export.bundle import ExportConfig, export_run
-    from pipeline.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.run_config import RunSettings
-    from pipeline.train import train
+    from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.train import train
 
     task = TASKS[list(MODELS).index(model) % len(TASKS)]  # ten models: each task twice
     data, X = recordings_npz(tmp_path / f"{task}.npz", task)

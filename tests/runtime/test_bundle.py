@@ -14,9 +14,9 @@ import runtime
 from export.bundle import rebuild
 from export.graphs import as_tuple, model_graph
 from pipeline.data.load import load_datasets
-from pipeline.config import DataConfig
+from pipeline.settings.config import DataConfig
 from pipeline.losses import build_loss
-from pipeline.batching import BatchSource, evaluate
+from pipeline.training.batching import BatchSource, evaluate
 from tests.conftest import TASKS
 
 ATOL = RTOL = 1e-5  # the export tolerances

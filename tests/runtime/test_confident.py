@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 
 from export.bundle import rebuild
-from pipeline.checkpoint import BEST, load_checkpoint, save_checkpoint
+from pipeline.training.checkpoint import BEST, load_checkpoint, save_checkpoint
 from pipeline.cli import main
 from pipeline.data.load import Split
-from pipeline.batching import BatchSource, evaluate
+from pipeline.training.batching import BatchSource, evaluate
 from tests.conftest import make_task_data
 
 CASES = [("binary", "bce_with_logits", ["--pos-weight", "2"]), ("binary", "bce", []),

@@ -1,0 +1,163 @@
+"""Networks for (batch, channels, length) series. Every model emits raw scores (N, n_outputs)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.models import networks
+from pipeline.settings.config import MODELS, ModelConfig
+from pipeline.errors import PipelineError
+
+NORM_EPS = 1e-8
+
+
+class Normalize(nn.Module):
+    """Z-scores inside the model, so exported graphs take raw series.
+
+    channel: training-set mean/std per channel (buffers, saved with the weights);
+    series: each series by its own mean/std per channel; none: identity.
+    """
+
+    def __init__(self, mode: str, channels: int):
+        super().__init__()
+        self.mode = mode
+        self.eps = NORM_EPS  # an attribute, not a global, so torch.jit.script compiles forward
+        self.register_buffer("mean", torch.zeros(1, channels, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length)
+        if self.mode == "channel":
+            return (x - self.mean) / self.std
+        if self.mode == "series":
+            mean = x.mean(dim=2, keepdim=True)
+            std = x.std(dim=2, keepdim=True, unbiased=False)
+            return (x - mean) / (std + self.eps)
+        return x
+
+    @torch.no_grad()
+    def fit(self, mean: Tensor, std: Tensor) -> None:
+        self.mean.copy_(mean.reshape(self.mean.shape))
+        self.std.copy_(torch.where(std > NORM_EPS, std, torch.ones_like(std)).reshape(self.std.shape))
+
+
+class _OutputBuffers(nn.Module):
+    """A module holding output-layer buffers `scale` and `shift`: a state dict saved before the output layer
+    existed loads them as the identity (scale 1, shift 0), which is what that model computed."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "scale" not in state_dict and prefix + "shift" not in state_dict:
+            state_dict[prefix + "scale"] = torch.ones_like(self.scale)
+            state_dict[prefix + "shift"] = torch.zeros_like(self.shift)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class OutputScale(_OutputBuffers):
+    """The last step of every model: raw score = network output * scale + shift, per output, with fixed
+    buffers fitted from the training targets (pipeline.training.base_rate), so a fresh network starts at the data's
+    base rate and a regression graph answers in the user's units. A run saved before this layer existed
+    loads as the identity (scale 1, shift 0), which is what it computed."""
+
+    def __init__(self, n_outputs: int):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(n_outputs))
+        self.register_buffer("shift", torch.zeros(n_outputs))
+
+    def forward(self, z: Tensor) -> Tensor:  # (batch, n_outputs)
+        return z * self.scale + self.shift
+
+    @torch.no_grad()
+    def fit(self, scale: Tensor, shift: Tensor) -> None:
+        self.scale.copy_(scale.reshape(self.scale.shape))
+        self.shift.copy_(shift.reshape(self.shift.shape))
+
+
+def _log_mean_exp(a: Tensor) -> Tensor:
+    """log(mean(exp(a), dim=0)), shifted by the maximum so that no exp overflows or underflows to 0."""
+    top = a.max(dim=0).values
+    return top + torch.log(torch.exp(a - top).mean(dim=0))
+
+
+class EnsembleNet(_OutputBuffers):
+    """Members' raw scores (M, batch, K) combined into the raw score of their averaged output, so that the
+    task's outputs and its loss read it like one network's score:
+    softmax: log of the averaged class probabilities (its softmax is that average, and cross-entropy on it
+    is the ensemble's negative log-likelihood); sigmoid: the logit of the averaged probabilities;
+    exp: the log of the averaged rates; identity: the averaged predictions. All in log space, finite at
+    the confident scores trained members emit. Each member's score first passes through that member's
+    output layer (OutputScale), here as stacked buffers `scale` and `shift` (members, 1, n_outputs)."""
+
+    def __init__(self, members: list[nn.Module], combine: str, n_outputs: int):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.combine = combine
+        self.register_buffer("scale", torch.ones(len(members), 1, n_outputs))
+        self.register_buffer("shift", torch.zeros(len(members), 1, n_outputs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs: list[Tensor] = []
+        for member in self.members:
+            outs.append(member(x))
+        z = torch.stack(outs) * self.scale + self.shift  # (members, batch, n_outputs)
+        if self.combine == "softmax":
+            return _log_mean_exp(torch.log_softmax(z, dim=2))
+        if self.combine == "sigmoid":
+            return _log_mean_exp(F.logsigmoid(z)) - _log_mean_exp(F.logsigmoid(-z))
+        if self.combine == "exp":
+            return _log_mean_exp(z)
+        return z.mean(dim=0)
+
+
+def network_class(name: str) -> type[nn.Module]:
+    """The network class of registry entry `name` (pipeline.settings.config.MODELS)."""
+    return getattr(networks, MODELS[name].network)
+
+
+def _network(c: ModelConfig) -> nn.Module:
+    return network_class(c.name).from_config(c)
+
+
+class SequenceModel(nn.Module):
+    """Normalisation, the network and its output layer (or, with config.ensemble > 1, the members' networks,
+    each with its output layer, and their average); input (batch, channels, length), output raw scores."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c = config
+        self.normalize = Normalize(c.normalize, c.in_channels)
+        if c.ensemble > 1:
+            self.net = EnsembleNet([_network(c) for _ in range(c.ensemble)], c.combine, c.n_outputs)
+            self.output = nn.Identity()  # the members' output layers are inside EnsembleNet
+        else:
+            self.net = _network(c)
+            self.output = OutputScale(c.n_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
+        return self.output(self.net(self.normalize(x)))
+
+
+def _below(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_members(model: SequenceModel, states: list[dict]) -> SequenceModel:
+    """An ensemble's weights from its members' state dicts: the members share the normalisation (fitted
+    on the same training data), so the first member's is kept; each member's output layer is stacked."""
+    model.normalize.load_state_dict(_below(states[0], "normalize."))
+    ensemble: EnsembleNet = model.net
+    for i, (member, state) in enumerate(zip(ensemble.members, states, strict=True)):
+        member.load_state_dict(_below(state, "net."))
+        output = OutputScale(ensemble.scale.shape[-1])
+        output.load_state_dict(_below(state, "output."))  # identity for members saved before it existed
+        ensemble.scale[i, 0].copy_(output.scale)
+        ensemble.shift[i, 0].copy_(output.shift)
+    return model
+
+
+def build_model(config: ModelConfig) -> SequenceModel:
+    """A fresh model for `config`; fixed-length models need config.length."""
+    shortest = MODELS[config.name].min_length
+    if config.fixed_length and config.length < shortest:
+        raise PipelineError(f"--model {config.name} needs series of length {shortest} or more")
+    return SequenceModel(config)

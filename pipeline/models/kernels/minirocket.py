@@ -1,0 +1,140 @@
+"""MiniRocket (Dempster, Schmidt, Webb, KDD 2021): 84 fixed kernels, exponentially spread dilations, biases from
+quantiles of training responses, PPV."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.models.kernels.common import (KERNEL_LENGTH, channel_combinations, golden_quantiles, rounding_scale,
+                                     transform_in_chunks)
+
+# the 84 MiniRocket kernels: weight 2 at three of the nine positions, -1 at the others
+MINIROCKET_INDICES = tuple(itertools.combinations(range(KERNEL_LENGTH), 3))
+MINIROCKET_FEATURES = 10_000
+MINIROCKET_MAX_DILATIONS = 32
+
+
+def minirocket_kernels() -> Tensor:
+    """(84, 9): -1 everywhere, 2 at each combination's three indices."""
+    w = -torch.ones(len(MINIROCKET_INDICES), KERNEL_LENGTH)
+    for k, idx in enumerate(MINIROCKET_INDICES):
+        w[k, list(idx)] = 2.0
+    return w
+
+
+def minirocket_dilations(length: int, num_features: int) -> tuple[list[int], list[int]]:
+    """The paper's dilations (exponentially spread up to (length - 1) / 8, at most 32 per kernel) and the
+    number of features (biases) per kernel at each."""
+    per_kernel = max(1, num_features // len(MINIROCKET_INDICES))
+    most = min(per_kernel, MINIROCKET_MAX_DILATIONS)
+    multiplier = per_kernel / most
+    top = math.log2((length - 1) / (KERNEL_LENGTH - 1))
+    grid = torch.logspace(0, top, most, base=2, dtype=torch.float64).to(torch.int32)  # truncates, as astype does
+    dilations, counts = torch.unique(grid, return_counts=True)
+    per_dilation = (counts.double() * multiplier).to(torch.int32).tolist()
+    remainder, i = per_kernel - sum(per_dilation), 0
+    while remainder > 0:
+        per_dilation[i] += 1
+        remainder -= 1
+        i = (i + 1) % len(per_dilation)
+    return [int(d) for d in dilations.tolist()], per_dilation
+
+
+class PPVBlock(nn.Module):
+    """MiniRocket at one dilation: the 84 kernels (masked to their channel combinations), then for each kernel
+    its biases' proportions of positive values, over the whole output (even padding) or only where the kernel
+    does not overlap the padding (odd), alternating as in the paper."""
+
+    def __init__(self, channels: int, length: int, dilation: int, features: int, odd_start: int):
+        super().__init__()
+        self.dilation, self.padding = dilation, (KERNEL_LENGTH - 1) * dilation // 2
+        kernels = len(MINIROCKET_INDICES)
+        self.register_buffer("weight", minirocket_kernels()[:, None, :].repeat(1, channels, 1))  # (84, C, 9)
+        self.register_buffer("bias", torch.zeros(kernels, features))
+        valid = torch.ones(kernels, 1, length)
+        p = self.padding
+        for k in range(kernels):
+            if (odd_start + k) % 2 == 1 and length > 2 * p:
+                valid[k, 0, :p] = 0.0
+                valid[k, 0, length - p:] = 0.0
+        self.register_buffer("valid", valid)  # (84, 1, L): the positions each kernel's PPV counts
+        self.register_buffer("count", valid.sum(-1))  # (84, 1)
+
+    def operations(self, length: int) -> int:
+        """Per series: the convolution's multiply-adds (2 each) and one comparison and one sum per bias and step."""
+        kernels, channels = self.weight.shape[0], self.weight.shape[1]
+        return 2 * kernels * channels * KERNEL_LENGTH * length + 2 * self.bias.numel() * length
+
+    def conv(self, x: Tensor) -> Tensor:  # (batch, C, L) -> (batch, 84, L)
+        return F.conv1d(x, self.weight, dilation=self.dilation, padding=self.padding)
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, C, L) -> (batch, 84 * features)
+        c = self.conv(x)
+        positive = (c.unsqueeze(2) > self.bias.unsqueeze(-1)).to(x.dtype)  # (batch, 84, features, L)
+        return ((positive * self.valid).sum(-1) / self.count).flatten(1)
+
+    def near_ties(self, x: Tensor) -> Tensor:
+        """(batch, 84 * features): how many of each feature's comparisons sit within rounding of its bias."""
+        c = self.conv(x)
+        terms = KERNEL_LENGTH * int((self.weight[:, :, 0] != 0).sum(1).max())
+        band = rounding_scale(x, self.weight, self.dilation, self.padding, terms)
+        near = ((c.unsqueeze(2) - self.bias.unsqueeze(-1)).abs() <= band.unsqueeze(2)).to(x.dtype)
+        return (near * self.valid).sum(-1).flatten(1)
+
+    @torch.no_grad()
+    def fit(self, x: Tensor, combos: Tensor, quantiles: Tensor, g: torch.Generator) -> None:
+        """Channel combinations (84, C), then each kernel's biases: the quantiles of its convolution of one
+        training series drawn at random."""
+        self.weight.mul_(combos[:, :, None])
+        for k in range(self.weight.shape[0]):
+            series = x[int(torch.randint(len(x), (1,), generator=g))]
+            c = F.conv1d(series[None], self.weight[k:k + 1], dilation=self.dilation, padding=self.padding)[0, 0]
+            self.bias[k] = torch.quantile(c, quantiles[k])
+
+
+class MiniRocketTransform(nn.Module):
+    """MiniRocket's features of a (batch, C, L) series: about `num_features` PPVs (84 kernels x dilations x
+    biases), then standardised with the training features' mean and std (+ 1e-8, as the paper's code)."""
+
+    def __init__(self, channels: int, length: int, num_features: int = MINIROCKET_FEATURES):
+        super().__init__()
+        dilations, per_dilation = minirocket_dilations(length, num_features)
+        self.blocks = nn.ModuleList(PPVBlock(channels, length, d, f, i % 2)
+                                    for i, (d, f) in enumerate(zip(dilations, per_dilation)))
+        self.n_features = len(MINIROCKET_INDICES) * sum(per_dilation)
+        self.register_buffer("mean", torch.zeros(self.n_features))
+        self.register_buffer("std", torch.ones(self.n_features))
+
+    def raw(self, x: Tensor) -> Tensor:
+        return torch.cat([block(x) for block in self.blocks], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, C, L) -> (batch, features)
+        return (self.raw(x) - self.mean) / self.std
+
+    @torch.no_grad()
+    def fit(self, x: Tensor, g: torch.Generator) -> None:
+        """Channel combinations and biases in the paper's order (all combinations first, then per dilation and
+        kernel a random series), then the feature statistics of every training series."""
+        kernels = len(MINIROCKET_INDICES)
+        combos = channel_combinations(x.shape[1], kernels * len(self.blocks), g)
+        quantiles = golden_quantiles(self.n_features).view(-1)
+        start = 0
+        for i, block in enumerate(self.blocks):
+            f = block.bias.shape[1]
+            q = quantiles[start:start + kernels * f].view(kernels, f)
+            block.fit(x, combos[i * kernels:(i + 1) * kernels], q, g)
+            start += kernels * f
+        features = transform_in_chunks(self.raw, x).double()
+        self.mean.copy_(features.mean(0))
+        self.std.copy_(features.std(0) + 1e-8)
+
+    def feature_bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(features, how far each standardised feature may move when near-tie comparisons flip)."""
+        ties = torch.cat([block.near_ties(x) / block.count.repeat_interleave(block.bias.shape[1], 0).view(-1)
+                          for block in self.blocks], dim=1)
+        return self(x), ties / self.std

@@ -1,0 +1,65 @@
+"""The kernel models of the registry: a fitted transform and a linear head."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.models.kernels.common import transform_in_chunks
+from pipeline.models.kernels.hydra import HYDRA_GROUPS, HydraTransform
+from pipeline.models.kernels.minirocket import MINIROCKET_FEATURES, MINIROCKET_INDICES, MiniRocketTransform
+from pipeline.models.kernels.multirocket import MultiRocketHydraTransform
+from pipeline.models.sizing import FixedLength
+
+
+class KernelNet(FixedLength, nn.Module):
+    """A kernel transform (fitted by `fit`, never trained) and a linear head on its standardised features.
+    Sized from the training length (its dilations are); `width` scales the number of features."""
+
+    def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
+        super().__init__()
+        self.transform = self.make_transform(c_in, length, width)
+        self.head = nn.Linear(self.transform.n_features, n_outputs)
+        nn.init.zeros_(self.head.weight)  # the reference's init: the output starts at the output layer's base
+        nn.init.zeros_(self.head.bias)
+
+    def make_transform(self, c_in: int, length: int, width: float) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
+        return self.head(self.transform(x))
+
+    @torch.no_grad()
+    def fit(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """Fit the transform to the (normalised) training series; their standardised features (n, F)."""
+        self.transform.fit(x, g)
+        return transform_in_chunks(self.transform, x)
+
+    @torch.no_grad()
+    def threshold_bound(self, x: Tensor) -> tuple[Tensor, Tensor, int]:
+        """The head's output; per series and output, how far it may move if every comparison within an
+        engine's rounding of its threshold went the other way (the head is linear in the features); and how
+        many (series, feature) pairs have such a comparison."""
+        features, moves = self.transform.feature_bounds(x)
+        return self.head(features), moves @ self.head.weight.abs().T, int((moves > 0).sum())
+
+
+class MiniRocket(KernelNet):
+    """MiniRocket (Dempster, Schmidt, Webb, KDD 2021): about 10,000 PPV features of 84 fixed kernels."""
+
+    def make_transform(self, c_in: int, length: int, width: float) -> nn.Module:
+        return MiniRocketTransform(c_in, length, max(len(MINIROCKET_INDICES), round(MINIROCKET_FEATURES * width)))
+
+
+class Hydra(KernelNet):
+    """Hydra (Dempster, Schmidt, Webb, DMKD 2023): 64 groups of 8 competing random kernels per dilation."""
+
+    def make_transform(self, c_in: int, length: int, width: float) -> nn.Module:
+        return HydraTransform(c_in, length, groups=max(2, 2 * round(HYDRA_GROUPS // 2 * width)))
+
+
+class MultiRocketHydra(KernelNet):
+    """MultiRocket-Hydra (aeon; Middlehurst et al.'s bake-off): MultiRocket's 50,000 features and Hydra's."""
+
+    def make_transform(self, c_in: int, length: int, width: float) -> nn.Module:
+        return MultiRocketHydraTransform(c_in, length, width)

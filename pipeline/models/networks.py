@@ -1,0 +1,273 @@
+"""The networks of the model registry (pipeline.settings.config.MODELS names each by its class here): FCN, ResNet,
+InceptionTime, LITE, the simple CNN, the MLP and the linear baseline, with their building blocks (and the kernel
+models of pipeline.models.kernels). Each maps a
+normalised (batch, channels, length) series to (batch, n_outputs); pipeline/models/build.py wraps it with the input
+normalisation and the output layer."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.models.kernels import Hydra, MiniRocket, MultiRocketHydra
+from pipeline.models.sizing import AnyLength, FixedLength
+
+KERNEL_NETWORKS = (MiniRocket, Hydra, MultiRocketHydra)  # the registry's kernel models, from pipeline.models.kernels
+
+
+def _w(base: int, width: float) -> int:
+    return max(1, int(round(base * width)))
+
+
+class SameConv1d(nn.Conv1d):
+    """Conv1d whose output keeps the input length: of the dilation * (k - 1) padded steps, half (rounded
+    down) go left and the rest right.
+
+    Explicit padding instead of padding="same", which copies the input for even kernels and
+    warns on every call; the split matches Keras/TensorFlow 'same' used by the papers' code.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True, dilation: int = 1, groups: int = 1):
+        super().__init__(c_in, c_out, kernel, dilation=dilation, groups=groups, bias=bias)
+        total = dilation * (kernel - 1)
+        self.pad_left, self.pad_right = total // 2, total - total // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(F.pad(x, (self.pad_left, self.pad_right)), self.weight, self.bias)
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int):
+        super().__init__(SameConv1d(c_in, c_out, kernel), nn.BatchNorm1d(c_out), nn.ReLU())
+
+
+class FCN(AnyLength, nn.Module):
+    """Wang et al. 2017 fully convolutional network: 128/256/128 filters, kernels 8/5/3, GAP."""
+
+    def __init__(self, c_in: int, n_outputs: int, width: float = 1.0):
+        super().__init__()
+        c1, c2, c3 = _w(128, width), _w(256, width), _w(128, width)
+        self.features = nn.Sequential(ConvBlock(c_in, c1, 8), ConvBlock(c1, c2, 5), ConvBlock(c2, c3, 3))
+        self.head = nn.Linear(c3, n_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # global average pooling over length (the last axis, so a 2D-layout copy pools the same way)
+        return self.head(self.features(x).mean(dim=-1).flatten(1))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.body = nn.Sequential(ConvBlock(c_in, c_out, 8), ConvBlock(c_out, c_out, 5),
+                                  SameConv1d(c_out, c_out, 3), nn.BatchNorm1d(c_out))
+        self.shortcut = nn.Sequential(nn.Conv1d(c_in, c_out, 1), nn.BatchNorm1d(c_out))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet(AnyLength, nn.Module):
+    """Wang et al. 2017 ResNet: three residual blocks (64/128/128 filters), global pooling."""
+
+    def __init__(self, c_in: int, n_outputs: int, width: float = 1.0):
+        super().__init__()
+        c1, c2 = _w(64, width), _w(128, width)
+        self.features = nn.Sequential(ResidualBlock(c_in, c1), ResidualBlock(c1, c2), ResidualBlock(c2, c2))
+        self.head = nn.Linear(c2, n_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).mean(dim=-1).flatten(1))
+
+
+class PairMaxPool1d(nn.MaxPool1d):
+    """MaxPool1d(2). In training it takes the max over pairs of a reshaped last axis: the same values and
+    the same gradients (to the first maximum of each pair), at about 1.5x the speed of max_pool1d's
+    CPU kernel with indices; in eval mode (and so in every export) it is the plain MaxPool1d."""
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return F.max_pool1d(x, 2)
+        pairs = x.shape[-1] // 2  # an odd last step is dropped, as MaxPool1d(2) does
+        return x[..., :2 * pairs].unflatten(-1, [pairs, 2]).max(dim=-1).values
+
+
+class SimpleCNN(FixedLength, nn.Sequential):
+    """The tutorials' network: Conv1d-ReLU-MaxPool-Flatten-Linear, sized from the length."""
+
+    def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
+        filters = _w(16, width)
+        super().__init__(nn.Conv1d(c_in, filters, 3, padding=1), nn.ReLU(), PairMaxPool1d(), nn.Flatten(),
+                         nn.Linear(filters * (length // 2), n_outputs))
+
+
+class MLP(FixedLength, nn.Sequential):
+    """Two hidden layers on the flattened series, like the tutorials' Simple_NN."""
+
+    def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
+        hidden = _w(128, width)
+        super().__init__(nn.Flatten(), nn.Linear(c_in * length, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_outputs))
+
+
+class Linear(FixedLength, nn.Sequential):
+    """A linear model on the flattened series: the baseline."""
+
+    def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
+        super().__init__(nn.Flatten(), nn.Linear(c_in * length, n_outputs))
+
+
+class SamePool1d(nn.MaxPool1d):
+    """Max-pool of 3, stride 1, padded so the length stays (Keras' MaxPool1D(3, 1, 'same'): padded steps
+    never win). Calls the pooling that also returns indices: the one without them (torch.max_pool1d) fixes
+    the series length when torch.export traces it, so pt2/AOTInductor graphs would lose dynamic length."""
+
+    def __init__(self):
+        super().__init__(3, stride=1, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool1d(x, self.kernel_size, self.stride, self.padding, return_indices=True)[0]
+
+
+class InceptionModule(nn.Module):
+    """One Inception module: a 1x1 bottleneck (when the input has more than one channel), three
+    convolutions of kernels 40/20/10 on it, and a max-pool (3, stride 1) + 1x1 convolution branch on
+    the input; the four concatenated, batch-normalised, ReLU. No biases, as in the paper's code."""
+
+    def __init__(self, c_in: int, filters: int, bottleneck: int, kernels: tuple[int, ...] = (40, 20, 10)):
+        super().__init__()
+        self.bottleneck = nn.Conv1d(c_in, bottleneck, 1, bias=False) if c_in > 1 else nn.Identity()
+        width = bottleneck if c_in > 1 else c_in
+        self.convs = nn.ModuleList(SameConv1d(width, filters, k, bias=False) for k in kernels)
+        self.pool = SamePool1d()
+        self.pool_conv = nn.Conv1d(c_in, filters, 1, bias=False)
+        self.bn = nn.BatchNorm1d(filters * (len(kernels) + 1))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.bottleneck(x)
+        branches = [conv(z) for conv in self.convs]
+        branches.append(self.pool_conv(self.pool(x)))
+        return self.relu(self.bn(torch.cat(branches, dim=1)))
+
+
+class InceptionBlock(nn.Module):
+    """Three Inception modules and the residual shortcut around them (1x1 convolution + BatchNorm)."""
+
+    def __init__(self, c_in: int, filters: int, bottleneck: int, modules: int = 3):
+        super().__init__()
+        c_out = 4 * filters
+        self.body = nn.Sequential(*(InceptionModule(c_in if i == 0 else c_out, filters, bottleneck)
+                                    for i in range(modules)))
+        self.shortcut = nn.Sequential(nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class Inception(AnyLength, nn.Module):
+    """One network of InceptionTime (Ismail Fawaz et al. 2020, "InceptionTime: Finding AlexNet for time
+    series classification", Data Mining and Knowledge Discovery 34): depth 6 (two residual blocks of three
+    Inception modules), bottleneck 32, kernels 40/20/10 plus the max-pool branch, 32 filters per branch,
+    global average pooling. 420,192 trainable parameters before the output layer on univariate series, as
+    the paper's code builds it. InceptionTime is the ensemble of five: `--model inception --ensemble 5`."""
+
+    def __init__(self, c_in: int, n_outputs: int, width: float = 1.0, depth: int = 6):
+        super().__init__()
+        filters, bottleneck = _w(32, width), _w(32, width)
+        blocks, c = [], c_in
+        for _ in range(depth // 3):
+            blocks.append(InceptionBlock(c, filters, bottleneck))
+            c = 4 * filters
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Linear(c, n_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).mean(dim=-1).flatten(1))
+
+
+def lite_filters(c_in: int, sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64)) -> Tensor:
+    """LITE's fixed hand-crafted filters (Ismail-Fawaz et al. 2022, "Deep learning for time series
+    classification using new hand-crafted convolution filters"): 6 increase detectors (-1, 1, -1, ...),
+    6 decrease detectors (1, -1, 1, ...) of lengths `sizes`, and 5 peak detectors of lengths 1.5 k for k in
+    sizes[1:]; each sums over all channels. All sit in one (17, c_in, 96) kernel, each starting (k - 1) // 2
+    steps before the kernel's centre, so one 'same' convolution gives every filter's own 'same' output."""
+    kernels = []
+    for negative in (0, 1):  # increase: even positions negative; decrease: odd positions negative
+        for k in sizes:
+            f = torch.ones(k, dtype=torch.float64)
+            f[torch.arange(k) % 2 == negative] = -1.0
+            kernels.append(f)
+    for k in sizes[1:]:
+        f = torch.zeros(k + k // 2, dtype=torch.float64)
+        left = torch.linspace(0, 1, k // 4 + 1, dtype=torch.float64)[1:] ** 2
+        right = left.flip(0)
+        q = k // 4
+        f[0:q], f[q:2 * q] = -left, -right
+        f[2 * q:3 * q], f[3 * q:4 * q] = 2 * left, 2 * right
+        f[4 * q:5 * q], f[5 * q:] = -left, -right
+        kernels.append(f)
+    longest = max(len(f) for f in kernels)
+    weight = torch.zeros(len(kernels), c_in, longest, dtype=torch.float64)
+    centre = (longest - 1) // 2
+    for i, f in enumerate(kernels):
+        start = centre - (len(f) - 1) // 2
+        weight[i, :, start:start + len(f)] = f
+    return weight.float()
+
+
+class FixedFilters(SameConv1d):
+    """LITE's hybrid layer: the fixed filters of `lite_filters`, never trained, then ReLU."""
+
+    def __init__(self, c_in: int):
+        weight = lite_filters(c_in)
+        super().__init__(c_in, weight.shape[0], weight.shape[2], bias=False)
+        with torch.no_grad():
+            self.weight.copy_(weight)
+        self.weight.requires_grad_(False)
+
+
+class SeparableConv1d(nn.Sequential):
+    """A depthwise convolution ('same' padding, dilated) followed by a 1x1 pointwise one, no biases
+    (Keras SeparableConv1D)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int):
+        super().__init__(SameConv1d(c_in, c_in, kernel, bias=False, dilation=dilation, groups=c_in),
+                         nn.Conv1d(c_in, c_out, 1, bias=False))
+
+
+class LITE(AnyLength, nn.Module):
+    """LITE (Ismail-Fawaz et al. 2023, "LITE: Light Inception with boosTing tEchniques for Time Series
+    Classification", IEEE DSAA): one multiplexing Inception module (three convolutions of kernels 40/20/10,
+    32 filters each, no bottleneck) beside the 17 fixed hand-crafted filters, then two depthwise-separable
+    convolutions (kernels 20 and 10, dilations 2 and 4, 32 filters), BatchNorm + ReLU after each, global
+    average pooling. 9,814 trainable parameters before the output layer on univariate series, as in the
+    paper. LITETime is the ensemble of five: `--model lite --ensemble 5`."""
+
+    def __init__(self, c_in: int, n_outputs: int, width: float = 1.0, kernel: int = 40):
+        super().__init__()
+        filters = _w(32, width)
+        self.convs = nn.ModuleList(SameConv1d(c_in, filters, kernel // 2 ** i, bias=False) for i in range(3))
+        self.fixed = FixedFilters(c_in)
+        self.fixed_relu = nn.ReLU()
+        c = 3 * filters + self.fixed.out_channels
+        self.bn = nn.BatchNorm1d(c)
+        self.relu = nn.ReLU()
+        layers = []
+        for i in range(2):
+            layers += [SeparableConv1d(c, filters, (kernel // 2) // 2 ** i, dilation=2 ** (i + 1)),
+                       nn.BatchNorm1d(filters), nn.ReLU()]
+            c = filters
+        self.separable = nn.Sequential(*layers)
+        self.head = nn.Linear(filters, n_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        branches = [conv(x) for conv in self.convs]
+        branches.append(self.fixed_relu(self.fixed(x)))
+        z = self.relu(self.bn(torch.cat(branches, dim=1)))
+        return self.head(self.separable(z).mean(dim=-1).flatten(1))

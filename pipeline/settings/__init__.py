@@ -1,0 +1,3 @@
+"""Settings, torch-free: `fields.py` declares a setting (default, flag, help) once; `config.py` holds the
+training configs and the model registry, `run_config.py` a run's config.json, `scoring_config.py` the configs
+of predict, evaluate and verify. The commands' options and the Python API are generated from these fields."""

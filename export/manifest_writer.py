@@ -13,7 +13,7 @@ import onnxruntime as ort
 import torch
 
 from export.options import ExportConfig
-from pipeline import __version__
+from pipeline.version import __version__
 from pipeline.settings.run_config import ModelRecord
 from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural

@@ -3,7 +3,7 @@
 Importing this package does not import torch; the training modules do.
 """
 
-__version__ = "0.1.0"
+from pipeline.version import __version__
 
 
 def __getattr__(name: str):

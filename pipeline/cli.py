@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline import __version__
+from pipeline.version import __version__
 from pipeline.commands.bench import bench
 from pipeline.commands.export import export_command
 from pipeline.commands.scoring import evaluate, predict, verify

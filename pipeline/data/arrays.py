@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.data.readers import SeriesData
+from pipeline.data.series import SeriesData
 from pipeline.errors import DataError
 from runtime.inputs import plural
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.data.readers import SeriesData
+from pipeline.data.series import SeriesData
 from pipeline.errors import DataError
 from runtime.inputs import not_numbers_text, parse_numbers, plural, rows_text
 from runtime.tasks import TASKS

@@ -8,43 +8,18 @@ from __future__ import annotations
 
 import csv
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.data import ucr
+from pipeline.data.series import SeriesData, is_number, parse_labels
 from pipeline.errors import DataError
 from runtime.inputs import plural
 
 # Arrays above this size are memory-mapped instead of read into memory.
 MMAP_THRESHOLD_BYTES = 256 * 1024 * 1024
 SUFFIXES = (".npz", ".npy", ".csv", ".tsv", ".ts")
-
-
-@dataclass
-class SeriesData:
-    """Series (N, C, L) and their labels as read from one file."""
-
-    X: np.ndarray  # (N, C, L) float32, possibly a read-only memmap (.npy: memmap of any numeric dtype)
-    y: np.ndarray | None  # (N,) or (N, K); float64 numbers or str class names
-    source: str  # file name used in messages
-    label_field: str  # how the user names the labels, e.g. "column 'y'" or "array 'y'"
-    labels_are_classes: bool = False  # .ts/.tsv class labels: names, never numbers
-    lines: np.ndarray | None = None  # (N,) 1-based file line of each series (text files); None: arrays
-    label_columns: tuple[str, ...] = ()  # .csv: the label columns by header name, or 0-based index if no header
-    columns: int = 0  # .csv: the number of columns per row
-
-    in_memory: bool = False  # arrays given to the Python API: the label array names itself
-    windows: object | None = None  # windows of recordings (pipeline.data.recordings.WindowedSeries, also X)
-
-    @property
-    def n(self) -> int:
-        return int(self.X.shape[0])
-
-    @property
-    def labels_text(self) -> str:
-        """The labels as messages name them: "train.csv: column 'y'", or the array "y"."""
-        return self.label_field if self.in_memory else f"{self.source}: {self.label_field}"
 
 
 def read_series(path: str | Path, target_column: str | None = None, pad: bool = False,
@@ -55,8 +30,6 @@ def read_series(path: str | Path, target_column: str | None = None, pad: bool = 
         raise DataError([f"{path}: file not found; check the path given to --data"])
     if path.is_dir():
         raise DataError([f"{path}: is a folder; pass a data file ({', '.join(SUFFIXES)})"])
-    from pipeline.data import ucr
-
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
@@ -220,14 +193,6 @@ def _float32(X: np.ndarray) -> np.ndarray:
     return X if X.dtype == np.float32 else X.astype(np.float32)
 
 
-def parse_labels(raw: list[str]) -> np.ndarray:
-    """Numbers when every label parses as one, class-name strings otherwise."""
-    try:
-        return np.array([float(v) for v in raw], dtype=np.float64)
-    except ValueError:
-        return np.array([v.strip() for v in raw], dtype=str)
-
-
 def _read_csv(path: Path, target_column: str | None, labels: bool) -> SeriesData:
     name = path.name
     with open(path, newline="") as f:
@@ -308,14 +273,6 @@ def peek_csv_header(path: Path) -> tuple[list[str] | None, int]:
     except (OSError, UnicodeDecodeError):
         return None, 0
     return csv_header(first, None), len(first)
-
-
-def is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _target_indices(name: str, header: list[str] | None, width: int, target_column: str | None,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.readers import SeriesData, csv_header, is_number, parse_labels
+from pipeline.data.readers import csv_header
+from pipeline.data.series import SeriesData, is_number, parse_labels
 from pipeline.errors import DataError
 from runtime.inputs import plural
 from runtime.windows import window_labels, window_starts, window_view

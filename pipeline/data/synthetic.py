@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.data.readers import SeriesData
+from pipeline.data.series import SeriesData
 
 WAVEFORMS = ("sine", "square", "sawtooth", "triangle")
 DEFAULT_SOURCE = "waveforms (embedded default data)"

@@ -1,5 +1,5 @@
 """Readers for the UCR archive's .tsv files and the UCR/UEA .ts format (numpy only, no torch); called by
-`read_series` in pipeline/data/readers.py, which this module shares `SeriesData` and the label parsing with."""
+`read_series` in pipeline/data/readers.py; `SeriesData` and the label parsing are in pipeline/data/series.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.readers import SeriesData, is_number, parse_labels
+from pipeline.data.series import SeriesData, is_number, parse_labels
 from pipeline.errors import DataError
 
 

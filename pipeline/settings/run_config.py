@@ -9,7 +9,7 @@ import json
 import platform
 from dataclasses import dataclass, field, replace
 
-from pipeline import __version__
+from pipeline.version import __version__
 from pipeline.training.base_rate import OUTPUT_BASE, OutputBase
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig, default_epochs, recipe
 from pipeline.data.prepare import LabelEncoding

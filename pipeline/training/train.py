@@ -13,7 +13,7 @@ from pipeline.training import distributed, ensemble
 from pipeline.training.checkpoint import LAST, load_checkpoint
 from pipeline.settings.config import TrainConfig
 from pipeline.data.load import Datasets, load_datasets
-from pipeline.data.readers import SeriesData
+from pipeline.data.series import SeriesData
 from pipeline.errors import PipelineError
 from pipeline.settings.run_config import ModelRecord, RunConfig, RunSettings
 from pipeline.training.run_folder import RunFolder, check_new

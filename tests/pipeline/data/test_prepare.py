@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.prepare import encode_labels, fit_encoding, infer_task, stratified_split
-from pipeline.data.readers import SeriesData
+from pipeline.data.series import SeriesData
 from pipeline.data.synthetic import waveforms
 
 

@@ -32,7 +32,7 @@ from export.thresholds import allowance_for
 from export.verify import BATCH_SIZES, VerificationError, verify_graph
 from pipeline.training.checkpoint import BEST, load_checkpoint
 from pipeline.settings.config import ModelConfig
-from pipeline.settings.run_config import ModelRecord
+from pipeline.training.run_config import ModelRecord
 from pipeline.files import current_umask, remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
 from pipeline.models.build import build_model

@@ -14,7 +14,7 @@ import torch
 
 from export.options import ExportConfig
 from pipeline.version import __version__
-from pipeline.settings.run_config import ModelRecord
+from pipeline.training.run_config import ModelRecord
 from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, FileEntry,

@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from pipeline.settings.config import ModelConfig
 from pipeline.errors import DataError, PipelineError
-from pipeline.settings.run_config import RunConfig
+from pipeline.training.run_config import RunConfig
 from pipeline.training.run_folder import CALIBRATION, CALIBRATION_SERIES, RunFolder
 from runtime.inputs import plural
 from runtime.manifest import MODEL_INPUT, MODEL_INT8, Int8

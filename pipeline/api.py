@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.data.arrays import ARRAY_NAMES, series_from_arrays
 from pipeline.errors import DataError, PipelineError
-from pipeline.settings.run_config import RunConfig, new_run_settings
+from pipeline.training.run_config import RunConfig, new_run_settings
 from pipeline.training.run_folder import HISTORY, MEMBERS_DIR, RunFolder
 from pipeline.settings.fields import api_name, flagged, from_python
 from runtime.inputs import InputError, SeriesSpec, batch_rows, batches

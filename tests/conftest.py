@@ -91,7 +91,7 @@ def learned_regression(tmp_path_factory) -> TaskBundle:
     broken graph's predictions fall back towards the targets' mean, this run loses by it."""
     from export.bundle import ExportConfig, export_run
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.run_config import RunSettings
     from pipeline.training.train import train
 
     folder = tmp_path_factory.mktemp("learned-regression")
@@ -125,7 +125,7 @@ def write_task_files(folder: Path, task: str, n_train: int = 48, n_test: int = 3
 def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn", ensemble: int = 1) -> TaskBundle:
     from export.bundle import ExportConfig, export_run
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.run_config import RunSettings
     from pipeline.training.train import train
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -219,7 +219,7 @@ def windowed_bundles(tmp_path_factory) -> dict[str, WindowedBundle]:
     """fcn trained on windows of recordings (multiclass, regression), exported in every format."""
     from export.bundle import ExportConfig, export_run
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.run_config import RunSettings
     from pipeline.training.train import train
 
     out = {}

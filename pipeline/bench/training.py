@@ -19,7 +19,7 @@ import torch
 
 from pipeline.bench.timing import settle
 from pipeline.settings.config import MODELS, DataConfig, LossConfig, ModelConfig, TrainConfig, recipe
-from pipeline.settings.run_config import RunSettings
+from pipeline.training.run_config import RunSettings
 
 
 @dataclass(frozen=True)

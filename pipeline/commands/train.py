@@ -13,7 +13,7 @@ from pipeline.commands.common import UserError, user_errors
 from pipeline.commands.options import config_options, resumable_flags
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.settings.run_config import RunSettings, new_run_settings
+from pipeline.training.run_config import RunSettings, new_run_settings
 from pipeline.settings.fields import flagged, values
 
 

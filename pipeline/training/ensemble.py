@@ -20,7 +20,7 @@ from pipeline.training.checkpoint import BEST, LAST, load_checkpoint
 from pipeline.settings.config import TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.models.build import build_model, load_members
-from pipeline.settings.run_config import RunConfig
+from pipeline.training.run_config import RunConfig
 from pipeline.training.run_folder import MEMBERS_DIR, METRICS, RunFolder
 
 MEMBER_KEYS = ("best_epoch", "epochs_run", "stopped_early", "train", "val", "test", "train_seconds")

@@ -13,7 +13,7 @@ from pipeline.training.checkpoint import BEST, LAST, save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.files import json_object_with, write_atomic, write_json
 from pipeline.training.report import plot_loss_curve, write_history
-from pipeline.settings.run_config import RunConfig
+from pipeline.training.run_config import RunConfig
 from pipeline.training.tracking import EVENT_PREFIX, TENSORBOARD_DIR
 
 CONFIG, HISTORY, CURVE, METRICS = "config.json", "history.csv", "loss_curve.png", "metrics.json"

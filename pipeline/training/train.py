@@ -15,7 +15,7 @@ from pipeline.settings.config import TrainConfig
 from pipeline.data.load import Datasets, load_datasets
 from pipeline.data.series import SeriesData
 from pipeline.errors import PipelineError
-from pipeline.settings.run_config import ModelRecord, RunConfig, RunSettings
+from pipeline.training.run_config import ModelRecord, RunConfig, RunSettings
 from pipeline.training.run_folder import RunFolder, check_new
 from pipeline.training.optim import pick_device
 from pipeline.training.trainer import RunResult, Trainer

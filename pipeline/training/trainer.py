@@ -28,7 +28,7 @@ from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, re
 from pipeline.models.build import SequenceModel, build_model
 from pipeline.training.optim import make_optimizer, make_scheduler, pick_device
 from pipeline.models.ridge import fit_head, fit_transform, kernel_head
-from pipeline.settings.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
+from pipeline.training.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
 from pipeline.training.run_folder import MEMBERS_DIR, RunFolder
 from pipeline.training.tracking import RunEnd
 from runtime.inputs import plural

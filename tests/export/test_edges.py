@@ -21,7 +21,7 @@ from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 from export.options import DEFAULT_ATOL, DEFAULT_RTOL
 from export.verify import VerificationError
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.settings.run_config import RunSettings
+from pipeline.training.run_config import RunSettings
 from pipeline.losses import CustomLoss, build_loss
 from runtime.tasks import TASKS
 from pipeline.training.train import train

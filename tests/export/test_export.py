@@ -18,7 +18,7 @@ from export.bundle import ExportConfig, export_run, sha256
 from export.verify import BATCH_SIZES
 from pipeline.cli import main
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.settings.run_config import RunSettings
+from pipeline.training.run_config import RunSettings
 from runtime.tasks import TASKS
 from pipeline.training.train import train
 

@@ -15,7 +15,7 @@ import export.bundle as bundle_mod
 from export.bundle import ExportConfig, export_run
 from export.layout import conv2d_layout
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.settings.run_config import RunSettings
+from pipeline.training.run_config import RunSettings
 from pipeline.models.build import build_model
 from pipeline.training.train import train
 

@@ -248,7 +248,7 @@ def test_a_run_without_its_calibration_sample_asks_for_calibration_data(task_bun
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_every_model_exports_an_int8_graph_the_runtime_runs(tmp_path, npz_file, model):
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.run_config import RunSettings
     from pipeline.training.train import train
 
     data = npz_file("binary", n=64, length=24)

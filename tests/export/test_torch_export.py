@@ -20,7 +20,7 @@ from export.graphs import as_tuple, loss_candidates, model_graph
 from export.verify import BATCH_SIZES, verify_graph
 from pipeline.cli import main
 from pipeline.settings.config import FIXED_LENGTH_MODELS, MODEL_NAMES, DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.settings.run_config import RunSettings
+from pipeline.training.run_config import RunSettings
 from pipeline.losses import CustomLoss, build_loss
 from pipeline.models.build import build_model
 from pipeline.training.train import train

@@ -36,7 +36,7 @@ def recordings_npz(path, task: str, seed: int = 0):
 def test_every_model_trains_on_windows_and_its_bundle_matches_eager(model, tmp_path):
     from export.bundle import ExportConfig, export_run
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.run_config import RunSettings
     from pipeline.training.train import train
 
     task = TASKS[list(MODELS).index(model) % len(TASKS)]  # ten models: each task twice

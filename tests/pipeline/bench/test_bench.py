@@ -211,7 +211,7 @@ def test_cuda_bench_has_compiled_training_rows_without_recompiles():
 @pytest.mark.slow  # a whole quick bench run
 def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from pipeline.settings.run_config import RunSettings
+    from pipeline.training.run_config import RunSettings
     from pipeline.training.train import train
 
     run = train(RunSettings(DataConfig(data=str(npz_file("binary", n=40, length=16)), task="binary", val_split=0.0), LossConfig(),

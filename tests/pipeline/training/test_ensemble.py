@@ -19,7 +19,7 @@ from export.layout import conv2d_layout
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.cli import main
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.settings.run_config import RunSettings
+from pipeline.training.run_config import RunSettings
 from pipeline.models.build import EnsembleNet, build_model
 from pipeline.training.report import loss_figure
 from pipeline.training.run_folder import TRAINING_FILES

@@ -10,7 +10,7 @@ from export.bundle import ExportConfig, export_run
 from pipeline.training import precision
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.settings.run_config import RunSettings
+from pipeline.training.run_config import RunSettings
 from pipeline.training.train import train
 
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.cli import main
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
-from pipeline.settings.run_config import RunSettings
+from pipeline.training.run_config import RunSettings
 from pipeline.models.build import build_model
 from runtime.tasks import TASKS
 from pipeline.training.run_folder import TRAINING_FILES

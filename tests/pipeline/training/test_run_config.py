@@ -17,7 +17,7 @@ from pipeline.training.base_rate import OutputBase
 from pipeline.cli import main
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.data.prepare import LabelEncoding
-from pipeline.settings.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
+from pipeline.training.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
 from pipeline.training.run_folder import RunFolder
 
 ROOT = Path(__file__).parents[3]
@@ -81,7 +81,7 @@ def test_an_old_ensemble_resumes_and_trains_its_members_further(tmp_path):
 
 def test_nothing_but_the_run_folder_opens_config_json_or_spells_its_keys():
     keys = re.compile(r"""["'](config\.json|model_config|loss_config|mlflow_run_id|csv_labels)["']""")
-    owners = {"pipeline/training/run_folder.py", "pipeline/settings/run_config.py"}
+    owners = {"pipeline/training/run_folder.py", "pipeline/training/run_config.py"}
     found = sorted(str(p.relative_to(ROOT)) for package in ("pipeline", "export", "runtime")
                    for p in (ROOT / package).rglob("*.py")
                    if str(p.relative_to(ROOT)) not in owners and keys.search(p.read_text()))

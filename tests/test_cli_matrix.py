@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,45 +19,8 @@ from tests.conftest import make_task_data
 
 pytestmark = pytest.mark.slow  # 19 train/export/score runs, about a minute
 
-# One user-loss module for every task (the README's FocalLoss serves binary and multiclass).
-USER_LOSSES = textwrap.dedent("""
-    import math
-
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-
-    class FocalLoss(nn.Module):
-        '''Focal loss (Lin et al. 2017) on logits: class indices (multiclass) or 0/1 targets (binary).'''
-
-        def __init__(self, gamma=2.0):
-            super().__init__()
-            self.gamma = float(gamma)
-
-        def forward(self, prediction, target):
-            if target.dtype == torch.long:
-                ce = F.cross_entropy(prediction, target, reduction="none")
-            else:
-                ce = F.binary_cross_entropy_with_logits(prediction, target, reduction="none").mean(dim=1)
-            return ((1 - torch.exp(-ce)) ** self.gamma * ce).mean()
-
-
-    class LogCosh(nn.Module):
-        def forward(self, prediction, target):
-            d = prediction - target
-            return (d + F.softplus(-2 * d) - math.log(2.0)).mean()
-
-
-    class MultiLabelBCE(nn.Module):
-        def forward(self, prediction, target):
-            return F.binary_cross_entropy_with_logits(prediction, target)
-
-
-    class Poisson(nn.Module):
-        def forward(self, prediction, target):
-            return F.poisson_nll_loss(prediction, target, log_input=True)
-""")
+# One user-loss module for every task, the one docs/training.md trains with (FocalLoss: binary and multiclass).
+USER_LOSSES = (Path(__file__).resolve().parents[1] / "examples" / "mylosses.py").read_text()
 CUSTOM = {"regression": "matrixlosses:LogCosh", "binary": "matrixlosses:FocalLoss",
           "multiclass": "matrixlosses:FocalLoss", "multilabel": "matrixlosses:MultiLabelBCE",
           "count": "matrixlosses:Poisson"}

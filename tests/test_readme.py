@@ -21,9 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.data.synthetic import waveforms
-from tests.conftest import background, make_task_data, subprocess_env
-from tests.test_cli_matrix import USER_LOSSES
+from tests.conftest import background, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # the manual's pages in the order their commands run (later pages use what earlier ones create)
@@ -95,39 +93,16 @@ def _tiny(line: str) -> str:
                 .replace("--batch-size 256", "--batch-size 16"))
     if re.search(r"\bpipeline bench\b", line) and "--device cuda" not in line:
         line = line.replace("--length 512", "--length 64") + " --no-memory" + ("" if "--quick" in line else " --quick")
-    return line.replace("RUN_DIR", "artifacts/run_dir")
-
-
-def _write_ts(path: Path, X: np.ndarray, labels) -> None:
-    classes = sorted({str(v) for v in labels})
-    with open(path, "w") as f:
-        f.write(f"@problemName tiny\n@univariate true\n@equalLength true\n@seriesLength {X.shape[-1]}\n"
-                f"@classLabel true {' '.join(classes)}\n@data\n")
-        for series, label in zip(X.reshape(len(X), -1), labels):
-            f.write(",".join(f"{v:.5f}" for v in series) + f":{label}\n")
+    return line
 
 
 def _sandbox(tmp_path: Path) -> Path:
-    """A copy of the project with the small files the README's commands name."""
+    """A copy of the project as a fresh clone has it: the README's commands find every input they name in it
+    (examples/), and nothing else is added."""
     box = tmp_path / "project"
     ignore = shutil.ignore_patterns("node_modules", "build", "__pycache__", "artifacts", ".git", "*.egg-info")
     shutil.copytree(ROOT, box, ignore=ignore)
     (box / "artifacts").mkdir()
-    X, y = make_task_data("binary", n=30, length=24)
-    _write_ts(box / "GunPoint_TRAIN.ts", X, np.where(y == 1, 2, 1))
-    X, y = make_task_data("binary", n=20, length=24, seed=1)
-    _write_ts(box / "GunPoint_TEST.ts", X, np.where(y == 1, 2, 1))
-    X, y = make_task_data("regression", n=40, length=12)
-    header = ",".join([f"t{j}" for j in range(12)] + ["close"])
-    np.savetxt(box / "prices.csv", np.column_stack([X[:, 0], y[:, 0]]), delimiter=",", header=header, comments="",
-               fmt="%.5f")
-    for name, n in (("ecg.npz", 60), ("x.npz", 40), ("big.npz", 64)):
-        X, y = make_task_data("multiclass", n=n, length=16)
-        np.savez(box / name, X=X, y=y)
-    (box / "mylosses.py").write_text(USER_LOSSES)
-    demo = waveforms()  # the embedded data the main job trains on: the runtime block scores its kind
-    np.save(box / "new.npy", demo.X[:16])
-    _write_ts(box / "test.ts", demo.X[:24], demo.y[:24])
     return box
 
 
@@ -162,18 +137,16 @@ def _serve_then_stop(line: str, cwd: Path) -> None:
 
 
 def _run_python_block(code: str, box: Path) -> None:
-    from pipeline.data.readers import read_series
-
-    data = read_series(box / "test.ts")
     cwd = os.getcwd()
     os.chdir(box)
     try:
-        namespace = {"x": data.X, "y": data.y}
+        namespace: dict = {}
         exec(compile(code, "docs/runtime.md", "exec"), namespace)
     finally:
         os.chdir(cwd)
     assert set(namespace["outputs"]) == set(namespace["bundle"].outputs)
-    assert np.isfinite(namespace["loss"]) and namespace["per_sample_loss"].shape == (len(data.X),)
+    assert namespace["x"].shape == (40, 1, 128) and len(namespace["y"]) == 40  # examples/waveforms_test.ts
+    assert np.isfinite(namespace["loss"]) and namespace["per_sample_loss"].shape == (40,)
     assert np.isfinite(namespace["metrics"]["loss"]) and 0 <= namespace["metrics"]["accuracy"] <= 1
 
 
@@ -217,10 +190,6 @@ def test_every_readme_command_runs(tmp_path):
 
 def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
     ran, ports = [], {}
-    # what later blocks name and no README line creates: a run to resume, a run for RUN_DIR
-    for out in ("artifacts/20261121-101500-fcn-multiclass", "artifacts/run_dir"):
-        setup = _bash(f"pipeline train --data x.npz --epochs 1 --width 0.125 --out {out}", box)
-        assert setup.returncode == 0, setup.stderr
     for block in blocks("bash")[:1] + blocks("bash")[2:]:  # the test command is this very suite (test above)
         for line in commands(block):
             line = re.sub(r"^pip install torch==2\.13\.0 && pip install -e '\.\[train\]' && ", "", line)  # installed
@@ -252,23 +221,24 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
 
 
 def test_the_python_pages_notebook_runs(tmp_path, monkeypatch):
-    """docs/python.md's example as a user runs it, on small settings: its cross-validation, the bundle's
-    probabilities against predict_proba, the run folder the CLI would write."""
+    """docs/python.md's example as a user runs it from a fresh clone (examples/heartbeats.npz), on small
+    settings: its cross-validation, the bundle's probabilities against predict_proba, the run folder the CLI
+    would write."""
     code = blocks("python", "python")[0]
     small = code.replace("epochs=50", "epochs=3").replace("ensemble=5", "ensemble=2").replace("cv=5", "cv=3")
     assert small.count("epochs=3") == 1 and "ensemble=2" in small and "cv=3" in small
-    X, y = make_task_data("multiclass", n=45, length=24, seed=4)
-    np.savez(tmp_path / "ecg.npz", X=X[:, 0], y=np.array(["normal", "afib", "other"])[y])
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    data = np.load(ROOT / "examples" / "heartbeats.npz")
+    X = data["X"]
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(small.replace('model="inception"', 'model="inception", width=0.125, epochs=1'),
                  "docs/python.md", "exec"), namespace)
     assert namespace["scores"].shape == (3,)
-    np.testing.assert_allclose(namespace["probabilities"], namespace["clf"].predict_proba(X[:, 0]), atol=1e-5,
-                               rtol=1e-5)
+    np.testing.assert_allclose(namespace["probabilities"], namespace["clf"].predict_proba(X), atol=1e-5, rtol=1e-5)
     assert (tmp_path / "ecg_bundle" / "manifest.json").is_file()
     assert (tmp_path / "artifacts" / "ecg" / "members" / "member-1" / "best.pt").is_file()
-    assert set(namespace["labels"].tolist()) <= {0, 1, 2} and len(namespace["labels"]) == 45
+    assert set(namespace["labels"].tolist()) <= {0, 1, 2} and len(namespace["labels"]) == len(X)
     assert namespace["run"].config.record.encoding.classes == ("afib", "normal", "other")
 
 

@@ -25,13 +25,13 @@ def predict(bundle, out, force, **opts):
 
     \b
     Examples:
-      pipeline predict artifacts/demo/bundle --data new.npy --out preds.csv
-      pipeline predict artifacts/demo/bundle --data test.ts --out test-preds.jsonl
-      pipeline predict BUNDLE --data GunPoint_TEST.ts --out preds.jsonl
+      pipeline predict artifacts/demo/bundle --data examples/waveforms_new.npy --out preds.csv
+      pipeline predict artifacts/demo/bundle --data examples/waveforms_test.ts --out test-preds.jsonl
+      pipeline predict BUNDLE --data examples/GunPoint_TEST.ts --out preds.jsonl
       pipeline predict BUNDLE --data readings.csv --target-column label > preds.csv
       pipeline predict artifacts/activity/bundle --data examples/activity.csv --out activity-windows.csv
-      pipeline predict artifacts/demo/int8 --data new.npy --precision int8 --out preds-int8.csv
-      pipeline predict artifacts/demo/signed --data test.ts --public-key keys/signing.pub.pem --out signed-preds.csv
+      pipeline predict artifacts/demo/int8 --data examples/waveforms_new.npy --precision int8 --out preds-int8.csv
+      pipeline predict artifacts/demo/signed --data examples/waveforms_test.ts --public-key keys/signing.pub.pem --out signed-preds.csv
     """
     from pipeline.scoring import predict_file
 
@@ -49,7 +49,7 @@ def evaluate(bundle, as_json, **opts):
 
     \b
     Examples:
-      pipeline evaluate artifacts/demo/bundle --data test.ts
+      pipeline evaluate artifacts/demo/bundle --data examples/waveforms_test.ts
       pipeline evaluate BUNDLE --data test.npz --json
       pipeline evaluate artifacts/activity/bundle --data examples/activity.csv
       pipeline evaluate BUNDLE --data test.npz --precision int8

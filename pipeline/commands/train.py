@@ -44,18 +44,19 @@ def train(ctx, **opts):
     \b
     Examples:
       pipeline train
-      pipeline train --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts
-      pipeline train --data prices.csv --target-column close --task regression --loss huber --huber-delta 0.5
-      pipeline train --data ecg.npz --class-weights balanced --label-smoothing 0.1 --model resnet
-      pipeline train --data x.npz --loss mylosses:FocalLoss --loss-param gamma=2
-      pipeline train --resume artifacts/20261121-101500-fcn-multiclass --epochs 600
+      pipeline train --out artifacts/waveforms
+      pipeline train --data examples/GunPoint_TRAIN.ts --test-data examples/GunPoint_TEST.ts
+      pipeline train --data examples/prices.csv --target-column close --task regression --loss huber --huber-delta 0.5
+      pipeline train --data examples/heartbeats.npz --class-weights balanced --label-smoothing 0.1 --model resnet
+      pipeline train --data examples/heartbeats.npz --loss examples.mylosses:FocalLoss --loss-param gamma=2
+      pipeline train --resume artifacts/waveforms --epochs 600
       pipeline train --tensorboard --out artifacts/tb-demo
       pipeline train --mlflow http://127.0.0.1:5000 --out artifacts/mlflow-demo
-      pipeline train --model lite --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts
-      pipeline train --model inception --ensemble 5 --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/inceptiontime
-      pipeline train --model minirocket --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/minirocket
-      pipeline train --model multirocket-hydra --data GunPoint_TRAIN.ts --test-data GunPoint_TEST.ts --out artifacts/mr-hydra
-      pipeline train --data big.npz --nproc 2 --batch-size 64
+      pipeline train --model lite --data examples/GunPoint_TRAIN.ts --test-data examples/GunPoint_TEST.ts
+      pipeline train --model inception --ensemble 5 --data examples/GunPoint_TRAIN.ts --test-data examples/GunPoint_TEST.ts --out artifacts/inceptiontime
+      pipeline train --model minirocket --data examples/GunPoint_TRAIN.ts --test-data examples/GunPoint_TEST.ts --out artifacts/minirocket
+      pipeline train --model multirocket-hydra --data examples/GunPoint_TRAIN.ts --test-data examples/GunPoint_TEST.ts --out artifacts/mr-hydra
+      pipeline train --data examples/heartbeats.npz --nproc 2 --batch-size 64
       pipeline train --data examples/activity.csv --recording-column subject --time-column time --window 100 --stride 25 --out artifacts/activity
       torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint host0:29500 -m pipeline.cli train ...
     """

@@ -1,0 +1,75 @@
+"""Writes the small synthetic example files of this folder (numpy only; the same files every time):
+
+    python examples/make_examples.py [FOLDER]     # default: this folder
+
+tests/test_examples.py holds the committed files to what this script writes. GunPoint_TRAIN.ts,
+GunPoint_TEST.ts and activity.csv are not made here (examples/README.md says where they come from)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.synthetic import waveforms  # the embedded default data's generator
+
+HERE = Path(__file__).resolve().parent
+RHYTHMS = ("normal", "afib", "other")
+FOCAL_FILTER = np.array([0.8, -1.1, 0.4, 1.3, -0.6])
+
+
+def write_ts(path: Path, X: np.ndarray, labels: np.ndarray, name: str) -> None:
+    """A UCR/UEA .ts file of univariate series with class labels."""
+    classes = " ".join(sorted(set(labels.tolist())))
+    with open(path, "w") as f:
+        f.write(f"@problemName {name}\n@timeStamps false\n@missing false\n@univariate true\n@equalLength true\n"
+                f"@seriesLength {X.shape[-1]}\n@classLabel true {classes}\n@data\n")
+        for series, label in zip(X[:, 0], labels):
+            f.write(",".join(f"{v:.5f}" for v in series) + f":{label}\n")
+
+
+def prices(n: int = 200, length: int = 32, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Series of daily returns and a closing price around 1000 that a short filter's mean response moves."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, length))
+    response = np.stack([np.convolve(x, FOCAL_FILTER, mode="valid").mean() for x in X])
+    close = 1000.0 + 50.0 * response / response.std()
+    return X.astype(np.float32), close
+
+
+def heartbeats(n: int = 90, length: int = 96, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic beat trains (not real ECG) in three rhythm classes, 60 / 25 / 15 %: 'normal' beats at a steady
+    interval, 'afib' at irregular ones, 'other' at a steady faster one; each beat a narrow spike with noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), [int(0.6 * n), int(0.25 * n), n - int(0.6 * n) - int(0.25 * n)])
+    rng.shuffle(labels)
+    t = np.arange(length)
+    X = rng.normal(0.0, 0.15, size=(n, length))
+    for i, label in enumerate(labels):
+        interval = {0: 16.0, 1: 16.0, 2: 9.0}[int(label)]
+        beat = rng.uniform(0, interval)
+        while beat < length:
+            X[i] += 1.5 * np.exp(-0.5 * ((t - beat) / 1.2) ** 2)
+            beat += interval * (rng.uniform(0.45, 1.55) if label == 1 else rng.uniform(0.95, 1.05))
+    return X.astype(np.float32), np.array(RHYTHMS)[labels]
+
+
+def write_all(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    # the embedded data's kind drawn with other seeds, so none of these series is among the training series
+    test = waveforms(n=40, seed=2026)
+    write_ts(folder / "waveforms_test.ts", test.X, test.y, "waveforms")
+    np.save(folder / "waveforms_new.npy", waveforms(n=16, seed=2027).X)
+    X, close = prices()
+    header = ",".join([f"r{j}" for j in range(X.shape[1])] + ["close"])
+    np.savetxt(folder / "prices.csv", np.column_stack([X, close]), delimiter=",", header=header, comments="",
+               fmt="%.5f")
+    X, labels = heartbeats()
+    np.savez(folder / "heartbeats.npz", X=X, y=labels)
+    return [folder / name for name in ("waveforms_test.ts", "waveforms_new.npy", "prices.csv", "heartbeats.npz")]
+
+
+if __name__ == "__main__":
+    for path in write_all(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE):
+        print(path)

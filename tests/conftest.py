@@ -18,6 +18,47 @@ import pytest
 # (tests/pipeline/test_sklearn.py); numpy arrays behave the same with it
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+# Under pytest-xdist every worker is one process of several on the machine: one intra-op thread each, so the
+# workers do not oversubscribe the cores (set before any test module imports torch).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_threads] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_worker():
+    """Each test starts with one torch thread under xdist (a test may set more: `pipeline bench --threads`)."""
+    yield
+    torch = sys.modules.get("torch")
+    if os.environ.get("PYTEST_XDIST_WORKER") and torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def shared(tmp_path_factory, name: str, build):
+    """What `build(folder)` returns, built once per test session however many xdist workers ask: the first
+    builds it in a folder of the session's temporary root under a file lock, the others wait and read it
+    back (the value is pickled: paths and small dataclasses). Without xdist this is a plain build."""
+    import pickle
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above every worker's own
+    folder = root / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        done = folder / ".value.pickle"
+        if done.exists():
+            return pickle.loads(done.read_bytes())
+        if folder.exists():  # a build that raised: start again
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir()
+        value = build(folder)
+        done.write_bytes(pickle.dumps(value))
+        return value
+
 
 def make_task_data(task: str, n: int = 96, length: int = 24, channels: int = 1, seed: int = 0):
     """(X, y) where y depends on X, so a model can learn it in a few epochs."""
@@ -89,12 +130,15 @@ def prices(n: int, seed: int, offset: float = 1000.0, spread: float = 50.0, leng
 def learned_regression(tmp_path_factory) -> TaskBundle:
     """A regression run that has learned (prices around 1000, test R^2 about 0.9) and its ONNX bundle: where a
     broken graph's predictions fall back towards the targets' mean, this run loses by it."""
+    return shared(tmp_path_factory, "learned-regression", _learned_regression)
+
+
+def _learned_regression(folder: Path) -> TaskBundle:
     from export.bundle import ExportConfig, export_run
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
     from pipeline.training.run_config import RunSettings
     from pipeline.training.train import train
 
-    folder = tmp_path_factory.mktemp("learned-regression")
     files = []
     for name, n, seed in (("train", 200, 0), ("test", 37, 1)):
         X, y = prices(n, seed)
@@ -217,6 +261,10 @@ def stream_case(run_dir: Path, recording: np.ndarray, chunkings: list[list[int]]
 @pytest.fixture(scope="session")
 def windowed_bundles(tmp_path_factory) -> dict[str, WindowedBundle]:
     """fcn trained on windows of recordings (multiclass, regression), exported in every format."""
+    return shared(tmp_path_factory, "windowed", _windowed_bundles)
+
+
+def _windowed_bundles(root: Path) -> dict[str, WindowedBundle]:
     from export.bundle import ExportConfig, export_run
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
     from pipeline.training.run_config import RunSettings
@@ -224,7 +272,8 @@ def windowed_bundles(tmp_path_factory) -> dict[str, WindowedBundle]:
 
     out = {}
     for task in ("multiclass", "regression"):
-        folder = tmp_path_factory.mktemp(f"windowed-{task}")
+        folder = root / task
+        folder.mkdir()
         recordings, labels = make_recordings(task)
         data = write_recordings_csv(folder / "train.csv", recordings, labels)
         run = train(RunSettings(DataConfig(data=str(data), task=task, window=WINDOW, stride=STRIDE,
@@ -239,10 +288,12 @@ def windowed_bundles(tmp_path_factory) -> dict[str, WindowedBundle]:
 
 @pytest.fixture(scope="session")
 def build_bundle(tmp_path_factory):
-    """Train and export a small run of `task` in a fresh folder: build_bundle(task, fmt=, model=)."""
+    """Train and export a small run of `task`: build_bundle(task, fmt=, model=), once per session for the same
+    arguments (tests read it; one that changes a bundle copies it first)."""
 
     def build(task: str, fmt: str = "onnx", model: str = "fcn") -> TaskBundle:
-        return _build_bundle(tmp_path_factory.mktemp(task), task, fmt, model)
+        return shared(tmp_path_factory, f"{task}-{fmt}-{model}",
+                      lambda folder: _build_bundle(folder, task, fmt, model))
 
     return build
 
@@ -250,9 +301,9 @@ def build_bundle(tmp_path_factory):
 @pytest.fixture(scope="session")
 def task_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
     """Every task's bundle; multiclass and regression (the host kits' bundles) in both formats, the rest ONNX."""
-    root = tmp_path_factory.mktemp("bundles")
     both = ("multiclass", "regression")
-    return {task: _build_bundle(root / task, task, fmt="all" if task in both else "onnx") for task in TASKS}
+    return shared(tmp_path_factory, "bundles", lambda root: {
+        task: _build_bundle(root / task, task, fmt="all" if task in both else "onnx") for task in TASKS})
 
 
 ENSEMBLE_MEMBERS = 3
@@ -261,9 +312,9 @@ ENSEMBLE_MEMBERS = 3
 @pytest.fixture(scope="session")
 def ensemble_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
     """A 3-member fcn ensemble of each host task (multiclass, regression) and binary, exported in both formats."""
-    root = tmp_path_factory.mktemp("ensembles")
-    return {task: _build_bundle(root / task, task, fmt="all", ensemble=ENSEMBLE_MEMBERS)
-            for task in ("multiclass", "regression", "binary")}
+    return shared(tmp_path_factory, "ensembles", lambda root: {
+        task: _build_bundle(root / task, task, fmt="all", ensemble=ENSEMBLE_MEMBERS)
+        for task in ("multiclass", "regression", "binary")})
 
 
 # each kernel model's bundle in both formats: a classification and a regression among them
@@ -273,38 +324,44 @@ KERNEL_BUNDLES = {"minirocket": "multiclass", "hydra": "regression", "multirocke
 @pytest.fixture(scope="session")
 def kernel_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
     """One bundle per kernel model (pipeline.models.kernels; ridge head: the default for small sets), ONNX and TorchScript."""
-    root = tmp_path_factory.mktemp("kernels")
-    return {model: _build_bundle(root / model, task, fmt="all", model=model) for model, task in KERNEL_BUNDLES.items()}
+    return shared(tmp_path_factory, "kernels", lambda root: {
+        model: _build_bundle(root / model, task, fmt="all", model=model) for model, task in KERNEL_BUNDLES.items()})
 
 
 @pytest.fixture(scope="session")
-def aoti_bundles(task_bundles) -> dict[str, TaskBundle]:
+def aoti_bundles(task_bundles, tmp_path_factory) -> dict[str, TaskBundle]:
     """The host kits' runs (multiclass, regression) exported again as torch.export programs and AOTInductor
     packages only: the session's AOTInductor compiles (a model and a loss each), shared by every test."""
     from export.bundle import ExportConfig, export_run
 
-    out = {}
-    for task in ("multiclass", "regression"):
-        tb = task_bundles[task]
-        bundle = export_run(tb.run_dir, ExportConfig(fmt="pt2,aoti"), out=tb.run_dir.parent / "aoti-bundle",
-                            log=lambda _: None)
-        out[task] = TaskBundle(task, tb.run_dir, bundle, tb.train_file, tb.test_file)
-    return out
+    def build(_folder: Path) -> dict[str, TaskBundle]:
+        out = {}
+        for task in ("multiclass", "regression"):
+            tb = task_bundles[task]
+            bundle = export_run(tb.run_dir, ExportConfig(fmt="pt2,aoti"), out=tb.run_dir.parent / "aoti-bundle",
+                                log=lambda _: None)
+            out[task] = TaskBundle(task, tb.run_dir, bundle, tb.train_file, tb.test_file)
+        return out
+
+    return shared(tmp_path_factory, "aoti", build)
 
 
 @pytest.fixture(scope="session")
-def int8_bundles(task_bundles) -> dict[str, TaskBundle]:
+def int8_bundles(task_bundles, tmp_path_factory) -> dict[str, TaskBundle]:
     """Every task's run exported again with --quantize int8 (ONNX only). The runs are tiny (3 epochs on 48
     series, 37 test series: one series is 2.7 points), so the drop limit is wide; the default limit and its
     refusal are tested on their own."""
     from export.bundle import ExportConfig, export_run
 
-    out = {}
-    for task, tb in task_bundles.items():
-        bundle = export_run(tb.run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=100.0),
-                            out=tb.run_dir.parent / "int8-bundle", log=lambda _: None)
-        out[task] = TaskBundle(task, tb.run_dir, bundle, tb.train_file, tb.test_file)
-    return out
+    def build(_folder: Path) -> dict[str, TaskBundle]:
+        out = {}
+        for task, tb in task_bundles.items():
+            bundle = export_run(tb.run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=100.0),
+                                out=tb.run_dir.parent / "int8-bundle", log=lambda _: None)
+            out[task] = TaskBundle(task, tb.run_dir, bundle, tb.train_file, tb.test_file)
+        return out
+
+    return shared(tmp_path_factory, "int8", build)
 
 
 def subprocess_env() -> dict[str, str]:
@@ -422,3 +479,20 @@ def signed_bundles(task_bundles, keys, tmp_path_factory) -> dict[str, Path]:
         sign_bundle(copy, keys.private())
         out[task] = copy
     return out
+
+
+# The longest tests start first, so that no worker is left with one of them when the others are done (their
+# durations: `--durations=30` at the end of every run); then every other slow test, then the rest, each group in
+# collection order.
+LONGEST_FIRST = (
+    "tests/test_readme.py::test_every_readme_command_runs",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        if any(item.nodeid.startswith(prefix) for prefix in LONGEST_FIRST):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: collection order within each group

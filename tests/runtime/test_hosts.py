@@ -20,7 +20,7 @@ from export.golden import tensor_json
 from export.graphs import as_tuple, model_graph
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
 from runtime.tasks import TASKS
-from tests.conftest import WINDOW, eager_windows, make_recordings, stream_case, write_recordings_csv
+from tests.conftest import WINDOW, eager_windows, make_recordings, shared, stream_case, write_recordings_csv
 from tests.runtime.test_stream import chunk_sizes
 
 pytestmark = pytest.mark.slow  # builds the C++ kit and runs npm ci and chromium
@@ -82,17 +82,23 @@ def assert_host_agrees(run_host, tb, task: str, tmp_path: Path, says: str = "") 
 # --- Node.js ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def node_host():
+def node_host(tmp_path_factory):
+    """runtime/hosts/node with its packages installed (npm ci once per session, under a lock: every worker
+    uses the same folder)."""
     need("node", "install Node.js 18+ (Debian: apt-get install nodejs npm)")
     npm = need("npm", "install npm (Debian: apt-get install npm)")
     folder = HOSTS / "node"
-    if not (folder / "node_modules" / "onnxruntime-node").exists():
-        # the CPU binaries ship inside the package; its postinstall would fetch GPU ones from GitHub
-        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, f"npm ci in {folder} failed:\n{proc.stderr[-2000:]}"
-    return folder
+
+    def install(_scratch: Path) -> Path:
+        if not (folder / "node_modules" / "onnxruntime-node").exists():
+            # the CPU binaries ship inside the package; its postinstall would fetch GPU ones from GitHub
+            env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
+            proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, env=env, capture_output=True,
+                                  text=True, timeout=600)
+            assert proc.returncode == 0, f"npm ci in {folder} failed:\n{proc.stderr[-2000:]}"
+        return folder
+
+    return shared(tmp_path_factory, "node-kit", install)
 
 
 def _node(folder: Path, *args) -> subprocess.CompletedProcess:
@@ -158,10 +164,14 @@ def test_node_host_refuses_a_tampered_bundle_and_reports_a_mismatch(node_host, t
 
 @pytest.fixture(scope="session")
 def cpp_selfcheck(tmp_path_factory) -> Path:
-    """Configure and build runtime/hosts/cpp once per session; the selfcheck program's path."""
+    """Configure and build runtime/hosts/cpp once per session (whichever worker asks first); the selfcheck
+    program's path."""
     cmake = need("cmake", "install CMake 3.18+ (Debian: apt-get install cmake g++)")
     need("g++", "install a C++17 compiler (Debian: apt-get install g++)")
-    build = tmp_path_factory.mktemp("cpp-build")
+    return shared(tmp_path_factory, "cpp-kit", lambda build: _build_cpp(cmake, build))
+
+
+def _build_cpp(cmake: str, build: Path) -> Path:
     configure = subprocess.run([cmake, "-S", str(HOSTS / "cpp"), "-B", str(build),
                                 f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
                                capture_output=True, text=True, timeout=600)
@@ -247,15 +257,20 @@ def test_cpp_host_refuses_a_tampered_bundle_and_reports_a_mismatch(cpp_selfcheck
 # --- Browser (onnxruntime-web, wasm, in headless chromium) -----------------------------------------
 
 @pytest.fixture(scope="session")
-def browser_kit():
+def browser_kit(tmp_path_factory):
+    """runtime/hosts/browser with onnxruntime-web installed (npm ci once per session, under a lock)."""
     need("chromium", "install Debian's chromium (apt-get install chromium); .ci/run does")
     npm = need("npm", "install npm (Debian: apt-get install npm)")
     folder = HOSTS / "browser"
-    if not (folder / "node_modules" / "onnxruntime-web" / "dist" / "ort.min.js").exists():
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True,
-                              timeout=600)
-        assert proc.returncode == 0, f"npm ci in {folder} failed:\n{proc.stderr[-2000:]}"
-    return folder
+
+    def install(_scratch: Path) -> Path:
+        if not (folder / "node_modules" / "onnxruntime-web" / "dist" / "ort.min.js").exists():
+            proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True,
+                                  timeout=600)
+            assert proc.returncode == 0, f"npm ci in {folder} failed:\n{proc.stderr[-2000:]}"
+        return folder
+
+    return shared(tmp_path_factory, "browser-kit", install)
 
 
 def _browser(folder: Path, *args) -> subprocess.CompletedProcess:

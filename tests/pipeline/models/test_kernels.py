@@ -201,7 +201,9 @@ def test_a_comparison_placed_on_its_bias_is_counted_and_its_flip_stays_within_th
         after = net(x[:1])
     moved = (after - before).abs()
     assert moved.max() > 0  # the flip is visible in the output ...
-    assert (moved <= bound[0] + 1e-6).all()  # ... and within the bound verification allows
+    # ... and within the bound verification allows: the flip moves the output by the bound itself, and each float32
+    # output carries rounding of a few units of its last place (about 1e-5 at an output of 75, as seeded here)
+    assert (moved <= bound[0] + 1e-6 + 4 * torch.finfo(torch.float32).eps * before.abs()).all()
 
 
 def test_multivariate_minirocket_sums_each_kernels_random_channels_as_the_multivariate_code():

@@ -152,8 +152,8 @@ def test_kernel_models_separate_twelve_classes(tmp_path, model, flags):
 # hydra measured 0.77 F1 at seed 0 and a count MAE of 0.97 x the median's (it counts which kernel wins, not how
 # high a series rises), so it is held to the rare positives only; fcn reaches 0.85
 # (test_three_percent_positives_reach_f1_085); always predicting the majority scores 0
-# multirocket-hydra at a quarter of its features, as in the twelve-classes test above: its default 58,000 features
-# cost five minutes of one core here for the same two runs (the MultiRocket transform pools every bias)
+# multirocket-hydra at a quarter of its features, as in the twelve-classes test above: at its default (MultiRocket's
+# 50,000 and Hydra's) the same two runs cost about five minutes of one core (the MultiRocket transform pools every bias)
 @pytest.mark.parametrize("model, flags, least_f1, counts_too", [
     ("minirocket", (), 0.85, True), ("hydra", (), 0.7, False), ("multirocket-hydra", ("--width", "0.25"), 0.85, True)])
 def test_kernel_models_find_three_percent_positives_and_count_in_the_hundreds(tmp_path, model, flags, least_f1,

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -34,23 +33,42 @@ def _same_weights(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+DIE_MID_EPOCH = """
+import os, signal, sys
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+real_save = torch.save
+seen = {"last": 0, "steps": 0}
+
+def count_saves(obj, f, *args, **kwargs):
+    if ".last.pt." in str(f):
+        seen["last"] += 1
+    return real_save(obj, f, *args, **kwargs)
+
+def die_mid_epoch_3(optimizer, args, kwargs):
+    if seen["last"] == 2:  # epoch 2's checkpoint is whole: the run is inside epoch 3
+        seen["steps"] += 1
+        if seen["steps"] == 5:  # five optimizer steps into epoch 3, of ten
+            os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = count_saves
+register_optimizer_step_pre_hook(die_mid_epoch_3)
+from pipeline.cli import main
+main(sys.argv[1:])
+"""
+
+
 def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_path, npz_file):
-    data = npz_file("multiclass", n=400, length=64)
+    data = npz_file("multiclass", n=200, length=32)  # 160 training series: ten steps of 16 an epoch
     args = [*TRAIN, "--data", data, "--epochs", "5"]
     straight = run_pipeline([*args, "--out", tmp_path / "straight"], tmp_path)
     assert straight.returncode == 0, straight.stderr
 
     crashed = tmp_path / "crashed"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args), "--out", str(crashed)],
-                            cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while len(_epochs_done(crashed)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    rows = _epochs_done(crashed)
-    assert len(rows) == 2 and proc.poll() is None, "the run ended before it could be killed"
-    time.sleep(float(rows[-1]["seconds"]) / 2)  # into the middle of epoch 3
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    (tmp_path / "die_mid_epoch.py").write_text(DIE_MID_EPOCH)
+    killed = subprocess.run([sys.executable, "die_mid_epoch.py", *map(str, args), "--out", str(crashed)],
+                            cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(_epochs_done(crashed)) == 2  # killed inside epoch 3, before its checkpoint
     assert load_checkpoint(crashed / "last.pt")["epoch"] == 2
 
@@ -62,6 +80,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
     assert _same_weights(a["model"], b["model"])
     assert _same_weights(load_checkpoint(tmp_path / "straight" / "best.pt")["model"],
                          load_checkpoint(crashed / "best.pt")["model"])
+    assert [row["epoch"] for row in _epochs_done(crashed)] == ["1", "2", "3", "4", "5"]
 
 
 DIE_AT_SAVE = """

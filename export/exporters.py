@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import re
@@ -64,6 +65,39 @@ def _translations() -> dict:
     return {torch.ops.aten.log_sigmoid.default: _stable_log_sigmoid}
 
 
+@functools.cache
+def _registry(build, opset: int, table: tuple):
+    """torchlib's ONNX registry for `opset` (made by torch's own `build`) with the translations of `table`
+    ((aten op, function) pairs), once per process: torch.onnx.export rebuilds it on every call (about 1.6 s of
+    one core, twice per bundle: model and loss). Only torch.onnx.export's own custom-table step writes to a
+    registry, and we hand it no table."""
+    registry = build(opset_version=opset)
+    for target, function in table:
+        registry.register_op(target, function, is_complex=False)
+    return registry
+
+
+@contextlib.contextmanager
+def _reused_registry():
+    """Inside, torch.onnx.export takes the cached registry of its opset. Yields the custom table to pass: None
+    (the registry holds it), or the table itself on a torch without that registry (the stock path)."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+
+        cls = _registration.ONNXRegistry
+        stock = cls.__dict__["from_torchlib"]
+        build, default = stock.__get__(None, cls), stock.__func__.__defaults__[0]
+    except (ImportError, KeyError, AttributeError, TypeError, IndexError):
+        yield _translations()
+        return
+    table = tuple(_translations().items())
+    cls.from_torchlib = classmethod(lambda _, opset_version=default: _registry(build, opset_version, table))
+    try:
+        yield None
+    finally:
+        cls.from_torchlib = stock
+
+
 def export_onnx(module: nn.Module, example_inputs: tuple, path: Path, input_names: tuple[str, ...],
                 output_names: tuple[str, ...], dynamic_axes: dict[str, dict[int, str]],
                 opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None, what: str = "graph") -> Path:
@@ -73,11 +107,11 @@ def export_onnx(module: nn.Module, example_inputs: tuple, path: Path, input_name
                       for name, axes in dynamic_axes.items()}
     dynamic_shapes = {name: dynamic_shapes.get(name, {}) for name in input_names}
     try:
-        with quiet():
+        with quiet(), _reused_registry() as table:
             torch.onnx.export(module, example_inputs, str(path), input_names=list(input_names),
                               output_names=list(output_names), dynamic_shapes=dynamic_shapes,
                               opset_version=opset, dynamo=True, external_data=False, verbose=False,
-                              custom_translation_table=_translations())
+                              custom_translation_table=table)
     except Exception as exc:
         raise ExportError(f"{what} could not be exported to ONNX: {_first_line(exc)}") from None
     proto = onnx.load(str(path))

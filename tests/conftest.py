@@ -60,6 +60,54 @@ def shared(tmp_path_factory, name: str, build):
         return value
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+# docs/hosts.md's two lines that build the C++ kit (tests/test_readme.py checks they are the page's lines)
+CPP_CONFIGURE = ("cmake -S runtime/hosts/cpp -B build/cpp -DCMAKE_PREFIX_PATH=\"$(python -c 'import torch.utils; "
+                 "print(torch.utils.cmake_prefix_path)')\"")
+CPP_BUILD = "cmake --build build/cpp -j2"
+
+
+def copy_project(folder: Path) -> Path:
+    """A copy of the project as a fresh clone has it (examples/ included; no build outputs, node_modules,
+    artifacts or git), with an empty artifacts/ folder."""
+    import shutil
+
+    box = folder / "project"
+    ignore = shutil.ignore_patterns("node_modules", "build", "__pycache__", "artifacts", ".git", "*.egg-info")
+    shutil.copytree(PROJECT, box, ignore=ignore)
+    (box / "artifacts").mkdir()
+    return box
+
+
+def project_bash(line: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """A README line run by bash in `cwd`, with this environment's `pipeline` and `python` first on PATH."""
+    env = {**subprocess_env(), "ONNXRUNTIME_NODE_INSTALL": "skip", "PYTHONUNBUFFERED": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _build_cpp_project(folder: Path) -> Path:
+    box = copy_project(folder)
+    for line in (CPP_CONFIGURE, CPP_BUILD):
+        done = project_bash(line, box)
+        assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return box
+
+
+@pytest.fixture(scope="session")
+def cpp_project(tmp_path_factory) -> Path:
+    """A copy of the project with the C++ kit built by docs/hosts.md's two cmake lines, once per session:
+    the C++ host tests run its build/cpp/selfcheck, and the README test runs every README command in it (its
+    cmake lines then find the build done)."""
+    import shutil
+
+    for tool, fix in (("cmake", "install CMake 3.18+ (Debian: apt-get install cmake g++)"),
+                      ("g++", "install a C++17 compiler (Debian: apt-get install g++)")):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed; {fix}", pytrace=False)
+    return shared(tmp_path_factory, "cpp-project", _build_cpp_project)
+
+
 def make_task_data(task: str, n: int = 96, length: int = 24, channels: int = 1, seed: int = 0):
     """(X, y) where y depends on X, so a model can learn it in a few epochs."""
     rng = np.random.default_rng(seed)

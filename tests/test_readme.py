@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from tests.conftest import background, subprocess_env
+from tests.conftest import CPP_BUILD, CPP_CONFIGURE, background, project_bash, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # the manual's pages in the order their commands run (later pages use what earlier ones create)
@@ -75,8 +75,8 @@ def _free_port() -> int:
 
 
 def tiny(line: str) -> str:
-    """The README line on tiny settings: one epoch (two when resuming), small widths, quick benches, one
-    machine for the multi-node example (each command of an && chain on its own)."""
+    """The README line on tiny settings: one epoch (two when resuming), small widths, quick benches on one
+    thread, one machine for the multi-node example (each command of an && chain on its own)."""
     return " && ".join(_tiny(part.strip()) for part in line.split(" && "))
 
 
@@ -92,24 +92,15 @@ def _tiny(line: str) -> str:
                 .replace("host0:29500", f"127.0.0.1:{_free_port()}").replace("/shared/run", "shared/run")
                 .replace("--batch-size 256", "--batch-size 16"))
     if re.search(r"\bpipeline bench\b", line) and "--device cuda" not in line:
-        line = line.replace("--length 512", "--length 64") + " --no-memory" + ("" if "--quick" in line else " --quick")
+        line = line.replace("--length 512", "--length 64").replace("--threads 4", "--threads 1")  # a worker's core
+        fresh_model = re.search(r"\bbench( --|$)", line)  # no RUN_DIR: the model's shape is the command's to set
+        line += (" --width 0.125" if fresh_model and "--width" not in line else "") + " --no-memory" + (
+            "" if "--quick" in line else " --quick")
     return line
 
 
-def _sandbox(tmp_path: Path) -> Path:
-    """A copy of the project as a fresh clone has it: the README's commands find every input they name in it
-    (examples/), and nothing else is added."""
-    box = tmp_path / "project"
-    ignore = shutil.ignore_patterns("node_modules", "build", "__pycache__", "artifacts", ".git", "*.egg-info")
-    shutil.copytree(ROOT, box, ignore=ignore)
-    (box / "artifacts").mkdir()
-    return box
-
-
 def _bash(line: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**subprocess_env(), "ONNXRUNTIME_NODE_INSTALL": "skip", "PYTHONUNBUFFERED": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `pipeline`, `python` of this env
-    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return project_bash(line, cwd, timeout)
 
 
 def _serve_then_stop(line: str, cwd: Path) -> None:
@@ -182,8 +173,11 @@ def _local_ports(line: str, ports: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
-def test_every_readme_command_runs(tmp_path):
-    box = _sandbox(tmp_path)
+def test_every_readme_command_runs(cpp_project):
+    """In the session's copy of the project (a fresh clone's files, examples/ included, nothing added), whose
+    C++ kit the C++ host tests built with docs/hosts.md's own cmake lines: here they run again and find it
+    built."""
+    box = cpp_project
     with contextlib.ExitStack() as servers:
         _run_every_command(box, servers)
 
@@ -216,6 +210,7 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
     _run_python_block(blocks("python", "runtime")[0], box)
     _run_stream_block(blocks("python", "recordings")[0], box)
     assert len(ran) == sum(len(commands(b)) for b in blocks("bash")) - 1
+    assert CPP_CONFIGURE in ran and f"{CPP_BUILD} && build/cpp/selfcheck artifacts/demo/bundle" in ran
     assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()
     assert (box / "shared/run/best.pt").is_file() and (box / "bench.json").is_file() and (box / "preds.csv").is_file()
 

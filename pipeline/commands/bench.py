@@ -30,8 +30,7 @@ def bench(ctx, run_dir, as_json, out, force, **opts):
     Examples:
       pipeline bench                          # fcn, length 128, 1 channel, 3 classes; about 10 minutes on 2 cores
       pipeline bench artifacts/demo --json --out bench.json
-      pipeline bench --model resnet --length 512 --threads 4 --quick
-      pipeline bench --model lite                    # + lite against fcn: FLOPs, runtime throughput
+      pipeline bench --model lite --length 512 --threads 4 --quick   # + lite against fcn: FLOPs, throughput
       pipeline bench --device cuda
     """
     import json

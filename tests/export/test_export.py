@@ -15,6 +15,7 @@ from torch import nn
 
 import export.bundle as bundle_mod
 from export.bundle import ExportConfig, export_run, sha256
+from export.exporters import quiet as quiet_exporters
 from export.verify import BATCH_SIZES
 from pipeline.cli import main
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
@@ -238,3 +239,40 @@ def test_golden_data_holds_a_batch_of_two_for_both_graphs(tmp_path, npz_file):
     assert golden["model"]["inputs"]["x"]["shape"] == [2, 1, 16]
     assert golden["loss"]["inputs"]["target"]["shape"] == [2, 1]
     assert golden["loss"]["outputs"]["per_sample_loss"]["shape"] == [2]
+
+
+class _LogSigmoidLoss(nn.Module):
+    def forward(self, prediction, target):
+        return -(target * nn.functional.logsigmoid(prediction)).mean()
+
+
+def test_onnx_export_reuses_one_registry_and_writes_the_graph_of_a_stock_torch_onnx_export(tmp_path):
+    """export_onnx builds torchlib's registry once per process; the graph it writes is byte for byte the one
+    torch.onnx.export writes when handed the translation table itself, and torch's own exporter is stock again
+    afterwards (a user's torch.onnx.export in the same process gets its usual fresh registry)."""
+    from torch.onnx._internal.exporter import _registration
+
+    from export.exporters import _registry, _translations, export_onnx
+    from export.options import DEFAULT_OPSET
+
+    stock = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    loss, example = _LogSigmoidLoss(), (torch.randn(4, 3), torch.rand(4, 3))
+    axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
+    for name in ("first", "second"):
+        export_onnx(loss, example, tmp_path / f"{name}.onnx", ("prediction", "target"), ("loss",), axes)
+    assert _registry.cache_info().currsize >= 1 and _registry.cache_info().hits >= 1
+    assert _registration.ONNXRegistry.__dict__["from_torchlib"] is stock
+    batch = torch.export.Dim("batch")
+    with quiet_exporters():
+        torch.onnx.export(loss, example, str(tmp_path / "stock.onnx"), input_names=["prediction", "target"],
+                          output_names=["loss"], dynamic_shapes={"prediction": {0: batch}, "target": {0: batch}},
+                          opset_version=DEFAULT_OPSET, dynamo=True, external_data=False,
+                          custom_translation_table=_translations())
+    graphs = [onnx.load(str(tmp_path / f"{name}.onnx")).graph for name in ("first", "second", "stock")]
+    assert graphs[0].SerializeToString() == graphs[1].SerializeToString() == graphs[2].SerializeToString()
+    assert "Softplus" in [node.op_type for node in graphs[0].node]  # the stable log-sigmoid, not Log(Sigmoid)
+    p, t = (np.array([[-200.0, 0.0, 30.0]] * 2, np.float32), np.array([[1.0, 0.5, 0.0]] * 2, np.float32))
+    session = ort.InferenceSession(str(tmp_path / "first.onnx"))
+    (value,) = session.run(None, {"prediction": p, "target": t})
+    expected = -(t * -np.logaddexp(0, -p.astype(np.float64))).mean()  # log(sigmoid(p)) = -softplus(-p)
+    np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-6)

@@ -15,6 +15,7 @@ import urllib.request
 
 import mlflow
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 
 import runtime
@@ -22,6 +23,8 @@ from runtime.golden import read_golden
 from tests.conftest import (background, free_port, mlflow_command, run_pipeline, subprocess_env,
                             write_task_files)
 from tests.runtime.test_no_torch import BLOCK_TRAINING_PACKAGES
+
+pytestmark = pytest.mark.slow  # a real mlflow tracking server, `mlflow models serve` and pipeline processes
 
 TINY = ["--width", "0.25", "--no-progress", "--epochs", "2", "--val-split", "0"]
 

@@ -139,6 +139,7 @@ def test_tutorial_002_line_fits_in_60_epochs(tmp_path):
 
 
 # --- the kernel models: the ridge head by default, the linear head when asked ------------------------------------
+@pytest.mark.slow  # kernel transforms of about a thousand series, each run
 @pytest.mark.parametrize("model, flags", [("minirocket", ()), ("hydra", ()), ("multirocket-hydra", ("--width", "0.25")),
                                           ("minirocket", ("--head", "linear", "--batch-size", "32", "--epochs", "20"))])
 def test_kernel_models_separate_twelve_classes(tmp_path, model, flags):
@@ -154,6 +155,7 @@ def test_kernel_models_separate_twelve_classes(tmp_path, model, flags):
 # (test_three_percent_positives_reach_f1_085); always predicting the majority scores 0
 # multirocket-hydra at a quarter of its features, as in the twelve-classes test above: at its default (MultiRocket's
 # 50,000 and Hydra's) the same two runs cost about five minutes of one core (the MultiRocket transform pools every bias)
+@pytest.mark.slow  # kernel transforms of 1,600 series, twice per model
 @pytest.mark.parametrize("model, flags, least_f1, counts_too", [
     ("minirocket", (), 0.85, True), ("hydra", (), 0.7, False), ("multirocket-hydra", ("--width", "0.25"), 0.85, True)])
 def test_kernel_models_find_three_percent_positives_and_count_in_the_hundreds(tmp_path, model, flags, least_f1,

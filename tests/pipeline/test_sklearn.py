@@ -51,6 +51,7 @@ def test_cross_validation_beats_the_majority_baseline():
     assert ours.shape == (3,) and ours.mean() > baseline.mean() + 0.2, (ours, baseline)
 
 
+@pytest.mark.slow  # joblib worker processes
 def test_a_grid_search_in_joblib_processes_refits_the_best_as_a_fit_here_would():
     X, y = _series("binary", n=48)
     search = GridSearchCV(CNNClassifier(width=0.25, epochs=5, random_state=3), {"lr": [1e-3, 1e-2]}, cv=2,

@@ -163,22 +163,9 @@ def test_node_host_refuses_a_tampered_bundle_and_reports_a_mismatch(node_host, t
 # --- C++ (libtorch from the pip torch wheel) -------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def cpp_selfcheck(tmp_path_factory) -> Path:
-    """Configure and build runtime/hosts/cpp once per session (whichever worker asks first); the selfcheck
-    program's path."""
-    cmake = need("cmake", "install CMake 3.18+ (Debian: apt-get install cmake g++)")
-    need("g++", "install a C++17 compiler (Debian: apt-get install g++)")
-    return shared(tmp_path_factory, "cpp-kit", lambda build: _build_cpp(cmake, build))
-
-
-def _build_cpp(cmake: str, build: Path) -> Path:
-    configure = subprocess.run([cmake, "-S", str(HOSTS / "cpp"), "-B", str(build),
-                                f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
-                               capture_output=True, text=True, timeout=600)
-    assert configure.returncode == 0, configure.stdout[-3000:] + configure.stderr[-3000:]
-    compiled = subprocess.run([cmake, "--build", str(build), "-j2"], capture_output=True, text=True, timeout=900)
-    assert compiled.returncode == 0, compiled.stdout[-3000:] + compiled.stderr[-3000:]
-    return build / "selfcheck"
+def cpp_selfcheck(cpp_project) -> Path:
+    """The selfcheck program of runtime/hosts/cpp, built once per session by docs/hosts.md's cmake lines."""
+    return cpp_project / "build" / "cpp" / "selfcheck"
 
 
 def _cpp(program: Path, *args) -> subprocess.CompletedProcess:

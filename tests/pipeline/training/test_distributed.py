@@ -101,6 +101,7 @@ def test_two_gloo_processes_train_the_default_batchnorm_model_and_export_it(tmp_
     assert verified.returncode == 0 and verified.stdout.endswith("verified\n"), verified.stdout
 
 
+@pytest.mark.slow  # real gloo processes
 @pytest.mark.parametrize("model, members", [("inception", 1), ("lite", 2)])
 def test_two_gloo_processes_train_inception_and_a_lite_ensemble_and_export_them(tmp_path, npz_file, model, members):
     """The papers' models (BatchNorm, concatenated branches, fixed filters) under DDP; an ensemble trains each
@@ -120,6 +121,7 @@ def test_two_gloo_processes_train_inception_and_a_lite_ensemble_and_export_them(
     assert verified.returncode == 0 and verified.stdout.endswith("verified\n"), verified.stdout
 
 
+@pytest.mark.slow  # real gloo processes
 def test_under_ddp_only_rank_0_writes_tensorboard_events_and_the_mlflow_run(tmp_path, npz_file):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -42,6 +42,7 @@ def _history(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # a real mlflow tracking server
 def test_a_run_in_the_server_holds_config_history_metrics_and_files(mlflow_server, npz_file, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "waveform-tests")
     data, test = npz_file("multiclass"), npz_file("multiclass", name="test", seed=3)
@@ -147,6 +148,7 @@ def test_a_missing_mlflow_package_is_one_clear_line(monkeypatch, npz_file, tmp_p
                              "'.[mlflow]' for the client alone); --mlflow-optional trains without it\n")
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_mlflow_is_never_imported_unless_asked_for(npz_file, tmp_path):
     """Train and export with mlflow made unimportable: both work, so neither touched it."""
     code = textwrap.dedent(f"""

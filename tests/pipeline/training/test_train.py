@@ -122,6 +122,7 @@ def test_batch_bounds_never_leave_a_single_sample_batch():
     assert batch_bounds(3, 8) == [(0, 3)]
 
 
+@pytest.mark.slow  # torch.compile of the training step
 def test_compiled_training_has_no_recompiles_after_the_first_epoch(tmp_path, npz_file):
     npz = npz_file("multiclass", n=50)  # 50 % 16 leaves a partial last batch every epoch
     result = _train(tmp_path, npz, "multiclass", model="linear", epochs=3, compile="on")

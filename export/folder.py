@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.files import json_object_with
 from runtime.manifest import MANIFEST_FILE, REQUIRED_KEYS
+from runtime.signature import SIGNATURE_FILE
+
+OWN_LEFTOVER = re.compile(rf"\.{re.escape(SIGNATURE_FILE)}\..+\.tmp")  # a signature pipeline sign was writing
 
 
 def is_bundle(folder: Path) -> bool:
@@ -33,6 +38,24 @@ def check_bundle_target(out: Path, run_dir: Path, force: bool) -> None:
                             "folder written by pipeline export, so choose another --out")
     if not force:
         raise PipelineError(f"{out} already exists; pass --force to replace it or choose another --out")
+    foreign = foreign_files(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise PipelineError(f"--out {out} holds files that no export wrote ({shown}: not in its manifest.json); "
+                            "--force replaces only what an export wrote, so move them out or choose another --out")
+
+
+def foreign_files(bundle: Path) -> list[str]:
+    """Files of an earlier bundle that neither its manifest.json lists nor a pipeline command writes there (its
+    manifest, its signature, a temporary signature left by a killed pipeline sign), '/'-separated."""
+    try:
+        listed = json.loads((bundle / MANIFEST_FILE).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    ours = set(listed) if isinstance(listed, dict) else set()
+    ours |= {MANIFEST_FILE, SIGNATURE_FILE}
+    names = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if not p.is_dir())
+    return [name for name in names if name not in ours and not OWN_LEFTOVER.fullmatch(name)]
 
 
 def swap_into_place(tmp: Path, out: Path) -> None:

@@ -144,6 +144,9 @@ def _arrays(X, y, X_val, y_val, X_test, y_test, settings: dict) -> dict | None:
 def _bars(progress: bool | None):
     from pipeline.training.trainer import SHOW_BARS
 
+    if progress is not None and not isinstance(progress, bool):
+        raise PipelineError(f"progress={progress!r}: must be True, False or None (on a terminal only)")
+
     token = SHOW_BARS.set(progress)
     try:
         yield

@@ -17,10 +17,16 @@ from runtime.tasks import TASKS
 from runtime.windows import Stream, window_starts, window_view
 
 
+MAX_WINDOW_VALUES = 1 << 27  # channels x length of one window (512 MiB of float32): past it, a typo, not a window
+
+
 def check_files(bundle_dir: Path, manifest: Manifest) -> None:
     """Every file the manifest lists exists with its recorded size and sha256."""
     for name, entry in sorted(manifest.files.items()):
         path = Path(bundle_dir) / name
+        if path.is_symlink():
+            raise IntegrityError(f"{path}: is a symbolic link; a bundle holds regular files only, so it is refused "
+                                 "(copy the file itself into the bundle, or re-export it)")
         if not path.is_file():
             raise IntegrityError(f"{path}: listed in manifest.json but missing; the bundle is incomplete, "
                                  "copy it again or re-export it")
@@ -106,11 +112,23 @@ class Bundle:
         return self.manifest.window
 
     def _window(self, length: int | None, stride: int | None) -> tuple[int, int]:
+        """The windows' length and stride: the ones given (whole numbers of at least 1 sample, a window of at most
+        MAX_WINDOW_VALUES values), else the manifest's."""
+        for name, value in (("length", length), ("stride", stride)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise InputError(f"window {name} must be a whole number of samples; got {value!r}")
+            if value < 1:
+                raise InputError(f"window {name} must be at least 1 sample; got {value} (leave it out for the "
+                                 "bundle's own window)")
         w = self.manifest.window
-        length = length or (w.length if w else self.series.fixed or self.series.trained_length)
-        stride = stride or (w.stride if w else length)
-        if length < 1 or stride < 1:
-            raise InputError(f"window length {length} and stride {stride} must be at least 1")
+        length = int(length) if length is not None else (w.length if w else self.series.fixed or
+                                                         self.series.trained_length)
+        stride = int(stride) if stride is not None else (w.stride if w else length)
+        if length * self.series.channels > MAX_WINDOW_VALUES:
+            raise InputError(f"window length {length:,} is too long: {length * self.series.channels:,} values a window, "
+                             f"the most is {MAX_WINDOW_VALUES:,}; pass a shorter length")
         return length, stride
 
     def predict_windows(self, recording, length: int | None = None, stride: int | None = None,
@@ -118,7 +136,13 @@ class Bundle:
         """Outputs of every window of one recording (C, T) (or (T,) for one channel), cut as training cut them
         (the manifest's window; `length`/`stride` override), with each window's start and end sample."""
         length, stride = self._window(length, stride)
-        x = np.asarray(recording)
+        try:
+            x = np.asarray(recording)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{name}: not an array of numbers ({str(exc).splitlines()[0]}); pass "
+                             f"({self.series.channels}, samples) floats") from None
+        if x.dtype.kind not in "biuf":
+            raise InputError(f"{name}: holds {x.dtype} values; pass numbers, ({self.series.channels}, samples) floats")
         x = x[None, :] if x.ndim == 1 else x
         if x.ndim != 2 or x.shape[0] != self.series.channels:
             raise InputError(f"{name}: has shape {np.shape(recording)}; pass ({self.series.channels}, samples)")

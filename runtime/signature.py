@@ -320,7 +320,27 @@ def read_statement(path: Path) -> tuple[dict, bytes, bytes]:
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE \
             or statement.get("predicateType") != PREDICATE_TYPE:
         raise bad(f"the payload is not an in-toto statement of {PREDICATE_TYPE}")
+    _key_hint(bundle, bad)
     return statement, pae(PAYLOAD_TYPE, payload), signature
+
+
+def _key_hint(bundle: dict, bad) -> str | None:
+    """verificationMaterial.publicKey.hint of a parsed model.sig, each level absent (or null) or of its JSON type;
+    `bad(why)` makes the refusal."""
+    material = bundle.get("verificationMaterial")
+    if material is None:
+        return None
+    if not isinstance(material, dict):
+        raise bad("verificationMaterial is not an object")
+    public_key = material.get("publicKey")
+    if public_key is None:
+        return None
+    if not isinstance(public_key, dict):
+        raise bad("verificationMaterial.publicKey is not an object")
+    hint = public_key.get("hint")
+    if hint is not None and not isinstance(hint, str):
+        raise bad("verificationMaterial.publicKey.hint is not a string")
+    return hint
 
 
 def _signed_digests(statement: dict, path: Path) -> dict[str, str]:
@@ -336,34 +356,41 @@ def _signed_digests(statement: dict, path: Path) -> dict[str, str]:
     return digests
 
 
-def bundle_files(bundle_dir: Path) -> list[str]:
-    """Every file of the bundle folder but its signature (names relative to it, '/' separated)."""
+def bundle_files(bundle_dir: Path, leave_out: tuple[str, ...] = (SIGNATURE_FILE,)) -> list[str]:
+    """Every file of the bundle folder but its signature (the top-level one only, as model-signing leaves it out)
+    and `leave_out`: names relative to the folder, '/' separated."""
     root = Path(bundle_dir)
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if (p.is_file() or p.is_symlink()) and p.name != SIGNATURE_FILE)
+    names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(name for name in names if name not in leave_out)
 
 
-def check_signature(bundle_dir, public_key, sha256=None) -> Signed:
+def check_signature(bundle_dir, public_key, sha256=None, signature: Path | None = None) -> Signed:
     """Verify `bundle_dir/model.sig` against `public_key` (a path or a PublicKey): the envelope's signature,
     then that the signed files are exactly the bundle's files with those sha256 digests. A BundleError names
-    the file or the reason; nothing of the bundle is opened but its files' bytes. `sha256(path) -> hex`."""
+    the file or the reason; nothing of the bundle is opened but its files' bytes. `sha256(path) -> hex`.
+    `signature`: a new signature file inside the bundle to check in model.sig's place (pipeline sign's, before
+    it replaces model.sig); both are left out of the files it must cover."""
     bundle_dir = Path(bundle_dir)
     key = public_key if isinstance(public_key, PublicKey) else PublicKey.read(public_key)
-    path = bundle_dir / SIGNATURE_FILE
+    path = bundle_dir / SIGNATURE_FILE if signature is None else Path(signature)
     if not path.is_file():
         raise BundleError(f"{path}: not found; the bundle is not signed (sign it with pipeline sign BUNDLE --key "
                           "KEY.pem), and a public key was given, so it is refused")
-    statement, message, signature = read_statement(path)
-    hint = signer_hint(bundle_dir)
+    statement, message, signature_der = read_statement(path)
+    hint = _hint_of(path)
     if hint and hint != key.fingerprint:
         raise BundleError(f"{path}: signed by another key ({hint[:16]}), not by {key.source} ({key.fingerprint[:16]}); "
                           "pass the public key the bundle was signed with, or sign it again")
-    if not _verify_ecdsa(key, message, signature):
+    if not _verify_ecdsa(key, message, signature_der):
         raise BundleError(f"{path}: the signature does not verify with {key.source} (key {key.fingerprint[:16]}); "
                           "the bundle was signed with another key or its signature was altered")
     digests = _signed_digests(statement, path)
-    present = bundle_files(bundle_dir)
+    leave_out = (SIGNATURE_FILE,) if signature is None else (SIGNATURE_FILE, path.relative_to(bundle_dir).as_posix())
+    present = bundle_files(bundle_dir, leave_out)
     for name in present:
+        if (bundle_dir / name).is_symlink():
+            raise BundleError(f"{bundle_dir / name}: is a symbolic link; a bundle holds regular files only, so it is "
+                              "refused (copy the file itself into the bundle)")
         if name not in digests:
             raise BundleError(f"{bundle_dir / name}: not covered by the signature (added or renamed after signing)")
     for name in sorted(digests):
@@ -379,12 +406,15 @@ def check_signature(bundle_dir, public_key, sha256=None) -> Signed:
 
 def signer_hint(bundle_dir) -> str | None:
     """The key hint a signature records (model-signing: the signing key's fingerprint), or None."""
-    path = Path(bundle_dir) / SIGNATURE_FILE
+    return _hint_of(Path(bundle_dir) / SIGNATURE_FILE)
+
+
+def _hint_of(path: Path) -> str | None:
     try:
-        material = json.loads(path.read_text()).get("verificationMaterial", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    return (material.get("publicKey") or {}).get("hint") if isinstance(material, dict) else None
+        bundle = json.loads(path.read_text())
+        return _key_hint(bundle, ValueError) if isinstance(bundle, dict) else None
+    except (OSError, ValueError):
+        return None  # check_signature names what is wrong with the file
 
 
 def trusted_key(public_key=None):

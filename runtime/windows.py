@@ -112,7 +112,11 @@ class Stream:
         return {**found, **self._empty}
 
     def _check(self, chunk) -> np.ndarray:
-        chunk = np.asarray(chunk)
+        try:
+            chunk = np.asarray(chunk)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"chunk: not an array of numbers ({str(exc).splitlines()[0]}); pass ({self.channels}, n) "
+                             "samples per push") from None
         if chunk.ndim == 1 and self.channels == 1:
             chunk = chunk[None, :]
         if chunk.ndim != 2 or chunk.shape[0] != self.channels:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import PipelineError
+
 FLAG = "flag"  # the metadata key
 
 
@@ -88,12 +90,43 @@ def _python_value(flag: Flag, value: Any) -> Any:
     return value
 
 
+_KINDS = {  # a field's annotated type -> (the values it takes, how a message says it)
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool) or type(v).__module__ == "numpy"
+            and type(v).__name__.startswith(("int", "uint")), "a whole number"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) or type(v).__module__ == "numpy"
+              and type(v).__name__.startswith(("int", "uint", "float")), "a number"),
+    "str": (lambda v: isinstance(v, str), "text"),
+}
+
+
+def check_type(field: dataclasses.Field, flag: Flag, value: Any) -> None:
+    """A Python value for a setting is of the type its field declares (None where the field allows it); a
+    PipelineError names the keyword, the value and the command line's flag."""
+    kinds = [part.strip() for part in str(field.type).split("|")]
+    if value is None and "None" in kinds:
+        return
+    known = [_KINDS[k] for k in kinds if k in _KINDS]
+    tuples = any(k.startswith("tuple") for k in kinds)
+    if not known and not tuples:
+        return
+    if any(accepts(value) for accepts, _ in known) or (tuples and isinstance(value, tuple)):
+        return
+    said = [what for _, what in known] + (["a list"] if tuples else []) + (["None"] if "None" in kinds else [])
+    raise PipelineError(f"{api_name(field, flag)}={value!r}: must be {' or '.join(said)} (the command line's "
+                     f"{flag.option_name(field)})")
+
+
 def from_python(cls, given: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of config class `cls` from the Python API's keywords (see api_name); the keywords
-    used are removed from `given`."""
+    """The keyword arguments of config class `cls` from the Python API's keywords (see api_name), each of its
+    field's type (check_type); the keywords used are removed from `given`."""
     kwargs = {}
     for f, flag in flagged(cls):
         name = api_name(f, flag)
         if name in given:
-            kwargs[f.name] = _python_value(flag, given.pop(name))
+            value = _python_value(flag, given.pop(name))
+            if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+                value = value.item()  # numpy's scalars (a grid search's values) as the Python numbers they hold
+            check_type(f, flag, value)
+            kwargs[f.name] = value
     return kwargs

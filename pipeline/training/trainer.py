@@ -102,15 +102,17 @@ class Trainer:
             self.model.normalize.fit(*self.train_src.channel_stats())
         features = fit_transform(self.model, self.train_src, self.cfg.seed + self.cfg.member, self.log) \
             if self.kernel and saved is None else None
-        self._setup_output_layer(saved)
-        if user_loss(self.loss_fn) is not None:
+        if user_loss(self.loss_fn) is not None:  # checked before anything else runs it (the output base does)
             x, y = self.train_src.batch(torch.arange(min(4, self.train_src.n)))
             with torch.no_grad():
                 prediction = self.model.eval()(x)
             check_custom_loss(self.loss_fn, prediction, y, self.loss_name)
-            if preflight is not None:  # e.g. a dry export of the loss: fail in seconds, not after training
-                preflight(self.loss_fn.eval(), prediction, y, self.loss_name, self.log)
-                self.loss_fn.train()
+        self._setup_output_layer(saved)
+        if user_loss(self.loss_fn) is not None and preflight is not None:
+            with torch.no_grad():
+                prediction = self.model.eval()(x)
+            preflight(self.loss_fn.eval(), prediction, y, self.loss_name, self.log)  # e.g. a dry export of the loss:
+            self.loss_fn.train()  # fail in seconds, not after training
         if features is not None and self.model_cfg.head == "ridge":
             self.output_base = fit_head(self.model, features, self.train_src.y, self.task.scores, self.output_base,
                                         self.loss_fn, self.loss_name, self.log)
@@ -156,8 +158,12 @@ class Trainer:
             return base
         y = self.train_src.y
         mean_predictor = torch.tensor(base.shift, dtype=torch.float32, device=y.device).expand_as(y).contiguous()
-        with torch.no_grad():
-            baseline = float(self.loss_fn(mean_predictor, y)[0])
+        try:
+            with torch.no_grad():
+                baseline = float(self.loss_fn(mean_predictor, y)[0])
+        except Exception as exc:  # a user loss that passed its check on one batch, failing on all the targets
+            raise PipelineError(f"--loss '{self.loss_name}' failed on the mean predictor of all "
+                                f"{len(y):,} training targets {tuple(y.shape)}: {type(exc).__name__}: {exc}") from None
         return replace(base, loss_scale=baseline if math.isfinite(baseline) and baseline > 0 else 1.0)
 
     # --- state -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 
 import numpy as np
@@ -276,3 +277,28 @@ def test_onnx_export_reuses_one_registry_and_writes_the_graph_of_a_stock_torch_o
     (value,) = session.run(None, {"prediction": p, "target": t})
     expected = -(t * -np.logaddexp(0, -p.astype(np.float64))).mean()  # log(sigmoid(p)) = -softplus(-p)
     np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.hostile
+def test_export_force_refuses_an_earlier_bundle_holding_a_file_no_export_wrote(tmp_path, npz_file, keys):
+    """--force replaces an export's own files (its manifest's, its signature), never a file the user put there."""
+    run_dir = _run(tmp_path, npz_file, "binary", "bce_with_logits")
+    runner = CliRunner()
+    assert runner.invoke(main, ["export", str(run_dir), "--format", "onnx", "--sign-key",
+                                str(keys.private())]).exit_code == 0
+    bundle = run_dir / "bundle"
+    (bundle / "notes").mkdir()
+    (bundle / "notes" / "todo.txt").write_text("mine")
+    (bundle / "notes.txt").write_text("mine too")
+    before = {p.relative_to(bundle).as_posix(): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    forced = runner.invoke(main, ["export", str(run_dir), "--format", "torchscript", "--force"])
+    assert forced.exit_code == 2
+    assert forced.output == (f"Error: --out {bundle} holds files that no export wrote (notes.txt, notes/todo.txt: not "
+                             "in its manifest.json); --force replaces only what an export wrote, so move them out or "
+                             "choose another --out\n")
+    assert {p.relative_to(bundle).as_posix(): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+    (bundle / "notes.txt").unlink()
+    shutil.rmtree(bundle / "notes")
+    forced = runner.invoke(main, ["export", str(run_dir), "--format", "torchscript", "--force"])
+    assert forced.exit_code == 0, forced.output  # its own model.sig and manifest are the export's to replace
+    assert sorted(p.name for p in bundle.iterdir()) == BUNDLE_FILES["torchscript"]

@@ -171,3 +171,118 @@ def test_a_certificate_signature_verifies_with_the_leaf_certificate_here_and_the
                           "--certificate_chain", ca)
     assert tool.returncode == 0, tool.stdout + tool.stderr
     assert os.path.exists(tmp_path / "b" / SIGNATURE_FILE)
+
+
+# --- refused in one line, nothing of the user's lost (issue: hardened where bundles travel) -------------------
+
+@pytest.mark.parametrize("prefix, message", [
+    ("", "Error: keygen PREFIX '.' names no file; pass a prefix such as keys/signing (it writes keys/signing.key.pem "
+         "and keys/signing.pub.pem)\n"),
+    ("{tmp}/notes.txt/signing", "Error: {tmp}/notes.txt: is a file, so keygen cannot make "
+                                "{tmp}/notes.txt/signing.key.pem below it; choose a PREFIX in a folder\n")])
+@pytest.mark.hostile
+def test_keygen_refuses_a_prefix_that_names_no_file_or_lies_below_a_file(tmp_path, monkeypatch, prefix, message):
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    result = _run("keygen", prefix.format(tmp=tmp_path))
+    assert result.exit_code == 2
+    assert result.output == message.format(tmp=tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["notes.txt"]
+
+
+@pytest.mark.hostile
+def test_keygen_in_a_folder_it_cannot_write_is_one_line_and_leaves_no_half_pair(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def public_refused(path, flags, mode=0o777):  # as a read-only folder answers (root ignores chmod here)
+        if str(path).endswith(".pub.pem"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", public_refused)
+    result = _run("keygen", tmp_path / "keys" / "signing")
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {tmp_path / 'keys' / 'signing.pub.pem'}: cannot write the key pair there "
+                             "(Permission denied); choose a PREFIX in a folder you can write\n")
+    assert list((tmp_path / "keys").iterdir()) == []  # the private key written a moment before is gone too
+
+
+@pytest.mark.hostile
+def test_export_with_a_sign_cert_that_is_no_certificate_names_the_cert(run_dir, keys, tmp_path):
+    (tmp_path / "notes.pem").write_text("not a certificate\n")
+    result = _run("export", run_dir, "--format", "onnx", "--sign-key", keys.private(), "--sign-cert",
+                  tmp_path / "notes.pem", "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    assert result.output == (f"Error: --sign-cert {tmp_path / 'notes.pem'}: not a PEM certificate (no BEGIN "
+                             "CERTIFICATE block); pass the X.509 signing certificate of --sign-key\n")
+    assert not (tmp_path / "b").exists()
+
+
+def _signed_copy(signed_bundles, tmp_path) -> tuple[Path, bytes]:
+    folder = shutil.copytree(signed_bundles["multiclass"], tmp_path / "bundle")
+    return folder, (folder / SIGNATURE_FILE).read_bytes()
+
+
+@pytest.mark.hostile
+def test_sign_refuses_a_bundle_holding_a_symlink_and_keeps_its_signature(signed_bundles, keys, tmp_path):
+    folder, before = _signed_copy(signed_bundles, tmp_path)
+    (folder / "README.txt").unlink()
+    (folder / "README.txt").symlink_to(tmp_path / "elsewhere.txt")  # dangling
+    result = _run("sign", folder, "--key", keys.private("other"))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {folder / 'README.txt'}: is a symbolic link; a bundle holds regular files "
+                             "only (put the file itself there), so it is not signed\n")
+    assert (folder / SIGNATURE_FILE).read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+    verify = _run("verify", folder, "--public-key", keys.public())
+    assert verify.exit_code == 2
+    assert verify.output == (f"Error: {folder / 'README.txt'}: is a symbolic link; a bundle holds regular files only, "
+                             "so it is refused (copy the file itself into the bundle)\n")
+
+
+@pytest.mark.hostile
+def test_sign_covers_a_signature_file_below_the_top_and_verify_then_accepts_it(signed_bundles, keys, tmp_path):
+    folder, _ = _signed_copy(signed_bundles, tmp_path)
+    (folder / "sub").mkdir()
+    shutil.copy(folder / SIGNATURE_FILE, folder / "sub" / SIGNATURE_FILE)
+    result = _run("sign", folder, "--key", keys.private("other"))
+    assert result.exit_code == 0, result.output
+    signed = json.loads(__import__("base64").b64decode(json.loads((folder / SIGNATURE_FILE).read_text())
+                                                       ["dsseEnvelope"]["payload"]))
+    assert "sub/model.sig" in {r["name"] for r in signed["predicate"]["resources"]}
+    assert _run("verify", folder, "--public-key", keys.public("other")).exit_code == 0
+
+
+@pytest.mark.hostile
+def test_sign_that_cannot_write_in_the_bundle_or_whose_new_signature_fails_keeps_the_old_one(
+        signed_bundles, keys, tmp_path, monkeypatch):
+    import tempfile
+
+    import export.signing as signing
+    from runtime.errors import BundleError
+
+    folder, before = _signed_copy(signed_bundles, tmp_path)
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args, **kwargs):  # as a read-only bundle folder answers (root ignores chmod here)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    result = _run("sign", folder, "--key", keys.private("other"))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {folder}: cannot write its signature there (Permission denied); make the bundle "
+                             "folder writable, or sign a copy of it\n")
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
+
+    def refused(*args, **kwargs):
+        raise BundleError("the new signature does not check")
+
+    monkeypatch.setattr(signing, "check_signature", refused)
+    result = _run("sign", folder, "--key", keys.private("other"))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: the new signature was refused, so {folder / SIGNATURE_FILE} was left as it "
+                             "was: the new signature does not check\n")
+    assert (folder / SIGNATURE_FILE).read_bytes() == before  # the old signature, byte for byte
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporary signature left
+    monkeypatch.undo()
+    assert _run("verify", folder, "--public-key", keys.public()).exit_code == 0

@@ -166,3 +166,39 @@ def test_progress_bars_show_when_asked_and_not_otherwise(capsys):
     assert capsys.readouterr().err == ""
     pipeline.fit(X, y, log=None, progress=True, **FAST)
     assert "epochs" in capsys.readouterr().err
+
+
+TYPED = [("epochs", "ten", "epochs='ten': must be a whole number (the command line's --epochs)"),
+         ("width", "wide", "width='wide': must be a number (the command line's --width)"),
+         ("lr", True, "lr=True: must be a number (the command line's --lr)"),
+         ("batch_size", 2.5, "batch_size=2.5: must be a whole number or None (the command line's --batch-size)"),
+         ("model", 3, "model=3: must be text (the command line's --model)")]
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("setting, value, message", TYPED, ids=[t[0] for t in TYPED])
+def test_a_setting_of_the_wrong_type_is_named_by_fit_and_the_estimators_alike(setting, value, message, tmp_path,
+                                                                             monkeypatch):
+    """Checked where the setting is declared (its config field's type), never a TypeError naming nothing."""
+    from pipeline.sklearn import CNNClassifier
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError) as caught:
+        pipeline.fit(GOOD_X, GOOD_Y, log=None, **{setting: value})
+    assert str(caught.value) == message
+    with pytest.raises(ValueError) as caught:
+        CNNClassifier(**{setting: value}).fit(GOOD_X, GOOD_Y)
+    assert str(caught.value) == message
+    with pytest.raises(PipelineError) as caught:
+        pipeline.fit(GOOD_X, GOOD_Y, log=None, progress="yes")
+    assert str(caught.value) == "progress='yes': must be True, False or None (on a terminal only)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_numpy_scalars_are_settings_as_the_python_numbers_they_hold(tmp_path):
+    """A grid search hands numpy's numbers: they are taken, and config.json holds plain JSON numbers."""
+    run = pipeline.fit(GOOD_X, GOOD_Y, log=None, epochs=np.int64(1), width=np.float32(0.125), out=tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["epochs"] == 1 and type(config["train"]["epochs"]) is int
+    assert config["model_config"]["width"] == 0.125
+    assert run.config.record.model.width == 0.125

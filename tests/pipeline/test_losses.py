@@ -173,3 +173,46 @@ def test_custom_loss_returning_a_vector_is_refused_before_training(loss_module):
         check_custom_loss(fn, torch.randn(4, 3), torch.randn(4, 3), "userlosses:Vector")
     assert str(err.value) == ("--loss 'userlosses:Vector' must return a scalar tensor for prediction (4, 3) and "
                               "target (4, 3) torch.float32; it returned Tensor (4, 3)")
+
+
+BROKEN_LOSSES = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    class Raises(nn.Module):
+        def forward(self, prediction, target):
+            raise RuntimeError("my loss is broken")
+
+    class PerRow(nn.Module):
+        def forward(self, prediction, target):
+            return ((prediction - target) ** 2).mean(dim=1)
+""")
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("task", ["regression", "count", "binary"])
+@pytest.mark.parametrize("loss, message", [
+    ("broken:Raises", "Error: --loss 'broken:Raises' failed on prediction (4, {k}) and target (4, {k}) {dtype}: "
+                      "RuntimeError: my loss is broken\n"),
+    ("broken:PerRow", "Error: --loss 'broken:PerRow' must return a scalar tensor for prediction (4, {k}) and target "
+                      "(4, {k}) {dtype}; it returned Tensor (4,)\n")], ids=["raises", "per-row"])
+def test_a_broken_custom_loss_is_one_line_before_the_output_base_runs_it(tmp_path, monkeypatch, task, loss, message):
+    """The output base is fitted with the user's loss (tasks whose loss is in the targets' units); the loss is
+    checked first, so a broken one is the check's line, never a traceback, and no run folder is written."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from tests.conftest import make_task_data
+
+    (tmp_path / "broken.py").write_text(BROKEN_LOSSES)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    X, y = make_task_data(task, n=24, length=12)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    result = CliRunner().invoke(main, ["train", "--data", "d.npz", "--task", task, "--loss", loss, "--epochs", "1",
+                                       "--width", "0.125", "--no-progress", "--out", "run"])
+    k = 2 if task == "regression" else 1
+    dtype = "torch.float32"
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] + "\n" == message.format(k=k, dtype=dtype)
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()

@@ -84,7 +84,20 @@ def _edit_payload(folder: Path) -> None:
     (folder / SIGNATURE_FILE).write_text(json.dumps(sig))
 
 
+def _set_material(folder: Path, material) -> None:
+    """model.sig's verificationMaterial (the key hint's home, outside what is signed) replaced."""
+    sig = json.loads((folder / SIGNATURE_FILE).read_text())
+    sig["verificationMaterial"] = material
+    (folder / SIGNATURE_FILE).write_text(json.dumps(sig))
+
+
+def _signature_below(folder: Path) -> None:
+    (folder / "sub").mkdir()
+    shutil.copy(folder / SIGNATURE_FILE, folder / "sub" / SIGNATURE_FILE)
+
+
 CHANGED = "{where[%s]}: sha256 differs from the signed digest (the file was changed after signing)"
+NOT_A_SIGNATURE = "{where[model.sig]}: not a model-signing signature (%s); sign the bundle again (pipeline sign)"
 FORGERIES = {
     "graph swapped": (lambda f, o, k: _swap_graph(f, o, False), CHANGED % "model.onnx"),
     "graph swapped, sums recomputed": (lambda f, o, k: _swap_graph(f, o, True), CHANGED % "manifest.json"),
@@ -96,6 +109,15 @@ FORGERIES = {
                      "{where[README.txt]}: signed but missing (removed or renamed after signing)"),
     "file renamed": (lambda f, o, k: (f / "README.txt").rename(f / "NOTES.txt"),
                      "{where[NOTES.txt]}: not covered by the signature (added or renamed after signing)"),
+    "signature file added below": (lambda f, o, k: _signature_below(f),
+                                   "{where[sub/model.sig]}: not covered by the signature (added or renamed after "
+                                   "signing)"),
+    "signature key hint a number": (lambda f, o, k: _set_material(f, {"publicKey": {"hint": 12345}}),
+                                    NOT_A_SIGNATURE % "verificationMaterial.publicKey.hint is not a string"),
+    "signature public key a string": (lambda f, o, k: _set_material(f, {"publicKey": "the signer's key"}),
+                                      NOT_A_SIGNATURE % "verificationMaterial.publicKey is not an object"),
+    "signature material a list": (lambda f, o, k: _set_material(f, [{"publicKey": {}}]),
+                                  NOT_A_SIGNATURE % "verificationMaterial is not an object"),
     "signed by another key": (lambda f, o, k: _resign(f, k, "other"),
                               "{where[model.sig]}: signed by another key ({other}), not by {key} ({fp}); pass the "
                               "public key the bundle was signed with, or sign it again"),

@@ -136,3 +136,39 @@ def test_a_bundle_trained_without_windows_is_unchanged_and_streams_windows_of_it
     assert out["start"].tolist() == [0, 16, 32, 48] and out["end"].tolist() == [16, 32, 48, 64]
     cut = np.stack([recording[:, s:s + length] for s in (0, 16, 32, 48)])
     np.testing.assert_allclose(out["prediction"], bundle.predict(cut)["prediction"], atol=SAME, rtol=SAME)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("call, message", [
+    (lambda b: b.stream(length=0), "window length must be at least 1 sample; got 0 (leave it out for the bundle's own "
+                                   "window)"),
+    (lambda b: b.stream(stride=0), "window stride must be at least 1 sample; got 0 (leave it out for the bundle's own "
+                                   "window)"),
+    (lambda b: b.stream(length=-3), "window length must be at least 1 sample; got -3 (leave it out for the bundle's "
+                                    "own window)"),
+    (lambda b: b.stream(length=16.5), "window length must be a whole number of samples; got 16.5"),
+    (lambda b: b.stream(stride="4"), "window stride must be a whole number of samples; got '4'"),
+    (lambda b: b.stream(length=10**12), "window length 1,000,000,000,000 is too long: 2,000,000,000,000 values a "
+                                        "window, the most is 134,217,728; pass a shorter length"),
+    (lambda b: b.predict_windows(np.zeros((2, 64)), length=0), "window length must be at least 1 sample; got 0 "
+                                                                "(leave it out for the bundle's own window)"),
+    (lambda b: b.predict_windows([["a", "b"], ["c", "d"]]), "recording: holds <U1 values; pass numbers, (2, samples) "
+                                                             "floats"),
+    (lambda b: b.predict_windows([[0.0, 1.0], [2.0]]), "recording: not an array of numbers (setting an array element "
+                                                       "with a sequence. The requested array has an inhomogeneous "
+                                                       "shape after 1 dimensions. The detected shape was (2,) + "
+                                                       "inhomogeneous part.); pass (2, samples) floats"),
+    (lambda b: b.stream().push([[0.0, 1.0], [2.0]]), "chunk: not an array of numbers (setting an array element with a "
+                                                     "sequence. The requested array has an inhomogeneous shape after 1 "
+                                                     "dimensions. The detected shape was (2,) + inhomogeneous part.); "
+                                                     "pass (2, n) samples per push"),
+], ids=["length 0", "stride 0", "negative length", "fractional length", "text stride", "huge length",
+        "windows of length 0", "text recording", "ragged recording", "ragged chunk"])
+def test_bad_window_settings_and_recordings_are_refused_in_one_line(windowed_bundles, call, message):
+    """Never silently the bundle's own window for 0, never numpy's MemoryError or bare ValueError."""
+    bundle = runtime.load(windowed_bundles["regression"].bundle)  # two channels, window 16 stride 4
+    assert (bundle.series.channels, bundle.window.length, bundle.window.stride) == (2, WINDOW, STRIDE)
+    with pytest.raises(InputError) as caught:
+        call(bundle)
+    assert str(caught.value) == message
+    assert len(bundle.stream().push(np.zeros((2, WINDOW), np.float32))["start"]) == 1  # and the bundle goes on

@@ -191,10 +191,19 @@ Signed check_signature(const std::string& dir, const std::string& key_path) {
   if (!statement.is_object() || statement.value("_type", Json()) != kStatementType ||
       statement.value("predicateType", Json()) != kPredicateType)
     throw bad(std::string("the payload is not an in-toto statement of ") + kPredicateType);
+  // verificationMaterial.publicKey.hint: each level absent (or null) or of its JSON type
   std::string hint;
-  if (bundle.contains("verificationMaterial") && bundle["verificationMaterial"].is_object() &&
-      bundle["verificationMaterial"].contains("publicKey") && bundle["verificationMaterial"]["publicKey"].is_object())
-    hint = bundle["verificationMaterial"]["publicKey"].value("hint", std::string());
+  const Json material = bundle.value("verificationMaterial", Json());
+  if (!material.is_null()) {
+    if (!material.is_object()) throw bad("verificationMaterial is not an object");
+    const Json public_key = material.value("publicKey", Json());
+    if (!public_key.is_null()) {
+      if (!public_key.is_object()) throw bad("verificationMaterial.publicKey is not an object");
+      const Json given = public_key.value("hint", Json());
+      if (!given.is_null() && !given.is_string()) throw bad("verificationMaterial.publicKey.hint is not a string");
+      if (given.is_string()) hint = given.get<std::string>();
+    }
+  }
   if (!hint.empty() && hint != key.fingerprint)
     throw BundleError(label + ": signed by another key (" + hint.substr(0, 16) + "), not by " + key.source + " (" +
                       key.fingerprint.substr(0, 16) + "); pass the public key the bundle was signed with, or sign " +

@@ -192,9 +192,23 @@
     if (!statement || statement._type !== STATEMENT_TYPE || statement.predicateType !== PREDICATE_TYPE) {
       throw bad(`the payload is not an in-toto statement of ${PREDICATE_TYPE}`);
     }
-    const hint = bundle.verificationMaterial && bundle.verificationMaterial.publicKey
-      && bundle.verificationMaterial.publicKey.hint;
-    return { statement, message: pae(PAYLOAD_TYPE, payload), signature, hint };
+    return { statement, message: pae(PAYLOAD_TYPE, payload), signature, hint: keyHint(bundle, bad) };
+  }
+
+  // verificationMaterial.publicKey.hint of a parsed model.sig: each level absent (or null) or of its JSON type.
+  function keyHint(bundle, bad) {
+    const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+    const material = bundle.verificationMaterial;
+    if (material === undefined || material === null) return undefined;
+    if (!isObject(material)) throw bad('verificationMaterial is not an object');
+    const publicKey = material.publicKey;
+    if (publicKey === undefined || publicKey === null) return undefined;
+    if (!isObject(publicKey)) throw bad('verificationMaterial.publicKey is not an object');
+    const hint = publicKey.hint;
+    if (hint !== undefined && hint !== null && typeof hint !== 'string') {
+      throw bad('verificationMaterial.publicKey.hint is not a string');
+    }
+    return hint === null ? undefined : hint;
   }
 
   // Verify model.sig against the trusted key { pem, source }, then that the signed files are exactly the

@@ -81,7 +81,8 @@ def sign_bundle(bundle_dir, key, cert=None, chain=(), public: PublicKey | None =
                             "folder writable, or sign a copy of it") from None
     os.close(fd)
     tmp = Path(name)
-    config.set_hashing_config(ms.hashing.Config().set_ignored_paths(paths=[final, tmp], ignore_git_paths=False))
+    ignored = [Path(SIGNATURE_FILE), Path(tmp.name)]  # model-signing takes them relative to the bundle folder
+    config.set_hashing_config(ms.hashing.Config().set_ignored_paths(paths=ignored, ignore_git_paths=False))
     try:
         config.sign(bundle_dir, tmp)
         if public is not None:

@@ -385,7 +385,8 @@ def check_signature(bundle_dir, public_key, sha256=None, signature: Path | None 
         raise BundleError(f"{path}: the signature does not verify with {key.source} (key {key.fingerprint[:16]}); "
                           "the bundle was signed with another key or its signature was altered")
     digests = _signed_digests(statement, path)
-    leave_out = (SIGNATURE_FILE,) if signature is None else (SIGNATURE_FILE, path.relative_to(bundle_dir).as_posix())
+    leave_out = (SIGNATURE_FILE,) if signature is None else (
+        SIGNATURE_FILE, Path(os.path.abspath(path)).relative_to(os.path.abspath(bundle_dir)).as_posix())
     present = bundle_files(bundle_dir, leave_out)
     for name in present:
         if (bundle_dir / name).is_symlink():

@@ -241,11 +241,13 @@ def test_sign_refuses_a_bundle_holding_a_symlink_and_keeps_its_signature(signed_
 
 
 @pytest.mark.hostile
-def test_sign_covers_a_signature_file_below_the_top_and_verify_then_accepts_it(signed_bundles, keys, tmp_path):
+def test_sign_covers_a_signature_file_below_the_top_and_verify_then_accepts_it(signed_bundles, keys, tmp_path,
+                                                                             monkeypatch):
     folder, _ = _signed_copy(signed_bundles, tmp_path)
     (folder / "sub").mkdir()
     shutil.copy(folder / SIGNATURE_FILE, folder / "sub" / SIGNATURE_FILE)
-    result = _run("sign", folder, "--key", keys.private("other"))
+    monkeypatch.chdir(tmp_path)  # the bundle named relative to here, as a user types it
+    result = _run("sign", folder.name, "--key", keys.private("other"))
     assert result.exit_code == 0, result.output
     signed = json.loads(__import__("base64").b64decode(json.loads((folder / SIGNATURE_FILE).read_text())
                                                        ["dsseEnvelope"]["payload"]))

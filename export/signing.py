@@ -187,5 +187,5 @@ def keygen(out_prefix, curve: str = "P-256") -> tuple[Path, Path]:
 def sign_and_check(bundle_dir, key, cert=None, chain=()) -> str:
     """Sign, then check the signature as every host will (runtime/signature.py); the key's fingerprint."""
     public = signer_key(key, cert)  # a key that cannot sign is refused before anything is written
-    sign_bundle(bundle_dir, key, cert, chain, public=public)
-    return check_signature(bundle_dir, public).fingerprint
+    sign_bundle(bundle_dir, key, cert, chain, public=public)  # checked with `public` before it became model.sig
+    return public.fingerprint

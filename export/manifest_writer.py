@@ -88,7 +88,7 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
         # a .csv training file's label columns (header names, or 0-based indices) and width: predict leaves
         # them out of a .csv laid out the same way, as train and evaluate do
         csv_labels=record.csv_labels, onnx_layout=graphs.layout, torch_export=graphs.exported,
-        int8=graphs.int8, output_base=None if base is None else OutputBase(inside_graph=True, **base.to_dict()),
+        int8=graphs.int8, output_base=None if base is None else OutputBase(base.rule, True, base.scale, base.shift, base.loss_scale),
         window=Window(**record.window) if record.window else None)
 
 

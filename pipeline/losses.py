@@ -203,6 +203,35 @@ class CustomLoss(nn.Module):
             return torch.stack([one(p, t) for p, t in zip(prediction, target)])
 
 
+class TargetBalancedLoss(nn.Module):
+    """What regression training minimises with a built-in loss: each target's elementwise loss divided by that
+    target's own mean-predictor loss (`scales`, one per output), so targets on scales a billion apart weigh
+    alike (with MSE this is exactly the MSE of the standardised targets, whose mean predictor scores 1). Returns
+    (the balanced loss, the user's loss in the user's units), the second for reporting; its parameters
+    (--huber-delta, --beta) keep the user's units."""
+
+    def __init__(self, loss: BuiltinLoss, scales: Tensor):
+        super().__init__()
+        self.loss = loss
+        self.register_buffer("scales", scales.float())
+
+    def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        elementwise = self.loss._elementwise(prediction.float(), target)
+        balanced = (elementwise.reshape(len(elementwise), -1) / self.scales).mean()
+        return balanced, elementwise.detach().mean()
+
+
+def target_loss_scales(loss: nn.Module, prediction: Tensor, target: Tensor) -> list[float] | None:
+    """Each target's mean loss for `prediction` (the mean predictor), for TargetBalancedLoss; None for a custom
+    loss (only its total is known: it is trained on as given). A scale that is not a positive number is 1."""
+    if not isinstance(loss, BuiltinLoss):
+        return None
+    with torch.no_grad():
+        elementwise = loss._elementwise(prediction.float(), target)
+        per_target = elementwise.reshape(len(elementwise), -1).double().mean(dim=0)
+    return [float(v) if np.isfinite(float(v)) and float(v) > 0 else 1.0 for v in per_target]
+
+
 def user_loss(loss: nn.Module) -> nn.Module | None:
     """The user's own module inside a loss built by build_loss, or None for a built-in: the one place that
     tells a loss module apart (is_custom_loss does it for a name)."""

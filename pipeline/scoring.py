@@ -69,7 +69,8 @@ def training_label_columns(bundle: runtime.Bundle, data: Path, log) -> str | Non
 def _recordings(bundle: runtime.Bundle, data: Path, target_column: str | None, labels: bool):
     """The recordings of `data` read as training read them (the manifest's window: recording and time columns)."""
     w = bundle.window
-    return read_recordings(data, target_column, w.recording_column, w.time_column, labels=labels)
+    return read_recordings(data, target_column, w.recording_column, w.time_column, labels=labels,
+                           channels=w.channel_columns)
 
 
 def _predict_recordings(bundle: runtime.Bundle, data: Path, target_column: str | None, log) -> tuple[dict, dict, int]:

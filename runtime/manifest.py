@@ -96,8 +96,9 @@ class OutputBase:
     """The output layer baked into the model graph, fitted from the training targets: raw score = network
     output * scale + shift per output. rule 'standardise' (regression: shift and scale are the targets' mean
     and std per column, so the graph answers in the targets' units), 'log-odds', 'log-frequency' or 'log-mean'
-    (the base rate of labels, classes or counts). Training divided its loss by loss_scale (the mean predictor's
-    loss, for regression; else 1); every loss reported and the loss graph are the loss itself."""
+    (the base rate of labels, classes or counts). loss_scale is the mean predictor's loss on the training
+    targets (regression; else 1): training divided a custom loss by it, and each target's built-in loss by that
+    target's own; every loss reported and the loss graph are the loss itself, in the targets' units."""
 
     rule: str
     inside_graph: bool
@@ -198,6 +199,8 @@ class Window:
     split: str  # how the validation windows were held out (by recording, or by time with a gap)
     recording_column: str | None = field(default=None, metadata=OMIT_NONE)  # .csv recordings: the id column
     time_column: str | None = field(default=None, metadata=OMIT_NONE)  # .csv recordings: the time column
+    # .csv recordings with a header: the signal columns' names in channel order (hosts match columns by name)
+    channel_columns: list[str] | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)

@@ -249,14 +249,16 @@ def make_recordings(task: str, count: int = 3, samples: int = 240, channels: int
     return recordings, labels
 
 
-def write_recordings_csv(path: Path, recordings, labels, time: bool = True) -> Path:
-    """One row per time step: recording, time, one column per channel, label."""
+def write_recordings_csv(path: Path, recordings, labels, time: bool = True, order=None) -> Path:
+    """One row per time step: recording, time, one column per channel (named ch0, ch1, ..., written in `order`,
+    default 0, 1, ...), label."""
     channels = recordings[0].shape[0]
+    order = list(range(channels)) if order is None else list(order)
     with open(path, "w") as f:
-        f.write("recording," + ("time," if time else "") + ",".join(f"ch{c}" for c in range(channels)) + ",label\n")
+        f.write("recording," + ("time," if time else "") + ",".join(f"ch{c}" for c in order) + ",label\n")
         for r, (x, y) in enumerate(zip(recordings, labels)):
             for t in range(x.shape[1]):
-                values = ",".join(repr(float(v)) for v in x[:, t])
+                values = ",".join(repr(float(v)) for v in x[order, t])
                 f.write(f"r{r}," + (f"{t * 0.01:.2f}," if time else "") + f"{values},{y[t]}\n")
     return path
 

@@ -49,12 +49,15 @@ class Datasets:
         return int(self.train.X.shape[2])
 
 
-def _read(path: str | None, cfg: DataConfig) -> SeriesData:
+def _read(path: str | None, cfg: DataConfig, channels: tuple[str, ...] = ()) -> SeriesData:
+    """One file's series; recordings cut into windows, their .csv columns matched by name to `channels` (the
+    training file's, for --val-data and --test-data)."""
     if cfg.window is not None:
         if path is None:
             raise DataError(["--window cuts long recordings: pass them with --data (a per-sample .csv, an .npz of "
                              "recordings, or a folder of them); the embedded waveforms are already cut"])
-        recordings = read_recordings(path, cfg.target_column, cfg.recording_column, cfg.time_column)
+        recordings = read_recordings(path, cfg.target_column, cfg.recording_column, cfg.time_column,
+                                     channels=channels)
         return cut_windows(recordings, cfg.window, cfg.window_stride, cfg.window_label)
     if path is None:
         return waveforms()
@@ -73,8 +76,9 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     for role, path in (("train", cfg.data), ("val", cfg.val_data), ("test", cfg.test_data)):
         if role in files or (role != "train" and path is None):
             continue
+        train_windows = files["train"].windows if "train" in files else None
         try:
-            files[role] = _read(path, cfg)
+            files[role] = _read(path, cfg, train_windows.recordings.channel_names if train_windows else ())
         except DataError as exc:
             problems.extend(exc.problems)
     if "train" not in files:
@@ -135,8 +139,10 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     if cfg.window is not None:
         if "val" in files:
             how = f"by recording: the recordings of {files['val'].source} (--val-data)"
+        names = list(train.windows.recordings.channel_names) or None  # a .csv's header names, in channel order
         window = {"length": cfg.window, "stride": cfg.window_stride, "label": cfg.window_label, "split": how,
-                  "recording_column": cfg.recording_column, "time_column": cfg.time_column}
+                  "recording_column": cfg.recording_column, "time_column": cfg.time_column,
+                  "channel_columns": names}
         window = {k: v for k, v in window.items() if v is not None}
     return Datasets(encoding, train_split, val, test, notes, csv_labels, window)
 

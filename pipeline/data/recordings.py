@@ -11,6 +11,7 @@ samples) or (samples,)). Every problem names the file, the line (or recording an
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,23 @@ class Recordings:
     lines: np.ndarray | None = None  # (total,) 1-based file line of each sample (.csv); None for arrays
     label_columns: tuple[str, ...] = ()  # .csv: the label columns
     columns: int = 0  # .csv: columns per row
+    channel_names: tuple[str, ...] = ()  # .csv with a header: the signal columns, in channel order
+
+    def by_name(self, names: list[str] | tuple[str, ...]) -> "Recordings":
+        """These recordings with their channels in the order of `names` (header names of the signal columns, as
+        training read them): a .csv whose columns are in another order is matched by name, not position; a
+        missing name is refused, naming the order expected. Recordings without names (.npz, a .csv without a
+        header) are taken by position."""
+        names = tuple(names)
+        if not names or not self.channel_names or self.channel_names == names:
+            return self
+        missing = [n for n in names if n not in self.channel_names]
+        if missing:
+            raise DataError([f"{self.source}: no column {', '.join(repr(n) for n in missing)}; the model reads the "
+                             f"channels {', '.join(repr(n) for n in names)} (matched by header name, in any order); "
+                             f"this file's signal columns are {', '.join(repr(n) for n in self.channel_names)}"])
+        order = [self.channel_names.index(n) for n in names]
+        return dataclasses.replace(self, samples=np.ascontiguousarray(self.samples[order]), channel_names=names)
 
     @property
     def count(self) -> int:
@@ -82,8 +100,11 @@ class WindowedSeries:
 
 
 def read_recordings(path: str | Path, target_column: str | None = None, recording_column: str | None = None,
-                    time_column: str | None = None, labels: bool = True) -> Recordings:
-    """Recordings from a per-sample .csv, an .npz, or a folder of them (one recording per file, by name)."""
+                    time_column: str | None = None, labels: bool = True,
+                    channels: list[str] | tuple[str, ...] | None = None) -> Recordings:
+    """Recordings from a per-sample .csv, an .npz, or a folder of them (one recording per file, by name).
+    A .csv's signal columns are matched by header name to `channels` (a bundle's, as it was trained), else to
+    the first .csv of a folder's, so files with their columns in another order never swap channels."""
     path = Path(path)
     if not path.exists():
         raise DataError([f"{path}: file not found; check the path given to --data"])
@@ -98,6 +119,8 @@ def read_recordings(path: str | Path, target_column: str | None = None, recordin
             problems.extend(exc.problems)
     if problems:
         raise DataError(problems)
+    reference = channels or next((p.channel_names for p in parts if p.channel_names), ())
+    parts = [p.by_name(reference) for p in parts]
     return parts[0] if len(parts) == 1 else _join(parts, f"{path.name}/", problems)
 
 
@@ -132,7 +155,8 @@ def _join(parts: list[Recordings], source: str, problems: list[str]) -> Recordin
     lines = None if any(p.lines is None for p in parts) else np.concatenate([p.lines for p in parts])
     return Recordings(np.concatenate([p.samples for p in parts], axis=1), offsets.astype(np.int64),
                       sum((p.names for p in parts), []), sum((p.ids for p in parts), []), labels, parts[0].per_step,
-                      source, parts[0].label_field, lines, parts[0].label_columns, parts[0].columns)
+                      source, parts[0].label_field, lines, parts[0].label_columns, parts[0].columns,
+                      next((p.channel_names for p in parts if p.channel_names), ()))
 
 
 def _column(name: str, header: list[str] | None, width: int, flag: str, given: str) -> int:
@@ -226,7 +250,8 @@ def _read_csv(path: Path, target_column, recording_column, time_column, labels: 
     field = ", ".join(col(j) for j in targets)
     label_columns = tuple(header[j] if header else str(j) for j in targets)
     return Recordings(np.ascontiguousarray(values[order].T), offsets, names, id_list, y, True, name,
-                      f"column {field}", lines[order], label_columns, width)
+                      f"column {field}", lines[order], label_columns, width,
+                      tuple(header[j] for j in channels) if header else ())
 
 
 def _group(name: str, ids: list[str], has_column: bool):

@@ -12,10 +12,13 @@ already predicts the constant baseline, whatever the model:
   --label-smoothing), centred.
 - exp (count): shift = the log of the mean count per column.
 
-Regression also has a loss scale: the training loss is divided by the loss of the mean predictor on the
-training targets, a constant, so gradients have the size they would have on standardised targets and the
-same --lr works at any target scale with any optimizer. Every loss value reported stays the user's loss in
-the user's units. numpy only.
+Regression also balances its loss: with a built-in loss, training divides each target's loss by that
+target's own mean-predictor loss on the training targets (target_loss_scales), so gradients have the size
+they would have on standardised targets, the same --lr works at any target scale with any optimizer, and
+several targets on scales a billion apart (one near 1e6, one near 1e-3) each weigh alike; with MSE it is the
+MSE of the standardised targets. A custom loss (only its total is known) is divided by the mean predictor's
+total loss (loss_scale), as every regression run recorded before target_loss_scales existed was. Every loss
+value reported, and the exported loss graph, stay the user's loss in the user's units. numpy only.
 """
 
 from __future__ import annotations
@@ -40,14 +43,24 @@ class OutputBase:
     rule: str
     scale: list[float]
     shift: list[float]
-    loss_scale: float = 1.0  # the training loss is divided by it (regression); reported losses are not
+    loss_scale: float = 1.0  # the mean predictor's loss (regression), else 1; reported losses are not divided
+    # regression with a built-in loss: each target's mean-predictor loss, its loss in training is divided by;
+    # None: the whole training loss is divided by loss_scale (a custom loss, and runs recorded before)
+    target_loss_scales: list[float] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.target_loss_scales is None:
+            del d["target_loss_scales"]  # as runs recorded before it existed
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "OutputBase | None":
-        return None if d is None else cls(d["rule"], list(d["scale"]), list(d["shift"]), float(d["loss_scale"]))
+        if d is None:
+            return None
+        scales = d.get("target_loss_scales")
+        return cls(d["rule"], list(d["scale"]), list(d["shift"]), float(d["loss_scale"]),
+                   None if scales is None else [float(v) for v in scales])
 
 
 def _smoothed(positives: np.ndarray, n: int) -> np.ndarray:

@@ -77,9 +77,12 @@ def predict_raw(model: nn.Module, source: BatchSource) -> Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loss_fn: nn.Module, source: BatchSource, task: str) -> dict:
-    """The set's loss (with the training reduction over the whole set) and the task metrics."""
+def evaluate(model: nn.Module, loss_fn: nn.Module, source: BatchSource, task: str,
+             balanced: nn.Module | None = None) -> dict:
+    """The set's loss (with the training reduction over the whole set) and the task metrics; with `balanced`
+    (regression's TargetBalancedLoss) also the loss training minimises, as balanced_loss."""
     outputs = predict_raw(model, source)
     loss, _ = loss_fn(outputs, source.y)
     metrics = compute_metrics(task, outputs.cpu().numpy(), source.y.cpu().numpy())
-    return {"loss": float(loss), **metrics}
+    extra = {} if balanced is None else {"balanced_loss": float(balanced(outputs, source.y)[0])}
+    return {"loss": float(loss), **metrics, **extra}

@@ -24,7 +24,8 @@ from pipeline.settings.config import MODELS, auto_batch_size
 from pipeline.data.load import Datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
-from pipeline.losses import build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params, user_loss
+from pipeline.losses import (TargetBalancedLoss, build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params,
+                             target_loss_scales, user_loss)
 from pipeline.models.build import SequenceModel, build_model
 from pipeline.training.optim import make_optimizer, make_scheduler, pick_device
 from pipeline.models.ridge import fit_head, fit_transform, kernel_head
@@ -148,10 +149,16 @@ class Trainer:
         if self.output_base is not None:
             self.model.output.fit(torch.tensor(self.output_base.scale), torch.tensor(self.output_base.shift))
         self.loss_scale = self.output_base.loss_scale if self.output_base is not None else 1.0
+        self.balanced_loss = None  # regression, built-in loss: each target's loss over its own baseline
+        if self.output_base is not None and self.output_base.target_loss_scales is not None:
+            self.balanced_loss = TargetBalancedLoss(self.loss_fn, torch.tensor(self.output_base.target_loss_scales))
+            self.balanced_loss.to(self.device)
+            self.loss_scale = 1.0  # the balance already gives the mean predictor a loss of 1
 
     def _fit_output_base(self) -> OutputBase:
         """The output layer at the training targets' base rate; for a loss in the targets' units, the
-        loss scale: the mean predictor's loss on them (1 where that is not a positive number)."""
+        loss scale: the mean predictor's loss on them (1 where that is not a positive number), and for a
+        built-in loss each target's own."""
         enc = self.datasets.encoding
         base = fit_output_base(enc.task, self.datasets.train.targets, enc.n_outputs, self.loss_params)
         if not base_rule(enc.task).scales_loss:
@@ -164,7 +171,8 @@ class Trainer:
         except Exception as exc:  # a user loss that passed its check on one batch, failing on all the targets
             raise PipelineError(f"--loss '{self.loss_name}' failed on the mean predictor of all "
                                 f"{len(y):,} training targets {tuple(y.shape)}: {type(exc).__name__}: {exc}") from None
-        return replace(base, loss_scale=baseline if math.isfinite(baseline) and baseline > 0 else 1.0)
+        return replace(base, loss_scale=baseline if math.isfinite(baseline) and baseline > 0 else 1.0,
+                       target_loss_scales=target_loss_scales(self.loss_fn, mean_predictor, y))
 
     # --- state -------------------------------------------------------------------------------
     def describe(self) -> ModelRecord:
@@ -202,10 +210,11 @@ class Trainer:
     def step_modules(self) -> StepModules:
         """What one training step calls: the model and loss, compiled separately when asked (the eager
         modules stay for saving and evaluation), under bf16 autocast when asked."""
-        step_model, step_loss = self.parallel, self.loss_fn
+        step_model = self.parallel
+        step_loss = self.balanced_loss if self.balanced_loss is not None else self.loss_fn
         if self.use_compile:
             step_model = torch.compile(self.parallel, mode=self.cfg.compile_mode)
-            step_loss = torch.compile(self.loss_fn, mode=self.cfg.compile_mode)
+            step_loss = torch.compile(step_loss, mode=self.cfg.compile_mode)
         autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if self.precision.used == "bf16"
                     else contextlib.nullcontext)
         bounds = batch_bounds(self.train_src.n, self.batch_size, min_last=2 * self.ranks.world)
@@ -232,7 +241,10 @@ class Trainer:
                 torch._dynamo.mark_dynamic(xb, 0)
             with steps.autocast():
                 out = steps.model(xb)
-            loss, _ = steps.loss(out.float(), yb)  # the loss in fp32 whatever the forward pass ran in
+            # the loss in fp32 whatever the forward pass ran in; balanced over targets for regression, whose
+            # reported loss stays the user's
+            loss, reported = steps.loss(out.float(), yb)
+            reported = reported.detach() if self.balanced_loss is not None else loss.detach()
             self.optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over processes; weighting each mean by its share of the rows makes the
             # update the global batch mean even when shares differ by one row
@@ -240,7 +252,7 @@ class Trainer:
             share = (b - a) * world / (e - s) if world > 1 else 1.0
             (loss * (share / self.loss_scale)).backward()
             self.optimizer.step()
-            local_sums[i] = loss.detach() * (b - a)
+            local_sums[i] = reported * (b - a)
             if (i + 1) % CHECK_EVERY == 0 or i + 1 == len(steps.bounds):
                 start = i - i % CHECK_EVERY
                 global_sums[start:i + 1] = distributed.sum_across(local_sums[start:i + 1], self.ranks)
@@ -284,8 +296,11 @@ class Trainer:
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             train_loss = self.train_epoch(epoch, steps, show_bars)
-            val = evaluate(self.model, self.loss_fn, self.val_src, self.task.name) if self.val_src else None
-            monitored = val["loss"] if val else train_loss
+            val = (evaluate(self.model, self.loss_fn, self.val_src, self.task.name, self.balanced_loss)
+                   if self.val_src else None)
+            # the scheduler and the best epoch follow the loss training minimises (regression: balanced over
+            # targets, so a large target does not choose the epoch alone); the history reports the user's
+            monitored = val.pop("balanced_loss", val["loss"]) if val else train_loss
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(monitored)
             elif self.scheduler is not None:

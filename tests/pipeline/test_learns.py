@@ -88,6 +88,24 @@ def test_regression_far_from_zero_learns_as_on_standardised_targets(tmp_path):
     assert ours <= 1.1 * _rmse(by_hand * s + m, test[1]) + 0.05 * s
 
 
+def two_scales(n: int, seed: int, length: int = 32):
+    """Two channels, two targets a billion apart in scale: a million times channel 0's signal (around 3e6) and a
+    thousandth of channel 1's."""
+    X = np.random.default_rng(seed).normal(size=(n, 2, length)).astype(np.float32)
+    y = np.stack([3e6 + 1e6 * prices_signal(X[:, :1]), 1e-3 * prices_signal(X[:, 1:])], axis=1)
+    return X, y.astype(np.float32)
+
+
+def test_targets_near_a_million_and_a_thousandth_are_each_learned(tmp_path):
+    """Trained on the targets' z-scores, each target weighs alike: in the user's units the million-sized one drowned
+    the other (its test R^2 -0.2, the first's 0.97, after 60 epochs). The reported loss stays the user's MSE."""
+    train, test = two_scales(600, seed=0), two_scales(300, seed=1)
+    metrics, predicted = _train(tmp_path, train, test, "--task", "regression", "--epochs", "60")
+    r2 = 1 - ((predicted - test[1]) ** 2).mean(axis=0) / test[1].var(axis=0)
+    assert r2.min() >= 0.9, r2
+    assert metrics["test"]["loss"] == pytest.approx(float(((predicted - test[1]) ** 2).mean()), rel=1e-4)
+
+
 @pytest.mark.parametrize("offset,spread", [(0.0, 1.0), (1000.0, 50.0), (-2e5, 3e3)])
 def test_sgd_learns_at_any_target_scale_with_the_same_lr(tmp_path, offset, spread):
     """The loss divided by the mean predictor's loss: SGD's default --lr fits targets in units of 1000 as

@@ -7,6 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
@@ -216,3 +217,59 @@ def test_a_broken_custom_loss_is_one_line_before_the_output_base_runs_it(tmp_pat
     assert result.exit_code == 2, result.output
     assert result.output.splitlines()[-1] + "\n" == message.format(k=k, dtype=dtype)
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+# --- regression trains on each target's loss over its own baseline (pipeline/losses.py TargetBalancedLoss) -----
+
+def _two_scale_targets(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.stack([3e6 + 1e6 * rng.normal(size=64), 1e-3 * rng.normal(size=64)], axis=1)
+    prediction = y + np.stack([2e5 * rng.normal(size=64), 3e-4 * rng.normal(size=64)], axis=1)
+    return prediction.astype(np.float32), y.astype(np.float32)
+
+
+def test_balanced_mse_is_the_mse_of_the_z_scores_and_reports_the_users_mse():
+    from pipeline.losses import TargetBalancedLoss, target_loss_scales
+
+    prediction, y = _two_scale_targets()
+    loss = build_loss("mse", {})
+    mean = np.broadcast_to(y.mean(axis=0), y.shape).copy()
+    scales = target_loss_scales(loss, torch.from_numpy(mean), torch.from_numpy(y))
+    np.testing.assert_allclose(scales, y.astype(np.float64).var(axis=0), rtol=1e-5)  # the mean predictor's MSE
+    balanced, reported = TargetBalancedLoss(loss, torch.tensor(scales))(torch.from_numpy(prediction),
+                                                                       torch.from_numpy(y))
+    z = lambda v: (v.astype(np.float64) - y.mean(axis=0)) / y.std(axis=0)  # noqa: E731
+    assert float(balanced) == pytest.approx(float(((z(prediction) - z(y)) ** 2).mean()), rel=1e-4)
+    assert float(reported) == pytest.approx(float(((prediction.astype(np.float64) - y) ** 2).mean()), rel=1e-4)
+
+
+def test_balanced_huber_divides_each_targets_torch_huber_by_its_baseline_delta_in_user_units():
+    from pipeline.losses import TargetBalancedLoss, target_loss_scales
+
+    prediction, y = (torch.from_numpy(v) for v in _two_scale_targets(1))
+    loss = build_loss("huber", {"huber_delta": 5e4})
+    mean = y.mean(dim=0).expand_as(y).contiguous()
+    scales = target_loss_scales(loss, mean, y)
+    reference = [F.huber_loss(mean[:, k].double(), y[:, k].double(), delta=5e4).item() for k in range(2)]
+    np.testing.assert_allclose(scales, reference, rtol=1e-5)
+    balanced, reported = TargetBalancedLoss(loss, torch.tensor(scales))(prediction, y)
+    by_target = [F.huber_loss(prediction[:, k].double(), y[:, k].double(), delta=5e4).item() / reference[k]
+                 for k in range(2)]
+    assert float(balanced) == pytest.approx(np.mean(by_target), rel=1e-4)
+    assert float(reported) == pytest.approx(F.huber_loss(prediction.double(), y.double(), delta=5e4).item(), rel=1e-4)
+
+
+def test_a_custom_loss_has_no_target_scales_and_an_old_output_base_has_none_either():
+    from pipeline.losses import target_loss_scales
+    from pipeline.training.base_rate import OutputBase
+
+    class Mine(torch.nn.Module):
+        def forward(self, p, t):
+            return ((p - t) ** 2).mean()
+
+    assert target_loss_scales(Mine(), torch.zeros(3, 2), torch.ones(3, 2)) is None
+    old = {"rule": "standardise", "scale": [2.0], "shift": [1.0], "loss_scale": 4.0}  # a run recorded before
+    base = OutputBase.from_dict(old)
+    assert base.target_loss_scales is None and base.to_dict() == old
+    new = OutputBase.from_dict({**old, "target_loss_scales": [4.0]})
+    assert new.target_loss_scales == [4.0] and new.to_dict() == {**old, "target_loss_scales": [4.0]}

@@ -382,7 +382,9 @@ def test_the_node_stream_script_prints_every_window_of_a_csv_as_eager_scores_it(
     each window as it completes: the windows and scores of eager PyTorch on each recording."""
     wb = windowed_bundles["regression"]
     recordings = make_recordings("regression", count=2, samples=70, seed=4)[0]
-    data = write_recordings_csv(tmp_path / "live.csv", recordings, [np.zeros(r.shape[1]) for r in recordings])
+    # its channel columns in the other order than training's: matched by the manifest's names, not swapped
+    data = write_recordings_csv(tmp_path / "live.csv", recordings, [np.zeros(r.shape[1]) for r in recordings],
+                                order=[1, 0])
     result = subprocess.run(["node", str(node_host / "stream.js"), wb.bundle, data, "--chunk", "9"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -394,13 +396,20 @@ def test_the_node_stream_script_prints_every_window_of_a_csv_as_eager_scores_it(
     assert all(int(row[2]) - int(row[1]) == WINDOW for row in rows)
     eager = np.concatenate([eager_windows(wb.run_dir, x)["prediction"][:, 0] for x in recordings])
     np.testing.assert_allclose([float(row[3]) for row in rows], eager, rtol=1e-5, atol=1e-5)
+    data.write_text(data.read_text().replace("ch1,", "pressure,", 1))
+    refused = subprocess.run(["node", str(node_host / "stream.js"), wb.bundle, data], capture_output=True, text=True,
+                             timeout=120)
+    assert (refused.returncode, refused.stderr) == (2, f"Error: {data}: no column 'ch1'; the model reads the channels "
+                                                       "'ch0', 'ch1' (matched by header name, in any order)\n")
 
 
 def test_the_browser_live_view_plays_a_recording_as_a_stream(browser_kit, windowed_bundles, tmp_path):
     """serve.py --play: the page's live view streams a per-sample .csv (its recording/time/label columns left out
-    by the manifest's names) and scores each window as it completes, as eager PyTorch does."""
+    and its channel columns matched by the manifest's names) and scores each window as it completes, as eager
+    PyTorch does."""
     wb = windowed_bundles["multiclass"]
-    recording = write_recordings_csv(tmp_path / "live.csv", [STREAM_RECORDING], [np.array(["cat"] * 150)])
+    recording = write_recordings_csv(tmp_path / "live.csv", [STREAM_RECORDING], [np.array(["cat"] * 150)],
+                                     order=[1, 0])  # columns in another order than training's: matched by name
     result = subprocess.run([sys.executable, str(browser_kit / "serve.py"), wb.bundle, "--play", recording],
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr

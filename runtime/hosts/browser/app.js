@@ -55,12 +55,10 @@ function parseRecording(text, bundle) {
   const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
   const first = lines[0].split(',');
   const header = first.some((c) => c.trim() !== '' && !Number.isFinite(Number(c))) ? first.map((c) => c.trim()) : null;
-  const w = bundle.manifest.window || {};
-  const skip = new Set([w.recording_column, w.time_column, ...((bundle.manifest.csv_labels || {}).columns || [])]);
-  const keep = first.map((_, j) => j).filter((j) => !(header && skip.has(header[j])));
+  // the signal columns in the model's channel order: by header name where training recorded the names
+  const keep = globalThis.pipelineBundleCore.signalColumns(bundle.manifest, header, first.length, 'the recording');
   const rows = (header ? lines.slice(1) : lines).map((l) => l.split(','));
   const C = bundle.manifest.input.channels;
-  if (keep.length !== C) throw new Error(`the recording has ${keep.length} signal column(s); the model takes ${C}`);
   const T = rows.length;
   const data = new Float32Array(C * T);
   rows.forEach((r, t) => keep.forEach((j, c) => { data[c * T + t] = Number(r[j]); }));

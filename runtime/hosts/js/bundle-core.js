@@ -466,6 +466,29 @@
     }
   }
 
+  // The columns of a per-sample .csv that hold the signal, in the model's channel order: matched by header name
+  // to manifest.window.channel_columns (the training file's), so a file with its columns in another order never
+  // swaps channels; else every column but the recording, time and label ones, in file order. header: the first
+  // row's cells when it is a header, else null.
+  function signalColumns(manifest, header, width, where) {
+    const w = manifest.window || {};
+    const C = manifest.input.channels;
+    const names = w.channel_columns;
+    if (header && Array.isArray(names)) {
+      const missing = names.filter((n) => !header.includes(n));
+      if (missing.length) {
+        throw new BundleError(`${where}: no column ${missing.map((n) => `'${n}'`).join(', ')}; the model reads the `
+          + `channels ${names.map((n) => `'${n}'`).join(', ')} (matched by header name, in any order)`);
+      }
+      return names.map((n) => header.indexOf(n));
+    }
+    const skip = new Set([w.recording_column, w.time_column, ...((manifest.csv_labels || {}).columns || [])]);
+    const cells = header || Array.from({ length: width }, (_, j) => String(j));
+    const keep = cells.map((_, j) => j).filter((j) => !skip.has(cells[j]));
+    if (keep.length !== C) throw new BundleError(`${where}: ${keep.length} signal column(s) but the model takes ${C}`);
+    return keep;
+  }
+
   // Outputs of several model calls as one {data, dims} (data of the first part's typed-array type).
   function concatOutputs(parts, rows) {
     if (!parts.length) return { data: new Float32Array(0), dims: [0] };
@@ -592,5 +615,5 @@
   }
 
   return { Bundle, BundleError, Stream, FORMAT_VERSIONS, PRECISIONS, SIGNATURE_FILE, checkCases, checkManifest, checkSignature, compare,
-    derToP1363, openBundle, readPublicKey, schemaError, tensor };
+    derToP1363, openBundle, readPublicKey, schemaError, signalColumns, tensor };
 }));

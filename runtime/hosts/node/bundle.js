@@ -69,4 +69,4 @@ async function loadBundle(dir, { threads, precision = 'fp32', publicKey } = {}) 
   return core.openBundle(nodeIo(dir), { options, precision, publicKey: trustedKey(publicKey) });
 }
 
-module.exports = { Bundle: core.Bundle, BundleError, checkCases: core.checkCases, loadBundle };
+module.exports = { Bundle: core.Bundle, BundleError, checkCases: core.checkCases, loadBundle, signalColumns: core.signalColumns };

@@ -9,7 +9,7 @@
 
 const fs = require('fs');
 const readline = require('readline');
-const { BundleError, loadBundle } = require('./bundle');
+const { BundleError, loadBundle, signalColumns } = require('./bundle');
 
 async function main(argv) {
   const args = argv.slice(2);
@@ -55,10 +55,8 @@ async function main(argv) {
     if (keep === null) {
       const isHeader = cells.some((c) => c !== '' && !Number.isFinite(Number(c)));
       header = isHeader ? cells : cells.map((_, j) => String(j));
-      const skip = new Set([w.recording_column, w.time_column, ...((bundle.manifest.csv_labels || {}).columns || [])]);
-      keep = header.map((_, j) => j).filter((j) => !skip.has(header[j]));
+      keep = signalColumns(bundle.manifest, isHeader ? cells : null, cells.length, file);  // by name where named
       idColumn = w.recording_column ? header.indexOf(w.recording_column) : -1;
-      if (keep.length !== C) throw new BundleError(`${file}: ${keep.length} signal column(s) but the model takes ${C}`);
       const labelColumns = hasLabel ? ['label'] : [];
       const k = bundle.manifest.model.n_outputs;
       // the columns pipeline predict writes: probability_<class> for classes, the output's name otherwise

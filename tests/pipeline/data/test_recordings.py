@@ -211,10 +211,11 @@ def test_windowed_train_export_predict_evaluate_from_the_command_line(tmp_path):
     expected = [(f"r{r}", s) for r, x in enumerate(test_recs) for s in range(0, x.shape[1] - 23, 6)]
     assert [tuple(line.split(",")[1:3]) for line in rows[1:]] == [(r, str(s)) for r, s in expected]
     assert all(int(line.split(",")[3]) - int(line.split(",")[2]) == 24 for line in rows[1:])
-    folder = tmp_path / "recordings"  # a folder of per-recording files reads as the same recordings
-    folder.mkdir()
+    assert manifest["window"]["channel_columns"] == ["ch0", "ch1"]  # hosts match a .csv's columns by name
+    folder = tmp_path / "recordings"  # a folder of per-recording files reads as the same recordings, the second
+    folder.mkdir()  # with its channel columns in the other order (matched by name, not swapped)
     for r in range(2):
-        write_recordings_csv(folder / f"part{r}.csv", test_recs[r:r + 1], test_labels[r:r + 1])
+        write_recordings_csv(folder / f"part{r}.csv", test_recs[r:r + 1], test_labels[r:r + 1], order=[r, 1 - r])
     by_folder = run_pipeline(["predict", tmp_path / "run" / "bundle", "--data", folder], tmp_path)
     assert by_folder.returncode == 0, by_folder.stderr
     assert [line.split(",")[2:] for line in by_folder.stdout.splitlines()] == [line.split(",")[2:] for line in rows]
@@ -224,3 +225,24 @@ def test_windowed_train_export_predict_evaluate_from_the_command_line(tmp_path):
     assert result["windows"] == len(expected)
     assert result["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
     assert result["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-4)
+
+
+def test_csv_channel_columns_are_matched_by_name_in_any_order_and_a_missing_one_is_named(tmp_path):
+    recordings, labels = make_recordings("regression", count=2, samples=30, channels=3)
+    plain = read_recordings(write_recordings_csv(tmp_path / "a.csv", recordings, labels, time=False), "label",
+                            "recording")
+    assert plain.channel_names == ("ch0", "ch1", "ch2")
+    shuffled = write_recordings_csv(tmp_path / "b.csv", recordings, labels, time=False, order=[2, 0, 1])
+    matched = read_recordings(shuffled, "label", "recording", channels=("ch0", "ch1", "ch2"))
+    np.testing.assert_array_equal(matched.samples, np.concatenate(recordings, axis=1).astype(np.float32))
+    assert matched.channel_names == ("ch0", "ch1", "ch2")
+    folder = tmp_path / "folder"  # a folder's files follow its first .csv's names
+    folder.mkdir()
+    write_recordings_csv(folder / "1.csv", recordings[:1], labels[:1], time=False)
+    write_recordings_csv(folder / "2.csv", recordings[1:], labels[1:], time=False, order=[1, 2, 0])
+    np.testing.assert_array_equal(read_recordings(folder, "label", "recording").samples, plain.samples)
+    with pytest.raises(DataError) as err:
+        read_recordings(shuffled, "label", "recording", channels=("ch0", "ch1", "pressure"))
+    assert err.value.problems == ["b.csv: no column 'pressure'; the model reads the channels 'ch0', 'ch1', "
+                                  "'pressure' (matched by header name, in any order); this file's signal columns "
+                                  "are 'ch2', 'ch0', 'ch1'"]

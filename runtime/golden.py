@@ -23,7 +23,20 @@ def read_golden(bundle_dir: Path) -> dict:
     path = Path(bundle_dir) / GOLDEN_FILE
     if not path.exists():
         raise BundleError(f"{path}: not found; re-export the bundle (pipeline export writes golden data)")
-    return json.loads(path.read_text())
+    try:
+        golden = json.loads(path.read_text())
+    except ValueError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
+    if not isinstance(golden, dict):
+        raise BundleError(f"{path}: not in the golden.json layout (not an object); re-export the bundle")
+    return golden
+
+
+def layout_error(path: Path, exc: Exception) -> BundleError:
+    """A golden.json (or cases file) whose fields are missing or of the wrong type, in one line naming it."""
+    why = " ".join(f"{type(exc).__name__}: {exc}".split())
+    why = why if len(why) <= 200 else why[:200] + "..."
+    return BundleError(f"{path}: not in the golden.json layout ({why}); re-export the bundle")
 
 
 def model_example(bundle_dir: Path) -> np.ndarray:
@@ -53,10 +66,15 @@ def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None =
         if session is None:
             continue
         run = lambda feeds, s=session: s.run(None, feeds)  # noqa: E731
-        if graph == "model" and bundle.precision == "int8":
-            rows += int8_rows(golden, bundle.manifest.int8, run)
-        else:
-            rows += golden_rows(golden, graph, "onnxruntime", run, atol, rtol)
+        try:
+            if graph == "model" and bundle.precision == "int8":
+                rows += int8_rows(golden, bundle.manifest.int8, run)
+            else:
+                rows += golden_rows(golden, graph, "onnxruntime", run, atol, rtol)
+        except BundleError:
+            raise
+        except Exception as exc:  # a field missing or of the wrong type, or inputs the graph refuses
+            raise layout_error(bundle.path / GOLDEN_FILE, exc) from None
     return rows
 
 

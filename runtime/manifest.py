@@ -261,7 +261,8 @@ class Manifest:
             raise BundleError(f"{where}: not valid JSON ({exc}); re-export the bundle") from None
         version = data.get("format_version") if isinstance(data, dict) else None
         if version not in FORMAT_VERSIONS:
-            raise BundleError(f"{where}: format_version {version!r} is not supported by this runtime (it reads "
+            shown = repr(version) if len(repr(version)) <= 60 else repr(version)[:60] + "..."
+            raise BundleError(f"{where}: format_version {shown} is not supported by this runtime (it reads "
                               f"{', '.join(map(str, FORMAT_VERSIONS))}); upgrade the runtime or re-export the bundle")
         return load(cls, data, where, FORMAT_VERSION)
 

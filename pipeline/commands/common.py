@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import TRAIN_EXTRA_HINT, PipelineError
+from runtime.errors import BundleError
 
 
 class UserError(click.ClickException):
@@ -18,13 +19,13 @@ class UserError(click.ClickException):
 
 
 def user_errors(fn):
-    """Turn PipelineError (and a missing torch) into a one-line click error."""
+    """Turn PipelineError, the runtime's BundleError (and a missing torch) into a one-line click error."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except PipelineError as exc:
+        except (PipelineError, BundleError) as exc:  # a bundle file refused anywhere below a command: one line
             raise UserError(str(exc)) from None
         except ModuleNotFoundError as exc:
             if exc.name in ("torch", "onnx", "onnxscript", "matplotlib", "tqdm"):

@@ -106,6 +106,14 @@ def _node(folder: Path, *args) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+def _node_many(folder: Path, bundles: list[Path], key: Path | None = None) -> list[tuple[int, str]]:
+    """selfcheck.js over several bundles in one process: (exit status, what it said) per bundle."""
+    result = _node(folder, *bundles, *(["--public-key", key] if key else []), "--json")
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [Path(line["bundle"]) for line in lines] == list(bundles), result.stdout[-3000:] + result.stderr[-3000:]
+    return [(line["code"], line["said"]) for line in lines]
+
+
 @pytest.mark.parametrize("task", HOST_TASKS)
 def test_node_host_agrees_with_eager_on_golden_and_other_shapes(node_host, task_bundles, task, tmp_path):
     tb = task_bundles[task]
@@ -263,6 +271,15 @@ def browser_kit(tmp_path_factory):
 def _browser(folder: Path, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(folder / "serve.py"), *map(str, args), "--check"],
                           capture_output=True, text=True, timeout=180)
+
+
+def _browser_many(folder: Path, bundles: list[Path], key: Path | None = None) -> list[tuple[int, str]]:
+    """serve.py --check over several bundles in one browser session: (exit status, what it said) per bundle."""
+    result = subprocess.run([sys.executable, str(folder / "serve.py"), *map(str, bundles), "--check", "--json",
+                             *(["--public-key", str(key)] if key else [])], capture_output=True, text=True, timeout=300)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [Path(line["bundle"]) for line in lines] == list(bundles), result.stdout[-3000:] + result.stderr[-3000:]
+    return [(line["code"], line["said"]) for line in lines]
 
 
 @pytest.mark.parametrize("task", HOST_TASKS)

@@ -4,7 +4,7 @@
 // ?publicKey=URL: the PEM public key the bundle must be signed with (model.sig checked before anything loads).
 // ?play=URL plays that recording (.csv, a row per time step) through the live view at once and POSTs what
 // was streamed (every window's start and scores) to ?report=URL.
-import { checkCases, loadBundle } from './bundle.js';
+import { BundleError, checkCases, loadBundle } from './bundle.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -119,7 +119,13 @@ async function play(bundle, recording, chunk, delay) {
 
 async function selfcheck(bundle) {
   const cases = params.get('cases') ? await (await fetch(params.get('cases'))).json() : bundle.golden;
-  const rows = await checkCases(bundle, cases);
+  let rows;
+  try {
+    rows = await checkCases(bundle, cases);
+  } catch (err) { // cases not in the golden.json layout: one line naming the file, as the other kits say it
+    throw new BundleError(`${params.get('cases') ? 'cases.json' : 'golden.json'}: not in the golden.json layout `
+      + `(${String(err.message).split('\n')[0].slice(0, 200)}); re-export the bundle`);
+  }
   return { ok: rows.every((r) => r.ok), precision: bundle.precision, signedBy: bundle.signedBy, rows };
 }
 
@@ -128,8 +134,28 @@ async function report(result) {
   if (params.get('report')) await fetch(params.get('report'), { method: 'POST', body: JSON.stringify(result) });
 }
 
+// ?bundles=N (serve.py with several bundles): check bundle/0/ .. bundle/N-1/ in turn, one report for them all.
+async function checkMany(count, publicKey) {
+  const results = [];
+  for (let i = 0; i < count; i += 1) {
+    try {
+      const bundle = await loadBundle(`bundle/${i}/`, { precision: params.get('precision') || 'fp32', publicKey });
+      results.push(await selfcheck(bundle));
+    } catch (err) {
+      results.push({ ok: false, error: err instanceof BundleError ? err.message : `${err.name}: ${err.stack}` });
+    }
+  }
+  await report({ ok: results.every((r) => r.ok), many: results });
+}
+
 async function main() {
   let bundle;
+  if (params.get('bundles')) {
+    const keyUrl = params.get('publicKey');
+    const publicKey = keyUrl ? { pem: await (await fetch(keyUrl)).text(), source: keyUrl.split('/').pop() } : null;
+    await checkMany(Number(params.get('bundles')), publicKey);
+    return;
+  }
   try {
     const keyUrl = params.get('publicKey');
     const publicKey = keyUrl ? { pem: await (await fetch(keyUrl)).text(), source: keyUrl.split('/').pop() } : null;

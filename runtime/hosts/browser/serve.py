@@ -6,6 +6,7 @@
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check --precision int8   # model.int8.onnx
     python runtime/hosts/browser/serve.py BUNDLE_DIR --check --public-key signing.pub.pem   # signed bundles only
     python runtime/hosts/browser/serve.py BUNDLE_DIR --play recording.csv   # the live view plays it; prints JSON
+    python runtime/hosts/browser/serve.py A B C --check [--json]   # several bundles, one line (JSON line) each
 
 --check prints one line per graph output with its max differences and exits 1 on a mismatch, 2 when
 the page could not load the bundle or no report came back.
@@ -59,11 +60,17 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
 
-def serve(bundle: Path, cases: Path | None, public_key: Path | None = None,
+def serve(bundle: Path | list[Path], cases: Path | None, public_key: Path | None = None,
           recording: Path | None = None) -> ThreadingHTTPServer:
+    """The kit, and the bundle at /bundle/ (several bundles: each at /bundle/0/, /bundle/1/, ...)."""
     if not (ORT_DIST / "ort.min.js").exists():
         sys.exit(f"onnxruntime-web is not installed; run: cd {KIT} && npm ci")
-    Handler.routes = {"/ort/": ORT_DIST, "/js/": SHARED_JS, "/bundle/": bundle.resolve()}
+    Handler.routes = {"/ort/": ORT_DIST, "/js/": SHARED_JS}
+    if isinstance(bundle, list):  # longest prefixes first: /bundle/10/ before /bundle/1/
+        for i in sorted(range(len(bundle)), key=lambda i: -len(str(i))):
+            Handler.routes[f"/bundle/{i}/"] = bundle[i].resolve()
+    else:
+        Handler.routes["/bundle/"] = bundle.resolve()
     if cases is not None:
         Handler.routes["/cases.json"] = cases.resolve()
     if recording is not None:
@@ -76,14 +83,15 @@ def serve(bundle: Path, cases: Path | None, public_key: Path | None = None,
     return server
 
 
-def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: str = "fp32", play: bool = False) -> int:
+def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: str = "fp32", play: bool = False,
+          many: list[Path] | None = None, as_json: bool = False) -> int:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         print("chromium is not installed; Debian: apt-get install chromium", file=sys.stderr)
         return 2
     port = server.server_address[1]
     url = (f"http://127.0.0.1:{port}/index.html?report=/report&precision={precision}"
-           + ("&play=/recording.csv" if play else "&selfcheck=1")
+           + ("&play=/recording.csv" if play else f"&bundles={len(many)}" if many else "&selfcheck=1")
            + ("&cases=/cases.json" if cases else "")
            + (f"&publicKey={Handler.public_key}" if Handler.public_key else ""))
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
@@ -99,6 +107,16 @@ def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: s
         print(f"no report from the page within {timeout:g} s", file=sys.stderr)
         return 2
     result = Handler.reports[0]
+    if many:  # one line per bundle (a JSON line with --json), the worst exit status
+        worst = 0
+        for folder, one in zip(many, result["many"]):
+            bad = sum(not r["ok"] for r in one.get("rows", []))
+            code = 2 if "error" in one else 1 if bad else 0
+            said = (f"Error: {one['error']}" if code == 2 else f"{bad} output(s) differ beyond atol/rtol" if bad
+                    else f"all {len(one['rows'])} outputs match ({one['precision']})")
+            print(json.dumps({"bundle": str(folder), "code": code, "said": said}) if as_json else f"{folder}: {said}")
+            worst = max(worst, code)
+        return worst
     if "error" in result:
         print(f"Error: {result['error']}", file=sys.stderr)
         return 2
@@ -119,7 +137,9 @@ def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bundle", type=Path)
+    parser.add_argument("bundle", type=Path, nargs="+", help="a bundle folder; with --check, several are checked "
+                        "in one browser session, one line each")
+    parser.add_argument("--json", action="store_true", help="with several bundles: a JSON line per bundle")
     parser.add_argument("--check", action="store_true", help="run the page in headless chromium and report")
     parser.add_argument("--cases", type=Path, default=None, help="cases in the golden.json layout")
     parser.add_argument("--precision", choices=("fp32", "int8", "auto"), default="fp32",
@@ -135,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     if key is not None and not key.is_file():
         print(f"Error: {key}: public key not found; pass the PEM public key the bundle was signed for", file=sys.stderr)
         return 2
-    server = serve(args.bundle, args.cases, key, args.play)
+    many = args.bundle if len(args.bundle) > 1 else None
+    if many and not args.check:
+        parser.error("several bundles are checked with --check (serve or --play one bundle)")
+    server = serve(many or args.bundle[0], args.cases, key, args.play)
     if args.check or args.play:
-        return check(server, args.cases is not None, args.timeout, args.precision, play=args.play is not None)
-    print(f"serving {args.bundle} at http://127.0.0.1:{server.server_address[1]}/index.html (Ctrl-C stops)")
+        return check(server, args.cases is not None, args.timeout, args.precision, play=args.play is not None,
+                     many=many, as_json=args.json)
+    print(f"serving {args.bundle[0]} at http://127.0.0.1:{server.server_address[1]}/index.html (Ctrl-C stops)")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

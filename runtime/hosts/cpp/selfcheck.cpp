@@ -116,11 +116,24 @@ int main(int argc, char** argv) {
   if (cases_file.empty()) cases_file = dir + "/golden.json";
   try {
     pipeline::Bundle bundle(dir, pipeline::engine_from_name(engine), public_key);
-    Json cases = pipeline::read_json_file(cases_file);
-    std::vector<Json> list = cases.is_array() ? cases.get<std::vector<Json>>() : std::vector<Json>{cases};
+    std::vector<Row> all;
+    try {  // cases not in the golden.json layout: one line naming the file
+      Json cases = pipeline::read_json_file(cases_file);
+      std::vector<Json> list = cases.is_array() ? cases.get<std::vector<Json>>() : std::vector<Json>{cases};
+      for (const auto& c : list) {
+        auto rows = run_case(bundle, c);
+        all.insert(all.end(), rows.begin(), rows.end());
+      }
+    } catch (const Json::exception& err) {
+      throw pipeline::BundleError(cases_file + ": not in the golden.json layout (" + err.what() + "); re-export the bundle");
+    } catch (const c10::Error& err) {
+      std::string why = err.what_without_backtrace();
+      throw pipeline::BundleError(cases_file + ": not in the golden.json layout (" + why.substr(0, why.find('\n')) +
+                                  "); re-export the bundle");
+    }
     int bad = 0, total = 0;
-    for (const auto& c : list) {
-      for (const auto& r : run_case(bundle, c)) {
+    {
+      for (const auto& r : all) {
         std::printf("%-6s %-16s %-12s max_abs %.2e max_rel %.2e %s\n", r.graph.c_str(), r.output.c_str(),
                     r.shape.c_str(), r.max_abs, r.max_rel, r.ok ? "ok" : "MISMATCH");
         bad += r.ok ? 0 : 1;

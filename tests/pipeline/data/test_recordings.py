@@ -122,7 +122,8 @@ def test_one_recording_is_split_by_time_with_a_gap_of_one_window(tmp_path):
     assert last_train_end <= 300 and first_val >= 300 + 16  # the cut at 0.75 of 400, then a window's gap
     assert datasets.window == {"length": 16, "stride": 3, "label": "last", "split": (
         "by time: the last 0.25 of the one recording (samples 316 on) after a gap of one window; training windows "
-        "end by sample 300"), "recording_column": "recording", "time_column": "time"}
+        "end by sample 300"), "recording_column": "recording", "time_column": "time",
+        "channel_columns": ["ch0", "ch1"]}
 
 
 def test_a_text_column_not_declared_is_one_problem_with_the_flag_that_fixes_it(tmp_path):

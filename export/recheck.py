@@ -13,8 +13,8 @@ from export.graphs import model_graph
 from export.thresholds import allowance_for
 from export.verify import verify_graph
 from pipeline.errors import PipelineError
-from runtime.golden import golden_rows, read_golden
-from runtime.manifest import GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, Manifest
+from runtime.golden import check_layout, golden_rows, read_golden
+from runtime.manifest import GOLDEN_FILE, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, Manifest
 from runtime.tasks import TASKS
 
 
@@ -65,7 +65,7 @@ def aoti_device(manifest: Manifest) -> str:
 def torch_golden(bundle_dir: Path, manifest: Manifest, atol: float | None, rtol: float | None) -> list[dict]:
     """The golden inputs through the bundle's torch graphs (TorchScript, torch.export, AOTInductor), as
     libtorch or Python with torch would run them."""
-    golden = read_golden(bundle_dir)
+    golden = check_layout(read_golden(bundle_dir), manifest, Path(bundle_dir) / GOLDEN_FILE)
     rows = []
     for graph, paths in bundle_files(bundle_dir, manifest).items():
         names = (MODEL_INPUT,) if graph == "model" else LOSS_INPUTS

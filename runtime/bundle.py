@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from runtime.errors import BundleError, InputError, IntegrityError
+from runtime.errors import BundleError, InputError, IntegrityError, check_regular
 from runtime.inputs import SeriesSpec, batch_rows, batches, plural
 from runtime.errors import input_error
 from runtime.signature import check_signature, file_sha256, trusted_key
@@ -24,9 +24,7 @@ def check_files(bundle_dir: Path, manifest: Manifest) -> None:
     """Every file the manifest lists exists with its recorded size and sha256."""
     for name, entry in sorted(manifest.files.items()):
         path = Path(bundle_dir) / name
-        if path.is_symlink():
-            raise IntegrityError(f"{path}: is a symbolic link; a bundle holds regular files only, so it is refused "
-                                 "(copy the file itself into the bundle, or re-export it)")
+        check_regular(path)  # a link, a folder or a FIFO where a file belongs
         if not path.is_file():
             raise IntegrityError(f"{path}: listed in manifest.json but missing; the bundle is incomplete, "
                                  "copy it again or re-export it")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from runtime.errors import BundleError
+from runtime.errors import BundleError, check_regular
 from runtime.tasks import TASK_NAMES
 from runtime.typed_json import dump, load
 from runtime.typed_json import schema as json_schema
@@ -272,6 +272,7 @@ class Manifest:
         path = Path(bundle_dir) / MANIFEST_FILE
         if not Path(bundle_dir).is_dir():
             raise BundleError(f"{bundle_dir}: not a folder; pass the bundle folder written by pipeline export")
+        check_regular(path)
         if not path.exists():
             raise BundleError(f"{path}: not found; {bundle_dir} is not a bundle (pipeline export writes one)")
         return cls.from_json(path.read_bytes().decode("utf-8", errors="replace"), str(path))

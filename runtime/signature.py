@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.errors import BundleError
+from runtime.errors import BundleError, check_regular
 
 SIGNATURE_FILE = "model.sig"  # model-signing's default name; the one file of a bundle the signature leaves out
 PUBLIC_KEY_ENV = "PIPELINE_PUBLIC_KEY"  # a service's trusted key, when the caller passes none
@@ -360,7 +360,7 @@ def bundle_files(bundle_dir: Path, leave_out: tuple[str, ...] = (SIGNATURE_FILE,
     """Every file of the bundle folder but its signature (the top-level one only, as model-signing leaves it out)
     and `leave_out`: names relative to the folder, '/' separated."""
     root = Path(bundle_dir)
-    names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_symlink() or not p.is_dir())
     return sorted(name for name in names if name not in leave_out)
 
 
@@ -373,6 +373,7 @@ def check_signature(bundle_dir, public_key, sha256=None, signature: Path | None 
     bundle_dir = Path(bundle_dir)
     key = public_key if isinstance(public_key, PublicKey) else PublicKey.read(public_key)
     path = bundle_dir / SIGNATURE_FILE if signature is None else Path(signature)
+    check_regular(path)
     if not path.is_file():
         raise BundleError(f"{path}: not found; the bundle is not signed (sign it with pipeline sign BUNDLE --key "
                           "KEY.pem), and a public key was given, so it is refused")
@@ -389,9 +390,7 @@ def check_signature(bundle_dir, public_key, sha256=None, signature: Path | None 
         SIGNATURE_FILE, Path(os.path.abspath(path)).relative_to(os.path.abspath(bundle_dir)).as_posix())
     present = bundle_files(bundle_dir, leave_out)
     for name in present:
-        if (bundle_dir / name).is_symlink():
-            raise BundleError(f"{bundle_dir / name}: is a symbolic link; a bundle holds regular files only, so it is "
-                              "refused (copy the file itself into the bundle)")
+        check_regular(bundle_dir / name)  # a link, a FIFO or a device, signed or not
         if name not in digests:
             raise BundleError(f"{bundle_dir / name}: not covered by the signature (added or renamed after signing)")
     for name in sorted(digests):

@@ -45,6 +45,9 @@ class _Missing:
     pass
 
 
+SAFE_INTEGER = 2 ** 53  # the integers every host's JSON parser reads exactly, as integers
+
+
 def load(tp, value, where: str, version: int, path: str = ""):
     """`value` checked against the type `tp` (bundle format `version`); `path` is the dotted field name for
     messages, `where` the file."""
@@ -94,7 +97,7 @@ def load(tp, value, where: str, version: int, path: str = ""):
         return {k: load(args[1], v, where, version, _join(path, k)) for k, v in value.items()}
     if tp is Any:
         return value
-    checks = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    checks = {int: lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) <= SAFE_INTEGER,
               float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
               bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str)}
     if not checks[tp](value):
@@ -125,8 +128,8 @@ def _json_type(tp) -> str | None:
 def _json_type_of(value) -> str:
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int):
-        return "integer"
+    if isinstance(value, int):  # beyond 2^53 C++'s and JavaScript's parsers read a float: so does this check
+        return "integer" if abs(value) <= SAFE_INTEGER else "number"
     return {float: "number", str: "string", list: "array", dict: "object", type(None): "null"}.get(type(value), "?")
 
 

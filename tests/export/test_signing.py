@@ -237,7 +237,7 @@ def test_sign_refuses_a_bundle_holding_a_symlink_and_keeps_its_signature(signed_
     verify = _run("verify", folder, "--public-key", keys.public())
     assert verify.exit_code == 2
     assert verify.output == (f"Error: {folder / 'README.txt'}: is a symbolic link; a bundle holds regular files only, "
-                             "so it is refused (copy the file itself into the bundle)\n")
+                             "so it is refused (copy the file itself into the bundle, or re-export it)\n")
 
 
 @pytest.mark.hostile

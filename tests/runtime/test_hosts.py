@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export.bundle import rebuild
+from pipeline.cli import main as cli_main
 from export.golden import tensor_json
 from export.graphs import as_tuple, model_graph
 from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
@@ -530,3 +532,40 @@ def test_the_cpp_kit_opens_no_aotinductor_library_of_a_refused_bundle(cpp_selfch
 
     assert len(packages_loaded(good)) == 2  # model and loss: the observation works
     assert packages_loaded(bad) == []
+
+
+# --- only regular files: a link, a FIFO or a folder where a file belongs is refused by every host, by name ---------
+
+@pytest.mark.hostile
+def test_every_host_refuses_a_link_a_fifo_and_a_folder_in_a_bundle_in_the_same_words(kits, task_bundles,
+                                                                                    signed_bundles, keys, tmp_path):
+    """Never followed and never opened (a FIFO would block a reader for ever): refused at load, naming the path, in
+    pipeline verify, the Node kit, the browser kit's server and the C++ kit; in a signed bundle an unlisted FIFO
+    too."""
+    source = task_bundles["multiclass"].bundle
+    made = {}
+    for case, name in (("link", "model.onnx"), ("fifo", "golden.json"), ("folder", "loss.onnx")):
+        folder = Path(shutil.copytree(source, tmp_path / case))
+        (folder / name).rename(folder / "moved")
+        {"link": lambda p: p.symlink_to("moved"), "fifo": os.mkfifo, "folder": Path.mkdir}[case](folder / name)
+        made[folder] = (folder / name, {"link": "a symbolic link", "folder": "a folder"}.get(
+            case, "not a regular file (a FIFO, socket or device)"))
+    signed = Path(shutil.copytree(signed_bundles["multiclass"], tmp_path / "signed"))
+    os.mkfifo(signed / "notes")
+    said = lambda path, kind: (f"Error: {path}: is {kind}; a bundle holds regular files only, so it is refused "  # noqa: E731
+                               "(copy the file itself into the bundle, or re-export it)")
+    bundles = list(made)
+    expected = [said(*made[b]) for b in bundles]
+    assert _node_many(kits["node"], bundles) == [(2, line) for line in expected]
+    assert _browser_many(kits["browser"], bundles) == [(2, line) for line in expected]
+    for folder, line in zip(bundles, expected):
+        assert (lambda r: (r.returncode, r.stderr))(_cpp(kits["cpp"], folder)) == (2, line + "\n")
+        verify = CliRunner().invoke(cli_main, ["verify", str(folder)])
+        assert (verify.exit_code, verify.output) == (2, line + "\n")
+    fifo = said(signed / "notes", "not a regular file (a FIFO, socket or device)")
+    assert _node_many(kits["node"], [signed, source], keys.public())[0] == (2, fifo)
+    assert _browser_many(kits["browser"], [signed, source], keys.public())[0] == (2, fifo)
+    assert (lambda r: (r.returncode, r.stderr))(_cpp(kits["cpp"], signed, "--public-key", keys.public())) == (
+        2, fifo + "\n")
+    verify = CliRunner().invoke(cli_main, ["verify", str(signed), "--public-key", str(keys.public())])
+    assert (verify.exit_code, verify.output) == (2, fifo + "\n")

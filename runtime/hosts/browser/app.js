@@ -121,7 +121,7 @@ async function selfcheck(bundle) {
   const cases = params.get('cases') ? await (await fetch(params.get('cases'))).json() : bundle.golden;
   let rows;
   try {
-    rows = await checkCases(bundle, cases);
+    rows = await checkCases(bundle, cases, { required: params.get('cases') ? [] : ['model', 'loss'] });
   } catch (err) { // cases not in the golden.json layout: one line naming the file, as the other kits say it
     throw new BundleError(`${params.get('cases') ? 'cases.json' : 'golden.json'}: not in the golden.json layout `
       + `(${String(err.message).split('\n')[0].slice(0, 200)}); re-export the bundle`);

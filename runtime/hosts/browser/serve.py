@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,30 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
 
+def not_regular(folder: Path) -> str | None:
+    """The refusal of a bundle folder holding a symbolic link, a FIFO, a socket or a device anywhere, or a folder
+    where manifest.json lists a file (the words of the runtime and the other kits), or None. Checked before the
+    folder is served: a page cannot tell a served link from a file, and reading a FIFO would hang the server."""
+    def refused(path: Path, kind: str) -> str:
+        return (f"{path}: is {kind}; a bundle holds regular files only, so it is refused (copy the file itself into "
+                "the bundle, or re-export it)")
+
+    for path in sorted(folder.rglob("*")):
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            return refused(path, "a symbolic link")
+        if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+            return refused(path, "not a regular file (a FIFO, socket or device)")
+    try:
+        listed = json.loads((folder / "manifest.json").read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return None  # the page reports a missing or broken manifest in its own words
+    for name in sorted(listed) if isinstance(listed, dict) else ():
+        if (folder / name).is_dir():
+            return refused(folder / name, "a folder")
+    return None
+
+
 def serve(bundle: Path | list[Path], cases: Path | None, public_key: Path | None = None,
           recording: Path | None = None) -> ThreadingHTTPServer:
     """The kit, and the bundle at /bundle/ (several bundles: each at /bundle/0/, /bundle/1/, ...)."""
@@ -84,32 +109,40 @@ def serve(bundle: Path | list[Path], cases: Path | None, public_key: Path | None
 
 
 def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: str = "fp32", play: bool = False,
-          many: list[Path] | None = None, as_json: bool = False) -> int:
+          many: list[Path] | None = None, as_json: bool = False, refused: list[str | None] | None = None) -> int:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         print("chromium is not installed; Debian: apt-get install chromium", file=sys.stderr)
         return 2
+    if many and all(refused):
+        Handler.reports.append({"many": []})
+        Handler.reported.set()
     port = server.server_address[1]
     url = (f"http://127.0.0.1:{port}/index.html?report=/report&precision={precision}"
-           + ("&play=/recording.csv" if play else f"&bundles={len(many)}" if many else "&selfcheck=1")
+           + ("&play=/recording.csv" if play else f"&bundles={sum(not r for r in refused)}" if many
+              else "&selfcheck=1")
            + ("&cases=/cases.json" if cases else "")
            + (f"&publicKey={Handler.public_key}" if Handler.public_key else ""))
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
-        # its own process group, so the renderer and GPU helper processes go down with it
-        proc = subprocess.Popen([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            arrived = Handler.reported.wait(timeout)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        arrived = Handler.reported.is_set()  # nothing to load: every folder was refused
+        if not arrived:
+            # its own process group, so the renderer and GPU helper processes go down with it
+            proc = subprocess.Popen([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                arrived = Handler.reported.wait(timeout)
+            finally:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     if not arrived:
         print(f"no report from the page within {timeout:g} s", file=sys.stderr)
         return 2
     result = Handler.reports[0]
     if many:  # one line per bundle (a JSON line with --json), the worst exit status
         worst = 0
-        for folder, one in zip(many, result["many"]):
+        pages = iter(result["many"])
+        for folder, problem in zip(many, refused):
+            one = {"error": problem} if problem else next(pages)
             bad = sum(not r["ok"] for r in one.get("rows", []))
             code = 2 if "error" in one else 1 if bad else 0
             said = (f"Error: {one['error']}" if code == 2 else f"{bad} output(s) differ beyond atol/rtol" if bad
@@ -158,10 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     many = args.bundle if len(args.bundle) > 1 else None
     if many and not args.check:
         parser.error("several bundles are checked with --check (serve or --play one bundle)")
-    server = serve(many or args.bundle[0], args.cases, key, args.play)
-    if args.check or args.play:
-        return check(server, args.cases is not None, args.timeout, args.precision, play=args.play is not None,
-                     many=many, as_json=args.json)
+    if not many:
+        problem = not_regular(args.bundle[0]) if args.bundle[0].is_dir() else None
+        if problem:
+            print(f"Error: {problem}", file=sys.stderr)
+            return 2
+        server = serve(args.bundle[0], args.cases, key, args.play)
+        if args.check or args.play:
+            return check(server, args.cases is not None, args.timeout, args.precision, play=args.play is not None)
+    else:  # a refused folder is not served: its line is the refusal
+        refused = [not_regular(b) if b.is_dir() else None for b in many]
+        server = serve([b for b, problem in zip(many, refused) if not problem], args.cases, key)
+        return check(server, args.cases is not None, args.timeout, args.precision, many=many, as_json=args.json,
+                     refused=refused)
     print(f"serving {args.bundle[0]} at http://127.0.0.1:{server.server_address[1]}/index.html (Ctrl-C stops)")
     try:
         threading.Event().wait()

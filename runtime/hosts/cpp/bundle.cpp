@@ -98,12 +98,14 @@ Bundle::Bundle(const std::string& dir, Engine engine, const std::string& public_
   std::string key = trusted_key(public_key);
   if (!key.empty()) signed_by_ = check_signature(dir, key).fingerprint;  // before anything else is read
   fs::path manifest_path = fs::path(dir) / "manifest.json";
+  check_regular(manifest_path, false);
   if (!fs::exists(manifest_path))
     throw BundleError(manifest_path.string() + ": not found; " + dir + " is not a bundle (pipeline export writes one)");
   manifest_ = read_json(manifest_path);
   if (!manifest_.is_object() || manifest_.value("format_version", Json()) != kFormatVersion)
     throw BundleError(manifest_path.string() + ": format_version is not supported (this host reads 1)");
   fs::path schema_path = fs::path(dir) / "manifest.schema.json";
+  check_regular(schema_path, false);
   if (!fs::exists(schema_path))
     throw BundleError(schema_path.string() + ": not found; re-export the bundle with this version of pipeline");
   if (auto err = schema_error(read_json(schema_path), manifest_))
@@ -111,6 +113,7 @@ Bundle::Bundle(const std::string& dir, Engine engine, const std::string& public_
                       "; the bundle is damaged or was not written by pipeline export, re-export it");
   for (const auto& [name, entry] : manifest_["files"].items()) {
     fs::path file = fs::path(dir) / name;
+    check_regular(file, false);  // a link, a folder or a FIFO where a file belongs
     if (!fs::exists(file)) throw BundleError(file.string() + ": listed in manifest.json but missing");
     auto size = fs::file_size(file);
     auto expected = entry["bytes"].get<uintmax_t>();

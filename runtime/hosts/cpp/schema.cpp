@@ -1,3 +1,4 @@
+#include <cmath>
 #include "schema.hpp"
 
 #include <algorithm>
@@ -10,7 +11,9 @@ using nlohmann::json;
 std::string type_of(const json& v) {
   if (v.is_null()) return "null";
   if (v.is_boolean()) return "boolean";
-  if (v.is_number_integer() || v.is_number_unsigned()) return "integer";
+  // beyond 2^53 JavaScript reads a float and so does every kit's check: a number, not an integer
+  if ((v.is_number_integer() || v.is_number_unsigned()) && std::abs(v.get<double>()) <= 9007199254740992.0)
+    return "integer";
   if (v.is_number()) return "number";
   if (v.is_string()) return "string";
   if (v.is_array()) return "array";

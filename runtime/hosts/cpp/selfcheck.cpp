@@ -77,6 +77,91 @@ void run_stream(pipeline::Bundle& bundle, const Json& c, double atol, double rto
   }
 }
 
+// The first way a golden.json case breaks the layout every host reads, in the words of runtime/golden.py and
+// the JavaScript kits, or "". required: the graphs the case must hold (a bundle's golden.json: model and loss).
+const double kSafeInteger = 9007199254740992.0;  // 2^53: integers every host reads exactly
+
+bool is_integer(const Json& v) {
+  return v.is_number_integer() && std::abs(v.get<double>()) <= kSafeInteger;
+}
+
+bool is_number(const Json& v) { return v.is_number() && std::isfinite(v.get<double>()); }
+
+std::string tensor_problem(const Json& entry, const std::string& where) {
+  if (!entry.is_object()) return "'" + where + "' must be an object with shape, dtype and data";
+  const Json shape = entry.contains("shape") ? entry["shape"] : Json();
+  bool shape_ok = shape.is_array();
+  double size = 1;
+  if (shape_ok) {
+    for (const auto& d : shape) {
+      if (!is_integer(d) || d.get<double>() < 0) { shape_ok = false; break; }
+      size *= d.get<double>();
+    }
+  }
+  if (!shape_ok) return "'" + where + ".shape' must be a list of integers >= 0";
+  const Json dtype = entry.contains("dtype") ? entry["dtype"] : Json();
+  if (!(dtype.is_string() && (dtype == "float32" || dtype == "int64")))
+    return "'" + where + ".dtype' must be \"float32\" or \"int64\"";
+  bool integers = dtype == "int64";
+  const Json data = entry.contains("data") ? entry["data"] : Json();
+  bool data_ok = data.is_array() && static_cast<double>(data.size()) == size;
+  if (data_ok) {
+    for (const auto& v : data) {
+      if (!(integers ? is_integer(v) : is_number(v))) { data_ok = false; break; }
+    }
+  }
+  if (!data_ok) {
+    char count[32];
+    std::snprintf(count, sizeof count, "%.0f", size);
+    return "'" + where + ".data' must be a list of " + count + (integers ? " integers" : " numbers");
+  }
+  return "";
+}
+
+std::string golden_layout_problem(const Json& manifest, const Json& c, const std::vector<std::string>& required) {
+  if (!c.is_object()) return "the case is not an object";
+  for (const char* key : {"atol", "rtol"}) {
+    if (!c.contains(key) || !is_number(c[key]) || c[key].get<double>() < 0)
+      return std::string("'") + key + "' must be a number >= 0";
+  }
+  std::vector<std::string> model_in{manifest["input"]["name"].get<std::string>()};
+  std::vector<std::string> model_out = manifest["outputs"].get<std::vector<std::string>>();
+  std::vector<std::string> loss_in, loss_out = manifest["loss"]["outputs"].get<std::vector<std::string>>();
+  for (const auto& t : manifest["loss"]["inputs"]) loss_in.push_back(t["name"].get<std::string>());
+  const std::vector<std::pair<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>>> graphs{
+      {"model", {model_in, model_out}}, {"loss", {loss_in, loss_out}}, {"model_int8", {model_in, model_out}}};
+  for (const auto& [graph, parts] : graphs) {
+    if (!c.contains(graph)) {
+      if (std::find(required.begin(), required.end(), graph) != required.end()) return "'" + graph + "' is missing";
+      continue;
+    }
+    const Json& entry = c[graph];
+    if (!entry.is_object()) return "'" + graph + "' must be an object with inputs and outputs";
+    for (const auto& [part, expected] : {std::make_pair(std::string("inputs"), parts.first),
+                                         std::make_pair(std::string("outputs"), parts.second)}) {
+      std::vector<std::string> want = expected, got;
+      bool ok = entry.contains(part) && entry[part].is_object();
+      if (ok) {
+        for (const auto& item : entry[part].items()) got.push_back(item.key());
+        std::sort(want.begin(), want.end());
+        std::sort(got.begin(), got.end());
+        ok = got == want;
+      }
+      if (!ok) {
+        std::string names;
+        for (size_t i = 0; i < expected.size(); ++i)
+          names += (i ? ", " : "") + (expected[i].size() <= 60 ? expected[i] : expected[i].substr(0, 60) + "...");
+        return "'" + graph + "." + part + "' must hold " + names;
+      }
+      for (const auto& name : expected) {
+        std::string problem = tensor_problem(entry[part][name], graph + "." + part + "." + name);
+        if (!problem.empty()) return problem;
+      }
+    }
+  }
+  return "";
+}
+
 std::vector<Row> run_case(pipeline::Bundle& bundle, const Json& c) {
   double atol = c["atol"].get<double>(), rtol = c["rtol"].get<double>();
   std::vector<Row> rows;
@@ -113,6 +198,9 @@ int main(int argc, char** argv) {
                  "[--public-key PUBLIC.pem]\n";
     return 2;
   }
+  // a bundle's own golden.json holds both graphs; a --cases file may hold either, or a stream
+  std::vector<std::string> required;
+  if (cases_file.empty()) required = {"model", "loss"};
   if (cases_file.empty()) cases_file = dir + "/golden.json";
   try {
     pipeline::Bundle bundle(dir, pipeline::engine_from_name(engine), public_key);
@@ -121,6 +209,9 @@ int main(int argc, char** argv) {
       Json cases = pipeline::read_json_file(cases_file);
       std::vector<Json> list = cases.is_array() ? cases.get<std::vector<Json>>() : std::vector<Json>{cases};
       for (const auto& c : list) {
+        std::string problem = golden_layout_problem(bundle.manifest(), c, required);
+        if (!problem.empty())
+          throw pipeline::BundleError(cases_file + ": not in the golden.json layout (" + problem + "); re-export the bundle");
         auto rows = run_case(bundle, c);
         all.insert(all.end(), rows.begin(), rows.end());
       }

@@ -125,6 +125,7 @@ TrustedKey read_key(const std::string& path) {
 std::vector<std::string> bundle_files(const fs::path& dir) {
   std::vector<std::string> out;
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    check_regular(entry.path());  // a link (to a file or a folder), a FIFO or a device: refused
     if (entry.is_directory()) continue;
     std::string name = fs::relative(entry.path(), dir).generic_string();
     if (name != kSignatureFile) out.push_back(name);
@@ -134,6 +135,19 @@ std::vector<std::string> bundle_files(const fs::path& dir) {
 }
 
 }  // namespace
+
+void check_regular(const fs::path& path, bool folder_ok) {
+  std::error_code ec;
+  fs::file_status status = fs::symlink_status(path, ec);  // never follows a link, never opens the path
+  if (ec || !fs::exists(status)) return;
+  std::string kind;
+  if (fs::is_symlink(status)) kind = "a symbolic link";
+  else if (fs::is_directory(status)) kind = folder_ok ? "" : "a folder";
+  else if (!fs::is_regular_file(status)) kind = "not a regular file (a FIFO, socket or device)";
+  if (!kind.empty())
+    throw BundleError(path.string() + ": is " + kind + "; a bundle holds regular files only, so it is refused (copy " +
+                      "the file itself into the bundle, or re-export it)");
+}
 
 std::string sha256_file(const fs::path& path) {
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
@@ -159,6 +173,7 @@ std::string trusted_key(const std::string& given) {
 Signed check_signature(const std::string& dir, const std::string& key_path) {
   TrustedKey key = read_key(key_path);
   std::string label = (fs::path(dir) / kSignatureFile).string();
+  check_regular(fs::path(dir) / kSignatureFile);
   if (!fs::is_regular_file(fs::path(dir) / kSignatureFile))
     throw BundleError(label + ": not found; the bundle is not signed (sign it with pipeline sign BUNDLE --key " +
                       "KEY.pem), and a public key was given, so it is refused");

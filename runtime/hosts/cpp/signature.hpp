@@ -11,6 +11,10 @@ namespace pipeline {
 // The sha256 of a file as lowercase hex (OpenSSL's libcrypto).
 std::string sha256_file(const std::filesystem::path& path);
 
+// A BundleError, in the words every kit uses, when `path` is a symbolic link, a FIFO, a socket or a device (or a
+// folder, unless folder_ok); nothing when it is a regular file or absent. Never follows a link or opens the path.
+void check_regular(const std::filesystem::path& path, bool folder_ok = true);
+
 struct Signed {
   std::map<std::string, std::string> digests;  // every signed file: its sha256
   std::string fingerprint;                     // the key's: sha256 of its PEM SubjectPublicKeyInfo

@@ -277,7 +277,8 @@
   function typeOf(value) {
     if (value === null) return 'null';
     if (Array.isArray(value)) return 'array';
-    if (typeof value === 'number') return Number.isInteger(value) ? 'integer' : 'number';
+    // beyond 2^53 an integer is read as a float by the C++ kit: every host calls it a number
+    if (typeof value === 'number') return Number.isInteger(value) && Math.abs(value) <= 2 ** 53 ? 'integer' : 'number';
     return typeof value; // string, boolean, object
   }
 
@@ -581,11 +582,62 @@
     return { maxAbs, maxRel, ok };
   }
 
-  // Rows {graph, output, shape, max_abs, max_rel, ok} for cases in the golden.json layout. An int8 model
-  // graph is checked against its own golden outputs (model_int8) at the tolerance of manifest.json int8.
-  async function checkCases(bundle, cases) {
+  // The first way a golden.json case breaks the layout every host reads, in the words of runtime/golden.py and
+  // the C++ kit, or null. required: the graphs the case must hold (a bundle's golden.json: model and loss).
+  const SAFE = 2 ** 53;
+  const isInteger = (v) => typeof v === 'number' && Number.isInteger(v) && Math.abs(v) <= SAFE;
+  const isNumber = (v) => typeof v === 'number' && Number.isFinite(v);
+  const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+  function tensorProblem(entry, where) {
+    if (!isObject(entry)) return `'${where}' must be an object with shape, dtype and data`;
+    const { shape, dtype, data } = entry;
+    if (!Array.isArray(shape) || !shape.every((d) => isInteger(d) && d >= 0)) return `'${where}.shape' must be a list of integers >= 0`;
+    if (dtype !== 'float32' && dtype !== 'int64') return `'${where}.dtype' must be "float32" or "int64"`;
+    const size = shape.reduce((a, d) => a * d, 1);
+    const kind = dtype === 'int64' ? 'integers' : 'numbers';
+    if (!Array.isArray(data) || data.length !== size || !data.every(kind === 'integers' ? isInteger : isNumber)) {
+      return `'${where}.data' must be a list of ${size} ${kind}`;
+    }
+    return null;
+  }
+
+  const shortName = (name) => (name.length <= 60 ? name : `${name.slice(0, 60)}...`);
+
+  function goldenLayoutProblem(manifest, c, required = []) {
+    if (!isObject(c)) return 'the case is not an object';
+    for (const key of ['atol', 'rtol']) if (!isNumber(c[key]) || c[key] < 0) return `'${key}' must be a number >= 0`;
+    const model = { inputs: [manifest.input.name], outputs: manifest.outputs };
+    const names = { model, loss: { inputs: manifest.loss.inputs.map((t) => t.name), outputs: manifest.loss.outputs },
+      model_int8: model };
+    for (const [graph, parts] of Object.entries(names)) {
+      if (!(graph in c)) {
+        if (required.includes(graph)) return `'${graph}' is missing`;
+        continue;
+      }
+      if (!isObject(c[graph])) return `'${graph}' must be an object with inputs and outputs`;
+      for (const part of ['inputs', 'outputs']) {
+        const tensors = c[graph][part]; const expected = parts[part];
+        if (!isObject(tensors) || JSON.stringify(Object.keys(tensors).sort()) !== JSON.stringify([...expected].sort())) {
+          return `'${graph}.${part}' must hold ${expected.map(shortName).join(', ')}`;
+        }
+        for (const name of expected) {
+          const problem = tensorProblem(tensors[name], `${graph}.${part}.${name}`);
+          if (problem) return problem;
+        }
+      }
+    }
+    return null;
+  }
+
+  // Rows {graph, output, shape, max_abs, max_rel, ok} for cases in the golden.json layout (a BundleError naming
+  // the first bad field otherwise; `required`: the graphs each case must hold). An int8 model graph is checked
+  // against its own golden outputs (model_int8) at the tolerance of manifest.json int8.
+  async function checkCases(bundle, cases, { required = [] } = {}) {
     const rows = [];
     for (const given of Array.isArray(cases) ? cases : [cases]) {
+      const problem = goldenLayoutProblem(bundle.manifest, given, required);
+      if (problem) throw new BundleError(problem);
       const c = { ...given };
       const tolerance = {};
       if (bundle.precision === 'int8' && c.model) {
@@ -615,5 +667,5 @@
   }
 
   return { Bundle, BundleError, Stream, FORMAT_VERSIONS, PRECISIONS, SIGNATURE_FILE, checkCases, checkManifest, checkSignature, compare,
-    derToP1363, openBundle, readPublicKey, schemaError, signalColumns, tensor };
+    derToP1363, goldenLayoutProblem, openBundle, readPublicKey, schemaError, signalColumns, tensor };
 }));

@@ -18,12 +18,31 @@ const core = require('../js/bundle-core');
 
 const { BundleError } = core;
 
+// What a bundle entry is when it is not a regular file, in the words of runtime/errors.py, or null (a regular
+// file, or nothing there). lstat: a link is never followed and a FIFO never opened (reading one would block).
+function notRegular(file) {
+  let stat;
+  try { stat = fs.lstatSync(file); } catch (err) { return null; }
+  if (stat.isSymbolicLink()) return 'a symbolic link';
+  if (stat.isDirectory()) return 'a folder';
+  return stat.isFile() ? null : 'not a regular file (a FIFO, socket or device)';
+}
+
+function checkRegular(file) {
+  const kind = notRegular(file);
+  if (kind) {
+    throw new BundleError(`${file}: is ${kind}; a bundle holds regular files only, so it is refused (copy the file `
+      + 'itself into the bundle, or re-export it)');
+  }
+}
+
 function nodeIo(dir) {
   return {
     ort,
     label: (name) => path.join(dir, name),
     readBytes: async (name) => {
       const file = path.join(dir, name);
+      checkRegular(file);
       if (!fs.existsSync(file)) {
         const what = name === 'manifest.json' ? `${dir} is not a bundle (pipeline export writes one)`
           : 'listed in manifest.json but missing (or re-export the bundle)';
@@ -40,6 +59,7 @@ function nodeIo(dir) {
         for (const entry of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
           const name = rel ? `${rel}/${entry.name}` : entry.name;
           if (entry.isDirectory()) walk(name);
+          else if (!entry.isFile()) checkRegular(path.join(dir, name));  // a link, FIFO or device: refused
           else if (name !== core.SIGNATURE_FILE) out.push(name);
         }
       };

@@ -22,7 +22,8 @@ async function checkOne(dir, { casesFile, precision, publicKey }) {
   let rows;
   try {
     const cases = JSON.parse(fs.readFileSync(file, 'utf8'));
-    rows = await checkCases(bundle, Array.isArray(cases) ? cases : [cases]);
+    // a bundle's own golden.json holds both graphs; a --cases file may hold either, or a stream
+    rows = await checkCases(bundle, Array.isArray(cases) ? cases : [cases], { required: casesFile ? [] : ['model', 'loss'] });
   } catch (err) {
     // a cases file that is not in the golden.json layout (a field missing or of the wrong type, or inputs the
     // graphs refuse): one line naming it, as the other kits say it

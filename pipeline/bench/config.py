@@ -46,7 +46,8 @@ class BenchConfig:
             if name not in MODEL_NAMES:
                 raise PipelineError(f"--model '{name}' is not valid; choose one of {', '.join(MODEL_NAMES)}")
         for flag, value in (("--channels", self.channels), ("--length", self.length), ("--batch", self.batch),
-                            ("--threads", self.threads or 1), ("--train-batch", self.train_batch or 2)):
+                            ("--threads", 1 if self.threads is None else self.threads),
+                            ("--train-batch", 2 if self.train_batch is None else self.train_batch)):  # 0 is no default
             if value < 1:
                 raise PipelineError(f"{flag} must be at least 1; got {value}")
         if self.classes < 2:

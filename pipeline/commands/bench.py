@@ -8,15 +8,15 @@ import click
 
 from pipeline.commands.common import UserError, path_text, export_failures, user_errors
 from pipeline.bench.config import SHAPE_FIELDS, BenchConfig
-from pipeline.commands.options import config_options
+from pipeline.commands.options import NamedPath, config_options
 from pipeline.settings.fields import flagged, values
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+@click.argument("run_dir", type=NamedPath(exists=True, file_okay=False, path_type=Path), required=False)
 @config_options(BenchConfig)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as one JSON object.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", type=NamedPath(dir_okay=False, path_type=Path), default=None,
               help="Also write the JSON report to this file.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.pass_context

@@ -32,6 +32,12 @@ def user_errors(fn):
                 raise UserError(f"this command needs {exc.name}, which the runtime-only install leaves out; "
                                 f"{TRAIN_EXTRA_HINT}") from None
             raise
+        except OSError as exc:  # the file system refused a path of the user's (too long, not allowed, disk full)
+            if exc.errno is None:
+                raise
+            name = str(exc.filename) if exc.filename is not None else ""
+            shown = name if len(name) <= 80 else name[:60] + "..." + name[-17:]
+            raise UserError(f"{shown + ': ' if shown else ''}{exc.strerror}; check the path and its folder") from None
 
     return wrapper
 

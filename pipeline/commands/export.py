@@ -8,15 +8,15 @@ import click
 
 from export.options import ExportConfig
 from pipeline.commands.common import export_failures, user_errors
-from pipeline.commands.options import config_options
+from pipeline.commands.options import NamedPath, config_options
 from pipeline.errors import PipelineError
 from pipeline.settings.fields import values
 
 
 @click.command(name="export")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NamedPath(exists=True, file_okay=False, path_type=Path))
 @config_options(ExportConfig)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=NamedPath(file_okay=False, path_type=Path), default=None,
               help="Bundle folder [default: RUN_DIR/bundle].")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @click.option("--mlflow", default=None, metavar="URI",

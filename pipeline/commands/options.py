@@ -10,15 +10,24 @@ import click
 from pipeline.settings.fields import Flag, flagged
 
 
+class NamedPath(click.Path):
+    """click.Path that refuses an empty name (Path('') is the working folder: --out '' would write there)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; give a file or folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _click_type(field: dataclasses.Field, flag: Flag):
     if flag.choices is not None:
         return click.Choice(flag.choices)
     if flag.kind == "file":
-        return click.Path(dir_okay=False, path_type=Path)
+        return NamedPath(dir_okay=False, path_type=Path)
     if flag.kind == "data":  # a data file, or (train --window) a folder of recordings; the readers say which
-        return click.Path(path_type=Path)
+        return NamedPath(path_type=Path)
     if flag.kind == "folder":
-        return click.Path(file_okay=False, path_type=Path)
+        return NamedPath(file_okay=False, path_type=Path)
     if flag.kind == "count":
         return click.IntRange(min=1)
     if flag.kind == "many" and flag.choices is None and flag.type is None:

@@ -7,15 +7,15 @@ from pathlib import Path
 import click
 
 from pipeline.commands.common import user_errors
-from pipeline.commands.options import config_options
+from pipeline.commands.options import NamedPath, config_options
 from pipeline.settings.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
 from pipeline.settings.fields import values
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("bundle", type=NamedPath(file_okay=False, path_type=Path))
 @config_options(PredictConfig)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", type=NamedPath(dir_okay=False, path_type=Path), default=None,
               help="preds.csv, .jsonl (class names and probabilities), .npy (the score matrix) or .npz (every "
               "named output) [default: CSV on standard output].")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
@@ -40,7 +40,7 @@ def predict(bundle, out, force, **opts):
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("bundle", type=NamedPath(file_okay=False, path_type=Path))
 @config_options(EvaluateConfig)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @user_errors
@@ -71,7 +71,7 @@ def evaluate(bundle, as_json, **opts):
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("bundle", type=NamedPath(file_okay=False, path_type=Path))
 @config_options(VerifyConfig)
 @user_errors
 def verify(bundle, **opts):

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import click
 
+from pipeline.commands.options import NamedPath
+
 from pipeline.commands.common import UserError, user_errors
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="KEY.pem",
+@click.argument("bundle", type=NamedPath(file_okay=False, path_type=Path))
+@click.option("--key", type=NamedPath(dir_okay=False, path_type=Path), required=True, metavar="KEY.pem",
               help="EC private key (P-256/384/521, PEM); its password, if any, from $PIPELINE_SIGN_KEY_PASSWORD.")
-@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="CERT.pem",
+@click.option("--cert", type=NamedPath(dir_okay=False, path_type=Path), default=None, metavar="CERT.pem",
               help="Sign as this X.509 signing certificate of --key (a certificate signature, for a PKI).")
-@click.option("--chain", type=click.Path(dir_okay=False, path_type=Path), multiple=True, metavar="CERT.pem",
+@click.option("--chain", type=NamedPath(dir_okay=False, path_type=Path), multiple=True, metavar="CERT.pem",
               help="With --cert: the certificate chain up to the root (repeat the flag).")
 @user_errors
 def sign(bundle, key, cert, chain):
@@ -39,7 +41,7 @@ def sign(bundle, key, cert, chain):
 
 
 @click.command()
-@click.argument("prefix", type=click.Path(path_type=Path))
+@click.argument("prefix", type=NamedPath(path_type=Path))
 @click.option("--curve", type=click.Choice(("P-256", "P-384", "P-521")), default="P-256", show_default=True)
 @user_errors
 def keygen(prefix, curve):

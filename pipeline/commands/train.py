@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline.commands.common import UserError, user_errors
-from pipeline.commands.options import config_options, resumable_flags
+from pipeline.commands.options import NamedPath, config_options, resumable_flags
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.training.run_config import RunSettings, new_run_settings
@@ -25,10 +25,10 @@ RESUMABLE = {"resume", "nproc", "mlflow_optional"} | {flag.option_dest(f) for f,
 
 @click.command()
 @config_options(DataConfig, LossConfig, ModelConfig, TrainConfig)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=NamedPath(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: a new folder under artifacts/].")
 @click.option("--force", is_flag=True, help="Overwrite an existing, non-empty --out folder.")
-@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="RUN_DIR",
+@click.option("--resume", type=NamedPath(file_okay=False, path_type=Path), default=None, metavar="RUN_DIR",
               help="Continue a run from its last checkpoint (raise --epochs to train longer).")
 @click.option("--mlflow-optional", is_flag=True,
               help="Train without MLflow (one warning line) when the --mlflow store cannot be reached.")

@@ -31,6 +31,14 @@ def _choice(flag: str, value, choices) -> None:
         raise PipelineError(f"{flag} '{value}' is not valid; choose one of {', '.join(choices)}")
 
 
+def _exists(path: str, flag: str) -> bool:
+    """Whether `path` exists; a name the file system refuses (too long, say) is our one-line error."""
+    try:
+        return Path(path).exists()
+    except OSError as exc:
+        raise PipelineError(f"{flag} {path[:60]}{'...' if len(path) > 60 else ''}: {exc.strerror}") from None
+
+
 def _positive(flag: str, value, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not ok or (isinstance(value, float) and not math.isfinite(value)):
@@ -430,6 +438,11 @@ class TrainConfig(_JsonMixin):
         _positive("--lr", self.lr)
         _positive("--weight-decay", self.weight_decay, allow_zero=True)
         _positive("--patience", self.patience, allow_zero=True)
+        _positive("--momentum", self.momentum, allow_zero=True)
+        _positive("--seed", self.seed, allow_zero=True)  # numpy and torch take seeds of 0 and up
+        if self.mlflow is not None and not self.mlflow.strip():
+            raise PipelineError("--mlflow needs a tracking URI: a server (http://HOST:PORT) or a local database "
+                                "store (sqlite:///mlflow.db)")
         if self.lr_patience is not None:
             _positive("--lr-patience", self.lr_patience, allow_zero=True)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
@@ -438,6 +451,6 @@ class TrainConfig(_JsonMixin):
         _choice("--compile-mode", self.compile_mode, COMPILE_MODES)
         _choice("--device", self.device, DEVICES)
         _choice("--precision", self.precision, PRECISIONS)
-        if self.tensorboard and Path(self.tensorboard).exists() and not Path(self.tensorboard).is_dir():
+        if self.tensorboard and _exists(self.tensorboard, "--tensorboard") and not Path(self.tensorboard).is_dir():
             raise PipelineError(f"--tensorboard {self.tensorboard} is a file; pass a folder for the event files "
                                 "(or --tensorboard alone for RUN_DIR/tensorboard)")

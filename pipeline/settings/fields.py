@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,7 +61,15 @@ def values(cls, given: dict[str, Any]) -> dict[str, Any]:
         if flag.unset and value is None:
             continue
         kwargs[f.name] = flag.parse(value) if flag.parse is not None and value is not None else value
+        check_finite(flag.option_name(f), kwargs[f.name])
     return kwargs
+
+
+def check_finite(name: str, value: Any) -> None:
+    """A number (or each number of a list) of a setting is finite: NaN and infinity are refused by name."""
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise PipelineError(f"{name} {v}: must be a finite number")
 
 
 def api_name(field: dataclasses.Field, flag: Flag) -> str:
@@ -128,5 +137,6 @@ def from_python(cls, given: dict[str, Any]) -> dict[str, Any]:
             if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
                 value = value.item()  # numpy's scalars (a grid search's values) as the Python numbers they hold
             check_type(f, flag, value)
+            check_finite(name, value)
             kwargs[f.name] = value
     return kwargs

@@ -191,8 +191,8 @@ class MLflowRun:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(uri)
-        with _store_errors(uri):
+        with _store_errors(uri):  # a URI MLflow refuses (a retired file store, say) is one line too
+            client = MlflowClient(uri)
             run = client.create_run(mlflow_experiment_id(client), run_name=run_name, tags=tags)
             items = [Param(k, v) for k, v in _flat(config).items()]
             for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters per request

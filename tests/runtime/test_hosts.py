@@ -569,3 +569,18 @@ def test_every_host_refuses_a_link_a_fifo_and_a_folder_in_a_bundle_in_the_same_w
         2, fifo + "\n")
     verify = CliRunner().invoke(cli_main, ["verify", str(signed), "--public-key", str(keys.public())])
     assert (verify.exit_code, verify.output) == (2, fifo + "\n")
+
+
+@pytest.mark.hostile
+def test_the_node_kits_stream_refuses_a_zero_a_negative_and_a_fractional_window(node_host, windowed_bundles):
+    """bundle.stream({length: 0}) was silently the bundle's own window (`length || default`)."""
+    script = ("const { loadBundle } = require(process.argv[1]);"
+              "loadBundle(process.argv[2]).then((b) => { for (const o of [{ length: 0 }, { stride: -1 }, "
+              "{ length: 2.5 }, { stride: '8' }]) { try { b.stream(o); console.log('accepted'); } "
+              "catch (e) { console.log(e.message); } } console.log(b.stream({}).length); });")
+    result = subprocess.run(["node", "-e", script, str(node_host / "bundle.js"), str(windowed_bundles["regression"].bundle)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    tail = "must be a whole number of samples >= 1 (or left out for the bundle's own)"
+    assert result.stdout.splitlines() == [f"stream length: 0 {tail}", f"stream stride: -1 {tail}",
+                                          f"stream length: 2.5 {tail}", f"stream stride: 8 {tail}", str(WINDOW)]

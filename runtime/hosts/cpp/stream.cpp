@@ -15,6 +15,11 @@ int64_t window_field(const Json& manifest, const char* key, int64_t fallback) {
 }  // namespace
 
 Stream::Stream(Bundle& bundle, int64_t length, int64_t stride) : bundle_(bundle) {
+  // 0 (the default) takes the bundle's own; a negative value is no default but a mistake
+  for (const auto& [name, value] : {std::make_pair("length", length), std::make_pair("stride", stride)})
+    if (value < 0)
+      throw BundleError(std::string("stream ") + name + ": " + std::to_string(value) + " must be a whole number of " +
+                        "samples >= 1 (or 0 for the bundle's own)");
   const Json& m = bundle.manifest();
   const Json& spec = m["input"]["length"];
   int64_t model_length = spec.contains("fixed") ? spec["fixed"].get<int64_t>() : spec["trained"].get<int64_t>();

@@ -423,6 +423,12 @@
       const spec = bundle.manifest.input;
       this.bundle = bundle;
       this.channels = spec.channels;
+      for (const [name, value] of [['length', length], ['stride', stride]]) { // absent: the bundle's; 0 is no default
+        if (value !== undefined && value !== null && !(Number.isInteger(value) && value >= 1)) {
+          throw new BundleError(`stream ${name}: ${value} must be a whole number of samples >= 1 (or left out for `
+            + "the bundle's own)");
+        }
+      }
       this.length = length || w.length || spec.length.fixed || spec.length.trained;
       this.stride = stride || w.stride || this.length;
       this.hold = Math.max(this.length - 1, 1);

@@ -75,7 +75,7 @@ CHOICES = [(name, param) for name, command in sorted(main.commands.items()) for 
            if not getattr(param, "is_flag", False) and param.name not in ("help",)]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_command_answers_a_bad_value_of_any_flag_in_one_line(shared, tmp_path_factory, data):

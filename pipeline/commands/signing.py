@@ -41,7 +41,7 @@ def sign(bundle, key, cert, chain):
 
 
 @click.command()
-@click.argument("prefix", type=NamedPath(path_type=Path))
+@click.argument("prefix", type=click.Path(path_type=Path))  # an empty prefix: keygen says what a prefix is
 @click.option("--curve", type=click.Choice(("P-256", "P-384", "P-521")), default="P-256", show_default=True)
 @user_errors
 def keygen(prefix, curve):

@@ -31,7 +31,7 @@ HUGE = "x" * 200_000
 # be accepted, by every host alike
 UNREAD = (("verificationMaterial",), ("verificationMaterial", "publicKey"), ("verificationMaterial", "publicKey", "hint"),
           ("verificationMaterial", "tlogEntries"), ("dsseEnvelope", "signatures", 0, "keyid"))
-PER_RUN = 16  # mutated bundles per hypothesis example (each host runs them all, the browser in one session)
+PER_RUN = 12  # mutated bundles per hypothesis example (each host runs them all, the browser in one session)
 # manifest fields of the files one engine reads (C++ TorchScript or AOTInductor, Python's torch re-check): a kit
 # that does not run that engine rightly ignores them
 ENGINE_FIELDS = ("files", "torch_export")

@@ -6,6 +6,8 @@ This module imports no torch at import time, so `pipeline --help` works in a run
 from __future__ import annotations
 
 
+import re
+
 import click
 
 from pipeline.version import __version__
@@ -16,7 +18,28 @@ from pipeline.commands.signing import keygen, sign
 from pipeline.commands.train import train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+LONG_RUN = re.compile(r"\S{400,}")  # a value no path or name of a user's is this long: a pasted blob, say
+
+
+def shortened(text: str) -> str:
+    """An error message with each run of 400+ characters cut to its start and end, so the one line stays
+    readable whatever value was given (click's own messages echo the whole value)."""
+    return LONG_RUN.sub(lambda m: f"{m.group(0)[:200]}...({len(m.group(0)):,} characters)...{m.group(0)[-40:]}",
+                        text)
+
+
+class Pipeline(click.Group):
+    """The command group: every error of a command or of its flags is shown shortened (see `shortened`)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = shortened(exc.message)
+            raise
+
+
+@click.group(cls=Pipeline, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pipeline")
 def main():
     """Train 1D CNNs on sequences with the right loss; export and score them anywhere.

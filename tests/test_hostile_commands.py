@@ -1,8 +1,9 @@
 """The hostile tier end to end: every command, as a user types it, with one of its flags (or its argument) given
 a bad value that hypothesis picks for that flag's type (negative, zero, NaN, infinite, huge, empty, text where a
 number goes, a missing path, a folder where a file goes, a file of junk). Each run either works or ends in our
-own one-line error (exit 2; an export that fails its checks, exit 1): never a traceback, and never an exception
-other than click's own exit. So a new code path placed before an existing check is caught."""
+own one-line error (exit 2; an export that fails its checks, exit 1), under 3,000 characters whatever value was
+echoed: never a traceback, and never an exception other than click's own exit. So a new code path placed before
+an existing check is caught."""
 
 from __future__ import annotations
 

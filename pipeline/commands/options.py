@@ -19,9 +19,18 @@ class NamedPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class ShortChoice(click.Choice):
+    """click.Choice whose refusal shows at most 60 characters of the value given (it echoed all of it)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and len(value) > 60 and value not in self.choices:
+            self.fail(f"{value[:60]!r}... is not one of {', '.join(map(repr, self.choices))}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _click_type(field: dataclasses.Field, flag: Flag):
     if flag.choices is not None:
-        return click.Choice(flag.choices)
+        return ShortChoice(flag.choices)
     if flag.kind == "file":
         return NamedPath(dir_okay=False, path_type=Path)
     if flag.kind == "data":  # a data file, or (train --window) a folder of recordings; the readers say which

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from runtime.errors import BundleError
+from runtime.errors import BundleError, not_regular
 from runtime.signature import SIGNATURE_FILE, PublicKey, check_signature
 
 PASSWORD_ENV = "PIPELINE_SIGN_KEY_PASSWORD"
@@ -39,12 +39,12 @@ def _check_file(flag: str, path) -> Path:
 def _regular_files_only(bundle_dir: Path) -> None:
     """A bundle holds regular files in folders: a link, FIFO or device in it is refused, naming it."""
     for path in sorted(bundle_dir.rglob("*")):
-        if path.is_symlink():
+        kind = not_regular(path)  # the runtime's test, which never follows a link or opens a FIFO
+        if kind == "a symbolic link":
             raise PipelineError(f"{path}: is a symbolic link; a bundle holds regular files only (put the file "
                                 "itself there), so it is not signed")
-        if not path.is_dir() and not path.is_file():
-            raise PipelineError(f"{path}: is not a regular file (a FIFO, socket or device); a bundle holds regular "
-                                "files only, so it is not signed")
+        if kind is not None and kind != "a folder":
+            raise PipelineError(f"{path}: is {kind}; a bundle holds regular files only, so it is not signed")
 
 
 def sign_bundle(bundle_dir, key, cert=None, chain=(), public: PublicKey | None = None) -> Path:

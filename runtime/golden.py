@@ -12,6 +12,7 @@ from runtime.bundle import Bundle
 from runtime.compare import Row, compare
 from runtime.errors import BundleError
 from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8, MODEL_INT8
+from runtime.typed_json import SAFE_INTEGER  # integers every host reads exactly
 
 
 def golden_array(entry: dict) -> np.ndarray:
@@ -33,7 +34,6 @@ def read_golden(bundle_dir: Path) -> dict:
 
 
 GOLDEN_DTYPES = ("float32", "int64")
-SAFE_INTEGER = 2 ** 53  # integers every host reads exactly (JavaScript's numbers, nlohmann's, Python's)
 
 
 def _integer(v) -> bool:

@@ -17,7 +17,8 @@ from pipeline.version import __version__
 from pipeline.training.run_config import ModelRecord
 from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
-from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, FileEntry,
+from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, BatchBound,
+                              FileEntry,
                               InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization, OutputBase, Source,
                               TensorSpec, TorchExport, Verification, Window)
 from runtime.tasks import TASKS
@@ -49,6 +50,7 @@ class Graphs:
     layout: str | None = None
     exported: TorchExport | None = None
     int8: Int8 | None = None
+    batch_bound: BatchBound | None = None
 
 
 def onnx_metadata(record: ModelRecord, config: ExportConfig) -> dict[str, str]:
@@ -89,7 +91,7 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
         # them out of a .csv laid out the same way, as train and evaluate do
         csv_labels=record.csv_labels, onnx_layout=graphs.layout, torch_export=graphs.exported,
         int8=graphs.int8, output_base=None if base is None else OutputBase(base.rule, True, base.scale, base.shift, base.loss_scale),
-        window=Window(**record.window) if record.window else None)
+        window=Window(**record.window) if record.window else None, batch_bound=graphs.batch_bound)
 
 
 def readme_text(record: ModelRecord, want: tuple[str, ...]) -> str:

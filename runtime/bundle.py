@@ -91,7 +91,8 @@ class Bundle:
         """Named model outputs for series x, (N, C, L) or (N, L); large inputs run in bounded batches.
         `lines` (the file line of each series) makes messages name lines instead of 0-based rows."""
         x = self.series.check(x, name)
-        rows = batch_rows(x, batch_size)
+        bound = self.manifest.batch_bound
+        rows = batch_rows(x, batch_size, None if bound is None else bound.series_per_call)
         if len(x) <= rows and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous \
                 and np.isfinite(x).all():  # one ready batch (the latency case): no copies, no batching
             return dict(zip(self.outputs, self.model_session.run(None, {MODEL_INPUT: x})))

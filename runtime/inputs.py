@@ -111,14 +111,16 @@ class SeriesSpec:
         return x
 
 
-def batch_rows(x: np.ndarray, batch_size: int | None = None) -> int:
-    """Rows per batch: the caller's choice, else as many as fit BATCH_BYTES (at least one)."""
+def batch_rows(x: np.ndarray, batch_size: int | None = None, series_per_call: int | None = None) -> int:
+    """Rows per batch: the caller's choice, else as many as fit BATCH_BYTES (at least one) and at most the
+    bundle's `series_per_call` (manifest batch_bound: kernel models, whose intermediates outgrow their input)."""
     if batch_size is not None:
         if batch_size < 1:
             raise InputError(f"batch_size: {batch_size} must be at least 1")
         return int(batch_size)
     per_row = 4 * x.shape[1] * x.shape[2]  # (N, C, L)
-    return int(min(MAX_BATCH, max(1, BATCH_BYTES // max(per_row, 1))))
+    rows = min(MAX_BATCH, max(1, BATCH_BYTES // max(per_row, 1)))
+    return int(rows if series_per_call is None else min(rows, series_per_call))
 
 
 def _file_mapping(x: np.ndarray) -> mmap.mmap | None:

@@ -204,6 +204,16 @@ class Window:
 
 
 @dataclass(frozen=True)
+class BatchBound:
+    """At most `series_per_call` series per model graph call: the graph's intermediates take about
+    `bytes_per_series` each (kernel models compare every bias at every position), so every host cuts a larger
+    input into calls of this many and a call's working memory stays near series_per_call * bytes_per_series."""
+
+    series_per_call: int = field(metadata={"schema": {"minimum": 1}})
+    bytes_per_series: int = field(metadata={"schema": {"minimum": 1}})
+
+
+@dataclass(frozen=True)
 class Source:
     """The run and checkpoint the bundle was exported from, so `pipeline verify` can rebuild eager."""
 
@@ -240,6 +250,8 @@ class Manifest:
     output_base: OutputBase | None = field(default=None, metadata=OMIT_NONE)
     # absent unless the run was trained on windows of recordings (--window)
     window: Window | None = field(default=None, metadata=OMIT_NONE)
+    # absent where the model's working memory per series is about its input's (every model but the kernel ones)
+    batch_bound: BatchBound | None = field(default=None, metadata=OMIT_NONE)
 
     @property
     def n_outputs(self) -> int:

@@ -77,6 +77,8 @@ def load(tp, value, where: str, version: int, path: str = ""):
                 continue
             kwargs[f.name] = load(hints[f.name], value[f.name], where, version, sub)
             extra = f.metadata.get("schema", {})
+            if "minimum" in extra and kwargs[f.name] is not None and kwargs[f.name] < extra["minimum"]:
+                raise _bad(where, sub, f"{_describe(hints[f.name])} >= {extra['minimum']}", kwargs[f.name])
             for key in extra.get("required", []):
                 rule = extra["properties"][key]
                 item = kwargs[f.name].get(key, _Missing())

@@ -37,6 +37,9 @@ class BenchConfig:
         help="Model(s) for the training rows [default: the benchmarked model and simple-cnn].")
     train_batch: int | None = setting(None, type=int, help="Training batch size [default: 64 on CPU, 256 on CUDA].")
     compile_mode: str = setting("default", choices=COMPILE_MODES)
+    peer_python: str | None = setting(None, type=str, metavar="PYTHON", help="Kernel models (minirocket, hydra, "
+                                      "multirocket-hydra): the Python of a virtualenv with aeon for the rows against "
+                                      "aeon's classifiers [default: this one; pip install 'pipeline[aeon]'].")
     memory: bool = setting(True, name="--no-memory", kind="switch", help="Skip the memory-mapped predict rows.")
     quick: bool = setting(False, kind="switch",
                           help="Few iterations and small files: checks the bench runs, not for figures.")

@@ -65,6 +65,7 @@ def check_targets(report: dict) -> list[dict]:
         if compiled and eager and report["machine"]["device"] == "cuda":
             targets.append(_target(f"CUDA compiled training vs eager ({name})", compiled["value"] / eager["value"],
                                    ">=", 1.5, compiled["note"]))
+    targets += _aeon_targets(rows)
     memory = [r for r in rows if r["section"] == "memory"]
     if memory:
         largest = memory[-1]
@@ -73,6 +74,29 @@ def check_targets(report: dict) -> list[dict]:
         targets.append(_target("predict time per GiB, largest vs smallest file", largest["ratio"], "<=",
                                LINEAR_SLACK, f"{largest['seconds_per_gib']:.1f} vs "
                                f"{memory[0]['seconds_per_gib']:.1f} s per GiB"))
+    return targets
+
+
+AEON_THROUGHPUT = {"minirocket": 1.0, "hydra": 0.7, "multirocket-hydra": 0.7}  # ours / aeon's, batch 64 and up
+
+
+def _aeon_targets(rows: list[dict]) -> list[dict]:
+    """The kernel models against aeon (issue: at least aeon's throughput for minirocket, 0.7x for the others,
+    batch-1 latency at most aeon's, peak memory at most 2x aeon's + 100 MB)."""
+    targets = []
+    for r in rows:
+        if r["section"] != "aeon" or r.get("peer") is None:
+            continue
+        model = r["name"].split()[0]
+        if r["metric"].startswith("throughput") and not r["metric"].startswith("throughput, batch 1,"):
+            targets.append(_target(f"{model} {r['metric']} vs aeon", r["ratio"], ">=", AEON_THROUGHPUT[model],
+                                   f"{r['value']:.0f} vs {r['peer']:.0f} series/s"))
+        elif r["metric"].startswith("latency"):
+            targets.append(_target(f"{model} {r['metric']} vs aeon", r["ratio"], "<=", 1.0,
+                                   f"{r['value']:.3f} vs {r['peer']:.3f} ms"))
+        elif r["metric"].startswith("peak memory"):
+            targets.append(_target(f"{model} {r['metric']} (MB)", r["value"], "<=", 2 * r["peer"] + 100,
+                                   f"aeon's {r['peer']:.0f} MB: at most 2x + 100"))
     return targets
 
 
@@ -106,6 +130,8 @@ def format_report(report: dict) -> str:
             note = f"{r['gflops']:.1f} GFLOP/s; {note}"
         if r["section"] == "memory":
             note = f"{r['seconds']:.1f} s, {r['seconds_per_gib']:.1f} s/GiB; {note}"
+        if r["section"] == "aeon" and r.get("peer") is not None:
+            note = f"aeon {_number(r['peer'])} {r['unit']}; {note}"
         table.append((r["section"], r["name"], r["metric"], _number(r["value"]), _number(r.get("p90")), r["unit"],
                       f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-",
                       _number(r.get("warmup_s")), note))
@@ -115,7 +141,9 @@ def format_report(report: dict) -> str:
     lines.append("ratio: inference rows against eager PyTorch of the same measure (latency: time ratio, lower is "
                  "faster; throughput: rate ratio, higher is faster); training rows against the tutorial loop (default recipe rows: against the benchmarked model's whole training); "
                  "start-up rows against eager's warm-up; models rows against fcn of the same shape (same measures); memory rows: "
-                 "time per GiB against the smallest file; signature rows: time against runtime.load without a key")
+                 "time per GiB against the smallest file; signature rows: time against runtime.load without a key; aeon rows: "
+                 "the onnxruntime bundle against aeon's classifier fitted on the same series (throughput: rate ratio, "
+                 "higher is faster; latency and memory: ours over aeon's, lower is better)")
     if report["targets"]:
         lines.append("targets:")
         for t in report["targets"]:

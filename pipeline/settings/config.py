@@ -417,6 +417,9 @@ class TrainConfig(_JsonMixin):
                            help="torch.compile the model and the loss; auto compiles on CUDA only (slower on CPU).")
     compile_mode: str = setting("default", choices=COMPILE_MODES, resumable=True)
     device: str = setting("auto", choices=DEVICES, resumable=True)
+    threads: int | None = setting(None, kind="count", resumable=True, help="CPU threads for the whole run (torch "
+                                  "intra-op: every epoch and the kernel models' fit), set once at its start. "
+                                  "[default: torch's, one per core or $OMP_NUM_THREADS]")
     precision: str = setting("auto", choices=PRECISIONS, resumable=True, help="bf16 runs the model's forward pass "
                              "under bf16 autocast; weights, checkpoints, exports and the loss stay fp32. auto: bf16 "
                              "where the device runs it natively (CUDA with bf16; CPUs with AVX-512 BF16 or AMX), fp32 "
@@ -440,6 +443,8 @@ class TrainConfig(_JsonMixin):
         _positive("--patience", self.patience, allow_zero=True)
         _positive("--momentum", self.momentum, allow_zero=True)
         _positive("--seed", self.seed, allow_zero=True)  # numpy and torch take seeds of 0 and up
+        if self.threads is not None and self.threads < 1:
+            raise PipelineError(f"--threads must be at least 1; got {self.threads}")
         if self.mlflow is not None and not self.mlflow.strip():
             raise PipelineError("--mlflow needs a tracking URI: a server (http://HOST:PORT) or a local database "
                                 "store (sqlite:///mlflow.db)")

@@ -78,6 +78,8 @@ class Trainer:
         self.name = f"{run_dir.parent.parent.name}/{run_dir.name}" if run_dir.parent.name == MEMBERS_DIR \
             else run_dir.name
         self.ranks = distributed.from_env()
+        if train_cfg.threads is not None:  # one rule for the whole run: every op and the kernel models' fit
+            torch.set_num_threads(train_cfg.threads)
         self.folder = RunFolder(run_dir, writes=self.ranks.main)  # every file of the run is written through it
         self.log = log if self.ranks.main else (lambda _: None)  # one voice, not one per process
         self.datasets = datasets

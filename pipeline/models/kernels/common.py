@@ -11,6 +11,9 @@ from torch import Tensor
 
 KERNEL_LENGTH = 9
 FIT_CHUNK = 64  # series per transform call while fitting (bounds memory: chunk x features x length)
+# A graph call's intermediates: the exported bundle's hosts take as many series per call as fit in this (at least
+# one); measured here, 4 MiB keeps onnxruntime's comparisons in the caches (L2) and holds its throughput.
+CALL_BYTES = 4 << 20
 # Two float32 engines may each round a sum of n products by up to about n * 2^-24 of the sum of their magnitudes
 # (plus the input's own normalisation); a comparison whose margin is within ROUNDING_FACTOR * (n + 4) * 2^-24 of
 # that magnitude can go either way in an engine that sums in another order.
@@ -43,3 +46,23 @@ def rounding_scale(x: Tensor, weight: Tensor, dilation: int, padding: int, terms
 
 def transform_in_chunks(transform, x: Tensor, chunk: int = FIT_CHUNK) -> Tensor:
     return torch.cat([transform(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+@torch.no_grad()
+def standardise_in_place(raw: Tensor, mean: Tensor, std: Tensor, chunk: int = FIT_CHUNK) -> Tensor:
+    """Fit `mean` and `std` (+ 1e-8, as the paper's code) of the raw training features (n, F) in float64, a chunk
+    of series at a time (no float64 copy of every feature), then standardise `raw` in place exactly as the
+    transform's forward does, (raw - mean) / std in float32: the features the head is fitted to."""
+    n = len(raw)
+    total = torch.zeros(raw.shape[1], dtype=torch.float64)
+    for i in range(0, n, chunk):
+        total += raw[i:i + chunk].double().sum(0)
+    mean64 = total / n
+    squares = torch.zeros_like(total)
+    for i in range(0, n, chunk):
+        squares += (raw[i:i + chunk].double() - mean64).square().sum(0)
+    mean.copy_(mean64)
+    std.copy_((squares / max(n - 1, 1)).sqrt() + 1e-8)
+    for i in range(0, n, chunk):
+        raw[i:i + chunk] = (raw[i:i + chunk] - mean) / std
+    return raw

@@ -36,6 +36,11 @@ class HydraBlock(nn.Module):
         responses = self.weight.shape[0] * length
         return 2 * groups * channels * length + 2 * KERNEL_LENGTH * responses + 2 * responses + 4 * responses
 
+    def bytes_per_series(self, length: int) -> int:
+        """About the largest working memory of one series here: the responses (batch, groups, kernels, L) as
+        floats, and the winners' one-hot comparison with them as bool and float."""
+        return 9 * self.weight.shape[0] * length
+
     def scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(batch, groups, kernels, L') responses, and the group sums they convolve (batch, groups, L')."""
         mixed = torch.matmul(self.mix, x)
@@ -113,6 +118,7 @@ class HydraTransform(nn.Module):
         super().__init__()
         half = max(1, groups // 2)
         dilations = hydra_dilations(length)
+        self.length = length
         self.series = nn.ModuleList(HydraBlock(channels, kernels, half, d) for d in dilations)
         self.diffs = nn.ModuleList(HydraBlock(channels, kernels, half, d) for d in dilations)
         self.n_features = 4 * half * kernels * len(dilations)
@@ -128,12 +134,17 @@ class HydraTransform(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.scale(self.raw(x))
 
+    def bytes_per_series(self) -> int:
+        return max(block.bytes_per_series(self.length) for block in (*self.series, *self.diffs))
+
     @torch.no_grad()
-    def fit(self, x: Tensor, g: torch.Generator) -> None:
+    def fit(self, x: Tensor, g: torch.Generator) -> Tensor:
         for on_series, on_diff in zip(self.series, self.diffs):
             on_series.fit(x.shape[1], g)
             on_diff.fit(x.shape[1], g)
-        self.scale.fit(transform_in_chunks(self.raw, x))
+        counts = transform_in_chunks(self.raw, x)
+        self.scale.fit(counts)
+        return transform_in_chunks(self.scale, counts)
 
     def feature_bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
         diff = x[:, :, 1:] - x[:, :, :-1]

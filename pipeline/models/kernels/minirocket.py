@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.kernels.common import (KERNEL_LENGTH, channel_combinations, golden_quantiles, rounding_scale,
-                                     transform_in_chunks)
+                                     standardise_in_place, transform_in_chunks)
 
 # the 84 MiniRocket kernels: weight 2 at three of the nine positions, -1 at the others
 MINIROCKET_INDICES = tuple(itertools.combinations(range(KERNEL_LENGTH), 3))
@@ -64,6 +64,9 @@ class PPVBlock(nn.Module):
                 valid[k, 0, length - p:] = 0.0
         self.register_buffer("valid", valid)  # (84, 1, L): the positions each kernel's PPV counts
         self.register_buffer("count", valid.sum(-1))  # (84, 1)
+        # the kernels alternate between counting the whole output and only where they do not overlap the
+        # padding: the halves k = 0, 2, ... and k = 1, 3, ..., each convolved over just the positions it counts
+        self.unpadded = tuple(bool(valid[half, 0, 0] == 0) for half in (0, 1))
 
     def operations(self, length: int) -> int:
         """Per series: the convolution's multiply-adds (2 each) and one comparison and one sum per bias and step."""
@@ -73,10 +76,27 @@ class PPVBlock(nn.Module):
     def conv(self, x: Tensor) -> Tensor:  # (batch, C, L) -> (batch, 84, L)
         return F.conv1d(x, self.weight, dilation=self.dilation, padding=self.padding)
 
+    # bytes per compared element while a half's comparison is counted: its bool and its float copy
+    BYTES_PER_COMPARISON = 5
+
+    def bytes_per_series(self) -> int:
+        """About the largest working memory of one series in this block: a half's comparison tensor."""
+        length, features = self.valid.shape[-1], self.bias.shape[1]
+        positions = max(length - (2 * self.padding if odd else 0) for odd in self.unpadded)
+        return self.BYTES_PER_COMPARISON * (self.weight.shape[0] // 2) * features * positions
+
+    def halves(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per half of the kernels (k = 0, 2, ... and 1, 3, ...): its responses at the positions its PPV counts,
+        (batch, 42, L or L - 2 * padding), and its biases (42, features). An odd kernel's region is the
+        convolution without padding, so no mask is multiplied and nothing outside the region is computed."""
+        return [(F.conv1d(x, self.weight[half::2], dilation=self.dilation,
+                          padding=0 if self.unpadded[half] else self.padding), self.bias[half::2]) for half in (0, 1)]
+
     def forward(self, x: Tensor) -> Tensor:  # (batch, C, L) -> (batch, 84 * features)
-        c = self.conv(x)
-        positive = (c.unsqueeze(2) > self.bias.unsqueeze(-1)).to(x.dtype)  # (batch, 84, features, L)
-        return ((positive * self.valid).sum(-1) / self.count).flatten(1)
+        # per half one (batch, 42, features, L) comparison, counted as it is made: the largest intermediate is
+        # the bias count times a convolution output of one half, and the runtime bounds the series per call
+        ppv = [(c.unsqueeze(2) > b.unsqueeze(-1)).to(x.dtype).sum(-1) / c.shape[-1] for c, b in self.halves(x)]
+        return torch.stack(ppv, dim=2).flatten(1)  # (batch, 42, 2, features): kernel 2i + half, the paper's order
 
     def near_ties(self, x: Tensor) -> Tensor:
         """(batch, 84 * features): how many of each feature's comparisons sit within rounding of its bias."""
@@ -113,13 +133,17 @@ class MiniRocketTransform(nn.Module):
     def raw(self, x: Tensor) -> Tensor:
         return torch.cat([block(x) for block in self.blocks], dim=1)
 
+    def bytes_per_series(self) -> int:
+        return max(block.bytes_per_series() for block in self.blocks)
+
     def forward(self, x: Tensor) -> Tensor:  # (batch, C, L) -> (batch, features)
         return (self.raw(x) - self.mean) / self.std
 
     @torch.no_grad()
-    def fit(self, x: Tensor, g: torch.Generator) -> None:
+    def fit(self, x: Tensor, g: torch.Generator) -> Tensor:
         """Channel combinations and biases in the paper's order (all combinations first, then per dilation and
-        kernel a random series), then the feature statistics of every training series."""
+        kernel a random series), then the feature statistics of every training series; their standardised
+        features (n, F), each computed once."""
         kernels = len(MINIROCKET_INDICES)
         combos = channel_combinations(x.shape[1], kernels * len(self.blocks), g)
         quantiles = golden_quantiles(self.n_features).view(-1)
@@ -129,9 +153,7 @@ class MiniRocketTransform(nn.Module):
             q = quantiles[start:start + kernels * f].view(kernels, f)
             block.fit(x, combos[i * kernels:(i + 1) * kernels], q, g)
             start += kernels * f
-        features = transform_in_chunks(self.raw, x).double()
-        self.mean.copy_(features.mean(0))
-        self.std.copy_(features.std(0) + 1e-8)
+        return standardise_in_place(transform_in_chunks(self.raw, x), self.mean, self.std)
 
     def feature_bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(features, how far each standardised feature may move when near-tie comparisons flip)."""

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.kernels.common import KERNEL_LENGTH, channel_combinations, golden_quantiles, rounding_scale, \
-    transform_in_chunks
+    standardise_in_place, transform_in_chunks
 from pipeline.models.kernels.hydra import HYDRA_GROUPS, HydraTransform
 from pipeline.models.kernels.minirocket import MINIROCKET_INDICES, PPVBlock, minirocket_dilations
 
@@ -36,25 +36,33 @@ class PoolingBlock(PPVBlock):
         """PPVBlock's, and per bias and step: the other comparison, three products and sums, the prefix maximum."""
         return super().operations(length) + (8 + 2 * len(self.steps)) * self.bias.numel() * length
 
-    def pools(self, c: Tensor) -> Tensor:  # (batch, 84, L) -> (batch, 4, 84, features)
-        response, bias = c.unsqueeze(2), self.bias.unsqueeze(-1)  # (batch, 84, 1, L), (84, features, 1)
-        above = (response > bias).to(c.dtype) * self.valid
-        below = (response < bias).to(c.dtype) * self.valid
+    # the four operators hold about six float copies of a half's comparison (above, below, products, the prefix
+    # maximum and its shifted copy) and two bools
+    BYTES_PER_COMPARISON = 26
+
+    def pools(self, c: Tensor, bias: Tensor) -> Tensor:  # (batch, K, n), (K, features) -> (batch, 4, K, features)
+        """The four operators of responses `c` over the positions a half of the kernels counts (n of them)."""
+        n = c.shape[-1]
+        index = torch.arange(n, dtype=c.dtype, device=c.device)  # the position in the region
+        response, bias = c.unsqueeze(2), bias.unsqueeze(-1)  # (batch, K, 1, n), (K, features, 1)
+        above = (response > bias).to(c.dtype)
+        below = (response < bias).to(c.dtype)
         count = above.sum(-1)
-        ppv = count / self.count
+        ppv = count / n
         mpv = (above * (response + bias)).sum(-1) / count.clamp(min=1)
-        mipv = torch.where(count > 0, (above * self.relative).sum(-1) / count.clamp(min=1), -torch.ones_like(count))
-        # the last position below the bias up to each position: a prefix maximum in log2(L) doubling steps
-        latest = below * self.relative
-        for step in self.steps:
+        mipv = torch.where(count > 0, (above * index).sum(-1) / count.clamp(min=1), -torch.ones_like(count))
+        # the last position below the bias up to each position: a prefix maximum in log2(n) doubling steps
+        latest = below * index
+        for step in (2 ** i for i in range(max(1, math.ceil(math.log2(n))))):
             latest = torch.maximum(latest, F.pad(latest[..., :-step], (step, 0)))
         before = F.pad(latest[..., :-1], (1, 0))  # strictly before each position (0 at the start, as the code)
-        ends = torch.maximum(below, self.last)
-        lspv = ((self.relative - before) * ends).amax(-1)
+        ends = torch.cat([below[..., :-1], torch.ones_like(below[..., -1:])], dim=-1)  # and the region's last
+        lspv = ((index - before) * ends).amax(-1)
         return torch.stack([ppv, lspv, mpv, mipv], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, C, L) -> (batch, 4, 84 * features)
-        return self.pools(self.conv(x)).flatten(2)
+        pooled = [self.pools(c, b) for c, b in self.halves(x)]  # (batch, 4, 42, features) each
+        return torch.stack(pooled, dim=3).flatten(2)  # (batch, 4, 42, 2, features): kernel 2i + half
 
     def near_ties(self, x: Tensor) -> Tensor:
         """(batch, 4, 84 * features): how far each pooled value may move if the comparisons within rounding
@@ -102,11 +110,14 @@ class MultiRocketTransform(nn.Module):
     def raw(self, x: Tensor) -> Tensor:
         return self._each(x, "forward")
 
+    def bytes_per_series(self) -> int:
+        return max(block.bytes_per_series() for part in self.parts for block in part)
+
     def forward(self, x: Tensor) -> Tensor:
         return (self.raw(x) - self.mean) / self.std
 
     @torch.no_grad()
-    def fit(self, x: Tensor, g: torch.Generator) -> None:
+    def fit(self, x: Tensor, g: torch.Generator) -> Tensor:
         diff = x[:, :, 1:] - x[:, :, :-1]
         kernels = len(MINIROCKET_INDICES)
         for part, series in zip(self.parts, (x, diff)):
@@ -118,9 +129,7 @@ class MultiRocketTransform(nn.Module):
                 block.fit(series, combos[i * kernels:(i + 1) * kernels],
                           quantiles[start:start + kernels * f].view(kernels, f), g)
                 start += kernels * f
-        features = transform_in_chunks(self.raw, x, chunk=16).double()
-        self.mean.copy_(features.mean(0))
-        self.std.copy_(features.std(0) + 1e-8)
+        return standardise_in_place(transform_in_chunks(self.raw, x, chunk=16), self.mean, self.std)
 
     def feature_bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self(x), self._each(x, "near_ties") / self.std
@@ -139,10 +148,12 @@ class MultiRocketHydraTransform(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([self.multirocket(x), self.hydra(x)], dim=1)
 
+    def bytes_per_series(self) -> int:
+        return max(self.multirocket.bytes_per_series(), self.hydra.bytes_per_series())
+
     @torch.no_grad()
-    def fit(self, x: Tensor, g: torch.Generator) -> None:
-        self.multirocket.fit(x, g)
-        self.hydra.fit(x, g)
+    def fit(self, x: Tensor, g: torch.Generator) -> Tensor:
+        return torch.cat([self.multirocket.fit(x, g), self.hydra.fit(x, g)], dim=1)
 
     def feature_bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
         (a, da), (b, db) = self.multirocket.feature_bounds(x), self.hydra.feature_bounds(x)

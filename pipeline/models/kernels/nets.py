@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.kernels.common import transform_in_chunks
 from pipeline.models.kernels.hydra import HYDRA_GROUPS, HydraTransform
 from pipeline.models.kernels.minirocket import MINIROCKET_FEATURES, MINIROCKET_INDICES, MiniRocketTransform
 from pipeline.models.kernels.multirocket import MultiRocketHydraTransform
@@ -29,11 +28,14 @@ class KernelNet(FixedLength, nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
         return self.head(self.transform(x))
 
+    def bytes_per_series(self) -> int:
+        """About the largest working memory one series takes in the graph (the transform's comparisons)."""
+        return int(self.transform.bytes_per_series())
+
     @torch.no_grad()
     def fit(self, x: Tensor, g: torch.Generator) -> Tensor:
         """Fit the transform to the (normalised) training series; their standardised features (n, F)."""
-        self.transform.fit(x, g)
-        return transform_in_chunks(self.transform, x)
+        return self.transform.fit(x, g)
 
     @torch.no_grad()
     def threshold_bound(self, x: Tensor) -> tuple[Tensor, Tensor, int]:

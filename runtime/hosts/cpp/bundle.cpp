@@ -6,6 +6,7 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -164,7 +165,30 @@ std::vector<torch::Tensor> Bundle::predict(const torch::Tensor& x) {
   if (length.contains("fixed") && x.size(2) != length["fixed"].get<int64_t>())
     throw BundleError("x: this model takes exactly length " + length["fixed"].dump());
   torch::InferenceMode guard;
-  return model_->run({x.to(torch::kFloat32).contiguous()});
+  torch::Tensor series = x.to(torch::kFloat32).contiguous();
+  int64_t rows = batch_rows(channels, x.size(2));
+  if (x.size(0) <= rows) return model_->run({series});
+  // larger inputs run in calls of `rows` series (the Python runtime's rule), each output joined in order
+  std::vector<std::vector<torch::Tensor>> parts;
+  for (int64_t start = 0; start < x.size(0); start += rows)
+    parts.push_back(model_->run({series.narrow(0, start, std::min(rows, x.size(0) - start)).contiguous()}));
+  std::vector<torch::Tensor> outputs;
+  for (size_t i = 0; i < parts[0].size(); ++i) {
+    std::vector<torch::Tensor> pieces;
+    for (const auto& part : parts) pieces.push_back(part[i]);
+    outputs.push_back(torch::cat(pieces, 0));
+  }
+  return outputs;
+}
+
+int64_t Bundle::batch_rows(int64_t channels, int64_t length) const {
+  // runtime/inputs.py batch_rows: as many series as fit 8 MiB of float32 input, at most 256, and at most the
+  // manifest's batch_bound.series_per_call (kernel models, whose comparisons outgrow their input)
+  const int64_t batch_bytes = 8 * 1024 * 1024, max_batch = 256;
+  int64_t rows = std::min(max_batch, std::max<int64_t>(1, batch_bytes / std::max<int64_t>(4 * channels * length, 1)));
+  if (manifest_.contains("batch_bound"))
+    rows = std::min(rows, manifest_["batch_bound"]["series_per_call"].get<int64_t>());
+  return rows;
 }
 
 std::pair<torch::Tensor, torch::Tensor> Bundle::loss(const torch::Tensor& prediction, const torch::Tensor& target) {

@@ -46,6 +46,8 @@ class Bundle {
   explicit Bundle(const std::string& dir, Engine engine = Engine::Auto, const std::string& public_key = "");
 
   std::vector<torch::Tensor> predict(const torch::Tensor& x);
+  // series per model call: the input-size rule, at most the manifest's batch_bound (kernel models)
+  int64_t batch_rows(int64_t channels, int64_t length) const;
   std::pair<torch::Tensor, torch::Tensor> loss(const torch::Tensor& prediction, const torch::Tensor& target);
 
   const Json& manifest() const { return manifest_; }

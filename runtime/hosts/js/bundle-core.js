@@ -362,6 +362,15 @@
     return manifest;
   }
 
+  // Series per model call, the Python runtime's rule (runtime/inputs.py batch_rows): as many as fit 8 MiB of
+  // float32 input, at most 256, and at most the manifest's batch_bound.series_per_call (kernel models).
+  const BATCH_BYTES = 8 * 1024 * 1024;
+  const MAX_BATCH = 256;
+  function batchRows(channels, length, bound) {
+    const rows = Math.min(MAX_BATCH, Math.max(1, Math.floor(BATCH_BYTES / Math.max(4 * channels * length, 1))));
+    return bound ? Math.min(rows, bound.series_per_call) : rows;
+  }
+
   function tensor(ort, dtype, data, dims) {
     if (ArrayBuffer.isView(data)) return new ort.Tensor(dtype, data, dims);
     if (dtype === 'int64') return new ort.Tensor(dtype, BigInt64Array.from(data, (v) => BigInt(v)), dims);
@@ -386,8 +395,21 @@
       if (spec.length.fixed !== undefined && dims[2] !== spec.length.fixed) {
         throw new BundleError(`x: length ${dims[2]} but this model takes exactly ${spec.length.fixed}`);
       }
-      const result = await this.modelSession.run({ [spec.name]: tensor(this.ort, 'float32', x, dims) });
-      return Object.fromEntries(this.outputs.map((name) => [name, result[name]]));
+      const [n, C, L] = dims;
+      const rows = batchRows(C, L, this.manifest.batch_bound);
+      if (n <= rows) {
+        const result = await this.modelSession.run({ [spec.name]: tensor(this.ort, 'float32', x, dims) });
+        return Object.fromEntries(this.outputs.map((name) => [name, result[name]]));
+      }
+      // larger inputs run in calls of `rows` series (as the Python runtime), the outputs joined in order
+      const values = Float32Array.from(x);
+      const parts = [];
+      for (let start = 0; start < n; start += rows) {
+        const count = Math.min(rows, n - start);
+        const batch = values.subarray(start * C * L, (start + count) * C * L);
+        parts.push(await this.modelSession.run({ [spec.name]: new this.ort.Tensor('float32', batch, [count, C, L]) }));
+      }
+      return Object.fromEntries(this.outputs.map((name) => [name, concatOutputs(parts.map((p) => p[name]), n)]));
     }
 
     // prediction: the model's first output (ort.Tensor or {data, dims}); target: numbers or a typed array.

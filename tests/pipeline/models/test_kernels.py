@@ -164,7 +164,7 @@ def test_multirocket_pooling_equals_the_reference_loop_on_runs_ties_and_no_posit
     x[2] = 0.0  # every response equals 0: no position above or below a bias of 0
     c = block.conv(x)
     block.bias.copy_(torch.stack([torch.zeros(84), c[0, :, 7], torch.full((84,), 1e3)], dim=1))  # 0, a tie, none
-    pooled = block.pools(c).numpy()  # (batch, 4, 84, 3)
+    pooled = block(x).unflatten(2, (84, 3)).numpy()  # (batch, 4, 84, 3)
     for n, k, f in itertools.product(range(4), range(84), range(3)):
         region = c[n, k].numpy()
         if k % 2 == 1:  # odd kernels count only where they do not overlap the padding

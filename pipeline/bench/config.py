@@ -3,6 +3,7 @@ command's options are generated from it. No torch."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from pipeline.settings.config import COMPILE_MODES, MODEL_NAMES
@@ -53,6 +54,10 @@ class BenchConfig:
                             ("--train-batch", 2 if self.train_batch is None else self.train_batch)):  # 0 is no default
             if value < 1:
                 raise PipelineError(f"{flag} must be at least 1; got {value}")
+        if self.peer_python is not None and not (os.path.isfile(self.peer_python)
+                                                 and os.access(self.peer_python, os.X_OK)):
+            raise PipelineError(f"--peer-python {self.peer_python}: not an executable file; pass the python of a "
+                                "virtualenv that has aeon (e.g. aeon-venv/bin/python)")
         if self.classes < 2:
             raise PipelineError(f"--classes must be at least 2; got {self.classes}")
         if self.width <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -321,7 +322,8 @@ def _wrong_field_bundle(task_bundles, tmp_path: Path, case: str) -> tuple[Path, 
     return copy, (f"{message}; the bundle is damaged or was not written by pipeline export, re-export it")
 
 
-HOST_WRONG_FIELDS = ("channels as text", "classes not a list", "n_outputs zero", "unknown task", "dim range as text")
+HOST_WRONG_FIELDS = ("channels as text", "classes not a list", "n_outputs zero", "unknown task", "dim range as text",
+                     "series per call zero")
 
 
 @pytest.mark.parametrize("case", HOST_WRONG_FIELDS)
@@ -369,6 +371,23 @@ def test_every_kit_runs_the_kernel_models(node_host, cpp_selfcheck, browser_kit,
     assert_host_agrees(lambda *args: _node(node_host, *args), tb, tb.task, tmp_path, " (fp32)")
     assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), tb, tb.task, tmp_path, " (engine torchscript)")
     assert_host_agrees(lambda *args: _browser(browser_kit, *args), tb, tb.task, tmp_path, " (fp32)")
+
+
+def test_every_kit_cuts_a_kernel_bundles_calls_at_its_bound_and_answers_as_eager(node_host, cpp_selfcheck,
+                                                                                   browser_kit, kernel_bundles,
+                                                                                   tmp_path):
+    """manifest batch_bound.series_per_call 3: the golden batch of 64 and the cases of 7 and 3 series run in
+    calls of at most 3 in every kit, each output (float scores and int64 labels) joined in order."""
+    tb = kernel_bundles["minirocket"]
+    copy = tmp_path / "bounded"
+    shutil.copytree(tb.bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["batch_bound"] = {"series_per_call": 3, "bytes_per_series": manifest["batch_bound"]["bytes_per_series"]}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    bounded = dataclasses.replace(tb, bundle=copy)
+    assert_host_agrees(lambda *args: _node(node_host, *args), bounded, tb.task, tmp_path, " (fp32)")
+    assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), bounded, tb.task, tmp_path, " (engine torchscript)")
+    assert_host_agrees(lambda *args: _browser(browser_kit, *args), bounded, tb.task, tmp_path, " (fp32)")
 
 
 # --- streaming: every kit's stream gives the windows eager PyTorch gives, for any chunking ---------------

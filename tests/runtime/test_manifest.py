@@ -62,6 +62,8 @@ WRONG_FIELDS = {
                            "field 'classes' must be a list of strings or null, got 3"),
     "n_outputs zero": (lambda m: m["model"].__setitem__("n_outputs", 0),
                        "field 'model.n_outputs' must be an integer >= 1, got 0"),
+    "series per call zero": (lambda m: m.__setitem__("batch_bound", {"series_per_call": 0, "bytes_per_series": 9}),
+                             "field 'batch_bound.series_per_call' must be an integer >= 1, got 0"),
     "mean holds text": (lambda m: m["normalization"]["mean"].__setitem__(0, "x"),
                         "field 'normalization.mean[0]' must be a number, got \"x\""),
     "dim range as text": (lambda m: m.__setitem__("torch_export", {"dims": {"model": {"batch": {"min": "one",

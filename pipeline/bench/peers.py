@@ -3,7 +3,7 @@ latency and the peak memory added by predicting 1024 series, at lengths 150 and 
 in its own process (so no engine inherits another's pages or threads).
 
 Ours is the exported onnxruntime bundle through the runtime (`Bundle.predict`, which cuts calls by the
-manifest's batch_bound); aeon's is its own classifier fitted on the same training series (its transform and
+manifest's batch_bound) and, in full mode, its AOTInductor package in calls of the same bound; aeon's is its own classifier fitted on the same training series (its transform and
 ridge head: what its users would deploy). aeon is an optional benchmark dependency (`pip install
 'pipeline[aeon]'`, or `--peer-python` naming an interpreter of a virtualenv that has it); without it the rows
 say "aeon not installed". Run as `python -m pipeline.bench.peers ours|aeon SPEC_JSON` for one engine."""
@@ -82,6 +82,23 @@ def _ours(spec: dict) -> dict:
     return measure(lambda x: bundle.predict(x), spec["length"], tuple(spec["batches"]), spec["seconds"])
 
 
+def _aoti(spec: dict) -> dict:
+    """The bundle's AOTInductor package (as the C++ kit runs it: calls of at most batch_bound series)."""
+    import torch
+    import torch._inductor
+
+    torch.set_num_threads(1)
+    runner = torch._inductor.aoti_load_package(str(Path(spec["bundle"]) / "model.aoti.pt2"))
+    rows = json.loads((Path(spec["bundle"]) / "manifest.json").read_text())["batch_bound"]["series_per_call"]
+
+    def predict(x):
+        with torch.inference_mode():
+            series = torch.from_numpy(x)
+            return [runner(series[i:i + rows]) for i in range(0, len(series), rows)]
+
+    return measure(predict, spec["length"], tuple(spec["batches"]), spec["seconds"])
+
+
 def _aeon(spec: dict) -> dict:
     import importlib
 
@@ -115,21 +132,22 @@ def _row(name: str, metric: str, unit: str, value: float | None, **extra) -> dic
     return {"section": "aeon", "name": name, "metric": metric, "unit": unit, "value": value, **extra}
 
 
-def comparison_rows(model: str, length: int, ours: dict, theirs: dict | None, note: str) -> list[dict]:
+def comparison_rows(model: str, length: int, ours: dict, theirs: dict | None, note: str,
+                    engine: str = "onnxruntime bundle") -> list[dict]:
     """Ours beside aeon's per batch (ratio: ours over aeon's throughput; latency and memory: ours over
     aeon's, lower is better), or ours alone with the reason aeon's are missing."""
-    rows = []
+    rows, name = [], f"{model} {engine}"
     for batch, seconds in ours["seconds"].items():
         peer = None if theirs is None else theirs["seconds"][batch]
         if batch == "1":
-            rows.append(_row(f"{model} onnxruntime bundle", f"latency, batch 1, length {length}", "ms", seconds * 1e3,
+            rows.append(_row(name, f"latency, batch 1, length {length}", "ms", seconds * 1e3,
                              ratio=None if peer is None else seconds / peer, peer=None if peer is None else peer * 1e3,
                              note=note))
-        rows.append(_row(f"{model} onnxruntime bundle", f"throughput, batch {batch}, length {length}", "series/s",
+        rows.append(_row(name, f"throughput, batch {batch}, length {length}", "series/s",
                          int(batch) / seconds, ratio=None if peer is None else peer / seconds,
                          peer=None if peer is None else int(batch) / peer, note=note))
     peer_mb = None if theirs is None else theirs["peak_added_mb"]
-    rows.append(_row(f"{model} onnxruntime bundle", f"peak memory added, {MEMORY_BATCH} series, length {length}",
+    rows.append(_row(name, f"peak memory added, {MEMORY_BATCH} series, length {length}",
                      "MB", ours["peak_added_mb"], peer=peer_mb,
                      ratio=None if not peer_mb else ours["peak_added_mb"] / peer_mb, note=note))
     return rows
@@ -151,8 +169,8 @@ def peer_rows(model: str, quick: bool, work: Path, log, python: str | None = Non
         spec = training.TrainSpec(model, 1.0, 1, length, CLASSES, TRAIN_SERIES, TRAIN_SERIES, 0)
         data = training.synthetic_file(work, spec)
         run_dir = training.trained_run(data, spec, work / f"run-aeon-{model}-{length}")
-        bundle = export_run(run_dir, ExportConfig(fmt="onnx"), out=work / f"bundle-aeon-{model}-{length}",
-                            force=True, log=lambda _: None)
+        bundle = export_run(run_dir, ExportConfig(fmt="onnx" if quick else "onnx,aoti"),
+                            out=work / f"bundle-aeon-{model}-{length}", force=True, log=lambda _: None)
         child = {"length": length, "batches": list(shapes["batches"]), "seconds": shapes["seconds"]}
         log(f"aeon: {model}, length {length}: the onnxruntime bundle and aeon's "
             f"{AEON_CLASSIFIERS[model]}, each in its own one-thread process")
@@ -166,9 +184,14 @@ def peer_rows(model: str, quick: bool, work: Path, log, python: str | None = Non
             if "error" in theirs:
                 theirs, note = None, f"aeon failed: {theirs['error']}"
         rows += comparison_rows(model, length, ours, theirs, note)
+        if not quick:  # the AOTInductor package too (a C++ host's fastest engine)
+            aoti = run_child(sys.executable, "aoti", {**child, "bundle": str(bundle)})
+            if "error" in aoti:
+                raise RuntimeError(f"the AOTInductor package's measurement failed: {aoti['error']}")
+            rows += comparison_rows(model, length, aoti, theirs, note, "AOTInductor package")
     return rows
 
 
 if __name__ == "__main__":
     engine, spec_text = sys.argv[1], sys.argv[2]
-    print(json.dumps((_ours if engine == "ours" else _aeon)(json.loads(spec_text))))
+    print(json.dumps({"ours": _ours, "aoti": _aoti, "aeon": _aeon}[engine](json.loads(spec_text))))

@@ -241,3 +241,46 @@ def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
         assert other["params"] == sum(p.numel() for p in resnet.parameters())
         # latency (ms) and throughput (series/s) alike: the ratio is the values' ratio
         assert other["ratio"] == pytest.approx(other["value"] / fcn["value"], rel=1e-9)
+
+
+# --- the kernel models against aeon ------------------------------------------------------------------------------
+def test_aeon_rows_are_ours_beside_aeons_and_their_targets_follow_the_issue():
+    from pipeline.bench.peers import comparison_rows
+
+    ours = {"peak_added_mb": 30.0, "seconds": {"1": 0.0005, "64": 0.032, "1024": 0.8}}
+    theirs = {"peak_added_mb": 80.0, "seconds": {"1": 0.001, "64": 0.016, "1024": 0.2}}
+    rows = comparison_rows("minirocket", 150, ours, theirs, "peer")
+    got = {r["metric"]: (r["value"], r["peer"], r["ratio"]) for r in rows}
+    assert got == {"latency, batch 1, length 150": (pytest.approx(0.5), pytest.approx(1.0), pytest.approx(0.5)),
+                   "throughput, batch 1, length 150": (pytest.approx(2000), pytest.approx(1000), pytest.approx(2.0)),
+                   "throughput, batch 64, length 150": (pytest.approx(2000), pytest.approx(4000), pytest.approx(0.5)),
+                   "throughput, batch 1024, length 150": (pytest.approx(1280), pytest.approx(5120),
+                                                          pytest.approx(0.25)),
+                   "peak memory added, 1024 series, length 150": (30.0, 80.0, pytest.approx(0.375))}
+    report = {"rows": rows, "machine": {"device": "cpu"}, "model": {"model": "minirocket"}}
+    targets = {t["target"]: (t["value"], t["op"], t["threshold"], t["met"]) for t in check_targets(report)}
+    assert targets == {
+        "minirocket latency, batch 1, length 150 vs aeon": (pytest.approx(0.5), "<=", 1.0, True),
+        "minirocket throughput, batch 64, length 150 vs aeon": (pytest.approx(0.5), ">=", 1.0, False),
+        "minirocket throughput, batch 1024, length 150 vs aeon": (pytest.approx(0.25), ">=", 1.0, False),
+        "minirocket peak memory added, 1024 series, length 150 (MB)": (30.0, "<=", 260.0, True)}
+    alone = comparison_rows("hydra", 150, ours, None, "aeon not installed")
+    assert all(r["peer"] is None and r["ratio"] is None for r in alone)
+    assert not check_targets({"rows": alone, "machine": {"device": "cpu"}, "model": {"model": "hydra"}})
+
+
+@pytest.mark.slow  # trains, exports and times a minirocket in a child process
+def test_the_kernel_bench_measures_the_bundle_in_its_own_process_and_says_when_aeon_is_missing(tmp_path,
+                                                                                               monkeypatch):
+    from pipeline.bench import peers
+
+    monkeypatch.setattr(peers, "aeon_installed", lambda python: False)
+    rows = peers.peer_rows("minirocket", True, tmp_path, lambda _: None)
+    assert {r["metric"] for r in rows} == {"latency, batch 1, length 150", "throughput, batch 1, length 150",
+                                           "throughput, batch 64, length 150",
+                                           "peak memory added, 1024 series, length 150"}
+    for r in rows:
+        assert (r["section"], r["name"], r["note"], r["peer"], r["ratio"]) == (
+            "aeon", "minirocket onnxruntime bundle", "aeon not installed", None, None)
+        assert r["value"] >= 0 if r["unit"] == "MB" else r["value"] > 0
+    assert peers.peer_rows("fcn", True, tmp_path, lambda _: None) == []

@@ -226,3 +226,40 @@ def test_multivariate_minirocket_sums_each_kernels_random_channels_as_the_multiv
     ours = [block(torch.from_numpy(x)).view(4, 84, -1).numpy() for block in transform.blocks]
     for (n, i, k), values in expected:
         np.testing.assert_allclose(ours[i][n, k], values, atol=1e-6, err_msg=str((n, i, k)))
+
+
+# --- the fit: each transform computed once, its statistics in float64 --------------------------------------------
+@pytest.mark.parametrize("model_class", ["MiniRocket", "Hydra", "MultiRocketHydra"])
+def test_the_fit_returns_the_fitted_transforms_own_features_with_float64_statistics(model_class):
+    from pipeline.models import kernels
+
+    x = torch.randn(70, 2, 40, generator=torch.Generator().manual_seed(3))  # 70 series: chunks of 64 and 6
+    model = getattr(kernels, model_class)(2, 40, 3, 0.3)
+    features = model.fit(x, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        np.testing.assert_array_equal(features.numpy(), model.transform(x).numpy())  # bit for bit
+    standardised = [model.transform] if model_class == "MiniRocket" else \
+        [model.transform.multirocket] if model_class == "MultiRocketHydra" else []
+    for transform in standardised:  # mean and std (+ 1e-8) of the raw features, as numpy computes them in float64
+        raw = transform.raw(x).double().numpy()
+        np.testing.assert_allclose(transform.mean.numpy(), raw.mean(0), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(transform.std.numpy(), raw.std(0, ddof=1) + 1e-8, rtol=1e-6, atol=1e-7)
+
+
+def test_the_exported_ppv_graph_holds_nothing_larger_than_half_the_kernels_comparisons(kernel_bundles):
+    """The model graph of a minirocket bundle, shapes inferred: no intermediate per series is larger than one
+    half of the kernels compared with the most biases of one dilation at every position (the bound written in
+    the manifest, counted in elements: 5 bytes each), so no (84, biases, length) tensor and no mask of it."""
+    import json
+
+    import onnx
+
+    bundle = kernel_bundles["minirocket"].bundle
+    bound = json.loads((bundle / "manifest.json").read_text())["batch_bound"]["bytes_per_series"] // 5
+    model = onnx.shape_inference.infer_shapes(onnx.load(bundle / "model.onnx"))
+    sizes = []
+    for value in model.graph.value_info:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):  # (batch, ...): per series, the rest
+            sizes.append(math.prod(d.dim_value for d in dims[1:]))
+    assert sizes and max(sizes) == bound

@@ -186,3 +186,23 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_the_l
     state = load_checkpoint(run_dir / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_threads_are_set_once_for_the_whole_run_and_recorded(tmp_path, npz_file):
+    """--threads 1: the run (the kernel model's fit included) runs on one torch thread, and says so in its
+    config; without it the process keeps torch's own count."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        run = train(RunSettings(DataConfig(data=str(npz_file("multiclass", n=30, length=24)), val_split=0.0),
+                                LossConfig(), ModelConfig(name="minirocket", width=0.1),
+                                TrainConfig(threads=1, progress=False)), out=tmp_path / "one", log=lambda _: None)
+        assert torch.get_num_threads() == 1
+        assert json.loads((run.run_dir / "config.json").read_text())["train"]["threads"] == 1
+        torch.set_num_threads(2)
+        train(RunSettings(DataConfig(data=str(npz_file("multiclass", n=30, length=24)), val_split=0.0),
+                          LossConfig(), ModelConfig(name="minirocket", width=0.1), TrainConfig(progress=False)),
+              out=tmp_path / "default", log=lambda _: None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

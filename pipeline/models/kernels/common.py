@@ -12,8 +12,9 @@ from torch import Tensor
 KERNEL_LENGTH = 9
 FIT_CHUNK = 64  # series per transform call while fitting (bounds memory: chunk x features x length)
 # A graph call's intermediates: the exported bundle's hosts take as many series per call as fit in this (at least
-# one); measured here, 4 MiB keeps onnxruntime's comparisons in the caches (L2) and holds its throughput.
-CALL_BYTES = 4 << 20
+# one). Measured here (one thread): minirocket's throughput is flat from 2 to 16 series per call, and
+# multirocket-hydra's falls to 0.7x at one series per call (its fixed cost per call is ~100 graph nodes per dilation).
+CALL_BYTES = 16 << 20
 # Two float32 engines may each round a sum of n products by up to about n * 2^-24 of the sum of their magnitudes
 # (plus the input's own normalisation); a comparison whose margin is within ROUNDING_FACTOR * (n + 4) * 2^-24 of
 # that magnitude can go either way in an engine that sums in another order.

@@ -36,11 +36,9 @@ from pipeline.training.run_config import ModelRecord
 from pipeline.files import current_umask, remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
 from pipeline.models.build import build_model
-from pipeline.models.kernels import KernelNet
-from pipeline.models.kernels.common import CALL_BYTES
+from pipeline.models.kernels import call_bound
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import Row, summary
-from runtime.inputs import MAX_BATCH
 from runtime.signature import SIGNATURE_FILE
 from runtime.manifest import (BatchBound, GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
                               MODEL_INPUT, MODEL_INT8, README_FILE, SCHEMA_FILE, VERIFICATION_FILE, AotiTarget,
@@ -170,13 +168,10 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
 
 
 def batch_bound(model: nn.Module) -> BatchBound | None:
-    """Kernel models: how many series a graph call may take so its comparisons stay near CALL_BYTES (an
-    ensemble's members run one after another in the call: their sum bounds it); None for the networks, whose
-    activations the input-size rule of runtime.inputs already bounds."""
-    per_series = sum(net.bytes_per_series() for net in model.modules() if isinstance(net, KernelNet))
-    if not per_series:
-        return None
-    return BatchBound(max(1, min(MAX_BATCH, CALL_BYTES // per_series)), per_series)
+    """Kernel models: how many series a graph call may take (pipeline.models.kernels.call_bound); None for the
+    networks, whose activations the input-size rule of runtime.inputs already bounds."""
+    bound = call_bound(model)
+    return None if bound is None else BatchBound(*bound)
 
 
 def _verification(tmp: Path, rows: list[Row], config: ExportConfig) -> Verification:

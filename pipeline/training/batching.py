@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.data.load import Split
+from pipeline.models.kernels import call_bound
 from runtime.tasks import compute_metrics
 
 EVAL_BATCH = 1024
@@ -72,7 +73,9 @@ def batch_bounds(n: int, batch_size: int, min_last: int = 2) -> list[tuple[int, 
 def predict_raw(model: nn.Module, source: BatchSource) -> Tensor:
     """Raw model outputs (N, K) in eval mode, in order."""
     model.eval()
-    outs = [model(source.batch(torch.arange(s, e))[0]).float() for s, e in batch_bounds(source.n, EVAL_BATCH)]
+    bound = call_bound(model)  # kernel models: as many series as the exported bundle's calls take
+    size = EVAL_BATCH if bound is None else bound[0]
+    outs = [model(source.batch(torch.arange(s, e))[0]).float() for s, e in batch_bounds(source.n, size)]
     return torch.cat(outs)
 
 

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 
 import runtime
-from pipeline.models.kernels.common import CALL_BYTES
 from pipeline.models.kernels.minirocket import MINIROCKET_FEATURES, MINIROCKET_INDICES, minirocket_dilations
 from runtime.inputs import MAX_BATCH
 
@@ -25,7 +24,7 @@ def test_a_kernel_bundle_states_its_bound_from_its_largest_comparison_and_a_netw
     # first half counts the whole output), one bool and one float32 per compared element
     expected = 5 * 42 * max(per_dilation) * length
     assert manifest["batch_bound"] == {"bytes_per_series": expected,
-                                       "series_per_call": max(1, min(MAX_BATCH, CALL_BYTES // expected))}
+                                       "series_per_call": max(1, min(MAX_BATCH, (4 << 20) // expected))}
     assert "batch_bound" not in json.loads((task_bundles["multiclass"].bundle / "manifest.json").read_text())
 
 

@@ -10,9 +10,9 @@ from pipeline.models.kernels.common import KERNEL_LENGTH, ROUNDING_FACTOR, UNIT_
 from pipeline.models.kernels.hydra import HydraBlock, HydraTransform, SparseScale
 from pipeline.models.kernels.minirocket import MINIROCKET_INDICES, MiniRocketTransform, PPVBlock, minirocket_dilations
 from pipeline.models.kernels.multirocket import MultiRocketHydraTransform, MultiRocketTransform, PoolingBlock
-from pipeline.models.kernels.nets import Hydra, KernelNet, MiniRocket, MultiRocketHydra
+from pipeline.models.kernels.nets import Hydra, KernelNet, MiniRocket, MultiRocketHydra, call_bound
 
 __all__ = ["KERNEL_LENGTH", "MINIROCKET_INDICES", "ROUNDING_FACTOR", "UNIT_ROUNDOFF", "Hydra", "HydraBlock",
            "HydraTransform", "KernelNet", "MiniRocket", "MiniRocketTransform", "MultiRocketHydra",
-           "MultiRocketHydraTransform", "MultiRocketTransform", "PPVBlock", "PoolingBlock", "SparseScale",
+           "MultiRocketHydraTransform", "MultiRocketTransform", "PPVBlock", "PoolingBlock", "SparseScale", "call_bound",
            "minirocket_dilations", "transform_in_chunks"]

@@ -12,9 +12,10 @@ from torch import Tensor
 KERNEL_LENGTH = 9
 FIT_CHUNK = 64  # series per transform call while fitting (bounds memory: chunk x features x length)
 # A graph call's intermediates: the exported bundle's hosts take as many series per call as fit in this (at least
-# one). Measured here (one thread): minirocket's throughput is flat from 2 to 16 series per call, and
-# multirocket-hydra's falls to 0.7x at one series per call (its fixed cost per call is ~100 graph nodes per dilation).
-CALL_BYTES = 16 << 20
+# one). Measured here (onnxruntime, one thread): minirocket at length 1000 is 0.8x as fast with 4 series per call
+# as with one (its comparisons leave the caches), so 4 MiB; multirocket-hydra, whose fixed cost per call is ~100
+# graph nodes per dilation, falls to 0.7x at one series per call and takes 16 MiB (KernelNet.call_bytes).
+CALL_BYTES = 4 << 20
 # Two float32 engines may each round a sum of n products by up to about n * 2^-24 of the sum of their magnitudes
 # (plus the input's own normalisation); a comparison whose margin is within ROUNDING_FACTOR * (n + 4) * 2^-24 of
 # that magnitude can go either way in an engine that sums in another order.
@@ -47,6 +48,11 @@ def rounding_scale(x: Tensor, weight: Tensor, dilation: int, padding: int, terms
 
 def transform_in_chunks(transform, x: Tensor, chunk: int = FIT_CHUNK) -> Tensor:
     return torch.cat([transform(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def series_per_call(bytes_per_series: int, most: int = FIT_CHUNK, budget: int = CALL_BYTES) -> int:
+    """How many series one call takes so that its comparisons stay within `budget` bytes (at least one)."""
+    return max(1, min(most, budget // max(bytes_per_series, 1)))
 
 
 @torch.no_grad()

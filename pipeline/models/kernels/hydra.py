@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.kernels.common import KERNEL_LENGTH, ROUNDING_FACTOR, UNIT_ROUNDOFF, transform_in_chunks
+from pipeline.models.kernels.common import (KERNEL_LENGTH, ROUNDING_FACTOR, UNIT_ROUNDOFF, series_per_call,
+                                           transform_in_chunks)
 
 HYDRA_KERNELS, HYDRA_GROUPS = 8, 64
 
@@ -142,7 +143,7 @@ class HydraTransform(nn.Module):
         for on_series, on_diff in zip(self.series, self.diffs):
             on_series.fit(x.shape[1], g)
             on_diff.fit(x.shape[1], g)
-        counts = transform_in_chunks(self.raw, x)
+        counts = transform_in_chunks(self.raw, x, series_per_call(self.bytes_per_series()))
         self.scale.fit(counts)
         return transform_in_chunks(self.scale, counts)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.kernels.common import (KERNEL_LENGTH, channel_combinations, golden_quantiles, rounding_scale,
-                                     standardise_in_place, transform_in_chunks)
+                                     series_per_call, standardise_in_place, transform_in_chunks)
 
 # the 84 MiniRocket kernels: weight 2 at three of the nine positions, -1 at the others
 MINIROCKET_INDICES = tuple(itertools.combinations(range(KERNEL_LENGTH), 3))
@@ -153,7 +153,8 @@ class MiniRocketTransform(nn.Module):
             q = quantiles[start:start + kernels * f].view(kernels, f)
             block.fit(x, combos[i * kernels:(i + 1) * kernels], q, g)
             start += kernels * f
-        return standardise_in_place(transform_in_chunks(self.raw, x), self.mean, self.std)
+        raw = transform_in_chunks(self.raw, x, series_per_call(self.bytes_per_series()))
+        return standardise_in_place(raw, self.mean, self.std)
 
     def feature_bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(features, how far each standardised feature may move when near-tie comparisons flip)."""

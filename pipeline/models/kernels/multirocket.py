@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.kernels.common import KERNEL_LENGTH, channel_combinations, golden_quantiles, rounding_scale, \
-    standardise_in_place, transform_in_chunks
+    series_per_call, standardise_in_place, transform_in_chunks
 from pipeline.models.kernels.hydra import HYDRA_GROUPS, HydraTransform
 from pipeline.models.kernels.minirocket import MINIROCKET_INDICES, PPVBlock, minirocket_dilations
 
@@ -25,6 +25,8 @@ class PoolingBlock(PPVBlock):
 
     def __init__(self, channels: int, length: int, dilation: int, features: int, odd_start: int):
         super().__init__(channels, length, dilation, features, odd_start)
+        # `relative` and `last` are no longer read (forward works on each half's own region); they stay in the
+        # state dict so that runs saved before load as they are
         first = self.valid.argmax(-1, keepdim=True)  # (84, 1, 1): where each kernel's region starts
         index = torch.arange(length).view(1, 1, length)
         self.register_buffer("relative", (index - first).clamp(min=0).float() * self.valid)  # index in the region
@@ -130,7 +132,8 @@ class MultiRocketTransform(nn.Module):
                 block.fit(series, combos[i * kernels:(i + 1) * kernels],
                           quantiles[start:start + kernels * f].view(kernels, f), g)
                 start += kernels * f
-        return standardise_in_place(transform_in_chunks(self.raw, x, chunk=16), self.mean, self.std)
+        raw = transform_in_chunks(self.raw, x, series_per_call(self.bytes_per_series()))
+        return standardise_in_place(raw, self.mean, self.std)
 
     def feature_bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self(x), self._each(x, "near_ties") / self.std

@@ -8,12 +8,16 @@ from torch import Tensor, nn
 from pipeline.models.kernels.hydra import HYDRA_GROUPS, HydraTransform
 from pipeline.models.kernels.minirocket import MINIROCKET_FEATURES, MINIROCKET_INDICES, MiniRocketTransform
 from pipeline.models.kernels.multirocket import MultiRocketHydraTransform
+from pipeline.models.kernels.common import CALL_BYTES, series_per_call
 from pipeline.models.sizing import FixedLength
+from runtime.inputs import MAX_BATCH
 
 
 class KernelNet(FixedLength, nn.Module):
     """A kernel transform (fitted by `fit`, never trained) and a linear head on its standardised features.
     Sized from the training length (its dilations are); `width` scales the number of features."""
+
+    call_bytes = CALL_BYTES  # a graph call's comparisons at most (pipeline.models.kernels.common)
 
     def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
         super().__init__()
@@ -46,6 +50,17 @@ class KernelNet(FixedLength, nn.Module):
         return self.head(features), moves @ self.head.weight.abs().T, int((moves > 0).sum())
 
 
+def call_bound(model: nn.Module) -> tuple[int, int] | None:
+    """(series per call, bytes per series) of a model holding kernel nets (an ensemble's members run one after
+    another in a call: their sum bounds it), so a call's comparisons stay within its call_bytes; None for the
+    networks, whose activations their input's size bounds."""
+    nets = [net for net in model.modules() if isinstance(net, KernelNet)]
+    if not nets:
+        return None
+    per_series = sum(net.bytes_per_series() for net in nets)
+    return series_per_call(per_series, MAX_BATCH, max(net.call_bytes for net in nets)), per_series
+
+
 class MiniRocket(KernelNet):
     """MiniRocket (Dempster, Schmidt, Webb, KDD 2021): about 10,000 PPV features of 84 fixed kernels."""
 
@@ -62,6 +77,8 @@ class Hydra(KernelNet):
 
 class MultiRocketHydra(KernelNet):
     """MultiRocket-Hydra (aeon; Middlehurst et al.'s bake-off): MultiRocket's 50,000 features and Hydra's."""
+
+    call_bytes = 4 * CALL_BYTES  # its calls carry ~100 graph nodes per dilation: fewer, larger calls
 
     def make_transform(self, c_in: int, length: int, width: float) -> nn.Module:
         return MultiRocketHydraTransform(c_in, length, width)

@@ -434,6 +434,12 @@ class TrainConfig(_JsonMixin):
         "database store (sqlite:///mlflow.db): the config as parameters, per-epoch metrics, tags, the run's files as "
         "artifacts. Experiment: $MLFLOW_EXPERIMENT_NAME [default: pipeline]. A resumed run continues its MLflow run.")
 
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if d["threads"] is None:  # added after runs existed: their config.json stays as written
+            del d["threads"]
+        return d
+
     def __post_init__(self):
         _positive("--epochs", self.epochs)
         if self.batch_size is not None:

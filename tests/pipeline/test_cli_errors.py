@@ -153,7 +153,7 @@ def test_resume_refuses_flags_fixed_by_the_run(base):
     result = run(["train", "--resume", str(tmp), "--lr", "0.1"])
     assert_usage_error(result, "--resume continues a run with its saved settings; --lr cannot be changed (allowed "
                                "with --resume: --epochs, --patience, --compile, --compile-mode, --device, "
-                               "--precision, --progress, --nproc, --mlflow-optional)")
+                               "--threads, --precision, --progress, --nproc, --mlflow-optional)")
 
 
 @pytest.mark.parametrize("command", [[], ["train"]])

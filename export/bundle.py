@@ -40,7 +40,7 @@ from pipeline.models.kernels import call_bound
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import Row, summary
 from runtime.signature import SIGNATURE_FILE
-from runtime.manifest import (BatchBound, GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
+from runtime.manifest import (GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
                               MODEL_INPUT, MODEL_INT8, README_FILE, SCHEMA_FILE, VERIFICATION_FILE, AotiTarget,
                               DimRange, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
@@ -161,17 +161,10 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
     (tmp / README_FILE).write_text(readme_text(run.record, want))
     (tmp / SCHEMA_FILE).write_text(schema_text())
-    graphs = Graphs(methods, verification, layout, exported, int8, batch_bound(model))
+    graphs = Graphs(methods, verification, layout, exported, int8, call_bound(model))
     manifest = build_manifest(tmp, run.record, run.weights, config, graphs, source)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return rows
-
-
-def batch_bound(model: nn.Module) -> BatchBound | None:
-    """Kernel models: how many series a graph call may take (pipeline.models.kernels.call_bound); None for the
-    networks, whose activations the input-size rule of runtime.inputs already bounds."""
-    bound = call_bound(model)
-    return None if bound is None else BatchBound(*bound)
 
 
 def _verification(tmp: Path, rows: list[Row], config: ExportConfig) -> Verification:

@@ -18,8 +18,7 @@ from pipeline.training.run_config import ModelRecord
 from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, BatchBound,
-                              FileEntry,
-                              InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization, OutputBase, Source,
+                              FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization, OutputBase, Source,
                               TensorSpec, TorchExport, Verification, Window)
 from runtime.tasks import TASKS
 

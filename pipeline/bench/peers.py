@@ -3,10 +3,11 @@ latency and the peak memory added by predicting 1024 series, at lengths 150 and 
 in its own process (so no engine inherits another's pages or threads).
 
 Ours is the exported onnxruntime bundle through the runtime (`Bundle.predict`, which cuts calls by the
-manifest's batch_bound) and, in full mode, its AOTInductor package in calls of the same bound; aeon's is its own classifier fitted on the same training series (its transform and
-ridge head: what its users would deploy). aeon is an optional benchmark dependency (`pip install
+manifest's batch_bound) and, in full mode, its AOTInductor package in calls of the same bound; aeon's is
+its own classifier fitted on the same training series (its transform and ridge head: what its users would
+deploy). aeon is an optional benchmark dependency (`pip install
 'pipeline[aeon]'`, or `--peer-python` naming an interpreter of a virtualenv that has it); without it the rows
-say "aeon not installed". Run as `python -m pipeline.bench.peers ours|aeon SPEC_JSON` for one engine."""
+say "aeon not installed". Run as `python -m pipeline.bench.peers ours|aoti|aeon SPEC_JSON` for one engine."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def _ours(spec: dict) -> dict:
     import runtime
 
     bundle = runtime.load(spec["bundle"], threads=1)
-    return measure(lambda x: bundle.predict(x), spec["length"], tuple(spec["batches"]), spec["seconds"])
+    return measure(bundle.predict, spec["length"], tuple(spec["batches"]), spec["seconds"])
 
 
 def _aoti(spec: dict) -> dict:
@@ -105,11 +106,8 @@ def _aeon(spec: dict) -> dict:
     module = importlib.import_module("aeon.classification.convolution_based")
     data = np.load(spec["data"])
     classifier = getattr(module, spec["classifier"])(n_jobs=1, random_state=0)
-    start = time.perf_counter()
     classifier.fit(data["X"].astype(np.float32), data["y"])
-    fit_seconds = time.perf_counter() - start
-    return {**measure(classifier.predict, spec["length"], tuple(spec["batches"]), spec["seconds"]),
-            "fit_seconds": fit_seconds}
+    return measure(classifier.predict, spec["length"], tuple(spec["batches"]), spec["seconds"])
 
 
 def run_child(python: str, engine: str, spec: dict) -> dict:

@@ -85,11 +85,10 @@ def _aeon_targets(rows: list[dict]) -> list[dict]:
     batch-1 latency at most aeon's, peak memory at most 2x aeon's + 100 MB)."""
     targets = []
     for r in rows:
-        if r["section"] != "aeon" or r.get("peer") is None:
+        # the issue's targets are the onnxruntime bundle's, against a measured aeon
+        if r["section"] != "aeon" or r.get("peer") is None or not r["name"].endswith("onnxruntime bundle"):
             continue
         model = r["name"].split()[0]
-        if not r["name"].endswith("onnxruntime bundle"):  # the issue's targets are the onnxruntime bundle's
-            continue
         if r["metric"].startswith("throughput") and not r["metric"].startswith("throughput, batch 1,"):
             targets.append(_target(f"{model} {r['metric']} vs aeon", r["ratio"], ">=", AEON_THROUGHPUT[model],
                                    f"{r['value']:.0f} vs {r['peer']:.0f} series/s"))

@@ -74,7 +74,7 @@ def predict_raw(model: nn.Module, source: BatchSource) -> Tensor:
     """Raw model outputs (N, K) in eval mode, in order."""
     model.eval()
     bound = call_bound(model)  # kernel models: as many series as the exported bundle's calls take
-    size = EVAL_BATCH if bound is None else bound[0]
+    size = EVAL_BATCH if bound is None else bound.series_per_call
     outs = [model(source.batch(torch.arange(s, e))[0]).float() for s, e in batch_bounds(source.n, size)]
     return torch.cat(outs)
 

@@ -11,6 +11,7 @@ from pipeline.models.kernels.multirocket import MultiRocketHydraTransform
 from pipeline.models.kernels.common import CALL_BYTES, series_per_call
 from pipeline.models.sizing import FixedLength
 from runtime.inputs import MAX_BATCH
+from runtime.manifest import BatchBound
 
 
 class KernelNet(FixedLength, nn.Module):
@@ -50,15 +51,15 @@ class KernelNet(FixedLength, nn.Module):
         return self.head(features), moves @ self.head.weight.abs().T, int((moves > 0).sum())
 
 
-def call_bound(model: nn.Module) -> tuple[int, int] | None:
-    """(series per call, bytes per series) of a model holding kernel nets (an ensemble's members run one after
-    another in a call: their sum bounds it), so a call's comparisons stay within its call_bytes; None for the
-    networks, whose activations their input's size bounds."""
+def call_bound(model: nn.Module) -> BatchBound | None:
+    """The manifest's batch_bound of a model holding kernel nets (an ensemble's members run one after another
+    in a call: their sum bounds it), so a call's comparisons stay within its call_bytes; None for the networks,
+    whose activations their input's size bounds."""
     nets = [net for net in model.modules() if isinstance(net, KernelNet)]
     if not nets:
         return None
     per_series = sum(net.bytes_per_series() for net in nets)
-    return series_per_call(per_series, MAX_BATCH, max(net.call_bytes for net in nets)), per_series
+    return BatchBound(series_per_call(per_series, MAX_BATCH, max(net.call_bytes for net in nets)), per_series)
 
 
 class MiniRocket(KernelNet):

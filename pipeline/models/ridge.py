@@ -6,11 +6,14 @@ leave-one-out scores, so that the exported probabilities and loss are calibrated
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+
+from pipeline.models.lbfgs import minimize
 
 RIDGE_ALPHAS = tuple(float(a) for a in torch.logspace(-3, 3, 10, dtype=torch.float64))
 RIDGE_MAX_SERIES = 10_000  # --head auto: ridge below this many training series, gradient descent from it
@@ -82,25 +85,27 @@ HEAD_RULES = {"softmax": HeadRule(_plus_minus_one_hot, calibrate=True, shared=Tr
 
 
 def calibrate(loo: Tensor, y: Tensor, loss_fn, shared: bool, shift: bool) -> tuple[Tensor, Tensor]:
-    """The output layer's (scale, shift) minimising the task's loss of loo * scale + shift (scale > 0)."""
+    """The output layer's (scale, shift) minimising the task's loss of loo * scale + shift (scale > 0), by
+    L-BFGS from scale 1 and shift 0 (pipeline.models.lbfgs: torch's iteration without torch.optim)."""
     k = loo.shape[1]
-    log_scale = torch.zeros(1 if shared else k, dtype=torch.float64, device=loo.device, requires_grad=True)
-    offset = torch.zeros(k, dtype=torch.float64, device=loo.device, requires_grad=shift)
-    params = [log_scale] + ([offset] if shift else [])
-    optimizer = torch.optim.LBFGS(params, max_iter=CALIBRATION_STEPS, line_search_fn="strong_wolfe")
+    n_scales = 1 if shared else k
     scores = loo.double()
 
-    def closure():
-        optimizer.zero_grad()
-        loss, _ = loss_fn((scores * log_scale.exp() + offset).float(), y)
-        loss.backward()
-        return loss
+    def objective(flat: Tensor) -> tuple[float, Tensor]:
+        flat = flat.detach().requires_grad_(True)
+        log_scale, offset = flat[:n_scales], flat[n_scales:] if shift else torch.zeros(k, dtype=torch.float64,
+                                                                                     device=loo.device)
+        with torch.enable_grad():
+            loss, _ = loss_fn((scores * log_scale.exp() + offset).float(), y)
+            (grad,) = torch.autograd.grad(loss, flat)
+        return float(loss.detach()), grad
 
-    with torch.enable_grad():
-        start = float(closure().detach())
-        if torch.isfinite(torch.tensor(start)):
-            optimizer.step(closure)
-    scale, offset = log_scale.detach().exp().expand(k), offset.detach()
+    start = torch.zeros(n_scales + (k if shift else 0), dtype=torch.float64, device=loo.device)
+    solved = start
+    if math.isfinite(objective(start)[0]):
+        solved = minimize(objective, start, max_iter=CALIBRATION_STEPS)
+    scale = solved[:n_scales].exp().expand(k)
+    offset = solved[n_scales:] if shift else torch.zeros(k, dtype=torch.float64, device=loo.device)
     if not (torch.isfinite(scale).all() and torch.isfinite(offset).all()):
         return torch.ones(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
     return scale.clone(), offset.clone()

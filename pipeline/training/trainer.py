@@ -119,8 +119,9 @@ class Trainer:
         if features is not None and self.model_cfg.head == "ridge":
             self.output_base = fit_head(self.model, features, self.train_src.y, self.task.scores, self.output_base,
                                         self.loss_fn, self.loss_name, self.log)
-        self.optimizer = make_optimizer(train_cfg, self.model)
-        self.scheduler = make_scheduler(train_cfg, self.optimizer)
+        # a ridge head is solved in closed form: no optimizer (building one imports torch._dynamo, 1.5 s)
+        self.optimizer = None if self.model_cfg.head == "ridge" else make_optimizer(train_cfg, self.model)
+        self.scheduler = make_scheduler(train_cfg, self.optimizer) if self.optimizer is not None else None
         self.shuffle = torch.Generator().manual_seed(train_cfg.seed + train_cfg.member)
         self.history: list[dict] = []
         self.epoch = 0
@@ -191,7 +192,7 @@ class Trainer:
                  "best": dict(self.best)}
         if full:
             state.update(
-                optimizer=self.optimizer.state_dict(),
+                optimizer=self.optimizer.state_dict() if self.optimizer is not None else None,
                 scheduler=self.scheduler.state_dict() if self.scheduler else None,
                 rng={"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()},
                 history=list(self.history), bad_epochs=self.bad_epochs,
@@ -200,7 +201,8 @@ class Trainer:
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None and state["optimizer"]:  # ridge runs have none (older ones saved an unstepped one)
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -312,7 +314,7 @@ class Trainer:
                 graphs_after_first = _graph_count()
             self.history.append({
                 "epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"] if val else None,
-                "val_metric": val[metric] if val else None, "lr": self.optimizer.param_groups[0]["lr"],
+                "val_metric": val[metric] if val else None, "lr": self._lr(),
                 "seconds": round(time.perf_counter() - t0, 4),
             })
             if monitored < self.best["loss"]:
@@ -390,6 +392,10 @@ class Trainer:
         raise PipelineError(f"training diverged: loss is {float(batch_means[bad])} at epoch {epoch}, batch "
                             f"{start + bad + 1}; lower --lr or check the data. The last good checkpoint is "
                             f"{self.folder.last}")
+
+    def _lr(self) -> float:
+        """The learning rate of the epoch just run; a ridge run records --lr as given (it steps no optimizer)."""
+        return self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.cfg.lr
 
     def _report_epoch(self, bar, show_bars: bool, val: dict | None, metric: str) -> None:
         row = self.history[-1]

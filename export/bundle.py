@@ -33,14 +33,15 @@ from export.verify import BATCH_SIZES, VerificationError, verify_graph
 from pipeline.training.checkpoint import BEST, load_checkpoint
 from pipeline.settings.config import ModelConfig
 from pipeline.training.run_config import ModelRecord
+from pipeline.errors import PipelineError
 from pipeline.files import current_umask, remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
-from pipeline.models.build import build_model
+from pipeline.models.build import build_model, has_maps
 from pipeline.models.kernels import call_bound
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import Row, summary
 from runtime.signature import SIGNATURE_FILE
-from runtime.manifest import (GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
+from runtime.manifest import (SALIENCY_OUTPUT, GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
                               MODEL_INPUT, MODEL_INT8, README_FILE, SCHEMA_FILE, VERIFICATION_FILE, AotiTarget,
                               DimRange, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
@@ -109,8 +110,9 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     """Export and verify every graph into `tmp` and write the bundle's files; the verification rows."""
     cfg, model, loss, task = run.cfg, run.model, run.loss, run.task
     spec = TASKS[task]
-    graph = model_graph(model, task)
-    outputs = spec.outputs
+    check_saliency(model, cfg, config.saliency)
+    graph = model_graph(model, task, config.saliency)
+    outputs = spec.outputs + ((SALIENCY_OUTPUT,) if config.saliency else ())
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
     allowance = allowance_for(model, spec.scores)  # kernel models: near-threshold comparisons (export.thresholds)
     x_axes = {0: "batch"} if cfg.fixed_length else {0: "batch", 2: "length"}
@@ -133,7 +135,7 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
             "model", graph, engines(paths, (MODEL_INPUT,)), model_grid, outputs, config.atol, config.rtol,
             spec.decision, allowance)
         rows, layout = _export_model_onnx(graph, model, task, example_x, path("model", "onnx"), outputs,
-                                          {MODEL_INPUT: x_axes}, config.opset, meta, verify_model)
+                                          {MODEL_INPUT: x_axes}, config.opset, meta, verify_model, config.saliency)
         files["loss"]["onnx"] = export_loss_onnx(loss, example_loss, path("loss", "onnx"), config.opset, meta,
                                                  loss_what)
         files["model"]["onnx"] = path("model", "onnx")
@@ -159,12 +161,34 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
         int8 = quantize_bundle(tmp, int8_data, task, config.max_metric_drop, log)
         golden[GOLDEN_INT8] = golden_onnx(tmp / MODEL_INT8, golden["model"], outputs)
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
-    (tmp / README_FILE).write_text(readme_text(run.record, want))
+    (tmp / README_FILE).write_text(readme_text(run.record, want, config.saliency))
     (tmp / SCHEMA_FILE).write_text(schema_text())
     graphs = Graphs(methods, verification, layout, exported, int8, call_bound(model))
     manifest = build_manifest(tmp, run.record, run.weights, config, graphs, source)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return rows
+
+
+def check_saliency(model, cfg, saliency: bool) -> None:
+    """--saliency needs exact activation maps: a network ending in global average pooling and a linear head."""
+    if saliency and not has_maps(model.net):
+        raise PipelineError(f"--saliency: {cfg.name} has no exact per-time-step map; "
+                          + SALIENCY_REFUSALS.get(cfg.name, "its head does not read a global average of feature "
+                                                  "maps") + "; export without --saliency, or train fcn, resnet, "
+                          "inception or lite")
+
+
+# why a model without global average pooling has no exact activation map (docs/models.md, "Where the model looked")
+SALIENCY_REFUSALS = {
+    "minirocket": "its features are proportions of positive convolution outputs over the whole series (PPV), "
+                  "counted, not averaged, so no map sums to them",
+    "hydra": "its features count which kernel wins at each step, over the whole series, so no map sums to them",
+    "multirocket-hydra": "its features are counts, maxima and longest runs over the whole series, so no map sums "
+                         "to them",
+    "simple-cnn": "its linear layer reads the flattened feature maps, one weight per position, not their average",
+    "mlp": "its hidden layers mix every time step before the output",
+    "linear": "it has no feature maps, one weight per input value",
+}
 
 
 def _verification(tmp: Path, rows: list[Row], config: ExportConfig) -> Verification:
@@ -238,12 +262,13 @@ def export_loss_onnx(loss, example: tuple, path: Path, opset: int, meta: dict, w
 
 
 def _export_model_onnx(graph, model, task: str, example_x: tuple, path: Path, outputs: tuple[str, ...],
-                       axes: dict, opset: int, meta: dict, verify_model) -> tuple[list[Row], str]:
+                       axes: dict, opset: int, meta: dict, verify_model,
+                       saliency: bool = False) -> tuple[list[Row], str]:
     """The model graph in the 2D layout onnxruntime runs fastest, or the plain 1D graph when that
     layout does not exist for the model or does not verify; returns the verification rows and the layout."""
     fast = conv2d_layout(model)
     if fast is not None:
-        export_onnx(model_graph(fast, task), example_x, path, (MODEL_INPUT,), outputs, axes, opset, meta, "model")
+        export_onnx(model_graph(fast, task, saliency), example_x, path, (MODEL_INPUT,), outputs, axes, opset, meta, "model")
         rows = verify_model({"onnx": path})
         if not any(r.problem for r in rows):
             return rows, "conv2d"

@@ -9,49 +9,69 @@ from pipeline.losses import user_loss
 from runtime.tasks import TASKS
 
 class _TaskGraph(nn.Module):
-    """Holds the eager model; each task's subclass only says which outputs it emits."""
+    """Holds the eager model; each task's subclass only says which outputs follow from the raw scores."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
+    def forward(self, x: Tensor):  # (batch, channels, length) -> the task's named outputs
+        return self.named(self.model(x))
+
 
 class RegressionGraph(_TaskGraph):
-    def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, K)
-        return self.model(x)
+    def named(self, scores: Tensor) -> Tensor:  # (batch, K)
+        return scores
 
 
 class SigmoidGraph(_TaskGraph):
     """binary and multilabel: raw logits and their probabilities."""
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.model(x)
+    def named(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         return logits, torch.sigmoid(logits)
 
 
 class SoftmaxGraph(_TaskGraph):
     """multiclass: logits, probabilities and the int64 label index."""
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        logits = self.model(x)
+    def named(self, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return logits, torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
 
 
 class CountGraph(_TaskGraph):
     """count: the log-rate the Poisson loss takes, and the rate."""
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_rate = self.model(x)
+    def named(self, log_rate: Tensor) -> tuple[Tensor, Tensor]:
         return log_rate, torch.exp(log_rate)
+
+
+class SaliencyGraph(nn.Module):
+    """A task graph's outputs and then `saliency`, from one pass over the convolutions (export --saliency): the
+    activation map of the predicted class (multiclass, (batch, length)), of the one output (batch, length), or
+    of every output (batch, outputs, length); each in its output's score units (models.build.scores_and_maps)."""
+
+    def __init__(self, task_graph: _TaskGraph):
+        super().__init__()
+        self.task_graph = task_graph
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        scores, maps = self.task_graph.model.scores_and_maps(x)  # (batch, K), (batch, K, length)
+        outputs = as_tuple(self.task_graph.named(scores))
+        if isinstance(self.task_graph, SoftmaxGraph):
+            label = outputs[2].view(-1, 1, 1).expand(-1, 1, maps.shape[2])
+            return (*outputs, maps.gather(1, label).squeeze(1))
+        return (*outputs, maps[:, 0] if maps.shape[1] == 1 else maps)
 
 
 # How each kind of task score (runtime.tasks.Task.scores) becomes the task's named outputs.
 _GRAPHS = {"identity": RegressionGraph, "sigmoid": SigmoidGraph, "softmax": SoftmaxGraph, "exp": CountGraph}
 
 
-def model_graph(model: nn.Module, task: str) -> nn.Module:
-    """The eager model (never a compiled wrapper) wrapped to emit the task's named outputs, in eval mode."""
-    return _GRAPHS[TASKS[task].scores](model).eval()
+def model_graph(model: nn.Module, task: str, saliency: bool = False) -> nn.Module:
+    """The eager model (never a compiled wrapper) wrapped to emit the task's named outputs (and, with
+    `saliency`, the activation map after them), in eval mode."""
+    graph = _GRAPHS[TASKS[task].scores](model)
+    return (SaliencyGraph(graph) if saliency else graph).eval()
 
 
 def as_tuple(outputs) -> tuple[Tensor, ...]:

@@ -13,7 +13,7 @@ import copy
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.build import SequenceModel
+from pipeline.models.build import SequenceModel, scores_and_maps
 from pipeline.models.networks import SameConv1d
 
 # Layers that are the same function on 3D and 4D tensors (shape-agnostic or acting on dim 1 / the last axis).
@@ -97,6 +97,9 @@ class Conv2dLayout(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
         return self.output(self.net(self.normalize(x).unsqueeze(2)))
+
+    def scores_and_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:  # as SequenceModel's, in the 2D layout
+        return scores_and_maps(self.net, self.output, self.normalize(x).unsqueeze(2))
 
 
 def conv2d_layout(model: SequenceModel) -> nn.Module | None:

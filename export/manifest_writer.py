@@ -17,7 +17,7 @@ from pipeline.version import __version__
 from pipeline.training.run_config import ModelRecord
 from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
-from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, BatchBound,
+from runtime.manifest import (SALIENCY_OUTPUT, FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, BatchBound,
                               FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization, OutputBase, Source,
                               TensorSpec, TorchExport, Verification, Window)
 from runtime.tasks import TASKS
@@ -75,7 +75,7 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
     return Manifest(
         format_version=FORMAT_VERSION, task=task, classes=record.encoding.to_dict()["classes"],
         input=InputSpec(MODEL_INPUT, "float32", ["batch", "channels", "length"], cfg.in_channels, length),
-        outputs=list(TASKS[task].outputs),
+        outputs=list(TASKS[task].outputs) + ([SALIENCY_OUTPUT] if config.saliency else []),
         normalization=Normalization(cfg.normalize, True, weights["normalize.mean"].reshape(-1).tolist(),
                                     weights["normalize.std"].reshape(-1).tolist()),
         model=cfg.to_dict(),
@@ -93,7 +93,7 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
         window=Window(**record.window) if record.window else None, batch_bound=graphs.batch_bound)
 
 
-def readme_text(record: ModelRecord, want: tuple[str, ...]) -> str:
+def readme_text(record: ModelRecord, want: tuple[str, ...], saliency: bool = False) -> str:
     cfg, task = record.model, record.task
     what = {("model", "onnx"): "the model graph (ONNX, onnxruntime)", ("loss", "onnx"): "the loss graph (ONNX)",
             ("model", "torchscript"): "the model graph (TorchScript; torch::jit::load in C++)",
@@ -106,7 +106,7 @@ def readme_text(record: ModelRecord, want: tuple[str, ...]) -> str:
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
     target = _target_spec(task, cfg.n_outputs)
     text = README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
-                         outputs=", ".join(TASKS[task].outputs), target=f"{target.dtype}, {target.meaning}",
+                         outputs=", ".join(TASKS[task].outputs + ((SALIENCY_OUTPUT,) if saliency else ())), target=f"{target.dtype}, {target.meaning}",
                          loss=json.dumps(record.loss.to_dict()))
     if record.window:
         w = record.window

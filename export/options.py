@@ -46,6 +46,10 @@ class ExportConfig:
     max_metric_drop: float | None = setting(  # None: quantize.default_max_drop of the task
         None, type=float, help="Largest drop of the main metric allowed for the int8 graph [default: 1 point of "
         "accuracy (micro-F1 for multilabel); 2 percent of RMSE (MAE for counts)].")
+    saliency: bool = setting(False, kind="switch", help="Add the output 'saliency' to the model graph of every "
+                             "format: the class activation map of the predicted class (each label's for multilabel, "
+                             "each target's for regression), one value per time step (fcn, resnet, inception, lite "
+                             "and their ensembles).")
     sign_key: str | None = setting(
         None, kind="file", metavar="KEY.pem", parse=str, help="Sign every file of the bundle (model.sig, OpenSSF "
         "model-signing format) with this EC private key (P-256/384/521); its password, if any, from "

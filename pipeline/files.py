@@ -61,16 +61,16 @@ def json_object_with(path: Path, keys: set[str]) -> bool:
     return isinstance(found, dict) and keys <= set(found)
 
 
-def check_output_file(path: Path | None, force: bool) -> None:
-    """An --out file may be new, or (with --force) an earlier file; a folder or anything else is never replaced."""
+def check_output_file(path: Path | None, force: bool, flag: str = "--out") -> None:
+    """An output file may be new, or (with --force) an earlier file; a folder or anything else is never replaced."""
     if path is None or not (path.exists() or path.is_symlink()):
         return
     if path.is_dir():
-        raise PipelineError(f"--out {path} is a folder; pass a file name (nothing in the folder is replaced)")
+        raise PipelineError(f"{flag} {path} is a folder; pass a file name (nothing in the folder is replaced)")
     if not path.is_file():
-        raise PipelineError(f"--out {path} is not a regular file; pass another --out")
+        raise PipelineError(f"{flag} {path} is not a regular file; pass another {flag}")
     if not force:
-        raise PipelineError(f"{path} already exists; pass --force to replace it or choose another --out")
+        raise PipelineError(f"{path} already exists; pass --force to replace it or choose another {flag}")
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:

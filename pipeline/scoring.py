@@ -21,7 +21,7 @@ from pipeline.files import check_output_file, write_atomic
 from pipeline.settings.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
 from runtime.compare import Row
 from runtime.golden import check_golden, int8_rows, read_golden
-from runtime.manifest import MODEL_ONNX
+from runtime.manifest import MODEL_ONNX, SALIENCY_OUTPUT
 from runtime.signature import PUBLIC_KEY_ENV, SIGNATURE_FILE, check_signature, signer_hint, trusted_key
 from runtime.outputs import OUT_SUFFIXES, prediction_table, write_predictions, write_rows
 
@@ -96,20 +96,28 @@ def _predict_recordings(bundle: runtime.Bundle, data: Path, target_column: str |
     return outputs, where, len(where["start"])
 
 
-def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: bool = False, log=print) -> int:
-    """Predict every series of `cfg.data`; write `out` atomically (.csv/.jsonl/.npy/.npz) or CSV to stdout."""
+def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: bool = False, log=print,
+                 saliency: Path | None = None) -> int:
+    """Predict every series of `cfg.data`; write `out` atomically (.csv/.jsonl/.npy/.npz) or CSV to stdout, and
+    the bundle's saliency maps to `saliency` (.npy) where asked."""
     data, target_column = cfg.data, cfg.target_column
     suffix = out.suffix.lower() if out is not None else ".csv"
     if suffix not in OUT_SUFFIXES:
         raise PipelineError(f"--out {out}: unsupported type '{suffix}'; use one of {', '.join(OUT_SUFFIXES)}")
     check_output_file(out, force)
+    if saliency is not None and saliency.suffix.lower() != ".npy":
+        raise PipelineError(f"--saliency {saliency}: the maps are written as one .npy array; name a .npy file")
+    check_output_file(saliency, force, "--saliency")
     bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log, public_key=cfg.public_key)
+    if saliency is not None and SALIENCY_OUTPUT not in bundle.outputs:
+        raise PipelineError(f"--saliency: {bundle_dir} has no '{SALIENCY_OUTPUT}' output; export the run with "
+                            "pipeline export RUN_DIR --saliency")
     if target_column is None:
         target_column = training_label_columns(bundle, data, log)
     elif target_column.strip().lower() == "none":  # every column is a series value
         target_column = None
     if bundle.window is not None:
-        return _write_windows(bundle, cfg, out, suffix, target_column, log)
+        return _write_windows(bundle, cfg, out, suffix, target_column, log, saliency)
     series = read_series(data, target_column, pad=cfg.pad, labels=False)
     note = _length_note(bundle, series)
     if note:
@@ -118,6 +126,7 @@ def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: 
         outputs = bundle.predict(series.X, batch_size=cfg.batch_size, name=series.source, lines=series.lines)
     except runtime.InputError as exc:
         raise PipelineError(str(exc)) from None
+    _write_saliency(saliency, outputs, log)
     if out is None:
         write_rows(prediction_table(bundle, outputs), sys.stdout, ".csv")
     else:
@@ -127,14 +136,30 @@ def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: 
     return series.n
 
 
+def _write_saliency(path: Path | None, outputs: dict, log) -> None:
+    """--saliency: the maps as one float32 .npy, (series or windows[, outputs], length), written atomically."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    maps = outputs[SALIENCY_OUTPUT]
+    write_atomic(path, lambda tmp: _save_npy(tmp, maps))
+    log(f"wrote {path} (saliency maps {'x'.join(map(str, maps.shape))})")
+
+
+def _save_npy(path: Path, array) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
 def _write_windows(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None, suffix: str,
-                   target_column: str | None, log) -> int:
+                   target_column: str | None, log, saliency: Path | None = None) -> int:
     """`pipeline predict` of a windowed bundle: one row per window (recording, start and end sample, then the
     usual columns); .npz gets the arrays recording, start and end beside the outputs."""
     try:
         outputs, where, n = _predict_recordings(bundle, cfg.data, target_column, log)
     except runtime.InputError as exc:
         raise PipelineError(str(exc)) from None
+    _write_saliency(saliency, outputs, log)
     table = {**where, **prediction_table(bundle, outputs)}
     if out is None:
         write_rows(table, sys.stdout, ".csv")

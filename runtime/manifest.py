@@ -39,6 +39,7 @@ MODEL_ONNX, LOSS_ONNX = GRAPH_FILES["model", "onnx"], GRAPH_FILES["loss", "onnx"
 MODEL_INT8 = "model.int8.onnx"  # export --quantize int8
 QUANTIZATIONS = ("int8",)  # what export --quantize writes
 MODEL_PRECISIONS = ("fp32", *QUANTIZATIONS, "auto")  # which model graph a host runs; auto: int8 when present
+SALIENCY_OUTPUT = "saliency"  # the model graph's last output where exported with --saliency: (batch[, outputs], length)
 GOLDEN_INT8 = "model_int8"  # golden.json: the int8 graph's own outputs on the golden model input
 MODEL_INPUT = "x"
 LOSS_INPUTS = ("prediction", "target")

@@ -214,7 +214,8 @@ def write_task_files(folder: Path, task: str, n_train: int = 48, n_test: int = 3
     return paths
 
 
-def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn", ensemble: int = 1) -> TaskBundle:
+def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn", ensemble: int = 1,
+                  saliency: bool = False) -> TaskBundle:
     from export.bundle import ExportConfig, export_run
     from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
     from pipeline.training.run_config import RunSettings
@@ -226,7 +227,7 @@ def _build_bundle(folder: Path, task: str, fmt: str = "onnx", model: str = "fcn"
                 LossConfig(**LOSS_OPTIONS.get(task, {})), ModelConfig(name=model, width=0.25, ensemble=ensemble),
                 TrainConfig(epochs=3, lr=1e-2, batch_size=8, seed=2, progress=False)), out=folder / "run",
                 log=lambda _: None)
-    bundle = export_run(run.run_dir, ExportConfig(fmt=fmt), log=lambda _: None)
+    bundle = export_run(run.run_dir, ExportConfig(fmt=fmt, saliency=saliency), log=lambda _: None)
     return TaskBundle(task, run.run_dir, bundle, train_file, test_file)
 
 
@@ -365,6 +366,16 @@ def ensemble_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
     return shared(tmp_path_factory, "ensembles", lambda root: {
         task: _build_bundle(root / task, task, fmt="all", ensemble=ENSEMBLE_MEMBERS)
         for task in ("multiclass", "regression", "binary")})
+
+
+@pytest.fixture(scope="session")
+def saliency_bundles(tmp_path_factory) -> dict[str, TaskBundle]:
+    """export --saliency of an fcn (multiclass: the predicted class's map) and a 3-member resnet ensemble
+    (multilabel: a map per label), both formats."""
+    return shared(tmp_path_factory, "saliency", lambda root: {
+        "multiclass": _build_bundle(root / "multiclass", "multiclass", fmt="all", saliency=True),
+        "multilabel": _build_bundle(root / "multilabel", "multilabel", fmt="all", model="resnet",
+                                    ensemble=ENSEMBLE_MEMBERS, saliency=True)})
 
 
 # each kernel model's bundle in both formats: a classification and a regression among them

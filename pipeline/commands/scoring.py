@@ -18,9 +18,11 @@ from pipeline.settings.fields import values
 @click.option("--out", type=NamedPath(dir_okay=False, path_type=Path), default=None,
               help="preds.csv, .jsonl (class names and probabilities), .npy (the score matrix) or .npz (every "
               "named output) [default: CSV on standard output].")
-@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.option("--saliency", type=NamedPath(dir_okay=False, path_type=Path), default=None, metavar="FILE.npy",
+              help="Also write the saliency maps, one row per series (bundles exported with --saliency).")
+@click.option("--force", is_flag=True, help="Replace an existing --out (or --saliency) file.")
 @user_errors
-def predict(bundle, out, force, **opts):
+def predict(bundle, out, saliency, force, **opts):
     """Predict every series in a file with an exported bundle (onnxruntime; torch not needed).
 
     \b
@@ -32,11 +34,12 @@ def predict(bundle, out, force, **opts):
       pipeline predict artifacts/activity/bundle --data examples/activity.csv --out activity-windows.csv
       pipeline predict artifacts/demo/int8 --data examples/waveforms_new.npy --precision int8 --out preds-int8.csv
       pipeline predict artifacts/demo/signed --data examples/waveforms_test.ts --public-key keys/signing.pub.pem --out signed-preds.csv
+      pipeline predict saliency_bundle --data examples/waveforms_test.ts --saliency maps.npy --out saliency-preds.csv
     """
     from pipeline.scoring import predict_file
 
     predict_file(bundle, PredictConfig(**values(PredictConfig, opts)), out, force=force,
-                 log=lambda m: click.echo(m, err=True))
+                 log=lambda m: click.echo(m, err=True), saliency=saliency)
 
 
 @click.command()

@@ -99,7 +99,21 @@ class EnsembleNet(_OutputBuffers):
         outs: list[Tensor] = []
         for member in self.members:
             outs.append(member(x))
-        z = torch.stack(outs) * self.scale + self.shift  # (members, batch, n_outputs)
+        return self._combined(torch.stack(outs) * self.scale + self.shift)  # (members, batch, n_outputs)
+
+    def scores_and_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The combined score and the mean of the members' activation maps, each in its member's score units
+        (networks.GlobalPooled; one pass over every member)."""
+        outs: list[Tensor] = []
+        maps: list[Tensor] = []
+        for member in self.members:
+            raw, member_maps = member.scores_and_maps(x)
+            outs.append(raw)
+            maps.append(member_maps)
+        scaled_maps = torch.stack(maps) * self.scale.unsqueeze(-1)  # (members, batch, n_outputs, length)
+        return self._combined(torch.stack(outs) * self.scale + self.shift), scaled_maps.mean(dim=0)
+
+    def _combined(self, z: Tensor) -> Tensor:  # (members, batch, n_outputs) -> (batch, n_outputs)
         if self.combine == "softmax":
             return _log_mean_exp(torch.log_softmax(z, dim=2))
         if self.combine == "sigmoid":
@@ -135,6 +149,27 @@ class SequenceModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
         return self.output(self.net(self.normalize(x)))
+
+    def scores_and_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw scores (batch, n_outputs) and activation maps (batch, n_outputs, length); see has_maps."""
+        return scores_and_maps(self.net, self.output, self.normalize(x))
+
+
+def has_maps(net: nn.Module) -> bool:
+    """Whether a network (or every member of an ensemble) ends in global average pooling and a linear head, so
+    that its class activation maps are exact (networks.GlobalPooled)."""
+    members = net.members if isinstance(net, EnsembleNet) else [net]
+    return all(isinstance(m, networks.GlobalPooled) for m in members)
+
+
+def scores_and_maps(net: nn.Module, output: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
+    """A normalised input's raw scores and activation maps through the output layer: each map in its output's
+    score units, so that its mean over length plus a constant (the head's bias, scaled, plus the shift) is the
+    score; an ensemble's maps are its members' mean."""
+    if isinstance(net, EnsembleNet):
+        return net.scores_and_maps(z)
+    raw, maps = net.scores_and_maps(z)
+    return output(raw), maps * output.scale.unsqueeze(-1)
 
 
 def _below(state: dict, prefix: str) -> dict:

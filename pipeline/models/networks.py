@@ -42,7 +42,27 @@ class ConvBlock(nn.Sequential):
         super().__init__(SameConv1d(c_in, c_out, kernel), nn.BatchNorm1d(c_out), nn.ReLU())
 
 
-class FCN(AnyLength, nn.Module):
+class GlobalPooled:
+    """A network ending in global average pooling over length and a linear head (fcn, resnet, inception, lite):
+    its class activation maps (Zhou et al. 2016) are exact, the head's weights times the last feature maps, and
+    the mean over length of an output's map plus the head's bias is that output's score."""
+
+    def feature_maps(self, x: Tensor) -> Tensor:  # (batch, channels, [1,] length): a 2D-layout copy adds the 1
+        return self.features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # global average pooling over length (the last axis, so a 2D-layout copy pools the same way)
+        return self.head(self.feature_maps(x).mean(dim=-1).flatten(1))
+
+    def scores_and_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(scores (batch, n_outputs), maps (batch, n_outputs, length)) from one pass over the convolutions."""
+        features = self.feature_maps(x)
+        scores = self.head(features.mean(dim=-1).flatten(1))
+        maps = torch.matmul(self.head.weight, features.flatten(1, -2))  # (K, C) @ (batch, C, length)
+        return scores, maps
+
+
+class FCN(GlobalPooled, AnyLength, nn.Module):
     """Wang et al. 2017 fully convolutional network: 128/256/128 filters, kernels 8/5/3, GAP."""
 
     def __init__(self, c_in: int, n_outputs: int, width: float = 1.0):
@@ -50,10 +70,6 @@ class FCN(AnyLength, nn.Module):
         c1, c2, c3 = _w(128, width), _w(256, width), _w(128, width)
         self.features = nn.Sequential(ConvBlock(c_in, c1, 8), ConvBlock(c1, c2, 5), ConvBlock(c2, c3, 3))
         self.head = nn.Linear(c3, n_outputs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        # global average pooling over length (the last axis, so a 2D-layout copy pools the same way)
-        return self.head(self.features(x).mean(dim=-1).flatten(1))
 
 
 class ResidualBlock(nn.Module):
@@ -68,7 +84,7 @@ class ResidualBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNet(AnyLength, nn.Module):
+class ResNet(GlobalPooled, AnyLength, nn.Module):
     """Wang et al. 2017 ResNet: three residual blocks (64/128/128 filters), global pooling."""
 
     def __init__(self, c_in: int, n_outputs: int, width: float = 1.0):
@@ -76,9 +92,6 @@ class ResNet(AnyLength, nn.Module):
         c1, c2 = _w(64, width), _w(128, width)
         self.features = nn.Sequential(ResidualBlock(c_in, c1), ResidualBlock(c1, c2), ResidualBlock(c2, c2))
         self.head = nn.Linear(c2, n_outputs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).mean(dim=-1).flatten(1))
 
 
 class PairMaxPool1d(nn.MaxPool1d):
@@ -170,7 +183,7 @@ class InceptionBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class Inception(AnyLength, nn.Module):
+class Inception(GlobalPooled, AnyLength, nn.Module):
     """One network of InceptionTime (Ismail Fawaz et al. 2020, "InceptionTime: Finding AlexNet for time
     series classification", Data Mining and Knowledge Discovery 34): depth 6 (two residual blocks of three
     Inception modules), bottleneck 32, kernels 40/20/10 plus the max-pool branch, 32 filters per branch,
@@ -186,9 +199,6 @@ class Inception(AnyLength, nn.Module):
             c = 4 * filters
         self.features = nn.Sequential(*blocks)
         self.head = nn.Linear(c, n_outputs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).mean(dim=-1).flatten(1))
 
 
 def lite_filters(c_in: int, sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64)) -> Tensor:
@@ -241,7 +251,7 @@ class SeparableConv1d(nn.Sequential):
                          nn.Conv1d(c_in, c_out, 1, bias=False))
 
 
-class LITE(AnyLength, nn.Module):
+class LITE(GlobalPooled, AnyLength, nn.Module):
     """LITE (Ismail-Fawaz et al. 2023, "LITE: Light Inception with boosTing tEchniques for Time Series
     Classification", IEEE DSAA): one multiplexing Inception module (three convolutions of kernels 40/20/10,
     32 filters each, no bottleneck) beside the 17 fixed hand-crafted filters, then two depthwise-separable
@@ -266,8 +276,8 @@ class LITE(AnyLength, nn.Module):
         self.separable = nn.Sequential(*layers)
         self.head = nn.Linear(filters, n_outputs)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def feature_maps(self, x: Tensor) -> Tensor:
         branches = [conv(x) for conv in self.convs]
         branches.append(self.fixed_relu(self.fixed(x)))
         z = self.relu(self.bn(torch.cat(branches, dim=1)))
-        return self.head(self.separable(z).mean(dim=-1).flatten(1))
+        return self.separable(z)

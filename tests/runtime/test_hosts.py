@@ -21,7 +21,7 @@ from export.bundle import rebuild
 from pipeline.cli import main as cli_main
 from export.golden import tensor_json
 from export.graphs import as_tuple, model_graph
-from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS
+from runtime.manifest import LOSS_INPUTS, LOSS_OUTPUTS, SALIENCY_OUTPUT
 from runtime.tasks import TASKS
 from tests.conftest import WINDOW, eager_windows, make_recordings, shared, stream_case, write_recordings_csv
 from tests.runtime.test_stream import chunk_sizes
@@ -41,11 +41,13 @@ def need(tool: str, how: str) -> str:
     return found
 
 
-def eager_cases(run_dir: Path, path: Path) -> Path:
-    """Inputs other than the golden ones (other batch sizes and lengths) with eager PyTorch's outputs."""
+def eager_cases(run_dir: Path, path: Path, outputs: list[str] | None = None) -> Path:
+    """Inputs other than the golden ones (other batch sizes and lengths) with eager PyTorch's outputs (the task's,
+    or `outputs` as a bundle lists them: saliency after them where exported)."""
     run = rebuild(run_dir)
     cfg, model, loss, task = run.cfg, run.model, run.loss, run.task
-    graph = model_graph(model, task)
+    outputs = outputs or list(TASKS[task].outputs)
+    graph = model_graph(model, task, saliency=SALIENCY_OUTPUT in outputs)
     g = torch.Generator().manual_seed(7)
     cases = []
     for n, length in ((1, cfg.length), (7, cfg.length), (3, cfg.length if cfg.fixed_length else 2 * cfg.length)):
@@ -56,12 +58,17 @@ def eager_cases(run_dir: Path, path: Path) -> Path:
         with torch.inference_mode():
             model_out, loss_out = as_tuple(graph(x)), as_tuple(loss(prediction, target))
         cases.append({
-            "model": {"inputs": {"x": tensor_json(x)}, "outputs": dict(zip(TASKS[task].outputs, map(tensor_json, model_out)))},
+            "model": {"inputs": {"x": tensor_json(x)}, "outputs": dict(zip(outputs, map(tensor_json, model_out)))},
             "loss": {"inputs": dict(zip(LOSS_INPUTS, map(tensor_json, (prediction, target)))),
                      "outputs": dict(zip(LOSS_OUTPUTS, map(tensor_json, loss_out)))},
             "atol": ATOL, "rtol": RTOL})
     path.write_text(json.dumps(cases))
     return path
+
+
+def _model_outputs(bundle: Path) -> list[str]:
+    """The model graph's named outputs as the bundle lists them (the task's, then saliency where exported)."""
+    return json.loads((bundle / "manifest.json").read_text())["outputs"]
 
 
 def assert_host_agrees(run_host, tb, task: str, tmp_path: Path, says: str = "") -> None:
@@ -70,13 +77,15 @@ def assert_host_agrees(run_host, tb, task: str, tmp_path: Path, says: str = "") 
     `run_host(bundle, *args)` runs the host's check; it prints 'graph output shape max_abs A max_rel R ok'
     and ends with 'all N outputs match' followed by `says` (the C++ kit names its engine).
     """
+    outputs = _model_outputs(tb.bundle)
+    assert outputs[:len(TASKS[task].outputs)] == list(TASKS[task].outputs)
     golden = run_host(tb.bundle)
     assert golden.returncode == 0, golden.stdout + golden.stderr
-    assert golden.stderr == f"all {len(TASKS[task].outputs) + 2} outputs match{says}\n"
-    result = run_host(tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json"))
+    assert golden.stderr == f"all {len(outputs) + 2} outputs match{says}\n"
+    result = run_host(tb.bundle, "--cases", eager_cases(tb.run_dir, tmp_path / "cases.json", outputs))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in TASKS[task].outputs] +
+    assert [(r[0], r[1]) for r in rows] == 3 * ([("model", o) for o in outputs] +
                                                 [("loss", o) for o in LOSS_OUTPUTS])
     assert all(r[-1] == "ok" for r in rows)
     assert max(float(r[r.index("max_abs") + 1]) for r in rows) <= ATOL + RTOL * 100
@@ -361,6 +370,18 @@ def test_cpp_host_runs_an_ensemble_bundle(cpp_selfcheck, ensemble_bundles, tmp_p
 def test_browser_page_runs_an_ensemble_bundle(browser_kit, ensemble_bundles, tmp_path):
     assert_host_agrees(lambda *args: _browser(browser_kit, *args), ensemble_bundles["multiclass"], "multiclass",
                        tmp_path, " (fp32)")
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_every_kit_returns_the_saliency_maps_eager_gives(node_host, cpp_selfcheck, browser_kit, saliency_bundles,
+                                                         task, tmp_path):
+    """export --saliency: the maps (an fcn's predicted class; a resnet ensemble's per label) in every kit, on the
+    golden data and at other batch sizes and lengths, as eager computes them."""
+    tb = saliency_bundles[task]
+    assert _model_outputs(tb.bundle)[-1] == SALIENCY_OUTPUT
+    assert_host_agrees(lambda *args: _node(node_host, *args), tb, task, tmp_path, " (fp32)")
+    assert_host_agrees(lambda *args: _cpp(cpp_selfcheck, *args), tb, task, tmp_path, " (engine torchscript)")
+    assert_host_agrees(lambda *args: _browser(browser_kit, *args), tb, task, tmp_path, " (fp32)")
 
 
 # --- the kernel models (MiniRocket, Hydra, MultiRocket-Hydra) in every kit ----------------------------------

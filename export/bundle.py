@@ -36,7 +36,7 @@ from pipeline.training.run_config import ModelRecord
 from pipeline.errors import PipelineError
 from pipeline.files import current_umask, remove_stale_temps, temp_prefix
 from pipeline.losses import build_loss
-from pipeline.models.build import build_model, has_maps
+from pipeline.models.build import build_model, check_saliency
 from pipeline.models.kernels import call_bound
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import Row, summary
@@ -110,7 +110,8 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     """Export and verify every graph into `tmp` and write the bundle's files; the verification rows."""
     cfg, model, loss, task = run.cfg, run.model, run.loss, run.task
     spec = TASKS[task]
-    check_saliency(model, cfg, config.saliency)
+    if config.saliency:
+        check_saliency(model.net, cfg.name)
     graph = model_graph(model, task, config.saliency)
     outputs = spec.outputs + ((SALIENCY_OUTPUT,) if config.saliency else ())
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)
@@ -167,28 +168,6 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     manifest = build_manifest(tmp, run.record, run.weights, config, graphs, source)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return rows
-
-
-def check_saliency(model, cfg, saliency: bool) -> None:
-    """--saliency needs exact activation maps: a network ending in global average pooling and a linear head."""
-    if saliency and not has_maps(model.net):
-        raise PipelineError(f"--saliency: {cfg.name} has no exact per-time-step map; "
-                          + SALIENCY_REFUSALS.get(cfg.name, "its head does not read a global average of feature "
-                                                  "maps") + "; export without --saliency, or train fcn, resnet, "
-                          "inception or lite")
-
-
-# why a model without global average pooling has no exact activation map (docs/models.md, "Where the model looked")
-SALIENCY_REFUSALS = {
-    "minirocket": "its features are proportions of positive convolution outputs over the whole series (PPV), "
-                  "counted, not averaged, so no map sums to them",
-    "hydra": "its features count which kernel wins at each step, over the whole series, so no map sums to them",
-    "multirocket-hydra": "its features are counts, maxima and longest runs over the whole series, so no map sums "
-                         "to them",
-    "simple-cnn": "its linear layer reads the flattened feature maps, one weight per position, not their average",
-    "mlp": "its hidden layers mix every time step before the output",
-    "linear": "it has no feature maps, one weight per input value",
-}
 
 
 def _verification(tmp: Path, rows: list[Row], config: ExportConfig) -> Verification:

@@ -48,7 +48,12 @@ class CountGraph(_TaskGraph):
 class SaliencyGraph(nn.Module):
     """A task graph's outputs and then `saliency`, from one pass over the convolutions (export --saliency): the
     activation map of the predicted class (multiclass, (batch, length)), of the one output (batch, length), or
-    of every output (batch, outputs, length); each in its output's score units (models.build.scores_and_maps)."""
+    of every output (batch, outputs, length) (models.build.scores_and_maps), each divided by its largest
+    magnitude, so that it lies in [-1, 1] with its signs and zeros kept.
+
+    Why scaled: a map's value at a step is a sum of (channels) terms that cancel, and in a regression's units
+    those terms can be thousands where the sum is near 0; any engine's rounding of them is then far above
+    1e-5 of the value. Divided by the map's largest value, the same rounding is a few 1e-7 of it."""
 
     def __init__(self, task_graph: _TaskGraph):
         super().__init__()
@@ -59,8 +64,13 @@ class SaliencyGraph(nn.Module):
         outputs = as_tuple(self.task_graph.named(scores))
         if isinstance(self.task_graph, SoftmaxGraph):
             label = outputs[2].view(-1, 1, 1).expand(-1, 1, maps.shape[2])
-            return (*outputs, maps.gather(1, label).squeeze(1))
-        return (*outputs, maps[:, 0] if maps.shape[1] == 1 else maps)
+            chosen = maps.gather(1, label).squeeze(1)
+        else:
+            chosen = maps[:, 0] if maps.shape[1] == 1 else maps
+        return (*outputs, chosen / chosen.abs().amax(dim=-1, keepdim=True).clamp_min(TINY_MAP))
+
+
+TINY_MAP = 1e-30  # a map that is zero everywhere (no feature active) stays zero
 
 
 # How each kind of task score (runtime.tasks.Task.scores) becomes the task's named outputs.

@@ -27,7 +27,7 @@ from pipeline.errors import DataError, PipelineError
 from pipeline.training.run_config import RunConfig
 from pipeline.training.run_folder import CALIBRATION, CALIBRATION_SERIES, RunFolder
 from runtime.inputs import plural
-from runtime.manifest import MODEL_INPUT, MODEL_INT8, Int8
+from runtime.manifest import MODEL_INPUT, MODEL_INT8, SALIENCY_OUTPUT, Int8
 from runtime.tasks import TASKS, Task
 
 METHOD = "onnxruntime static quantisation, QDQ; int8 weights per channel, uint8 activations per tensor (min/max)"
@@ -105,6 +105,16 @@ class _Reader:
         return next(self._feeds, None)
 
 
+def _op_types(graph_path: Path) -> list[str]:
+    """What to quantise: the convolutions and linear layers; a graph with the saliency output keeps MatMul in
+    float (the map's head weights times the features: per-channel int8 of the head's weight, shared with its
+    Gemm, fails in onnxruntime's quantiser, and the map is scaled per series anyway)."""
+    import onnx
+
+    outputs = [o.name for o in onnx.load(str(graph_path), load_external_data=False).graph.output]
+    return ["Conv", "Gemm"] if SALIENCY_OUTPUT in outputs else ["Conv", "Gemm", "MatMul"]
+
+
 def quantize_model(fp32_path: Path, out: Path, X: np.ndarray) -> Path:
     """Write the int8 graph of `fp32_path` to `out`, calibrated on the series X (N, C, L)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -123,7 +133,7 @@ def quantize_model(fp32_path: Path, out: Path, X: np.ndarray) -> Path:
         quantize_static(str(prepared), str(out), _Reader(np.ascontiguousarray(X, dtype=np.float32)),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+                        op_types_to_quantize=_op_types(prepared))
     finally:
         prepared.unlink(missing_ok=True)
         quiet.setLevel(level)

@@ -23,7 +23,7 @@ from pipeline.training.run_config import RunConfig, new_run_settings
 from pipeline.training.run_folder import HISTORY, MEMBERS_DIR, RunFolder
 from pipeline.settings.fields import api_name, flagged, from_python
 from runtime.inputs import InputError, SeriesSpec, batch_rows, batches
-from runtime.manifest import MODEL_INPUT, InputSpec, LengthSpec
+from runtime.manifest import MODEL_INPUT, SALIENCY_OUTPUT, InputSpec, LengthSpec
 
 CONFIGS = (DataConfig, LossConfig, ModelConfig, TrainConfig)
 SETTING_NAMES = tuple(api_name(f, flag) for cls in CONFIGS for f, flag in flagged(cls))
@@ -54,6 +54,11 @@ class Run:
         eager model."""
         return predict_outputs(self.model, self.config, X, batch_size)
 
+    def saliency(self, X, batch_size: int | None = None) -> np.ndarray:
+        """Where the model looked: the saliency maps of series X, as `pipeline export --saliency` puts them in
+        the bundle ((N, L): the predicted class's or the one output's; (N, outputs, L) for several)."""
+        return predict_outputs(self.model, self.config, X, batch_size, saliency=True)[SALIENCY_OUTPUT]
+
     def export(self, out, formats: str = "onnx", quantize: str | None = None, force: bool = False,
                log: Callable[[str], None] = _quiet, **settings) -> Path:
         """Export and verify the run exactly as `pipeline export` does (the same ExportConfig settings:
@@ -70,24 +75,27 @@ class Run:
 
 
 def predict_outputs(model, config: RunConfig, X, batch_size: int | None = None,
-                    double: bool = False) -> dict[str, np.ndarray]:
+                    double: bool = False, saliency: bool = False) -> dict[str, np.ndarray]:
     """The task's named outputs of the eager model for series X, checked as the runtime checks a bundle's input
     (channels, lengths, NaN), in batches. `double`: computed in float64 by a copy of the model, so each
     series' outputs do not depend on the batch it is in (float32 kernels may sum in another order per batch
-    size, at the 1e-7 level)."""
+    size, at the 1e-7 level). `saliency`: the maps after them (refused for models without exact ones)."""
     import torch
 
     from export.graphs import as_tuple, model_graph
+    from pipeline.models.build import check_saliency
     from runtime.tasks import TASKS
 
     cfg = config.model
+    if saliency:
+        check_saliency(model.net, cfg.name)
     length = LengthSpec(fixed=cfg.length) if cfg.fixed_length else LengthSpec(min=1, max=None, trained=cfg.length)
     spec = SeriesSpec(InputSpec(MODEL_INPUT, "float32", ["batch", "channels", "length"], cfg.in_channels, length))
     try:
         x = spec.check(X, "X")
         if double:
             model = copy.deepcopy(model).double()
-        graph = model_graph(model, config.task)
+        graph = model_graph(model, config.task, saliency)
         parts: list[tuple[np.ndarray, ...]] = []
         with torch.inference_mode():
             for _, batch in batches(x, batch_rows(x, batch_size), "X"):
@@ -96,7 +104,8 @@ def predict_outputs(model, config: RunConfig, X, batch_size: int | None = None,
                 parts.append(tuple(o.numpy() for o in as_tuple(graph(inputs))))
     except InputError as exc:
         raise PipelineError(str(exc)) from None
-    return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(TASKS[config.task].outputs)}
+    names = TASKS[config.task].outputs + ((SALIENCY_OUTPUT,) if saliency else ())
+    return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
 
 def run_settings(settings: dict[str, Any]):

@@ -96,11 +96,10 @@ def _predict_recordings(bundle: runtime.Bundle, data: Path, target_column: str |
     return outputs, where, len(where["start"])
 
 
-def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: bool = False, log=print,
-                 saliency: Path | None = None) -> int:
+def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: bool = False, log=print) -> int:
     """Predict every series of `cfg.data`; write `out` atomically (.csv/.jsonl/.npy/.npz) or CSV to stdout, and
-    the bundle's saliency maps to `saliency` (.npy) where asked."""
-    data, target_column = cfg.data, cfg.target_column
+    the bundle's saliency maps to `cfg.saliency` (.npy) where asked."""
+    data, target_column, saliency = cfg.data, cfg.target_column, cfg.saliency
     suffix = out.suffix.lower() if out is not None else ".csv"
     if suffix not in OUT_SUFFIXES:
         raise PipelineError(f"--out {out}: unsupported type '{suffix}'; use one of {', '.join(OUT_SUFFIXES)}")

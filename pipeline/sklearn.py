@@ -92,15 +92,23 @@ class _CNNEstimator(BaseEstimator):
         return validate_data(self, X, y, reset=reset, allow_nd=True, dtype=np.float32, multi_output=True,
                              ensure_min_samples=2, **kwargs)
 
-    def _outputs(self, X) -> dict[str, np.ndarray]:
+    def _outputs(self, X, saliency: bool = False) -> dict[str, np.ndarray]:
         from pipeline.api import predict_outputs
 
         check_is_fitted(self)
         X = self._validate(X, reset=False)
         try:
-            return predict_outputs(self.model_, self.run_config_, X, double=True)
+            return predict_outputs(self.model_, self.run_config_, X, double=True, saliency=saliency)
         except PipelineError as exc:
             raise InputError(str(exc)) from None
+
+    def saliency(self, X) -> np.ndarray:
+        """Where the model looked: each series' class activation map, one value per time step ((N, L): the
+        predicted class's, or the one target's; (N, outputs, L) for multilabel y or several targets), as
+        `export(..., saliency=True)` puts it in the bundle. fcn, resnet, inception, lite and their ensembles."""
+        from runtime.manifest import SALIENCY_OUTPUT
+
+        return self._outputs(X, saliency=True)[SALIENCY_OUTPUT]
 
     def export(self, path, formats: str = "onnx", quantize: str | None = None, X=None, y=None,
                force: bool = False, **settings) -> Path:

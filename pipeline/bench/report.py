@@ -66,6 +66,10 @@ def check_targets(report: dict) -> list[dict]:
             targets.append(_target(f"CUDA compiled training vs eager ({name})", compiled["value"] / eager["value"],
                                    ">=", 1.5, compiled["note"]))
     targets += _aeon_targets(rows)
+    saliency = _find(rows, "saliency", "runtime session.run --saliency", "throughput")
+    if saliency:
+        targets.append(_target("model graph with saliency vs without (time)", saliency["ratio"], "<=", 1.1,
+                               f"{saliency['value']:.0f} series/s at {saliency['metric']}"))
     memory = [r for r in rows if r["section"] == "memory"]
     if memory:
         largest = memory[-1]

@@ -14,6 +14,7 @@ import torch
 from pipeline.bench import inference, memory, training
 from pipeline.bench.config import BenchConfig
 from pipeline.bench.peers import peer_rows
+from pipeline.bench.saliency import saliency_rows
 from pipeline.bench.signing import signature_rows
 from pipeline.bench.streaming import stream_rows
 from pipeline.bench.report import check_targets
@@ -274,6 +275,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
             row["ratio"] = row["value"] / peak["eager_warmup_s"]  # against eager's warm-up for the same batches
         rows += inference_ + export
         rows += comparison_rows(cfg, run_dir, bundle, shape, threads, work, log)
+        if cfg.device == "cpu":
+            rows += saliency_rows(run_dir, bundle, threads, cfg.settings["rounds"], cfg.settings["throughput_calls"],
+                                  work, log)
         rows += signature_rows(bundle, work, 5 if cfg.quick else 20, cfg.settings["rounds"], log)
         rows += stream_rows(bundle, threads, cfg.quick, cfg.settings["rounds"], log)
         rows += peer_rows(shape["model"], cfg.quick, work, log, cfg.peer_python)

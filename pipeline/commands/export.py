@@ -38,6 +38,7 @@ def export_command(run_dir, out, force, mlflow, register, **settings):
       pipeline export artifacts/waveforms --format onnx --opset 18 --out my_bundle --force
       pipeline export artifacts/waveforms --format onnx,pt2,aoti --out cpp_bundle   # + torch.export and AOTInductor (C++)
       pipeline export artifacts/waveforms --format aoti --device cuda --out cuda_bundle
+      pipeline export artifacts/waveforms --saliency --format onnx,torchscript,pt2 --out saliency_bundle
       pipeline export artifacts/demo --quantize int8 --max-metric-drop 5 --out artifacts/demo/int8
       pipeline export artifacts/demo --format aoti --out artifacts/demo/aoti
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms

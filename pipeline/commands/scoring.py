@@ -18,11 +18,9 @@ from pipeline.settings.fields import values
 @click.option("--out", type=NamedPath(dir_okay=False, path_type=Path), default=None,
               help="preds.csv, .jsonl (class names and probabilities), .npy (the score matrix) or .npz (every "
               "named output) [default: CSV on standard output].")
-@click.option("--saliency", type=NamedPath(dir_okay=False, path_type=Path), default=None, metavar="FILE.npy",
-              help="Also write the saliency maps, one row per series (bundles exported with --saliency).")
 @click.option("--force", is_flag=True, help="Replace an existing --out (or --saliency) file.")
 @user_errors
-def predict(bundle, out, saliency, force, **opts):
+def predict(bundle, out, force, **opts):
     """Predict every series in a file with an exported bundle (onnxruntime; torch not needed).
 
     \b
@@ -39,7 +37,7 @@ def predict(bundle, out, saliency, force, **opts):
     from pipeline.scoring import predict_file
 
     predict_file(bundle, PredictConfig(**values(PredictConfig, opts)), out, force=force,
-                 log=lambda m: click.echo(m, err=True), saliency=saliency)
+                 log=lambda m: click.echo(m, err=True))
 
 
 @click.command()

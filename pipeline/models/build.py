@@ -162,6 +162,27 @@ def has_maps(net: nn.Module) -> bool:
     return all(isinstance(m, networks.GlobalPooled) for m in members)
 
 
+def check_saliency(net: nn.Module, name: str) -> None:
+    """Saliency maps need exact activation maps (has_maps); a one-line refusal saying why a model has none."""
+    if not has_maps(net):
+        raise PipelineError(f"--saliency: {name} has no exact per-time-step map; "
+                            + SALIENCY_REFUSALS.get(name, "its head does not read a global average of feature maps")
+                            + "; export without --saliency, or train fcn, resnet, inception or lite")
+
+
+# why a model without global average pooling has no exact activation map (docs/models.md, "Where the model looked")
+SALIENCY_REFUSALS = {
+    "minirocket": "its features are proportions of positive convolution outputs over the whole series (PPV), "
+                  "counted, not averaged, so no map sums to them",
+    "hydra": "its features count which kernel wins at each step, over the whole series, so no map sums to them",
+    "multirocket-hydra": "its features are counts, maxima and longest runs over the whole series, so no map sums "
+                         "to them",
+    "simple-cnn": "its linear layer reads the flattened feature maps, one weight per position, not their average",
+    "mlp": "its hidden layers mix every time step before the output",
+    "linear": "it has no feature maps, one weight per input value",
+}
+
+
 def scores_and_maps(net: nn.Module, output: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
     """A normalised input's raw scores and activation maps through the output layer: each map in its output's
     score units, so that its mean over length plus a constant (the head's bias, scaled, plus the shift) is the

@@ -54,6 +54,14 @@ class ScoringConfig:
 class PredictConfig(ScoringConfig):
     """`pipeline predict`: the label columns are left out of a CSV laid out as the training data."""
 
+    saliency: Path | None = setting(None, kind="file", metavar="FILE.npy", help="Also write the saliency maps, "
+                                    "one row per series or window (bundles exported with --saliency).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.saliency is not None:
+            object.__setattr__(self, "saliency", Path(self.saliency))
+
 
 @dataclass(frozen=True)
 class EvaluateConfig(ScoringConfig):

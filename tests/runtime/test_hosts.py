@@ -479,6 +479,28 @@ def test_the_browser_live_view_plays_a_recording_as_a_stream(browser_kit, window
     np.testing.assert_allclose(np.array(streamed["scores"]), eager["probabilities"], atol=ATOL, rtol=RTOL)
 
 
+def test_the_browser_live_view_shades_the_signal_by_each_windows_saliency(browser_kit, windowed_bundles, tmp_path):
+    """A windowed run exported with --saliency: the live view shades the newest window's samples by its map,
+    and every streamed window's map is eager's on the same window (cut by a plain loop), scaled to [-1, 1]."""
+    from export.bundle import ExportConfig, export_run
+
+    wb = windowed_bundles["multiclass"]
+    bundle = export_run(wb.run_dir, ExportConfig(fmt="onnx", saliency=True), out=tmp_path / "saliency",
+                        log=lambda _: None)
+    recording = write_recordings_csv(tmp_path / "live.csv", [STREAM_RECORDING], [np.array(["cat"] * 150)])
+    result = subprocess.run([sys.executable, str(browser_kit / "serve.py"), bundle, "--play", recording],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    streamed = json.loads(result.stdout)
+    run = rebuild(wb.run_dir)
+    windows = np.stack([STREAM_RECORDING[:, s:s + WINDOW] for s in streamed["start"]]).astype(np.float32)
+    with torch.inference_mode():
+        eager = as_tuple(model_graph(run.model, run.task, saliency=True)(torch.from_numpy(windows)))[-1].numpy()
+    assert streamed["start"] == eager_windows(wb.run_dir, STREAM_RECORDING)["start"]
+    np.testing.assert_allclose(np.array(streamed["saliency"]), eager, atol=ATOL, rtol=RTOL)
+    assert streamed["shaded"] == WINDOW and np.abs(eager).max(axis=1).min() == pytest.approx(1.0)
+
+
 # --- signed bundles: every kit checks model.sig before anything loads, with the runtime's messages ---------
 
 def _host_names(host: str):

@@ -66,12 +66,23 @@ function parseRecording(text, bundle) {
   return { data, C, T };
 }
 
-// Plot lines (arrays of {x, y}) on a canvas scaled to [x0, x1] and to the values' range.
-function drawLines(canvas, lines, x0, x1) {
+// Plot lines (arrays of {x, y}) on a canvas scaled to [x0, x1] and to the values' range; `shade` ({start, values},
+// values in [-1, 1]) tints the band behind each sample from `start` on: red where the value is positive, blue
+// where negative, as strong as its magnitude. Returns how many samples were shaded.
+function drawLines(canvas, lines, x0, x1, shade = null) {
   const g = canvas.getContext('2d');
   g.clearRect(0, 0, canvas.width, canvas.height);
+  const step = canvas.width / Math.max(x1 - x0, 1);
+  let shaded = 0;
+  if (shade) {
+    shade.values.forEach((v, i) => {
+      g.fillStyle = `hsla(${v >= 0 ? 0 : 220} 85% 50% / ${(0.6 * Math.min(Math.abs(v), 1)).toFixed(3)})`;
+      g.fillRect((shade.start + i - x0) * step - step / 2, 0, step, canvas.height);
+      shaded += 1;
+    });
+  }
   const ys = lines.flat().map((p) => p.y);
-  if (!ys.length) return;
+  if (!ys.length) return shaded;
   const lo = Math.min(...ys); const hi = Math.max(...ys);
   lines.forEach((line, k) => {
     g.strokeStyle = `hsl(${(k * 67) % 360} 70% 45%)`; g.beginPath();
@@ -79,6 +90,17 @@ function drawLines(canvas, lines, x0, x1) {
       canvas.height - ((p.y - lo) / (hi - lo || 1)) * (canvas.height - 10) - 5));
     g.stroke();
   });
+  return shaded;
+}
+
+// The saliency map (bundles exported with --saliency) of completed window i: its one map, or (one map per output)
+// the map of the output that scored highest.
+function windowMap(out, i, row) {
+  const m = out.outputs.saliency;
+  const L = m.dims[m.dims.length - 1];
+  const j = m.dims.length === 3 ? row.indexOf(Math.max(...row)) : 0;
+  const at = m.dims.length === 3 ? (i * m.dims[1] + j) * L : i * L;
+  return Array.from(m.data.slice(at, at + L), Number);
 }
 
 // Play a recording through bundle.stream(): `chunk` samples per tick (every `delay` ms; 0: as fast as it runs),
@@ -87,7 +109,9 @@ async function play(bundle, recording, chunk, delay) {
   const { data, C, T } = recording;
   const stream = bundle.stream();
   const scoresName = bundle.outputs[bundle.outputs.length > 1 ? 1 : 0];
-  const streamed = { start: [], scores: [] };
+  const withMaps = bundle.outputs.includes('saliency');
+  const streamed = { start: [], scores: [], ...(withMaps ? { saliency: [], shaded: 0 } : {}) };
+  let shade = null;
   const signal = Array.from({ length: C }, () => []);
   const scores = [];
   for (let at = 0; at < T; at += chunk) {
@@ -103,8 +127,14 @@ async function play(bundle, recording, chunk, delay) {
       const row = Array.from(s.data.slice(i * k, (i + 1) * k), Number);
       streamed.start.push(out.start[i]); streamed.scores.push(row);
       row.forEach((v, j) => { (scores[j] = scores[j] || []).push({ x: end, y: v }); });
+      if (withMaps) {
+        shade = { start: out.start[i], values: windowMap(out, i, row) };
+        streamed.saliency.push(shade.values);
+      }
     });
-    drawLines($('signal'), signal, 0, at + n); drawLines($('scores'), scores, 0, at + n);
+    // the signal shaded by the newest window's saliency map: where the model looked for its latest answer
+    const shaded = drawLines($('signal'), signal, 0, at + n, shade); drawLines($('scores'), scores, 0, at + n);
+    if (withMaps) streamed.shaded = shaded;
     const names = bundle.classes || [];
     const last = streamed.scores[streamed.scores.length - 1];
     // the legend names each score line in its colour (the lines' colours follow drawLines's order)

@@ -3,6 +3,8 @@ comes from one config field, shows that field's default, and every field users s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dataclasses
 
 import click
@@ -69,5 +71,7 @@ def test_the_bench_options_give_the_config_a_user_expects(monkeypatch):
 
 def test_predict_reads_the_same_config_the_python_api_builds():
     given = {"data": "x.npz", "target_column": None, "pad": False, "batch_size": None, "threads": 2,
-             "precision": "int8", "public_key": None}
+             "precision": "int8", "public_key": None, "saliency": None}
     assert PredictConfig(**values(PredictConfig, given)) == PredictConfig(data="x.npz", threads=2, precision="int8")
+    with_maps = PredictConfig(**values(PredictConfig, {**given, "saliency": "maps.npy"}))
+    assert with_maps == PredictConfig(data="x.npz", threads=2, precision="int8", saliency=Path("maps.npy"))

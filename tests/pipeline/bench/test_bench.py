@@ -45,6 +45,8 @@ def test_quick_bench_json_has_every_row(quick_report):
                  ("signature", "check_signature", "ECDSA + every file's sha256")}
     expected |= {("streaming", name, f"window 128, stride {stride}") for stride in (1, 16, 128)
                  for name in ("Bundle.stream", "Bundle.predict_windows")}
+    expected |= {("saliency", name, "throughput, batch 256")
+                 for name in ("runtime session.run", "runtime session.run --saliency")}
     assert keys == expected
     assert len(quick_report["rows"]) == len(expected)
     for row in quick_report["rows"]:
@@ -82,6 +84,12 @@ def test_ratios_are_against_eager_pytorch_of_the_same_measure(quick_report):
     for name in ("runtime.load, public_key", "check_signature"):
         assert signature[name]["ratio"] == pytest.approx(signature[name]["value"] / signature["runtime.load"]["value"])
         assert signature[name]["calls"] == 5
+    saliency = {r["name"]: r for r in rows if r["section"] == "saliency"}  # time ratios, the plain graph 1.0
+    assert saliency["runtime session.run"]["ratio"] == 1.0
+    assert saliency["runtime session.run --saliency"]["ratio"] == pytest.approx(
+        saliency["runtime session.run"]["value"] / saliency["runtime session.run --saliency"]["value"])
+    target = next(t for t in quick_report["targets"] if t["target"].startswith("model graph with saliency"))
+    assert target["value"] == saliency["runtime session.run --saliency"]["ratio"] and target["threshold"] == 1.1
     for stride in (1, 16, 128):  # the stream's samples/s against predict_windows of the same recording
         same = {r["name"]: r for r in rows if r["metric"] == f"window 128, stride {stride}"}
         samples = 128 + stride * 199  # 200 windows in quick mode
@@ -226,8 +234,10 @@ def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
     assert {r["metric"] for r in report["rows"] if r["section"] == "training"} == {
         "training simple-cnn, batch 64", "whole training simple-cnn, 256 series"}
     assert {r["name"] for r in report["rows"] if r["section"] == "inference"} == set(ENGINES)
-    # the inference targets are stated for fcn at length 128 only; the simple-cnn training target applies
-    assert [t["target"] for t in report["targets"]] == ["pipeline train vs tutorial loop (simple-cnn)"]
+    # the inference targets are stated for fcn at length 128 only; the simple-cnn training target applies, and
+    # resnet's saliency output (a map for every model that has one)
+    assert [t["target"] for t in report["targets"]] == ["pipeline train vs tutorial loop (simple-cnn)",
+                                                        "model graph with saliency vs without (time)"]
     # the model against fcn of the same shape, side by side: FLOPs counted by hand for fcn width 0.125
     # (16/32/16 filters, kernels 8/5/3, length 16, one channel, 2 outputs), parameters by torch
     models = {(r["name"], r["metric"]): r for r in report["rows"] if r["section"] == "models"}

@@ -275,3 +275,28 @@ def test_estimators_and_runs_give_the_bundles_maps_and_refuse_models_without_the
     with pytest.raises(InputError) as refused:
         CNNClassifier(model="minirocket").fit(X, y).saliency(X_new)
     assert str(refused.value) == why
+
+
+def test_predict_on_recordings_writes_one_map_per_window(tmp_path, windowed_bundles):
+    """A windowed run exported with --saliency: `predict --saliency` on a per-sample .csv writes the map of every
+    window, in the rows' order, as eager computes it on the same windows cut by a plain loop."""
+    from export.bundle import ExportConfig, export_run
+    from export.graphs import as_tuple, model_graph
+    from tests.conftest import STRIDE, WINDOW, make_recordings, write_recordings_csv
+
+    wb = windowed_bundles["multiclass"]
+    bundle = export_run(wb.run_dir, ExportConfig(fmt="onnx", saliency=True), out=tmp_path / "bundle",
+                        log=lambda _: None)
+    recordings, labels = make_recordings("multiclass", count=2, samples=130, seed=5)
+    data = write_recordings_csv(tmp_path / "new.csv", recordings, labels)
+    done = run_pipeline(["predict", bundle, "--data", data, "--saliency", tmp_path / "maps.npy", "--out",
+                         tmp_path / "windows.csv"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    maps = np.load(tmp_path / "maps.npy")
+    windows = np.stack([r[:, s:s + WINDOW] for r in recordings for s in range(0, r.shape[1] - WINDOW + 1, STRIDE)])
+    run = rebuild(wb.run_dir)
+    with torch.inference_mode():
+        eager = as_tuple(model_graph(run.model, run.task, saliency=True)(torch.from_numpy(windows)))[-1].numpy()
+    rows = (tmp_path / "windows.csv").read_text().splitlines()[1:]
+    assert maps.shape == (len(rows), WINDOW) == eager.shape
+    np.testing.assert_allclose(maps, eager, atol=ATOL, rtol=RTOL)

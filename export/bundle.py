@@ -41,9 +41,9 @@ from pipeline.models.kernels import call_bound
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import Row, summary
 from runtime.signature import SIGNATURE_FILE
-from runtime.manifest import (SALIENCY_OUTPUT, GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
-                              MODEL_INPUT, MODEL_INT8, README_FILE, SCHEMA_FILE, VERIFICATION_FILE, AotiTarget,
-                              DimRange, TorchExport, Verification, schema_text)
+from runtime.manifest import (GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
+                              MODEL_INPUT, MODEL_INT8, README_FILE, SALIENCY_OUTPUT, SCHEMA_FILE, VERIFICATION_FILE,
+                              AotiTarget, DimRange, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
 
 
@@ -247,7 +247,8 @@ def _export_model_onnx(graph, model, task: str, example_x: tuple, path: Path, ou
     layout does not exist for the model or does not verify; returns the verification rows and the layout."""
     fast = conv2d_layout(model)
     if fast is not None:
-        export_onnx(model_graph(fast, task, saliency), example_x, path, (MODEL_INPUT,), outputs, axes, opset, meta, "model")
+        export_onnx(model_graph(fast, task, saliency), example_x, path, (MODEL_INPUT,), outputs, axes, opset, meta,
+                    "model")
         rows = verify_model({"onnx": path})
         if not any(r.problem for r in rows):
             return rows, "conv2d"

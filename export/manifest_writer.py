@@ -17,9 +17,9 @@ from pipeline.version import __version__
 from pipeline.training.run_config import ModelRecord
 from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
-from runtime.manifest import (SALIENCY_OUTPUT, FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, BatchBound,
-                              FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization, OutputBase, Source,
-                              TensorSpec, TorchExport, Verification, Window)
+from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, SALIENCY_OUTPUT,
+                              BatchBound, FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization,
+                              OutputBase, Source, TensorSpec, TorchExport, Verification, Window)
 from runtime.tasks import TASKS
 
 
@@ -106,7 +106,8 @@ def readme_text(record: ModelRecord, want: tuple[str, ...], saliency: bool = Fal
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
     target = _target_spec(task, cfg.n_outputs)
     text = README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
-                         outputs=", ".join(TASKS[task].outputs + ((SALIENCY_OUTPUT,) if saliency else ())), target=f"{target.dtype}, {target.meaning}",
+                         outputs=", ".join(TASKS[task].outputs + ((SALIENCY_OUTPUT,) if saliency else ())),
+                         target=f"{target.dtype}, {target.meaning}",
                          loss=json.dumps(record.loss.to_dict()))
     if record.window:
         w = record.window

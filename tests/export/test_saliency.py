@@ -246,7 +246,8 @@ def _xy(data) -> tuple[np.ndarray, np.ndarray]:
 
 def test_estimators_and_runs_give_the_bundles_maps_and_refuse_models_without_them(tmp_path):
     """CNNClassifier (multilabel y: a map per label) and CNNRegressor (one target near 1000: (N, L), its terms in
-    the target's units) against the numpy reference and their own exported bundles; a kernel model refused in one line, in the API's error type."""
+    the target's units) against the numpy reference and their own exported bundles; a kernel model refused in one
+    line, in the API's error type."""
     from pipeline import fit
     from pipeline.errors import PipelineError
     from pipeline.sklearn import CNNClassifier, CNNRegressor, InputError
@@ -255,9 +256,9 @@ def test_estimators_and_runs_give_the_bundles_maps_and_refuse_models_without_the
     X, y = bumps(60, seed=3)
     X_new, _ = bumps(9, seed=4)
     multilabel = np.stack([y == 0, y == 1], axis=1).astype(np.int64)
+    near_1000 = X[:, 0, BUMP].sum(1) * 50 + 1000
     for estimator, target, shape in ((CNNClassifier(width=0.1, epochs=2, random_state=0), multilabel, (9, 2, 128)),
-                                     (CNNRegressor(width=0.1, epochs=2, random_state=0), X[:, 0, BUMP].sum(1) * 50 + 1000,
-                                      (9, 128))):
+                                     (CNNRegressor(width=0.1, epochs=2, random_state=0), near_1000, (9, 128))):
         maps = estimator.fit(X, target).saliency(X_new)
         assert maps.shape == shape
         _, reference = _numpy_maps(estimator.model_, X_new)

@@ -55,6 +55,35 @@ def heartbeats(n: int = 90, length: int = 96, seed: int = 11) -> tuple[np.ndarra
     return X.astype(np.float32), np.array(RHYTHMS)[labels]
 
 
+def demand(sites: int, samples: int = 600, seed: int = 5) -> dict[str, np.ndarray]:
+    """Hourly-like load of `sites` sites at levels from 20 to 2000: a 12-sample and a 36-sample season, a trend
+    and noise (each in proportion to the site's level), and a temperature channel that leads the load by 3 samples
+    (an input only)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples, dtype=np.float64)
+    rows = {"site": [], "t": [], "load": [], "temp": []}
+    for s in range(sites):
+        level = 20.0 * 100.0 ** (s / max(sites - 1, 1))  # 20 .. 2000
+        phase = rng.uniform(0, 2 * np.pi)
+        trend = rng.uniform(-0.2, 0.4) * t / samples
+        weather = np.sin(2 * np.pi * (t + 3) / 36 + phase)
+        load = level * (1.0 + trend + 0.25 * np.sin(2 * np.pi * t / 12) + 0.15 * weather
+                        + 0.03 * rng.normal(size=samples))
+        rows["site"] += [f"site{s}"] * samples
+        rows["t"].append(t)
+        rows["load"].append(load)
+        rows["temp"].append(15.0 + 8.0 * np.sin(2 * np.pi * t / 36 + phase) + rng.normal(0, 0.5, samples))
+    return {"site": np.array(rows["site"]), **{k: np.concatenate(rows[k]) for k in ("t", "load", "temp")}}
+
+
+def write_demand(path: Path, sites: int, seed: int) -> None:
+    d = demand(sites, seed=seed)
+    with open(path, "w") as f:
+        f.write("site,t,load,temp\n")
+        for site, t, load, temp in zip(d["site"], d["t"], d["load"], d["temp"]):
+            f.write(f"{site},{int(t)},{load:.3f},{temp:.3f}\n")
+
+
 def write_all(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     # the embedded data's kind drawn with other seeds, so none of these series is among the training series
@@ -67,7 +96,10 @@ def write_all(folder: Path) -> list[Path]:
                fmt="%.5f")
     X, labels = heartbeats()
     np.savez(folder / "heartbeats.npz", X=X, y=labels)
-    return [folder / name for name in ("waveforms_test.ts", "waveforms_new.npy", "prices.csv", "heartbeats.npz")]
+    write_demand(folder / "demand.csv", sites=6, seed=5)
+    write_demand(folder / "demand_test.csv", sites=3, seed=6)  # other sites: the test recordings are unseen
+    return [folder / name for name in ("waveforms_test.ts", "waveforms_new.npy", "prices.csv", "heartbeats.npz",
+                                       "demand.csv", "demand_test.csv")]
 
 
 if __name__ == "__main__":

@@ -45,6 +45,18 @@ class CountGraph(_TaskGraph):
         return log_rate, torch.exp(log_rate)
 
 
+class ForecastGraph(_TaskGraph):
+    """forecast: the flat forecast the loss takes (batch, T * H * Q) and the same numbers as `forecast`,
+    (batch, T, H) or (batch, T, H, Q) (runtime.forecast's layout)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        self.shape = list(model.forecast_shape)
+
+    def named(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        return flat, flat.reshape([flat.shape[0]] + self.shape)
+
+
 class SaliencyGraph(nn.Module):
     """A task graph's outputs and then `saliency`, from one pass over the convolutions (export --saliency): the
     activation map of the predicted class (multiclass, (batch, length)), of the one output (batch, length), or
@@ -74,7 +86,8 @@ TINY_MAP = 1e-30  # a map that is zero everywhere (no feature active) stays zero
 
 
 # How each kind of task score (runtime.tasks.Task.scores) becomes the task's named outputs.
-_GRAPHS = {"identity": RegressionGraph, "sigmoid": SigmoidGraph, "softmax": SoftmaxGraph, "exp": CountGraph}
+_GRAPHS = {"identity": RegressionGraph, "sigmoid": SigmoidGraph, "softmax": SoftmaxGraph, "exp": CountGraph,
+           "forecast": ForecastGraph}
 
 
 def model_graph(model: nn.Module, task: str, saliency: bool = False) -> nn.Module:

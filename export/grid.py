@@ -51,9 +51,10 @@ def model_cases(model, cfg: ModelConfig) -> list[Case]:
 def loss_cases(task: str, cfg: ModelConfig) -> list[Case]:
     """Moderate scores at every batch size, then the scores trained models really emit (see edge_cases)."""
     g = torch.Generator().manual_seed(2)
+    k = cfg.target_outputs  # a quantile forecast: Q scores per target value
     return [Case(f"batch={n}", (torch.randn(n, cfg.n_outputs, generator=g) * 2,
-                                _targets(task, n, cfg.n_outputs, g))) for n in BATCH_SIZES] + \
-        edge_cases(task, cfg.n_outputs, g)
+                                _targets(task, n, k, g))) for n in BATCH_SIZES] + \
+        edge_cases(task, k, g, quantiles=cfg.quantiles)
 
 
 def _magnitudes(shape: tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -63,7 +64,7 @@ def _magnitudes(shape: tuple[int, ...], low: float, high: float, g: torch.Genera
     return m
 
 
-def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH) -> list[Case]:
+def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH, quantiles: int = 1) -> list[Case]:
     """Confident scores (|score| up to CONFIDENT_SCORE, both signs) with all-correct, all-wrong and random
     targets, and targets at the limits of their range: where unstable loss graphs return inf or nan."""
     s, spec = CONFIDENT_SCORE, TASKS[task]
@@ -92,5 +93,8 @@ def edge_cases(task: str, k: int, g: torch.Generator, n: int = EDGE_BATCH) -> li
         t[0], t[-1] = -REGRESSION_LIMIT, REGRESSION_LIMIT
         pairs = {"correct": (t + torch.randn(n, k, generator=g) * 1e-3, t), "wrong": (-t, t),
                  "random": (uniform(REGRESSION_LIMIT), t)}
-    return [Case(f"batch={n} edge {what}", (scores.float().contiguous(), targets)) for what, (scores, targets)
+    # a quantile forecast's scores: each value's Q quantiles (innermost), spread around it
+    spread = lambda scores: scores.repeat_interleave(quantiles, dim=1) + torch.linspace(  # noqa: E731
+        -1.0, 1.0, quantiles).repeat(k) * (quantiles > 1)
+    return [Case(f"batch={n} edge {what}", (spread(scores.float()).contiguous(), targets)) for what, (scores, targets)
             in pairs.items()]

@@ -102,9 +102,24 @@ class Conv2dLayout(nn.Module):
         return scores_and_maps(self.net, self.output, self.normalize(x).unsqueeze(2))
 
 
+class Lifted(nn.Module):
+    """A 2D-layout network read on (batch, channels, length): it runs on (batch, channels, 1, length)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.unsqueeze(2))
+
+
 def conv2d_layout(model: SequenceModel) -> nn.Module | None:
     """A copy of the model with its convolutions as 2D layers, or None when it has none to convert."""
     net = copy.deepcopy(model.net)
     if not any(isinstance(m, nn.Conv1d) for m in net.modules()) or not _convert(net):
         return None
+    if model.reversible is not None:  # a forecaster: the same model around the 2D-layout network
+        twin = copy.copy(model)
+        twin._modules = dict(model._modules, net=Lifted(net))
+        return twin.eval()
     return Conv2dLayout(model.normalize, net, model.output).eval()

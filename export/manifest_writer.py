@@ -80,7 +80,7 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
                                     weights["normalize.std"].reshape(-1).tolist()),
         model=cfg.to_dict(),
         loss=LossEntry(record.loss.name, record.loss.to_dict()["params"], [
-            TensorSpec(LOSS_INPUTS[0], "float32", ["batch", cfg.n_outputs]), _target_spec(task, cfg.n_outputs)],
+            TensorSpec(LOSS_INPUTS[0], "float32", ["batch", cfg.n_outputs]), _target_spec(task, cfg.target_outputs)],
             list(LOSS_OUTPUTS)),
         opset=config.opset, torchscript=graphs.methods,
         versions={"pipeline": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
@@ -104,7 +104,7 @@ def readme_text(record: ModelRecord, want: tuple[str, ...], saliency: bool = Fal
             ("loss", "aoti"): "the loss compiled by AOTInductor (manifest.json torch_export.aoti: its target)"}
     lines = "".join(f"  {GRAPH_FILES[key]:<18} {text}\n" for key, text in what.items() if key[1] in want)
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
-    target = _target_spec(task, cfg.n_outputs)
+    target = _target_spec(task, cfg.target_outputs)
     text = README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
                          outputs=", ".join(TASKS[task].outputs + ((SALIENCY_OUTPUT,) if saliency else ())),
                          target=f"{target.dtype}, {target.meaning}",

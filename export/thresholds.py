@@ -90,6 +90,8 @@ def output_allowance(model: SequenceModel, scores: str, x: Tensor) -> Allowance 
 def allowance_for(model: SequenceModel, scores: str):
     """verify_graph's `allowance` for a model graph: None for a model without kernel transforms; else each
     case's Allowance, computed once per case."""
+    if getattr(model, "reversible", None) is not None:
+        return forecast_allowance(model)
     members = model.net.members if isinstance(model.net, EnsembleNet) else [model.net]
     if not all(isinstance(member, KernelNet) for member in members):
         return None
@@ -99,5 +101,25 @@ def allowance_for(model: SequenceModel, scores: str):
         if id(case) not in cache:
             cache[id(case)] = output_allowance(model, scores, case.inputs[0])
         return cache[id(case)]
+
+    return per_case
+
+
+FORECAST_ATOL = 1e-5  # per unit of the window's spread: the network computes in each window's normalised units
+
+
+def forecast_allowance(model: SequenceModel):
+    """A forecaster's outputs are each window's normalised forecast times its spread plus its level
+    (models.build.Reversible): any engine's float32 rounding of the normalised values (about 1e-7 of 1) comes
+    out multiplied by the spread, so each output may also differ by FORECAST_ATOL times its window's spread
+    of that target channel (1e-5 in the units the network computes in)."""
+
+    def per_case(case) -> Allowance:
+        with torch.no_grad():
+            spread = model.target_spread(case.inputs[0]).double()  # (batch, T)
+        n, t = spread.shape
+        shape = model.forecast_shape
+        shaped = (spread.reshape(n, t, *([1] * (len(shape) - 1))) * FORECAST_ATOL).expand(n, *shape)
+        return Allowance((shaped.reshape(n, -1).numpy(), shaped.numpy()), 0)
 
     return per_case

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.settings.config import LossConfig
+from pipeline.settings.config import DEFAULT_QUANTILES, LossConfig
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
 from runtime.inputs import plural
@@ -33,7 +33,8 @@ class BuiltinLoss(nn.Module):
     weighted_mean = False  # torch's class-weighted 'mean' divides by the summed weights of the targets
 
     def __init__(self, class_weights: Tensor | None = None, pos_weight: Tensor | None = None,
-                 huber_delta: float = 1.0, beta: float = 1.0, label_smoothing: float = 0.0):
+                 huber_delta: float = 1.0, beta: float = 1.0, label_smoothing: float = 0.0,
+                 quantiles: Tensor | None = None):
         super().__init__()
         self.has_class_weights = class_weights is not None
         self.has_pos_weight = pos_weight is not None
@@ -70,6 +71,29 @@ class L1Loss(BuiltinLoss):
 
     def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
         return F.l1_loss(prediction, target, reduction="none")
+
+
+class MAELoss(L1Loss):
+    """--task forecast's name for the mean absolute error."""
+
+    name = "mae"
+
+
+class QuantileLoss(BuiltinLoss):
+    """Pinball loss of a quantile forecast: prediction (N, T * H * Q), quantiles innermost (runtime.forecast),
+    against the target (N, T * H): max(q * e, (q - 1) * e) with e = target - forecast, mean over quantiles."""
+
+    name = "quantile"
+
+    def __init__(self, quantiles: Tensor | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.register_buffer("quantiles", quantiles if quantiles is not None else torch.tensor([0.5]))
+
+    def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        q = self.quantiles.shape[0]
+        forecast = prediction.reshape(prediction.shape[0], -1, q)  # (N, T * H, Q)
+        error = target.unsqueeze(2) - forecast
+        return torch.maximum(self.quantiles * error, (self.quantiles - 1.0) * error).mean(dim=2)  # (N, T * H)
 
 
 class HuberLoss(BuiltinLoss):
@@ -174,8 +198,8 @@ class PoissonNLLLoss(BuiltinLoss):
 
 # The loss registry: each built-in name (runtime/tasks.py says which task offers it) -> its implementation.
 LOSSES: dict[str, type[BuiltinLoss]] = {cls.name: cls for cls in (
-    MSELoss, L1Loss, HuberLoss, SmoothL1Loss, BCEWithLogitsLoss, BCELoss, HingeLoss, CrossEntropyLoss, NLLLoss,
-    MultiMarginLoss, MultilabelSoftMarginLoss, PoissonNLLLoss)}
+    MSELoss, L1Loss, MAELoss, QuantileLoss, HuberLoss, SmoothL1Loss, BCEWithLogitsLoss, BCELoss, HingeLoss,
+    CrossEntropyLoss, NLLLoss, MultiMarginLoss, MultilabelSoftMarginLoss, PoissonNLLLoss)}
 
 
 class CustomLoss(nn.Module):
@@ -221,6 +245,27 @@ class TargetBalancedLoss(nn.Module):
         return balanced, elementwise.detach().mean()
 
 
+class WindowScaledLoss(nn.Module):
+    """What forecasting trains on: the loss of the forecast and the target, both divided by the window's own spread
+    of each target channel (models.build.Reversible), so windows of recordings at any level weigh alike (with MSE,
+    the MSE in each window's normalised units). Returns (the scaled loss, the user's loss in the user's units),
+    the second for reporting. `spread` is (N, T)."""
+
+    def __init__(self, loss: nn.Module, targets: int):
+        super().__init__()
+        self.loss = loss
+        self.targets = targets
+
+    def forward(self, prediction: Tensor, target: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
+        n = prediction.shape[0]
+        scale = spread.reshape(n, self.targets, 1)
+        scaled = self.loss((prediction.reshape(n, self.targets, -1) / scale).reshape(n, -1),
+                           (target.reshape(n, self.targets, -1) / scale).reshape(n, -1))[0]
+        with torch.no_grad():
+            reported = self.loss(prediction, target)[0]
+        return scaled, reported
+
+
 def target_loss_scales(loss: nn.Module, prediction: Tensor, target: Tensor) -> list[float] | None:
     """Each target's mean loss for `prediction` (the mean predictor), for TargetBalancedLoss; None for a custom
     loss (only its total is known: it is trained on as given). A scale that is not a positive number is 1."""
@@ -260,6 +305,8 @@ def resolve_loss_params(cfg: LossConfig, loss_name: str, enc: LabelEncoding,
     for name in ("huber_delta", "beta", "label_smoothing"):
         if name in spec.params:
             params[name] = cfg.value(name)
+    if "quantiles" in spec.params:
+        params["quantiles"] = list(cfg.quantiles or DEFAULT_QUANTILES)
     if "pos_weight" in spec.params and cfg.pos_weight is not None:
         pos = list(cfg.pos_weight)
         if len(pos) not in (1, enc.n_outputs):
@@ -302,7 +349,7 @@ def build_loss(loss_name: str, params: dict) -> nn.Module:
     tensor = lambda key: torch.tensor(params[key], dtype=torch.float32) if key in params else None  # noqa: E731
     return LOSSES[loss_name](class_weights=tensor("class_weights"), pos_weight=tensor("pos_weight"),
                        huber_delta=params.get("huber_delta", 1.0), beta=params.get("beta", 1.0),
-                       label_smoothing=params.get("label_smoothing", 0.0))
+                       label_smoothing=params.get("label_smoothing", 0.0), quantiles=tensor("quantiles"))
 
 
 def _parse_value(text: str):

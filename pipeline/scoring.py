@@ -15,7 +15,7 @@ import numpy as np
 import runtime
 import runtime.bundle
 from pipeline.data.readers import SeriesData, peek_csv_header, read_series
-from pipeline.data.recordings import cut_windows, read_recordings
+from pipeline.data.recordings import cut_forecast_windows, cut_windows, read_recordings
 from pipeline.errors import TRAIN_EXTRA_HINT, DataError, PipelineError
 from pipeline.files import check_output_file, write_atomic
 from pipeline.settings.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
@@ -184,7 +184,12 @@ def evaluate_file(bundle_dir: Path, cfg: EvaluateConfig, log=print) -> dict:
     bundle = open_bundle(bundle_dir, cfg.threads, precision=cfg.precision, log=log, public_key=cfg.public_key)
     if target_column is None:
         target_column = training_label_columns(bundle, data, log)
-    if bundle.window is not None:  # windows labelled by the rule training used
+    if bundle.window is not None and bundle.window.horizon:  # forecasts: each window's next samples
+        w = bundle.window
+        recs = _recordings(bundle, data, None, labels=False)
+        series = cut_forecast_windows(recs, w.length, w.stride, w.horizon, list(w.targets))
+        log(f"windows: {series.n} of {w.length} samples every {w.stride}, each forecasting the next {w.horizon}")
+    elif bundle.window is not None:  # windows labelled by the rule training used
         w = bundle.window
         series = cut_windows(_recordings(bundle, data, target_column, labels=True), w.length, w.stride, w.label)
         log(f"windows: {series.n} of {w.length} samples every {w.stride}, labelled by the {w.label} time step"

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from runtime import forecast
 from runtime.errors import BundleError, InputError, IntegrityError, check_regular
-from runtime.inputs import SeriesSpec, batch_rows, batches, plural
+from runtime.inputs import SeriesSpec, as_array, batch_rows, batches, plural
 from runtime.errors import input_error
 from runtime.signature import check_signature, file_sha256, trusted_key
 from runtime.manifest import LOSS_ONNX, MANIFEST_FILE, MODEL_INPUT, MODEL_INT8, MODEL_ONNX, MODEL_PRECISIONS, Manifest
@@ -79,6 +80,10 @@ class Bundle:
         self.spec = TASKS[manifest.task]
         self.outputs: list[str] = list(manifest.outputs)
         self.n_outputs: int = manifest.n_outputs
+        w = manifest.window
+        self.quantiles: tuple[float, ...] = tuple(w.quantiles or ()) if w is not None and w.horizon else ()
+        # the loss graph's target width: a quantile forecast has Q raw outputs per target value
+        self.target_outputs: int = self.n_outputs // max(len(self.quantiles), 1)
         self.classes: list[str] | None = manifest.classes
         self.series = SeriesSpec(manifest.input)
         self.model_session, self.loss_session = model, loss
@@ -171,7 +176,7 @@ class Bundle:
         if prediction.dtype.kind != "f" or prediction.ndim != 2 or prediction.shape[1] != self.n_outputs:
             raise InputError(f"prediction: has shape {prediction.shape} and dtype {prediction.dtype}; pass the "
                              f"model's '{self.outputs[0]}' output, float (N, {self.n_outputs})")
-        target, problems = self.spec.check_encoded(target, self.n_outputs)
+        target, problems = self.spec.check_encoded(target, self.target_outputs)
         if problems:
             raise input_error(problems)
         if len(target) != len(prediction):
@@ -184,7 +189,7 @@ class Bundle:
 
     def encode(self, y, name: str = "y", lines: np.ndarray | None = None) -> np.ndarray:
         """Raw labels (class names or numbers, as in the training data) as loss-graph targets."""
-        target, problems = self.spec.encode(y, self.classes, self.n_outputs, name, lines)
+        target, problems = self.spec.encode(y, self.classes, self.target_outputs, name, lines)
         if problems:
             raise input_error(problems)
         return target
@@ -197,7 +202,42 @@ class Bundle:
             raise InputError(f"{y_name}: has {plural(len(target), 'label')} for {len(x)} series; pass one per series")
         raw = self.predict(x, batch_size, x_name, lines)[self.outputs[0]]
         loss, _ = self.loss(raw, target)
-        return {"loss": loss, **self.spec.compute_metrics(raw, target)}
+        metrics = {"loss": loss, **self.spec.compute_metrics(raw, target)}
+        w = self.window
+        if w is not None and w.horizon:  # beside the naive forecasts of the same windows (runtime.forecast)
+            history = np.asarray(x, dtype=np.float64)[:, w.targets]
+            metrics["forecast"] = forecast.report(history, raw, target, w.horizon, w.season or 1, self.quantiles)
+        return metrics
+
+    def forecast(self, history, steps: int | None = None) -> np.ndarray:
+        """The forecast of the next `steps` samples (default: the horizon) after the last window of one
+        recording's `history` (C, T) (or (T,)), as (targets, steps) or (targets, steps, quantiles). Past the
+        horizon, when every channel is a target, it rolls out: the median forecast is appended to the history
+        and the model forecasts again from the window that ends with it (runtime.forecast.rollout), so errors
+        compound with each horizon; with input-only channels, whose future the model does not forecast, only
+        `steps` <= horizon is possible."""
+        w = self.window
+        if w is None or not w.horizon:
+            raise InputError(f"forecast: {self.path} is a --task {self.task} bundle; forecasting needs a bundle "
+                             "trained with --task forecast")
+        x = as_array(history, "history")
+        if x.ndim == 1 and self.series.channels == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[0] != self.series.channels or x.shape[1] < w.length:
+            raise InputError(f"history: has shape {x.shape}; pass ({self.series.channels}, T) samples with T at least "
+                             f"the window of {w.length}")
+        steps = w.horizon if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise InputError(f"steps must be a whole number of at least 1; got {steps!r}")
+        if steps > w.horizon and len(w.targets) != self.series.channels:
+            raise InputError(f"steps {steps} is past the horizon of {w.horizon}: rolling out feeds the forecast back "
+                             f"as the next input, which needs every channel to be a target (this bundle forecasts "
+                             f"{len(w.targets)} of {self.series.channels}); ask for at most {w.horizon}")
+        window = x[:, x.shape[1] - w.length:]
+        run = lambda batch: self.predict(batch)[self.outputs[0]]  # noqa: E731
+        q = max(len(self.quantiles), 1)
+        out = forecast.rollout(run, window, int(steps), w.horizon, list(w.targets), q)  # (T, steps, Q)
+        return out if self.quantiles else out[:, :, 0]
 
     def class_names(self, index: np.ndarray) -> np.ndarray:
         """Class names for class indices (multiclass labels, or binary 0/1 decisions)."""

@@ -202,6 +202,13 @@ class Window:
     time_column: str | None = field(default=None, metadata=OMIT_NONE)  # .csv recordings: the time column
     # .csv recordings with a header: the signal columns' names in channel order (hosts match columns by name)
     channel_columns: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    # --task forecast (runtime.forecast): the next `horizon` samples of the channels `targets` (0-based, named
+    # `target_names`), at `quantiles` (absent: a point forecast); MASE uses the seasonal-naive error of `season`
+    horizon: int | None = field(default=None, metadata={**OMIT_NONE, "schema": {"minimum": 1}})
+    targets: list[int] | None = field(default=None, metadata=OMIT_NONE)
+    target_names: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    quantiles: list[float] | None = field(default=None, metadata=OMIT_NONE)
+    season: int | None = field(default=None, metadata={**OMIT_NONE, "schema": {"minimum": 1}})
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ OUT_SUFFIXES = (".csv", ".jsonl", ".npy", ".npz")
 
 def prediction_table(bundle: Bundle, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Columns of one row per series: decisions by name where the task has classes, then the scores."""
+    w = bundle.window
+    if w is not None and w.horizon:  # a forecast: a column per target, step and quantile
+        return bundle.spec.prediction_columns(outputs, w.target_names, bundle.n_outputs, tuple(w.quantiles or ()))
     return bundle.spec.prediction_columns(outputs, bundle.classes, bundle.n_outputs)
 
 

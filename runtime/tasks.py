@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime import forecast as fc
 from runtime import metrics as m
 from runtime.inputs import as_array, not_numbers_text, number_text, parse_numbers, rows_text
 
@@ -39,7 +40,8 @@ def _first(values: np.ndarray, rows: np.ndarray) -> str:
 @dataclass(frozen=True)
 class Task:
     """One task. `scores` says how the model's raw output (N, K) becomes the named outputs:
-    'identity' (values), 'sigmoid' (probabilities per column), 'softmax' (one class), 'exp' (rates)."""
+    'identity' (values), 'sigmoid' (probabilities per column), 'softmax' (one class), 'exp' (rates),
+    'forecast' (the flat forecast and its (N, T, H[, Q]) shape; runtime.forecast)."""
 
     name: str
     losses: tuple[LossSpec, ...]  # the first is the default
@@ -184,8 +186,11 @@ class Task:
 
     # --- outputs -> what people read ------------------------------------------------------------------
     def prediction_columns(self, outputs: dict[str, np.ndarray], classes: list[str] | None,
-                           n_outputs: int) -> dict[str, np.ndarray]:
-        """One column per value `predict` writes, one row per series: decisions by class name, then scores."""
+                           n_outputs: int, quantiles: tuple[float, ...] = ()) -> dict[str, np.ndarray]:
+        """One column per value `predict` writes, one row per series: decisions by class name, then scores
+        (a forecast: `classes` names its targets, a column per target, step and quantile)."""
+        if self.scores == "forecast":
+            return _forecast_columns(outputs["forecast"], classes, quantiles)
         names = list(classes) if classes else [str(j) for j in range(n_outputs)]
         raw, named = outputs[self.outputs[0]], outputs[self.main_output]
         as_names = np.asarray(names, dtype=object)
@@ -207,6 +212,21 @@ class Task:
     def compute_metrics(self, raw_output: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
         """The task's metrics from the model's raw scores (N, K) and the encoded targets."""
         return self.metric_fn(np.asarray(raw_output, dtype=np.float64), np.asarray(target))
+
+
+def _forecast_columns(forecast: np.ndarray, targets: list[str] | None, quantiles) -> dict[str, np.ndarray]:
+    """'h1'..'hH' (one target) or '<target>_h1'.. per target, each with '_q<quantile>' for quantile forecasts."""
+    n, t, h = forecast.shape[:3]
+    names = list(targets) if targets else [str(j) for j in range(t)]
+    columns = {}
+    for j in range(t):
+        for step in range(h):
+            stem = f"h{step + 1}" if t == 1 else f"{names[j]}_h{step + 1}"
+            if forecast.ndim == 3:
+                columns[stem] = forecast[:, j, step]
+            else:
+                columns.update({f"{stem}_q{q:g}": forecast[:, j, step, i] for i, q in enumerate(quantiles)})
+    return columns
 
 
 TASKS: dict[str, Task] = {
@@ -249,6 +269,17 @@ TASKS: dict[str, Task] = {
         losses=(LossSpec("poisson_nll", summary="Poisson negative log-likelihood of the log-rate"),),
         outputs=("log_rate", "rate"), scores="exp", target_rule="non-negative integers", target_meaning="counts",
         metric_fn=m.count_metrics, metrics=("mae", "poisson_deviance"), main_output="rate", values="count",
+        main_metric="mae", main_metric_is_error=True, small_set_val_split=0.3),
+    "forecast": Task(
+        name="forecast",
+        losses=(LossSpec("mse", summary="mean squared error of the point forecast"),
+                LossSpec("mae", summary="mean absolute error of the point forecast"),
+                LossSpec("huber", ("huber_delta",), summary="Huber loss, quadratic below --huber-delta"),
+                LossSpec("smooth_l1", ("beta",), summary="Smooth-L1 loss, quadratic below --beta"),
+                LossSpec("quantile", ("quantiles",), summary="pinball loss of each of --quantiles (non-crossing)")),
+        outputs=("prediction", "forecast"), scores="forecast",
+        target_rule="the next --horizon samples of the target channels", target_meaning="future values",
+        metric_fn=fc.forecast_metrics, metrics=("mae", "rmse", "smape"), main_output="forecast",
         main_metric="mae", main_metric_is_error=True, small_set_val_split=0.3),
 }
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from runtime.forecast import report_text
+
 from pipeline.commands.common import user_errors
 from pipeline.commands.options import NamedPath, config_options
 from pipeline.settings.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
@@ -67,8 +69,13 @@ def evaluate(bundle, as_json, **opts):
     counted = "windows" if "windows" in result else "series"
     click.echo(f"{result['data']}: {result[counted]} {counted}, task {result['task']}, {result['precision']} model graph")
     for key, value in result.items():
-        if key not in ("data", counted, "task", "precision"):
+        if key not in ("data", counted, "task", "precision", "forecast"):
             click.echo(f"  {key:<16} {'n/a' if value is None else f'{value:.6g}'}")
+    if "forecast" in result:
+        click.echo("forecasts beside the naive ones on the same windows (MASE below 1 beats the in-sample "
+                   "seasonal-naive error):")
+        for line in report_text(result["forecast"]):
+            click.echo("  " + line)
 
 
 @click.command()

@@ -14,6 +14,7 @@ from pipeline.commands.options import NamedPath, config_options, resumable_flags
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.training.run_config import RunSettings, new_run_settings
+from runtime import forecast
 from pipeline.settings.fields import flagged, values
 
 
@@ -147,6 +148,11 @@ def _summarise(result) -> None:
         if split in m:
             shown = ", ".join(f"{k}={'n/a' if v is None else f'{v:.4g}'}" for k, v in m[split].items())
             click.echo(f"{split:>5}: {shown}")
+    for split, rows in m.get("forecast", {}).items():
+        click.echo(f"forecasts of the {split} windows beside the naive ones (MASE: the mean absolute error over "
+                   "each window's in-sample seasonal-naive error; below 1 beats it):")
+        for line in forecast.report_text(rows):
+            click.echo("  " + line)
     if "members" in m:
         for member in m["members"]:
             shown = ", ".join(f"{split} {k}={v:.4g}" for split in ("val", "test") if split in member

@@ -10,7 +10,7 @@ from pipeline.settings.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, MOD
 from pipeline.data.prepare import (LabelEncoding, check_classes, check_series, encode_labels, fit_encoding,
                                    infer_task, stratified_split)
 from pipeline.data.readers import SeriesData, read_series
-from pipeline.data.recordings import cut_windows, read_recordings
+from pipeline.data.recordings import cut_forecast_windows, cut_windows, read_recordings, target_channels
 from pipeline.data.synthetic import waveforms
 from pipeline.errors import DataError
 from runtime.inputs import plural
@@ -56,8 +56,12 @@ def _read(path: str | None, cfg: DataConfig, channels: tuple[str, ...] = ()) -> 
         if path is None:
             raise DataError(["--window cuts long recordings: pass them with --data (a per-sample .csv, an .npz of "
                              "recordings, or a folder of them); the embedded waveforms are already cut"])
+        forecast = cfg.task == "forecast"  # every column is a signal, the targets among them
         recordings = read_recordings(path, cfg.target_column, cfg.recording_column, cfg.time_column,
-                                     channels=channels)
+                                     labels=not forecast, channels=channels)
+        if forecast:
+            targets, _ = target_channels(recordings, cfg.forecast_columns)
+            return cut_forecast_windows(recordings, cfg.window, cfg.window_stride, cfg.horizon, targets)
         return cut_windows(recordings, cfg.window, cfg.window_stride, cfg.window_label)
     if path is None:
         return waveforms()
@@ -88,6 +92,9 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     if train.windows is not None:
         recs = train.windows.recordings
         labelled = f"labelled by the {cfg.window_label} time step" if recs.per_step else "each labelled by its recording"
+        if cfg.task == "forecast":
+            _, names = target_channels(recs, cfg.forecast_columns)
+            labelled = f"each forecasting the next {plural(cfg.horizon, 'sample')} of {', '.join(names)}"
         notes.append(f"windows: {train.n} of {cfg.window} samples every {cfg.window_stride} from "
                      f"{plural(recs.count, 'recording')} of {train.source}, {labelled}")
     if cfg.data is None and not given:
@@ -143,6 +150,9 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
         window = {"length": cfg.window, "stride": cfg.window_stride, "label": cfg.window_label, "split": how,
                   "recording_column": cfg.recording_column, "time_column": cfg.time_column,
                   "channel_columns": names}
+        if cfg.task == "forecast":
+            targets, target_names = target_channels(train.windows.recordings, cfg.forecast_columns)
+            window.update(horizon=cfg.horizon, targets=targets, target_names=target_names, season=cfg.season)
         window = {k: v for k, v in window.items() if v is not None}
     return Datasets(encoding, train_split, val, test, notes, csv_labels, window)
 
@@ -180,9 +190,10 @@ def _hold_out_windows(cfg: DataConfig, train: SeriesData, targets: np.ndarray, t
             raise DataError([f"{recs.names[0]}: one recording of {samples} samples is too short to hold out its last "
                              f"{fraction:g} for validation after a gap of one --window {length} (that needs about "
                              f"{needs} samples); pass --val-data, or --val-split 0"])
+        ahead = f" and their {windows.horizon} forecast samples" if windows.horizon else ""
         how = (f"by time: the last {fraction:g} of the one recording (samples {cut + length} on) after a gap of one "
-               f"window; training windows end by sample {cut}")
-        train_rows = np.flatnonzero(windows.starts + length <= cut)
+               f"window; training windows{ahead} end by sample {cut}")
+        train_rows = np.flatnonzero(windows.starts + length + windows.horizon <= cut)
         notes.append(f"validation: {len(val_rows)} windows held out {how}")
         return train_rows, Split(train.X, val_rows, targets[val_rows], f"{train.source} (validation split)"), how
     train_rows = np.setdiff1d(np.arange(train.n), val_rows)

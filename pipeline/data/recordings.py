@@ -72,8 +72,10 @@ class WindowedSeries:
     """The windows of recordings as an (N, C, length) array-like, cut on demand: indexing with an int, a slice
     or an index array returns float32 windows; the recordings are held once, never as overlapping copies."""
 
-    def __init__(self, recordings: Recordings, recording: np.ndarray, starts: np.ndarray, length: int):
+    def __init__(self, recordings: Recordings, recording: np.ndarray, starts: np.ndarray, length: int,
+                 horizon: int = 0):
         self.recordings = recordings
+        self.horizon = horizon  # --task forecast: each window's target is the next `horizon` samples after it
         self.recording = recording  # (N,) which recording each window comes from
         self.starts = starts  # (N,) first sample of each window within its recording
         self.length = length
@@ -351,3 +353,39 @@ def cut_windows(recs: Recordings, length: int, stride: int, rule: str, min_lengt
     data = SeriesData(X, y, recs.source, recs.label_field, lines=lines, label_columns=recs.label_columns,
                       columns=recs.columns, windows=X)
     return data
+
+
+def target_channels(recs: Recordings, columns: str | None) -> tuple[list[int], list[str]]:
+    """--forecast-columns as channel indices and names: header names or 0-based indices, default every channel."""
+    names = list(recs.channel_names) or [str(c) for c in range(recs.samples.shape[0])]
+    if columns is None:
+        return list(range(len(names))), names
+    picked = []
+    for item in (part.strip() for part in columns.split(",")):
+        if item in names:
+            picked.append(names.index(item))
+        elif item.isdigit() and int(item) < len(names):
+            picked.append(int(item))
+        else:
+            raise DataError([f"{recs.source}: --forecast-columns '{item}' is not a signal column; the channels are "
+                             f"{', '.join(repr(n) for n in names)} (by header name or 0-based index)"])
+    if len(set(picked)) != len(picked):
+        raise DataError([f"--forecast-columns {columns}: names a channel twice; name each target once"])
+    return picked, [names[c] for c in picked]
+
+
+def cut_forecast_windows(recs: Recordings, length: int, stride: int, horizon: int, targets: list[int]) -> SeriesData:
+    """--task forecast: windows of `length` every `stride` samples whose next `horizon` samples lie in the same
+    recording; each window's target is those samples of the target channels, flat (T * H, runtime.forecast)."""
+    short = [(n, int(size)) for n, size in zip(recs.names, recs.lengths()) if size < length + horizon]
+    if short:
+        shown = "; ".join(f"{n} has {plural(size, 'sample')}" for n, size in short[:5])
+        more = f" (and {len(short) - 5} more)" if len(short) > 5 else ""
+        raise DataError([f"{shown}{more}: shorter than one window of --window {length} and its --horizon {horizon}; "
+                         "lower --window or --horizon, or drop recordings that short"])
+    per_rec = [window_starts(int(size) - horizon, length, stride) for size in recs.lengths()]
+    recording = np.concatenate([np.full(len(s), r, dtype=np.int64) for r, s in enumerate(per_rec)])
+    X = WindowedSeries(recs, recording, np.concatenate(per_rec), length, horizon)
+    future = window_view(recs.samples[targets], X.first + length, horizon)  # (N, T, H)
+    return SeriesData(X, future.reshape(len(future), -1).astype(np.float64), recs.source,
+                      f"the next {plural(horizon, 'sample')} of each window", windows=X)

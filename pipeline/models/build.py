@@ -11,6 +11,7 @@ from pipeline.settings.config import MODELS, ModelConfig
 from pipeline.errors import PipelineError
 
 NORM_EPS = 1e-8
+REVIN_EPS = 1e-10  # added to each window's variance: a constant window is divided by 1e-5, not 0
 
 
 class Normalize(nn.Module):
@@ -73,6 +74,42 @@ class OutputScale(_OutputBuffers):
         self.shift.copy_(shift.reshape(self.shift.shape))
 
 
+def non_crossing(z: Tensor, quantiles: int) -> Tensor:
+    """Quantile forecasts that cannot cross, from free scores (..., T * H * Q), quantiles innermost: the middle
+    one is the median; each quantile above it adds softplus of its score to the one below, each below subtracts
+    (runtime.forecast's layout). The identity for a point forecast (Q = 1)."""
+    if quantiles == 1:
+        return z
+    q = z.reshape(z.shape[:-1] + (-1, quantiles))  # (..., T * H, Q)
+    middle = quantiles // 2
+    median = q[..., middle:middle + 1]
+    below = median - torch.flip(torch.cumsum(torch.flip(F.softplus(q[..., :middle]), [-1]), dim=-1), [-1])
+    above = median + torch.cumsum(F.softplus(q[..., middle + 1:]), dim=-1)
+    return torch.cat([below, median, above], dim=-1).reshape(z.shape)
+
+
+class Reversible(nn.Module):
+    """Reversible instance normalisation for forecasting (Kim et al. 2022, RevIN, without the affine weights):
+    each window is z-scored per channel by its own mean and spread on the way in, and the forecast of each target
+    channel is scaled back by that channel's spread and level on the way out, so recordings at any level share
+    one model and the graph answers in the user's units."""
+
+    def __init__(self, targets: tuple[int, ...], horizon: int, quantiles: int):
+        super().__init__()
+        self.register_buffer("targets", torch.tensor(list(targets), dtype=torch.long))
+        self.steps = horizon * quantiles  # values per target
+        self.eps = REVIN_EPS
+
+    def stats(self, x: Tensor) -> tuple[Tensor, Tensor]:  # (batch, channels, length) -> two (batch, channels, 1)
+        mean = x.mean(dim=2, keepdim=True)
+        spread = torch.sqrt(((x - mean) ** 2).mean(dim=2, keepdim=True) + self.eps)
+        return mean, spread
+
+    def restore(self, out: Tensor, mean: Tensor, spread: Tensor) -> Tensor:  # (batch, T * H * Q), normalised
+        mean, spread = mean[:, self.targets], spread[:, self.targets]  # (batch, T, 1)
+        return (out.reshape(out.shape[0], -1, self.steps) * spread + mean).reshape(out.shape)
+
+
 def _log_mean_exp(a: Tensor) -> Tensor:
     """log(mean(exp(a), dim=0)), shifted by the maximum so that no exp overflows or underflows to 0."""
     top = a.max(dim=0).values
@@ -88,10 +125,11 @@ class EnsembleNet(_OutputBuffers):
     the confident scores trained members emit. Each member's score first passes through that member's
     output layer (OutputScale), here as stacked buffers `scale` and `shift` (members, 1, n_outputs)."""
 
-    def __init__(self, members: list[nn.Module], combine: str, n_outputs: int):
+    def __init__(self, members: list[nn.Module], combine: str, n_outputs: int, quantiles: int = 1):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.combine = combine
+        self.quantiles = quantiles  # forecasts: each member's quantiles made non-crossing, then averaged
         self.register_buffer("scale", torch.ones(len(members), 1, n_outputs))
         self.register_buffer("shift", torch.zeros(len(members), 1, n_outputs))
 
@@ -120,6 +158,8 @@ class EnsembleNet(_OutputBuffers):
             return _log_mean_exp(F.logsigmoid(z)) - _log_mean_exp(F.logsigmoid(-z))
         if self.combine == "exp":
             return _log_mean_exp(z)
+        if self.combine == "forecast":
+            return non_crossing(z, self.quantiles).mean(dim=0)
         return z.mean(dim=0)
 
 
@@ -140,15 +180,32 @@ class SequenceModel(nn.Module):
         super().__init__()
         c = config
         self.normalize = Normalize(c.normalize, c.in_channels)
+        self.quantiles = c.quantiles
+        self.single = c.ensemble == 1
         if c.ensemble > 1:
-            self.net = EnsembleNet([_network(c) for _ in range(c.ensemble)], c.combine, c.n_outputs)
+            self.net = EnsembleNet([_network(c) for _ in range(c.ensemble)], c.combine, c.n_outputs, c.quantiles)
             self.output = nn.Identity()  # the members' output layers are inside EnsembleNet
         else:
             self.net = _network(c)
             self.output = OutputScale(c.n_outputs)
+        # --task forecast: each window scaled by its own statistics instead of the training set's (`normalize`
+        # then only keeps the training scale, which the export's verification grid draws its series at)
+        self.reversible = Reversible(c.targets, c.horizon, c.quantiles) if c.horizon else None
+        self.forecast_shape = (len(c.targets), c.horizon) + ((c.quantiles,) if c.quantiles > 1 else ())
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, channels, length) -> (batch, n_outputs)
-        return self.output(self.net(self.normalize(x)))
+        if self.reversible is None:
+            return self.output(self.net(self.normalize(x)))
+        mean, spread = self.reversible.stats(x)
+        z = self.net((x - mean) / spread)
+        if self.single:  # one network (an ensemble's members are made non-crossing inside EnsembleNet)
+            z = non_crossing(self.output(z), self.quantiles)
+        return self.reversible.restore(z, mean, spread)
+
+    @torch.jit.unused
+    def target_spread(self, x: Tensor) -> Tensor:
+        """--task forecast: each window's spread of each target channel (batch, T), the scale it forecasts in."""
+        return self.reversible.stats(x)[1][:, self.reversible.targets, 0]
 
     def scores_and_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Raw scores (batch, n_outputs) and activation maps (batch, n_outputs, length); see has_maps."""

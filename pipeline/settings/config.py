@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.settings.fields import setting
+from runtime.forecast import check_quantiles
 from runtime.manifest import WINDOW_LABELS
 from runtime.tasks import ALL_LOSS_NAMES, TASK_NAMES, TASKS, is_custom_loss
 
@@ -52,6 +53,7 @@ DEFAULT_EPOCHS_EMBEDDED = 40  # the embedded waveforms converge in a few dozen e
 LOSS_PARAM_DEFAULTS = {"huber_delta": 1.0, "beta": 1.0, "label_smoothing": 0.0}  # torch.nn's own defaults
 
 
+DEFAULT_QUANTILES = (0.1, 0.5, 0.9)  # --loss quantile: an 80 % interval around the median
 DEFAULT_PATIENCE = 50
 DEFAULT_LR = 1e-3
 HEADS = ("auto", "ridge", "linear")
@@ -208,6 +210,7 @@ class _JsonMixin:
 
 
 WINDOW_FIELDS = ("window", "stride", "window_label", "recording_column", "time_column")  # DataConfig's, for --window
+FORECAST_FIELDS = ("horizon", "forecast_columns", "season")  # DataConfig's, for --task forecast
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ class DataConfig(_JsonMixin):
                                  "--data is then a per-sample .csv (a row per time step), an .npz of recordings, "
                                  "or a folder of them, one recording per file (see docs/recordings.md).")
     stride: int | None = setting(None, type=int, help="Samples between window starts (with --window). "
-                                 "[default: the window, no overlap]")
+                                 "[default: the window, no overlap; --task forecast: the horizon]")
     window_label: str = setting("last", choices=WINDOW_LABELS, help="A window's label when labels are per time "
                                 "step: last (causal: what a live stream knows; pick it to stream), majority, "
                                 "center.")
@@ -244,6 +247,13 @@ class DataConfig(_JsonMixin):
                                            "recording (default: the file is one recording).")
     time_column: str | None = setting(None, type=str, help="Per-sample .csv: a time column; rows must be in "
                                       "increasing time within each recording (it is not a signal channel).")
+    horizon: int | None = setting(None, type=int, help="--task forecast: predict the next this many samples after "
+                                  "each window of --window past samples (see docs/forecasting.md).")
+    forecast_columns: str | None = setting(None, type=str, help="--task forecast: the channels to forecast, by "
+                                           "header name or 0-based index, comma-separated; the others are inputs "
+                                           "only. [default: every channel]")
+    season: int = setting(1, type=int, help="--task forecast: the season length (samples) of the seasonal-naive "
+                          "baseline and of MASE's scale.")
 
     def __post_init__(self):
         if self.task is not None:
@@ -264,18 +274,39 @@ class DataConfig(_JsonMixin):
             raise PipelineError(f"--window {self.window} and --stride {self.stride} must be at least 1 sample")
         if self.window is not None and self.pad:
             raise PipelineError("--pad right-pads .ts series; windows of recordings need no padding, drop --pad")
+        if self.task == "forecast" and (self.window is None or self.horizon is None):
+            raise PipelineError("--task forecast predicts the next --horizon samples after windows of --window "
+                                "past samples of recordings; pass both (e.g. --window 96 --horizon 24)")
+        if self.task != "forecast":
+            given = [flag for flag, value in (("--horizon", self.horizon), ("--forecast-columns", self.forecast_columns),
+                                              ("--season", None if self.season == 1 else self.season))
+                     if value is not None]
+            if given:
+                raise PipelineError(f"{', '.join(given)} apply to --task forecast only; pass --task forecast")
+        if self.horizon is not None and self.horizon < 1:
+            raise PipelineError(f"--horizon must be at least 1 sample; got {self.horizon}")
+        if self.season < 1:
+            raise PipelineError(f"--season must be at least 1 sample; got {self.season}")
+        if self.task == "forecast" and self.season >= self.window:
+            raise PipelineError(f"--season {self.season} must be shorter than --window {self.window}: the seasonal-"
+                                "naive baseline and MASE read the season from the window")
 
     def to_dict(self) -> dict:
         d = super().to_dict()
         if self.window is None:  # runs without windows: their configs stay as they were before windows existed
             for key in WINDOW_FIELDS:
                 del d[key]
+        if self.task != "forecast":  # and runs of other tasks as they were before forecasting
+            for key in FORECAST_FIELDS:
+                del d[key]
         return d
 
     @property
     def window_stride(self) -> int | None:
         """Samples between window starts: --stride, or the window (no overlap)."""
-        return None if self.window is None else self.stride or self.window
+        if self.window is None:
+            return None
+        return self.stride or (self.horizon if self.task == "forecast" else self.window)
 
 
 @dataclass(frozen=True)
@@ -298,6 +329,10 @@ class LossConfig(_JsonMixin):
         help="Class weights for cross_entropy/nll/multi_margin; 'balanced' computes them from the labels.")
     label_smoothing: float | None = setting(None, type=float, help="For cross_entropy. [default: "
                                             f"{LOSS_PARAM_DEFAULTS['label_smoothing']}]")
+    quantiles: tuple[float, ...] | None = setting(
+        None, type=str, metavar="Q[,Q..]", parse=lambda text: numbers("--quantiles", text),
+        help="--loss quantile (--task forecast): the quantiles forecast, increasing, 0.5 in the middle. "
+             f"[default: {','.join(f'{q:g}' for q in DEFAULT_QUANTILES)}]")
     loss_params: tuple[tuple[str, str], ...] = setting(  # keyword arguments for a custom loss
         (), name="--loss-param", dest="loss_param", kind="many", metavar="NAME=VALUE", parse=name_values,
         help="Constructor argument of a custom loss.")
@@ -315,6 +350,10 @@ class LossConfig(_JsonMixin):
             raise PipelineError(f"--label-smoothing must be in [0, 1); got {self.label_smoothing}")
         for w in self.pos_weight or ():
             _positive("--pos-weight", w)
+        if self.quantiles is not None:
+            why = check_quantiles(self.quantiles)
+            if why:
+                raise PipelineError(f"--quantiles {','.join(f'{q:g}' for q in self.quantiles)}: {why}")
         if isinstance(self.class_weights, tuple):
             for w in self.class_weights:
                 _positive("--class-weights", w, allow_zero=True)
@@ -327,7 +366,7 @@ class LossConfig(_JsonMixin):
         """Which tuning flags were given (at any value, the default's too)."""
         return {"huber_delta": self.huber_delta is not None, "beta": self.beta is not None,
                 "pos_weight": self.pos_weight is not None, "class_weights": self.class_weights is not None,
-                "label_smoothing": self.label_smoothing is not None}
+                "label_smoothing": self.label_smoothing is not None, "quantiles": self.quantiles is not None}
 
     def value(self, name: str) -> float:
         """A scalar tuning parameter: as given, else its default."""
@@ -363,6 +402,11 @@ class ModelConfig(_JsonMixin):
     n_outputs: int = 1
     normalize: str = "channel"
     combine: str = "identity"  # how members are averaged: the task's scores (runtime.tasks.Task.scores)
+    # --task forecast: the forecast's shape (targets, horizon, quantiles), the target channels, so the model
+    # normalises each window by its own level and spread and restores them on the targets (build.Reversible)
+    horizon: int = 0
+    targets: tuple[int, ...] = ()
+    quantiles: int = 1
 
     def __post_init__(self):
         _choice("--model", self.name, MODEL_NAMES)
@@ -380,10 +424,18 @@ class ModelConfig(_JsonMixin):
     def fixed_length(self) -> bool:
         return not MODELS[self.name].any_length
 
+    @property
+    def target_outputs(self) -> int:
+        """The width of the loss graph's target: the raw width, but a quantile forecast's Q outputs per value."""
+        return self.n_outputs // self.quantiles
+
     def to_dict(self) -> dict:
         d = super().to_dict()
         if d["head"] == "auto":  # only the kernel models choose a head: other runs' configs stay as they were
             del d["head"]
+        if not self.horizon:  # only forecasters have a horizon
+            for key in ("horizon", "targets", "quantiles"):
+                del d[key]
         return d
 
 

@@ -95,6 +95,11 @@ def _log_mean(targets: np.ndarray, params: dict, k: int) -> tuple[np.ndarray, np
     return np.ones(k), np.log(np.maximum(mean, 0.5 / len(targets)))  # none counted: half a count over the set
 
 
+def _identity(targets: np.ndarray, params: dict, k: int) -> tuple[np.ndarray, np.ndarray]:
+    k *= len(params.get("quantiles", [0.5]))  # a quantile forecast has Q outputs per target value
+    return np.ones(k), np.zeros(k)
+
+
 @dataclass(frozen=True)
 class Rule:
     """How one kind of score starts (the module docstring says each): its fit (targets, loss params, outputs)
@@ -109,7 +114,10 @@ class Rule:
 RULES: dict[str, Rule] = {"identity": Rule("standardise", _standardised, scales_loss=True),
                           "sigmoid": Rule("log-odds", _log_odds),
                           "softmax": Rule("log-frequency", _log_frequencies),
-                          "exp": Rule("log-mean", _log_mean)}
+                          "exp": Rule("log-mean", _log_mean),
+                          # forecasts start at the window's own level: the network answers in each window's
+                          # normalised units (models.build.Reversible), so its output layer starts as the identity
+                          "forecast": Rule("window-level", _identity)}
 
 
 def rule(task: str) -> Rule:

@@ -80,6 +80,13 @@ def predict_raw(model: nn.Module, source: BatchSource) -> Tensor:
 
 
 @torch.inference_mode()
+def window_spreads(model: nn.Module, source: BatchSource) -> Tensor:
+    """Each window's spread of each target channel (N, T), as the forecasting model scales it."""
+    parts = [model.target_spread(source.batch(torch.arange(s, e))[0]) for s, e in batch_bounds(source.n, EVAL_BATCH)]
+    return torch.cat(parts)
+
+
+@torch.inference_mode()
 def evaluate(model: nn.Module, loss_fn: nn.Module, source: BatchSource, task: str,
              balanced: nn.Module | None = None) -> dict:
     """The set's loss (with the training reduction over the whole set) and the task metrics; with `balanced`
@@ -87,5 +94,8 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, source: BatchSource, task: st
     outputs = predict_raw(model, source)
     loss, _ = loss_fn(outputs, source.y)
     metrics = compute_metrics(task, outputs.cpu().numpy(), source.y.cpu().numpy())
-    extra = {} if balanced is None else {"balanced_loss": float(balanced(outputs, source.y)[0])}
+    extra = {}
+    if balanced is not None:  # forecasts: each window's loss in its own scale (losses.WindowScaledLoss)
+        spread = (window_spreads(model, source),) if getattr(model, "reversible", None) is not None else ()
+        extra = {"balanced_loss": float(balanced(outputs, source.y, *spread)[0])}
     return {"loss": float(loss), **metrics, **extra}

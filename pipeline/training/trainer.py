@@ -12,19 +12,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pipeline.training import distributed, precision
 from pipeline.training.base_rate import OUTPUT_BASE, OutputBase, fit_output_base
 from pipeline.training.base_rate import rule as base_rule
-from pipeline.training.batching import BatchSource, batch_bounds, evaluate
+from pipeline.training.batching import BatchSource, batch_bounds, evaluate, predict_raw
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.settings.config import MODELS, auto_batch_size
 from pipeline.data.load import Datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
-from pipeline.losses import (TargetBalancedLoss, build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params,
+from pipeline.losses import (TargetBalancedLoss, WindowScaledLoss, build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params,
                              target_loss_scales, user_loss)
 from pipeline.models.build import SequenceModel, build_model
 from pipeline.training.optim import make_optimizer, make_scheduler, pick_device
@@ -32,6 +33,7 @@ from pipeline.models.ridge import fit_head, fit_transform, kernel_head
 from pipeline.training.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
 from pipeline.training.run_folder import MEMBERS_DIR, RunFolder
 from pipeline.training.tracking import RunEnd
+from runtime import forecast
 from runtime.inputs import plural
 from runtime.tasks import TASKS
 
@@ -63,6 +65,20 @@ def _graph_count() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
+
+
+def forecast_model(cfg, window: dict, loss_params: dict):
+    """--task forecast: the model's forecast shape (targets, horizon, quantiles) and raw width T * H * Q; the
+    window record gains the quantiles (the manifest's `window`)."""
+    if MODELS[cfg.name].kernel:
+        raise PipelineError(f"--model {cfg.name} does not forecast yet (its ridge head has no reversible window "
+                            "normalisation); use fcn, resnet, inception, lite, tcn, simple-cnn, mlp or linear")
+    quantiles = loss_params.get("quantiles")
+    if quantiles:
+        window["quantiles"] = list(quantiles)
+    q = len(quantiles) if quantiles else 1
+    return replace(cfg, n_outputs=cfg.n_outputs * q, horizon=window["horizon"], targets=tuple(window["targets"]),
+                   quantiles=q)
 
 
 class Trainer:
@@ -97,6 +113,8 @@ class Trainer:
         self.model_cfg = replace(model_cfg, in_channels=datasets.channels, length=datasets.length,
                                  n_outputs=enc.n_outputs, normalize=data_cfg.normalize, combine=self.task.scores,
                                  head=kernel_head(model_cfg, len(datasets.train)))
+        if self.task.scores == "forecast":
+            self.model_cfg = forecast_model(self.model_cfg, datasets.window, self.loss_params)
         self.model: SequenceModel = build_model(self.model_cfg).to(self.device)
         self.loss_fn = build_loss(self.loss_name, self.loss_params).to(self.device)
         self.train_src = BatchSource(datasets.train, self.device)
@@ -153,6 +171,10 @@ class Trainer:
             self.model.output.fit(torch.tensor(self.output_base.scale), torch.tensor(self.output_base.shift))
         self.loss_scale = self.output_base.loss_scale if self.output_base is not None else 1.0
         self.balanced_loss = None  # regression, built-in loss: each target's loss over its own baseline
+        if self.model.reversible is not None:  # forecasts: each window's loss in its own scale
+            self.balanced_loss = WindowScaledLoss(self.loss_fn, len(self.model_cfg.targets)).to(self.device)
+            self.loss_scale = 1.0
+            return
         if self.output_base is not None and self.output_base.target_loss_scales is not None:
             self.balanced_loss = TargetBalancedLoss(self.loss_fn, torch.tensor(self.output_base.target_loss_scales))
             self.balanced_loss.to(self.device)
@@ -247,7 +269,8 @@ class Trainer:
                 out = steps.model(xb)
             # the loss in fp32 whatever the forward pass ran in; balanced over targets for regression, whose
             # reported loss stays the user's
-            loss, reported = steps.loss(out.float(), yb)
+            spread = (self.model.target_spread(xb),) if self.model.reversible is not None else ()
+            loss, reported = steps.loss(out.float(), yb, *spread)
             reported = reported.detach() if self.balanced_loss is not None else loss.detach()
             self.optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over processes; weighting each mean by its share of the rows makes the
@@ -430,8 +453,22 @@ class Trainer:
         validation and test data."""
         sources = {"train": self.train_src, "val": self.val_src,
                    "test": BatchSource(self.datasets.test, self.device) if self.datasets.test else None}
-        return {split: evaluate(model or self.model, self.loss_fn, source, self.task.name)
-                for split, source in sources.items() if source is not None}
+        found = {split: evaluate(model or self.model, self.loss_fn, source, self.task.name)
+                 for split, source in sources.items() if source is not None}
+        if self.task.scores == "forecast":  # the model beside the naive forecasts, on the same windows
+            found["forecast"] = {split: self.forecast_report(model or self.model, source)
+                                 for split, source in sources.items() if source is not None and split != "train"}
+        return found
+
+    def forecast_report(self, model: nn.Module, source: BatchSource) -> dict:
+        """runtime.forecast.report of `model` on a split's windows (its history of the target channels)."""
+        targets = list(self.model_cfg.targets)
+        bounds = batch_bounds(source.n, 1024)
+        history = np.concatenate([source.batch(torch.arange(s, e))[0][:, targets].cpu().numpy() for s, e in bounds])
+        raw = predict_raw(model, source).cpu().numpy()
+        window = self.datasets.window
+        return forecast.report(history, raw, source.y.cpu().numpy(), window["horizon"], window["season"],
+                               window.get("quantiles", ()))
 
     def run_report(self) -> dict:
         """The run-wide keys of metrics.json."""

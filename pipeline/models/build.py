@@ -234,6 +234,7 @@ SALIENCY_REFUSALS = {
     "hydra": "its features count which kernel wins at each step, over the whole series, so no map sums to them",
     "multirocket-hydra": "its features are counts, maxima and longest runs over the whole series, so no map sums "
                          "to them",
+    "tcn": "its head reads the features of the last time step alone, not an average over time",
     "simple-cnn": "its linear layer reads the flattened feature maps, one weight per position, not their average",
     "mlp": "its hidden layers mix every time step before the output",
     "linear": "it has no feature maps, one weight per input value",

@@ -281,3 +281,64 @@ class LITE(GlobalPooled, AnyLength, nn.Module):
         branches.append(self.fixed_relu(self.fixed(x)))
         z = self.relu(self.bn(torch.cat(branches, dim=1)))
         return self.separable(z)
+
+
+class CausalConv1d(SameConv1d):
+    """A dilated convolution that reads only the past: all dilation * (k - 1) padded steps go left, so output
+    step t depends on input steps t and before."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int = 1):
+        super().__init__(c_in, c_out, kernel, dilation=dilation)
+        self.pad_left, self.pad_right = dilation * (kernel - 1), 0
+
+
+class TemporalBlock(nn.Module):
+    """Bai, Kolter and Koltun 2018's residual block: two causal dilated convolutions with ReLUs, and the input
+    (through a 1x1 convolution where the width changes) added back."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int):
+        super().__init__()
+        self.body = nn.Sequential(CausalConv1d(c_in, c_out, kernel, dilation), nn.ReLU(),
+                                  CausalConv1d(c_out, c_out, kernel, dilation), nn.ReLU())
+        self.shortcut = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+TCN_KERNEL = 3
+
+
+def tcn_levels(length: int, kernel: int = TCN_KERNEL) -> int:
+    """Blocks of dilations 1, 2, 4, ... until the receptive field, 1 + 2 (k - 1)(2^levels - 1), covers `length`."""
+    levels = 1
+    while 1 + 2 * (kernel - 1) * (2 ** levels - 1) < length:
+        levels += 1
+    return levels
+
+
+class TCN(AnyLength, nn.Module):
+    """A temporal convolutional network (Bai, Kolter and Koltun 2018; darts' TCNModel is the peer): residual
+    blocks of causal convolutions dilated 1, 2, 4, ... until the receptive field covers the training length,
+    and a linear head on the last time step's features (what the whole window leads to, causally)."""
+
+    def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0):
+        super().__init__()
+        channels = _w(64, width)
+        blocks, c = [], c_in
+        for level in range(tcn_levels(length)):
+            blocks.append(TemporalBlock(c, channels, TCN_KERNEL, 2 ** level))
+            c = channels
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Linear(channels, n_outputs)
+        with torch.no_grad():  # one step's features are not averaged: a tenth of the usual start keeps the first
+            self.head.weight.mul_(0.1)  # scores near the output layer's base, as the pooled models' are
+            self.head.bias.zero_()
+
+    @classmethod
+    def from_config(cls, c) -> nn.Module:  # any length, its depth sized from the training length
+        return cls(c.in_channels, max(c.length, 1), c.n_outputs, c.width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x)[..., -1].flatten(1))  # a 2D-layout copy: (batch, C, 1) -> (batch, C)

@@ -112,6 +112,7 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("resnet", "ResNet", True, "Wang et al. 2017's ResNet"),
     ModelSpec("inception", "Inception", True, "InceptionTime's network", recipe=_PAPERS["inception"]),
     ModelSpec("lite", "LITE", True, "LITE", recipe=_PAPERS["lite"]),
+    ModelSpec("tcn", "TCN", True, "a causal dilated temporal convolutional network"),
     # kernel models: fixed to the training length (their dilations are), 9 steps at least (one kernel's span)
     ModelSpec("minirocket", "MiniRocket", False, "MiniRocket's 10,000 PPV features and a linear head", min_length=9,
               recipe=_PAPERS["kernel"], kernel=True),
@@ -361,6 +362,12 @@ class LossConfig(_JsonMixin):
                 raise PipelineError("--class-weights must not all be 0")
         elif self.class_weights not in (None, "balanced"):
             raise PipelineError(f"--class-weights must be 'balanced' or numbers 'w1,w2,..'; got {self.class_weights}")
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.quantiles is None:  # runs without quantiles: their configs stay as they were before forecasting
+            del d["quantiles"]
+        return d
 
     def given(self) -> dict[str, bool]:
         """Which tuning flags were given (at any value, the default's too)."""

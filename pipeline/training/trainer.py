@@ -72,7 +72,7 @@ def forecast_model(cfg, window: dict, loss_params: dict):
     window record gains the quantiles (the manifest's `window`)."""
     if MODELS[cfg.name].kernel:
         raise PipelineError(f"--model {cfg.name} does not forecast yet (its ridge head has no reversible window "
-                            "normalisation); use fcn, resnet, inception, lite, tcn, simple-cnn, mlp or linear")
+                            "normalisation); use tcn, fcn, resnet, inception, lite, simple-cnn, mlp or linear")
     quantiles = loss_params.get("quantiles")
     if quantiles:
         window["quantiles"] = list(quantiles)

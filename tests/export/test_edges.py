@@ -37,6 +37,8 @@ LOSSES = {
     ("multiclass", "nll"): {"class_weights": [1.0, 3.0, 0.5]},
     ("multilabel", "bce_with_logits"): {}, ("multilabel", "multilabel_soft_margin"): {},
     ("count", "poisson_nll"): {},
+    ("forecast", "mse"): {}, ("forecast", "mae"): {}, ("forecast", "huber"): {"huber_delta": 2.0},
+    ("forecast", "smooth_l1"): {"beta": 0.5}, ("forecast", "quantile"): {"quantiles": [0.05, 0.25, 0.5, 0.75, 0.95]},
 }
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.function_scoped_fixture])
@@ -50,10 +52,15 @@ def _width(task: str) -> int:
     return 1 if task in ("binary", "regression", "count") else K
 
 
-def _example(task: str, n: int = 8):
+def _score_width(task: str, name: str) -> int:
+    """A quantile forecast has one score per quantile of each target value."""
+    return _width(task) * len(LOSSES[(task, name)].get("quantiles", [0]))
+
+
+def _example(task: str, name: str, n: int = 8):
     g = torch.Generator().manual_seed(0)
     k = _width(task)
-    scores = torch.randn(n, k, generator=g)
+    scores = torch.randn(n, _score_width(task, name), generator=g)
     if task == "multiclass":
         return scores, torch.randint(0, k, (n,), generator=g)
     if task in ("binary", "multilabel"):
@@ -70,7 +77,7 @@ def loss_graphs(tmp_path_factory):
     graphs = {}
     for (task, name), params in LOSSES.items():
         loss = build_loss(name, params).eval()
-        example = _example(task)
+        example = _example(task, name)
         path = export_onnx(loss, example, folder / f"{task}-{name}.onnx", LOSS_INPUTS, LOSS_OUTPUTS,
                            {"prediction": {0: "batch"}, "target": {0: "batch"}})
         script_path, _ = export_torchscript(loss, example, folder / f"{task}-{name}.pt")
@@ -95,11 +102,11 @@ def _targets(task: str, data, n: int, k: int) -> torch.Tensor:
 @given(data=st.data())
 def test_loss_graphs_agree_with_eager_over_wide_score_ranges(loss_graphs, task, name, data):
     eager, session, script = loss_graphs[(task, name)]
-    n, k = data.draw(st.integers(1, 12)), _width(task)
+    n, k, width = data.draw(st.integers(1, 12)), _width(task), _score_width(task, name)
     # count scores are log-rates: exp(20) counts is already far beyond any data
     limit = 20.0 if task == "count" else CONFIDENT_SCORE
-    scores = torch.tensor(data.draw(st.lists(st.floats(-limit, limit, width=32), min_size=n * k, max_size=n * k)),
-                          dtype=torch.float32).reshape(n, k)
+    scores = torch.tensor(data.draw(st.lists(st.floats(-limit, limit, width=32), min_size=n * width,
+                                             max_size=n * width)), dtype=torch.float32).reshape(n, width)
     target = _targets(task, data, n, k)
     with torch.no_grad():
         expected = [t.numpy() for t in eager(scores, target)]
@@ -203,7 +210,7 @@ def test_a_custom_cross_entropy_exports_with_a_dynamic_batch(tmp_path, module):
     """torch's vmap rule for nll_loss fixes the batch while exporting; the scan form keeps it dynamic."""
     inner = _UserCrossEntropy()
     loss = CustomLoss(inner, "user:CE") if module == "vmap" else ScanCustomLoss(inner)
-    example = _example("multiclass", 64)
+    example = _example("multiclass", "cross_entropy", 64)
     axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
     if module == "vmap":
         with pytest.raises(exporters.ExportError, match="axis 0 \\('batch'\\) was fixed to 64"):
@@ -212,7 +219,7 @@ def test_a_custom_cross_entropy_exports_with_a_dynamic_batch(tmp_path, module):
     path = export_onnx(loss, example, tmp_path / "loss.onnx", LOSS_INPUTS, LOSS_OUTPUTS, axes)
     session = ort.InferenceSession(str(path))
     for n in (1, 5, 64):
-        scores, target = _example("multiclass", n)
+        scores, target = _example("multiclass", "cross_entropy", n)
         scores = scores * 40
         got_loss, got_per_sample = session.run(None, {"prediction": scores.numpy(), "target": target.numpy()})
         reference = nn.CrossEntropyLoss(reduction="none")(scores, target).numpy()

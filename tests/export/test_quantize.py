@@ -22,6 +22,7 @@ from runtime.errors import BundleError
 from runtime.golden import int8_rows, read_golden
 from runtime.manifest import MODEL_INT8
 from runtime.tasks import TASKS
+from tests.conftest import TASKS as SERIES_TASKS  # the tasks of series (forecasts: tests/pipeline/test_forecast.py)
 
 ONNX_BUNDLE_FILES = {"model.onnx", "loss.onnx", "manifest.json", "manifest.schema.json", "golden.json",
                      "verification.json", "README.txt"}
@@ -50,7 +51,7 @@ def _reference_metric(task: str, raw: np.ndarray, y: np.ndarray, classes) -> flo
     return float(np.abs(np.exp(raw) - y).mean())  # count: MAE of the rate
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", SERIES_TASKS)
 def test_int8_bundle_holds_a_qdq_graph_measured_against_fp32_on_the_test_data(int8_bundles, task):
     tb = int8_bundles[task]
     assert {p.name for p in tb.bundle.iterdir()} == ONNX_BUNDLE_FILES | {MODEL_INT8}

@@ -131,7 +131,7 @@ BAD = [
      "(check --target-column, or use --task regression for a constant target)"),
     (dict(X=GOOD_X, y=None), "y: is missing; pass one label per series of X"),
     (dict(X=GOOD_X, y=GOOD_Y, task="segmentation"),
-     "--task 'segmentation' is not valid; choose one of regression, binary, multiclass, multilabel, count"),
+     "--task 'segmentation' is not valid; choose one of regression, binary, multiclass, multilabel, count, forecast"),
     (dict(X=GOOD_X, y=GOOD_Y, epoch=3), "unknown setting 'epoch'; the settings are the command line's flags without "
                                         "dashes: " + ", ".join(SETTING_NAMES)),
     (dict(X=GOOD_X, y=GOOD_Y, data="x.npz"), "X and data= both give series; pass arrays (X, y, X_val, y_val, "

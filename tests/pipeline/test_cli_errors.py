@@ -105,7 +105,8 @@ def test_loss_that_does_not_fit_the_task(base):
     tmp, X = base
     data = _npz(tmp / "train.npz", X, np.arange(12) % 2)
     result = run(["train", "--data", data, "--loss", "mse", "--out", str(tmp / "run")])
-    assert_usage_error(result, "--loss 'mse' does not fit --task binary ('mse' is a loss for --task regression); "
+    assert_usage_error(result, "--loss 'mse' does not fit --task binary ('mse' is a loss for --task regression, "
+                               "forecast); "
                                "choose one of bce_with_logits, bce, hinge, or a custom loss as "
                                "package.module:ClassName", tmp / "run")
 

@@ -20,6 +20,16 @@ N, K, C = 7, 3, 4
 W = [0.5, 2.0, 1.0, 3.0]
 
 
+QUANTILES = [0.1, 0.5, 0.9]
+
+
+def _pinball(prediction, target):
+    """The mean pinball loss, written in numpy: max(q e, (q - 1) e) with e = target - the quantile forecast."""
+    q = np.array(QUANTILES)
+    error = target.numpy()[:, :, None].astype(np.float64) - prediction.numpy().reshape(N, K, len(q))
+    return torch.tensor(np.maximum(q * error, (q - 1) * error).mean(), dtype=torch.float32)
+
+
 def _case(name):
     g = torch.Generator().manual_seed(0)
     pred_k = torch.randn(N, K, generator=g) * 2
@@ -47,12 +57,15 @@ def _case(name):
         "multilabel_bce_with_logits": ({"pos_weight": [1.0, 2.0, 0.5]}, pred_k, multi,
                                        nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 2.0, 0.5]))),
         "poisson_nll": ({}, pred_k, counts, nn.PoissonNLLLoss(log_input=True, full=False)),
+        "mae": ({}, pred_k, real, nn.L1Loss()),
+        # three quantiles of each of K values, quantiles innermost (runtime.forecast's layout)
+        "quantile": ({"quantiles": QUANTILES}, torch.randn(N, K * 3, generator=g) * 2, real, _pinball),
     }
     return cases[name]
 
 
 CASES = ["mse", "l1", "huber", "smooth_l1", "bce_with_logits", "bce", "cross_entropy", "nll", "multi_margin",
-         "multilabel_soft_margin", "multilabel_bce_with_logits", "poisson_nll"]
+         "multilabel_soft_margin", "multilabel_bce_with_logits", "poisson_nll", "mae", "quantile"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -149,7 +149,8 @@ def test_train_checks_its_flags_before_importing_torch():
         "2 Error: --huber-delta must be > 0; got -1.0",
         "2 Error: --loss 'hubber' is not a loss; choose one of regression: mse, l1, huber, smooth_l1; binary: "
         "bce_with_logits, bce, hinge; multiclass: cross_entropy, multi_margin, nll; multilabel: bce_with_logits, "
-        "multilabel_soft_margin; count: poisson_nll; or a custom loss as package.module:ClassName",
+        "multilabel_soft_margin; count: poisson_nll; forecast: mse, mae, huber, smooth_l1, quantile; or a custom loss "
+        "as package.module:ClassName",
         "2 Error: --val-split must be in [0, 1); got 1.5"]
 
 

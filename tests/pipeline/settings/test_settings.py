@@ -52,7 +52,8 @@ def test_every_option_is_one_config_field_with_its_default(command):
                                  EvaluateConfig, VerifyConfig, BenchConfig])
 def test_fields_without_a_flag_are_filled_by_the_run_not_the_user(cls):
     unflagged = {f.name for f in dataclasses.fields(cls)} - {f.name for f, _ in flagged(cls)}
-    assert unflagged == {ModelConfig: {"in_channels", "length", "n_outputs", "normalize", "combine"},
+    assert unflagged == {ModelConfig: {"in_channels", "length", "n_outputs", "normalize", "combine", "horizon",
+                                       "targets", "quantiles"},
                          TrainConfig: {"member"}, BenchConfig: {"run_dir"}}.get(cls, set())
 
 

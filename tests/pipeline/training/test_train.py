@@ -31,7 +31,8 @@ def _train(tmp_path, npz, task, loss=None, model="simple-cnn", epochs=6, out="ru
                  ModelConfig(name=model, width=0.5), TrainConfig(**cfg)), out=tmp_path / out, **QUIET)
 
 
-TASK_LOSSES = [(task, spec.name) for task, t in TASKS.items() for spec in t.losses]
+# forecasting trains on recordings with a horizon: tests/pipeline/test_forecast.py trains each of its losses
+TASK_LOSSES = [(task, spec.name) for task, t in TASKS.items() if task != "forecast" for spec in t.losses]
 
 
 @pytest.mark.parametrize("task, loss", TASK_LOSSES, ids=[f"{t}-{l}" for t, l in TASK_LOSSES])

@@ -20,7 +20,7 @@ from export.engines import engines
 from export.exporters import (ExportError, aoti_target, export_aoti, export_onnx, export_pt2, export_torchscript,
                               torch_export)
 from export.folder import check_bundle_target, recover, swap_into_place
-from export.golden import golden_data, golden_onnx
+from export.golden import golden_atol, golden_data, golden_onnx
 from export.graphs import loss_candidates, model_graph, torchscript_loss
 from export.grid import loss_cases, model_cases
 from export.layout import conv2d_layout
@@ -160,7 +160,7 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     verification = _verification(tmp, rows, config)
     golden = {"model": golden_data(graph, model_grid, (MODEL_INPUT,), outputs),
               "loss": golden_data(loss, loss_grid, LOSS_INPUTS, LOSS_OUTPUTS),
-              "atol": config.atol, "rtol": config.rtol}
+              "atol": golden_atol(model, model_grid, config.atol), "rtol": config.rtol}
     int8 = None
     if int8_data is not None:
         int8 = quantize_bundle(tmp, int8_data, task, config.max_metric_drop, log)

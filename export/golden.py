@@ -29,6 +29,20 @@ def golden_onnx(path: Path, golden_model: dict, output_names) -> dict:
             "outputs": {n: tensor_json(torch.from_numpy(o)) for n, o in zip(output_names, outputs)}}
 
 
+def golden_atol(model, cases: list[Case], atol: float) -> float:
+    """golden.json's one atol, which every host applies: `atol`, but for a forecaster at least the verification's
+    allowance on the golden case (export.thresholds.forecast_allowance: 1e-5 of each window's spread, which an
+    engine's float32 rounding reaches; golden.json has one tolerance, so the largest window's)."""
+    if getattr(model, "reversible", None) is None:
+        return atol
+    from export.thresholds import FORECAST_ATOL
+
+    case = next(c for c in cases if c.inputs[0].shape[0] == GOLDEN_BATCH)
+    with torch.no_grad():
+        spread = float(model.target_spread(case.inputs[0]).max())
+    return max(atol, FORECAST_ATOL * spread)
+
+
 def golden_data(graph, cases: list[Case], input_names, output_names) -> dict:
     case = next(c for c in cases if c.inputs[0].shape[0] == GOLDEN_BATCH)
     with torch.inference_mode():

@@ -25,7 +25,7 @@ from tests.conftest import CPP_BUILD, CPP_CONFIGURE, background, project_bash, s
 
 ROOT = Path(__file__).resolve().parents[1]
 # the manual's pages in the order their commands run (later pages use what earlier ones create)
-DOCS = ("training", "data", "recordings", "models", "tracking", "export", "runtime", "python", "performance", "hosts",
+DOCS = ("training", "data", "recordings", "forecasting", "models", "tracking", "export", "runtime", "python", "performance", "hosts",
         "signing", "architecture")
 FRONT_DOOR = (ROOT / "README.md").read_text()
 README = FRONT_DOOR + "".join((ROOT / "docs" / f"{page}.md").read_text() for page in DOCS)
@@ -158,6 +158,21 @@ def _run_stream_block(code: str, box: Path) -> None:
                                atol=1e-6, rtol=1e-6)
 
 
+def _run_forecast_block(code: str, box: Path) -> None:
+    """docs/forecasting.md's Python example on the page's bundle: the forecast after the recording's last window
+    is the last window's forecast of the stream."""
+    cwd = os.getcwd()
+    os.chdir(box)
+    try:
+        namespace: dict = {}
+        exec(compile(code, "docs/forecasting.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    ahead, out = namespace["ahead"], namespace["out"]
+    assert ahead.shape == (1, 12, 3) and out["forecast"].shape == (50, 1, 12, 3) and out["end"][-1] == 600
+    np.testing.assert_allclose(out["forecast"][-1], ahead, atol=1e-6, rtol=1e-6)
+
+
 def _background(line: str, box: Path, servers: contextlib.ExitStack) -> None:
     """A README line ending in `&` (a server the next lines talk to): started, waited for, stopped at the end."""
     port = re.search(r"--port (\d+)", line).group(1)
@@ -209,6 +224,7 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
             ran.append(line)
     _run_python_block(blocks("python", "runtime")[0], box)
     _run_stream_block(blocks("python", "recordings")[0], box)
+    _run_forecast_block(blocks("python", "forecasting")[0], box)
     assert len(ran) == sum(len(commands(b)) for b in blocks("bash")) - 1
     assert CPP_CONFIGURE in ran and f"{CPP_BUILD} && build/cpp/selfcheck artifacts/demo/bundle" in ran
     assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()

@@ -295,14 +295,14 @@ def eager_windows(run_dir: Path, recording: np.ndarray, length: int = WINDOW, st
 
 
 def stream_case(run_dir: Path, recording: np.ndarray, chunkings: list[list[int]], atol: float = 1e-5,
-                rtol: float = 1e-5) -> dict:
+                rtol: float = 1e-5, length: int = WINDOW, stride: int = STRIDE) -> dict:
     """A stream case in the golden.json layout every host kit checks: the recording, its chunkings, and eager's
     start sample and outputs for every window."""
     import torch
 
     from export.golden import tensor_json
 
-    eager = eager_windows(run_dir, recording)
+    eager = eager_windows(run_dir, recording, length, stride)
     outputs = {"start": {"shape": [len(eager["start"])], "dtype": "int64", "data": eager.pop("start")}}
     outputs.update({name: tensor_json(torch.from_numpy(value)) for name, value in eager.items()})
     return {"stream": {"recording": tensor_json(torch.from_numpy(recording.astype(np.float32))),
@@ -335,6 +335,50 @@ def _windowed_bundles(root: Path) -> dict[str, WindowedBundle]:
         bundle = export_run(run.run_dir, ExportConfig(fmt="all"), log=lambda _: None)
         out[task] = WindowedBundle(task, run.run_dir, bundle, data, recordings, labels)
     return out
+
+
+FORECAST = {"window": 24, "horizon": 6, "season": 6, "stride": 3}  # the shared forecaster's windows
+
+
+def seasonal_npz(path: Path, recordings: int = 4, samples: int = 150, seed: int = 0) -> Path:
+    """Recordings (R, 2, T) at levels from 10 to 1000: channel 0 a 6-sample season with noise, channel 1 a
+    covariate that leads it, as an .npz (X only: forecasting reads every channel)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples)
+    X = np.empty((recordings, 2, samples), dtype=np.float32)
+    for r in range(recordings):
+        level = 10.0 * 100.0 ** (r / max(recordings - 1, 1))
+        X[r, 0] = level * (1 + 0.3 * np.sin(2 * np.pi * t / 6) + 0.02 * rng.normal(size=samples))
+        X[r, 1] = np.sin(2 * np.pi * (t + 2) / 6) + 0.1 * rng.normal(size=samples)
+    np.savez(path, X=X)
+    return path
+
+
+@dataclass
+class ForecastBundle:
+    run_dir: Path
+    bundle: Path
+    data: Path  # the training recordings (.npz)
+
+
+@pytest.fixture(scope="session")
+def forecast_bundle(tmp_path_factory) -> ForecastBundle:
+    """A quantile tcn forecasting both channels of seasonal_npz (so it rolls out), ONNX and TorchScript."""
+    def build(folder: Path) -> ForecastBundle:
+        from export.bundle import ExportConfig, export_run
+        from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+        from pipeline.training.run_config import RunSettings
+        from pipeline.training.train import train
+
+        data = seasonal_npz(folder / "recordings.npz")
+        run = train(RunSettings(DataConfig(data=str(data), task="forecast", **FORECAST), LossConfig(name="quantile"),
+                                ModelConfig(name="tcn", width=0.125), TrainConfig(epochs=2, batch_size=8, seed=0,
+                                                                                  progress=False)),
+                    out=folder / "run", log=lambda _: None)
+        return ForecastBundle(run.run_dir, export_run(run.run_dir, ExportConfig(fmt="onnx,torchscript"),
+                                                      log=lambda _: None), data)
+
+    return shared(tmp_path_factory, "forecast", build)
 
 
 @pytest.fixture(scope="session")

@@ -27,24 +27,11 @@ from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainC
 from pipeline.training.run_config import RunSettings
 from pipeline.training.train import train
 from runtime import forecast as fc
+from tests.conftest import FORECAST, seasonal_npz
 
 ROOT = Path(__file__).resolve().parents[2]
-WINDOW, HORIZON, SEASON = 24, 6, 6
+WINDOW, HORIZON, SEASON = FORECAST["window"], FORECAST["horizon"], FORECAST["season"]
 QUIET = dict(log=lambda _: None)
-
-
-def seasonal_npz(path: Path, recordings: int = 4, samples: int = 150, seed: int = 0) -> Path:
-    """Recordings (R, 2, T) at levels from 10 to 1000: channel 0 a 6-sample season with noise, channel 1 a
-    covariate that leads it."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(samples)
-    X = np.empty((recordings, 2, samples), dtype=np.float32)
-    for r in range(recordings):
-        level = 10.0 * 100.0 ** (r / max(recordings - 1, 1))
-        X[r, 0] = level * (1 + 0.3 * np.sin(2 * np.pi * t / SEASON) + 0.02 * rng.normal(size=samples))
-        X[r, 1] = np.sin(2 * np.pi * (t + 2) / SEASON) + 0.1 * rng.normal(size=samples)
-    np.savez(path, X=X)
-    return path
 
 
 def _train(tmp_path: Path, name: str, model: str = "fcn", loss: str | None = None, epochs: int = 1,
@@ -181,11 +168,9 @@ def test_every_model_and_loss_exports_in_every_format_and_predicts_as_eager(tmp_
 
 
 @pytest.fixture(scope="module")
-def rollout_bundle(tmp_path_factory):
-    """A quantile tcn forecasting both channels (rollout feeds its forecasts back), exported as ONNX."""
-    tmp_path = tmp_path_factory.mktemp("forecast")
-    run_dir = _train(tmp_path, "run", "tcn", "quantile", epochs=2, stride=3)
-    return run_dir, runtime.load(export_run(run_dir, ExportConfig(fmt="onnx"), **QUIET)), tmp_path
+def rollout_bundle(forecast_bundle):
+    """conftest's quantile tcn forecasting both channels (rollout feeds its forecasts back)."""
+    return forecast_bundle.run_dir, runtime.load(forecast_bundle.bundle), forecast_bundle.data.parent
 
 
 def test_forecast_rolls_out_as_the_same_loop_in_eager_pytorch(rollout_bundle):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -646,3 +647,31 @@ def test_the_node_kits_stream_refuses_a_zero_a_negative_and_a_fractional_window(
     tail = "must be a whole number of samples >= 1 (or left out for the bundle's own)"
     assert result.stdout.splitlines() == [f"stream length: 0 {tail}", f"stream stride: -1 {tail}",
                                           f"stream length: 2.5 {tail}", f"stream stride: 8 {tail}", str(WINDOW)]
+
+
+# --- forecasting: a quantile forecaster's (batch, T, H, Q) output and its stream in every kit ----------------
+
+@pytest.mark.parametrize("host", ["node", "cpp", "browser"])
+def test_every_kit_checks_a_forecasters_golden_data_and_streams_its_forecasts_as_eager(host, kits, forecast_bundle,
+                                                                                       tmp_path):
+    from tests.conftest import FORECAST
+
+    fb = forecast_bundle
+    says = {"node": " (fp32)", "cpp": " (engine torchscript)", "browser": " (fp32)"}[host]
+    golden = _host_run(host, kits, fb.bundle)
+    assert (golden.returncode, golden.stderr) == (0, f"all 4 outputs match{says}\n"), golden.stdout + golden.stderr
+    shapes = [(line.split()[:2], re.search(r"\[[\d, ]+\]", line).group(0).replace(" ", ""))
+              for line in golden.stdout.splitlines()[:2]]
+    assert shapes == [(["model", "prediction"], "[2,36]"), (["model", "forecast"], "[2,2,6,3]")]
+    recording = np.load(fb.data)["X"][0]  # (2, 150): the site at level 10
+    # the verification's tolerance: 1e-5 of the largest window's spread (export.thresholds.forecast_allowance)
+    atol = 1e-5 * float(max(recording[:, s:s + FORECAST["window"]].std(axis=1).max() for s in range(0, 127, 3)))
+    T = recording.shape[1]
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps(stream_case(fb.run_dir, recording, [[1] * T, [T], [7] * (T // 7) + [T % 7]],
+                                            atol=atol, length=FORECAST["window"], stride=FORECAST["stride"])))
+    result = _host_run(host, kits, fb.bundle, "--cases", cases)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()]
+    assert [(r[0], r[1]) for r in rows] == 3 * [("stream", "start"), ("stream", "prediction"), ("stream", "forecast")]
+    assert all(r[-1] == "ok" for r in rows), result.stdout

@@ -70,6 +70,10 @@ def check_targets(report: dict) -> list[dict]:
     if saliency:
         targets.append(_target("model graph with saliency vs without (time)", saliency["ratio"], "<=", 1.1,
                                f"{saliency['value']:.0f} series/s at {saliency['metric']}"))
+    rollout = _find(rows, "forecasting", "Bundle.forecast", "rollout")
+    if rollout:
+        targets.append(_target("forecast rollout vs as many batch-1 calls (time)", rollout["ratio"], "<=", 1.5,
+                               f"{rollout['value']:.1f} ms for {rollout['metric']}"))
     memory = [r for r in rows if r["section"] == "memory"]
     if memory:
         largest = memory[-1]

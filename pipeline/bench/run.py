@@ -13,6 +13,7 @@ import torch
 
 from pipeline.bench import inference, memory, training
 from pipeline.bench.config import BenchConfig
+from pipeline.bench.forecasting import forecasting_rows
 from pipeline.bench.peers import peer_rows
 from pipeline.bench.saliency import saliency_rows
 from pipeline.bench.signing import signature_rows
@@ -280,6 +281,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
                                   work, log)
         rows += signature_rows(bundle, work, 5 if cfg.quick else 20, cfg.settings["rounds"], log)
         rows += stream_rows(bundle, threads, cfg.quick, cfg.settings["rounds"], log)
+        rows += forecasting_rows(work, threads, cfg.settings["rounds"], cfg.quick, log)
         rows += peer_rows(shape["model"], cfg.quick, work, log, cfg.peer_python)
         if cfg.memory:
             rows += memory_rows(cfg, work, log)

@@ -47,6 +47,9 @@ def test_quick_bench_json_has_every_row(quick_report):
                  for name in ("Bundle.stream", "Bundle.predict_windows")}
     expected |= {("saliency", name, "throughput, batch 256")
                  for name in ("runtime session.run", "runtime session.run --saliency")}
+    expected |= {("forecasting", "Bundle.predict", "throughput, 64 windows"),
+                 ("forecasting", "Bundle.predict", "latency, one window"),
+                 ("forecasting", "Bundle.forecast", "rollout of 10 horizons")}
     assert keys == expected
     assert len(quick_report["rows"]) == len(expected)
     for row in quick_report["rows"]:
@@ -237,7 +240,8 @@ def test_bench_of_a_trained_run_uses_its_model(tmp_path, npz_file):
     # the inference targets are stated for fcn at length 128 only; the simple-cnn training target applies, and
     # resnet's saliency output (a map for every model that has one)
     assert [t["target"] for t in report["targets"]] == ["pipeline train vs tutorial loop (simple-cnn)",
-                                                        "model graph with saliency vs without (time)"]
+                                                        "model graph with saliency vs without (time)",
+                                                        "forecast rollout vs as many batch-1 calls (time)"]
     # the model against fcn of the same shape, side by side: FLOPs counted by hand for fcn width 0.125
     # (16/32/16 filters, kernels 8/5/3, length 16, one channel, 2 outputs), parameters by torch
     models = {(r["name"], r["metric"]): r for r in report["rows"] if r["section"] == "models"}

@@ -284,6 +284,12 @@ class DataConfig(_JsonMixin):
                      if value is not None]
             if given:
                 raise PipelineError(f"{', '.join(given)} apply to --task forecast only; pass --task forecast")
+        if self.task == "forecast":
+            label_flags = [flag for flag, given in (("--target-column", self.target_column is not None),
+                                                    ("--window-label", self.window_label != "last")) if given]
+            if label_flags:
+                raise PipelineError(f"{', '.join(label_flags)} choose a label column; --task forecast forecasts "
+                                    "channels of the recordings: name them with --forecast-columns")
         if self.horizon is not None and self.horizon < 1:
             raise PipelineError(f"--horizon must be at least 1 sample; got {self.horizon}")
         if self.season < 1:

@@ -228,6 +228,9 @@ def test_predict_writes_a_row_per_origin_and_evaluate_the_baselines(rollout_bund
     (["--horizon", "6"], "--horizon apply to --task forecast only; pass --task forecast"),
     (["--task", "forecast", "--window", "24", "--horizon", "6", "--loss", "quantile", "--quantiles", "0.1,0.9"],
      "--quantiles 0.1,0.9: 0.5 must be the middle one, with as many below it as above (e.g. 0.1,0.5,0.9)"),
+    (["--task", "forecast", "--window", "24", "--horizon", "6", "--target-column", "load"],
+     "--target-column choose a label column; --task forecast forecasts channels of the recordings: name them with "
+     "--forecast-columns"),
     (["--task", "forecast", "--window", "24", "--horizon", "6", "--season", "24"],
      "--season 24 must be shorter than --window 24: the seasonal-naive baseline and MASE read the season from the "
      "window"),

@@ -110,12 +110,8 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     """Export and verify every graph into `tmp` and write the bundle's files; the verification rows."""
     cfg, model, loss, task = run.cfg, run.model, run.loss, run.task
     spec = TASKS[task]
-    if config.saliency and model.reversible is not None:
-        raise PipelineError("--saliency: a forecast has no exact per-time-step map (each of its H x targets outputs "
-                            "is restored by the window's own level and spread, which every step moves); export "
-                            "without --saliency")
     if config.saliency:
-        check_saliency(model.net, cfg.name)
+        check_saliency(model, cfg.name)
     graph = model_graph(model, task, config.saliency)
     outputs = spec.outputs + ((SALIENCY_OUTPUT,) if config.saliency else ())
     model_grid, loss_grid = model_cases(model, cfg), loss_cases(task, cfg)

@@ -88,7 +88,7 @@ def predict_outputs(model, config: RunConfig, X, batch_size: int | None = None,
 
     cfg = config.model
     if saliency:
-        check_saliency(model.net, cfg.name)
+        check_saliency(model, cfg.name)
     length = LengthSpec(fixed=cfg.length) if cfg.fixed_length else LengthSpec(min=1, max=None, trained=cfg.length)
     spec = SeriesSpec(InputSpec(MODEL_INPUT, "float32", ["batch", "channels", "length"], cfg.in_channels, length))
     try:

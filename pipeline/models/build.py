@@ -219,9 +219,14 @@ def has_maps(net: nn.Module) -> bool:
     return all(isinstance(m, networks.GlobalPooled) for m in members)
 
 
-def check_saliency(net: nn.Module, name: str) -> None:
-    """Saliency maps need exact activation maps (has_maps); a one-line refusal saying why a model has none."""
-    if not has_maps(net):
+def check_saliency(model: SequenceModel, name: str) -> None:
+    """Saliency maps need exact activation maps (has_maps) of a model that is not a forecaster; a one-line
+    refusal saying why a model has none."""
+    if model.reversible is not None:
+        raise PipelineError("--saliency: a forecast has no exact per-time-step map (each of its H x targets outputs "
+                            "is restored by the window's own level and spread, which every step moves); export "
+                            "without --saliency")
+    if not has_maps(model.net):
         raise PipelineError(f"--saliency: {name} has no exact per-time-step map; "
                             + SALIENCY_REFUSALS.get(name, "its head does not read a global average of feature maps")
                             + "; export without --saliency, or train fcn, resnet, inception or lite")

@@ -354,6 +354,27 @@ def seasonal_npz(path: Path, recordings: int = 4, samples: int = 150, seed: int 
     return path
 
 
+def eager_rollout(run_dir: Path, history: np.ndarray, steps: int) -> np.ndarray:
+    """Eager PyTorch's rollout, written here as a plain loop (not runtime.forecast): the last window's forecast, its
+    median appended to the window, again until `steps` samples; (targets, steps, quantiles)."""
+    import torch
+
+    from export.bundle import rebuild
+
+    run = rebuild(run_dir)
+    cfg = run.cfg
+    t, h, q = len(cfg.targets), cfg.horizon, cfg.quantiles
+    window, parts = torch.from_numpy(history[:, -cfg.length:]).float(), []
+    with torch.no_grad():
+        while sum(p.shape[1] for p in parts) < steps:
+            out = run.model(window[None])[0].reshape(t, h, q)
+            parts.append(out.numpy())
+            ahead = torch.empty(history.shape[0], h)
+            ahead[list(cfg.targets)] = out[:, :, q // 2]
+            window = torch.cat([window, ahead], dim=1)[:, -cfg.length:]
+    return np.concatenate(parts, axis=1)[:, :steps]
+
+
 @dataclass
 class ForecastBundle:
     run_dir: Path

@@ -27,7 +27,7 @@ from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainC
 from pipeline.training.run_config import RunSettings
 from pipeline.training.train import train
 from runtime import forecast as fc
-from tests.conftest import FORECAST, seasonal_npz
+from tests.conftest import FORECAST, eager_rollout, seasonal_npz
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW, HORIZON, SEASON = FORECAST["window"], FORECAST["horizon"], FORECAST["season"]
@@ -177,14 +177,7 @@ def test_forecast_rolls_out_as_the_same_loop_in_eager_pytorch(rollout_bundle):
     run_dir, bundle, tmp_path = rollout_bundle
     history = np.load(tmp_path / "recordings.npz")["X"][2, :, :50]
     got = bundle.forecast(history, steps=4 * HORIZON + 2)  # (T, steps, Q)
-    model = rebuild(run_dir).model
-    window, expected = torch.from_numpy(history[:, -WINDOW:]).float(), []
-    with torch.no_grad():
-        while sum(e.shape[1] for e in expected) < 4 * HORIZON + 2:
-            out = model(window[None])[0].reshape(2, HORIZON, 3)
-            expected.append(out.numpy())
-            window = torch.cat([window, out[:, :, 1]], dim=1)[:, -WINDOW:]  # the median, fed back
-    expected = np.concatenate(expected, axis=1)[:, :4 * HORIZON + 2]
+    expected = eager_rollout(run_dir, history, 4 * HORIZON + 2)
     assert got.shape == (2, 4 * HORIZON + 2, 3)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * float(np.abs(history).max()))
     np.testing.assert_allclose(bundle.forecast(history), got[:, :HORIZON], rtol=0, atol=0)

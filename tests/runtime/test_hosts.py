@@ -652,9 +652,10 @@ def test_the_node_kits_stream_refuses_a_zero_a_negative_and_a_fractional_window(
 # --- forecasting: a quantile forecaster's (batch, T, H, Q) output and its stream in every kit ----------------
 
 @pytest.mark.parametrize("host", ["node", "cpp", "browser"])
-def test_every_kit_checks_a_forecasters_golden_data_and_streams_its_forecasts_as_eager(host, kits, forecast_bundle,
-                                                                                       tmp_path):
-    from tests.conftest import FORECAST
+def test_every_kit_checks_a_forecasters_golden_data_streams_and_rolls_out_as_eager(host, kits, forecast_bundle,
+                                                                                    tmp_path):
+    from export.golden import tensor_json
+    from tests.conftest import FORECAST, eager_rollout
 
     fb = forecast_bundle
     says = {"node": " (fp32)", "cpp": " (engine torchscript)", "browser": " (fp32)"}[host]
@@ -667,11 +668,17 @@ def test_every_kit_checks_a_forecasters_golden_data_and_streams_its_forecasts_as
     # the verification's tolerance: 1e-5 of the largest window's spread (export.thresholds.forecast_allowance)
     atol = 1e-5 * float(max(recording[:, s:s + FORECAST["window"]].std(axis=1).max() for s in range(0, 127, 3)))
     T = recording.shape[1]
+    history, steps = np.load(fb.data)["X"][2, :, :50], 4 * FORECAST["horizon"] + 2  # a rollout of 4 horizons and 2
+    rollout = {"forecast": {"history": tensor_json(torch.from_numpy(history)), "steps": steps, "outputs": {
+        "forecast": tensor_json(torch.from_numpy(eager_rollout(fb.run_dir, history, steps)))}},
+        "atol": 1e-5 * float(np.abs(history).max()), "rtol": 1e-4}  # the fed-back medians compound the rounding
     cases = tmp_path / "cases.json"
-    cases.write_text(json.dumps(stream_case(fb.run_dir, recording, [[1] * T, [T], [7] * (T // 7) + [T % 7]],
-                                            atol=atol, length=FORECAST["window"], stride=FORECAST["stride"])))
+    cases.write_text(json.dumps([stream_case(fb.run_dir, recording, [[1] * T, [T], [7] * (T // 7) + [T % 7]],
+                                             atol=atol, length=FORECAST["window"], stride=FORECAST["stride"]),
+                                 rollout]))
     result = _host_run(host, kits, fb.bundle, "--cases", cases)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines() if line.strip()]
-    assert [(r[0], r[1]) for r in rows] == 3 * [("stream", "start"), ("stream", "prediction"), ("stream", "forecast")]
+    assert [(r[0], r[1]) for r in rows] == 3 * [("stream", "start"), ("stream", "prediction"), ("stream", "forecast")
+                                                ] + [("forecast", "forecast")]
     assert all(r[-1] == "ok" for r in rows), result.stdout

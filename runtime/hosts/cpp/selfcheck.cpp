@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bundle.hpp"
+#include "forecast.hpp"
 #include "stream.hpp"
 
 using pipeline::Json;
@@ -75,6 +76,13 @@ void run_stream(pipeline::Bundle& bundle, const Json& c, double atol, double rto
       rows.push_back(compare("stream", names[k], expected, got, atol, rtol));
     }
   }
+}
+
+// A forecast case: the rollout of `steps` samples after the history against the expected (eager's same loop).
+void run_forecast(pipeline::Bundle& bundle, const Json& c, double atol, double rtol, std::vector<Row>& rows) {
+  const Json& f = c["forecast"];
+  torch::Tensor got = pipeline::forecast(bundle, pipeline::tensor_from_json(f["history"]), f["steps"].get<int64_t>());
+  rows.push_back(compare("forecast", "forecast", f["outputs"]["forecast"], got, atol, rtol));
 }
 
 // The first way a golden.json case breaks the layout every host reads, in the words of runtime/golden.py and
@@ -166,6 +174,7 @@ std::vector<Row> run_case(pipeline::Bundle& bundle, const Json& c) {
   double atol = c["atol"].get<double>(), rtol = c["rtol"].get<double>();
   std::vector<Row> rows;
   if (c.contains("stream")) run_stream(bundle, c, atol, rtol, rows);
+  if (c.contains("forecast")) run_forecast(bundle, c, atol, rtol, rows);
   if (c.contains("model")) {
     auto outputs = bundle.predict(pipeline::tensor_from_json(c["model"]["inputs"]["x"]));
     auto names = bundle.output_names();

@@ -430,6 +430,53 @@
     stream(options = {}) {
       return new Stream(this, options);
     }
+
+    // A forecasting bundle's next `steps` samples (default: the horizon) after the last window of one recording's
+    // history (channels*T values, channel by channel): { data, dims: [targets, steps(, quantiles)] }. Past the
+    // horizon, when every channel is a target, the median forecast is appended to the history and the model
+    // forecasts again from the window that ends with it (the Python runtime's Bundle.forecast).
+    async forecast(history, T, steps) {
+      const w = this.manifest.window;
+      if (!w || !w.horizon) {
+        throw new BundleError(`forecast: a --task ${this.task} bundle; forecasting needs a bundle trained with --task forecast`);
+      }
+      const C = this.manifest.input.channels; const W = w.length; const H = w.horizon; const targets = w.targets;
+      const Q = (w.quantiles || []).length || 1;
+      steps = steps === undefined ? H : steps;
+      if (!Number.isInteger(steps) || steps < 1) throw new BundleError(`steps must be a whole number of at least 1; got ${steps}`);
+      if (!Number.isInteger(T) || T < W || history.length !== C * T) {
+        throw new BundleError(`history: pass ${C} x T samples (channel by channel) with T at least the window of ${W}`);
+      }
+      if (steps > H && targets.length !== C) {
+        throw new BundleError(`steps ${steps} is past the horizon of ${H}: rolling out feeds the forecast back as the next `
+          + `input, which needs every channel to be a target (this bundle forecasts ${targets.length} of ${C}); ask for at most ${H}`);
+      }
+      let window = new Float32Array(C * W);
+      for (let ch = 0; ch < C; ch += 1) window.set(Float32Array.from(history.slice(ch * T + T - W, ch * T + T)), ch * W);
+      const out = new Float32Array(targets.length * steps * Q);
+      const mid = Math.floor(Q / 2);
+      for (let done = 0; done < steps; done += H) {
+        const raw = (await this.predict(window, [1, C, W]))[this.outputs[0]].data;  // (1, T * H * Q), target-major
+        const ahead = new Float32Array(C * H);
+        targets.forEach((channel, i) => {
+          for (let h = 0; h < H; h += 1) {
+            for (let q = 0; q < Q; q += 1) {
+              if (done + h < steps) out[(i * steps + done + h) * Q + q] = raw[(i * H + h) * Q + q];
+            }
+            ahead[channel * H + h] = raw[(i * H + h) * Q + mid];  // the median, fed back as the next samples
+          }
+        });
+        const next = new Float32Array(C * W);
+        for (let ch = 0; ch < C; ch += 1) {
+          const joined = new Float32Array(W + H);
+          joined.set(window.subarray(ch * W, ch * W + W), 0);
+          joined.set(ahead.subarray(ch * H, ch * H + H), W);
+          next.set(joined.subarray(H), ch * W);
+        }
+        window = next;
+      }
+      return { data: out, dims: Q > 1 ? [targets.length, steps, Q] : [targets.length, steps] };
+    }
   }
 
   const STREAM_BATCH = 256; // windows per model call, so a chunk of any length needs bounded memory
@@ -557,6 +604,15 @@
     return rows;
   }
 
+  // Rows {graph: 'forecast', ...} for a forecast case: the rollout of `steps` samples after `history` against the
+  // expected (eager PyTorch's same loop).
+  async function checkForecast(bundle, c) {
+    const { history, steps, outputs: expected } = c.forecast;
+    const got = await bundle.forecast(Float32Array.from(history.data), history.shape[1], steps);
+    const { maxAbs, maxRel, ok } = compare(expected.forecast, got, c.atol, c.rtol);
+    return [{ graph: 'forecast', output: 'forecast', shape: expected.forecast.shape, max_abs: maxAbs, max_rel: maxRel, ok }];
+  }
+
   // Open a bundle through a host's io: manifest and schema, every file's size and sha256, then sessions.
   // precision: 'fp32' (model.onnx), 'int8' (model.int8.onnx) or 'auto' (int8 when the bundle has it).
   // publicKey: { pem, source } of the key the bundle must be signed with, or null (no signature check).
@@ -674,6 +730,7 @@
         tolerance.model = [bundle.manifest.int8.golden_atol, bundle.manifest.int8.golden_rtol];
       }
       if (c.stream) rows.push(...await checkStream(bundle, c));
+      if (c.forecast) rows.push(...await checkForecast(bundle, c));
       const graphs = {};
       if (c.model) graphs.model = await bundle.predict(c.model.inputs.x.data, c.model.inputs.x.shape);
       if (c.loss) {

@@ -682,3 +682,28 @@ def test_every_kit_checks_a_forecasters_golden_data_streams_and_rolls_out_as_eag
     assert [(r[0], r[1]) for r in rows] == 3 * [("stream", "start"), ("stream", "prediction"), ("stream", "forecast")
                                                 ] + [("forecast", "forecast")]
     assert all(r[-1] == "ok" for r in rows), result.stdout
+
+
+def test_the_browser_live_view_draws_the_newest_forecast_as_a_fan_ahead_of_the_signal(browser_kit, forecast_bundle,
+                                                                                     tmp_path):
+    """serve.py --play of a forecaster: the fan drawn ahead of the signal is the newest window's forecast of the
+    first target (lowest quantile, median, highest), as eager PyTorch gives it for that window."""
+    from tests.conftest import FORECAST
+
+    fb = forecast_bundle
+    recording = np.load(fb.data)["X"][0][:, :90]  # (2, 90), the site at level 10
+    live = tmp_path / "live.csv"
+    np.savetxt(live, recording.T, delimiter=",", header="a,b", comments="", fmt="%.6f")
+    result = subprocess.run([sys.executable, str(browser_kit / "serve.py"), fb.bundle, "--play", live],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    streamed = json.loads(result.stdout)
+    written = np.loadtxt(live, delimiter=",", skiprows=1).T.astype(np.float32)  # the samples as the page reads them
+    eager = eager_windows(fb.run_dir, written, FORECAST["window"], FORECAST["stride"])
+    assert streamed["start"] == eager["start"]
+    newest = eager["forecast"][-1, 0]  # (H, Q) of the first target
+    fan = streamed["fan"]
+    assert fan["start"] == eager["start"][-1] + FORECAST["window"]
+    atol = 1e-5 * float(np.abs(written).max())
+    for key, q in (("lower", 0), ("median", 1), ("upper", 2)):
+        np.testing.assert_allclose(fan[key], newest[:, q], atol=atol, rtol=1e-5, err_msg=key)

@@ -68,8 +68,9 @@ function parseRecording(text, bundle) {
 
 // Plot lines (arrays of {x, y}) on a canvas scaled to [x0, x1] and to the values' range; `shade` ({start, values},
 // values in [-1, 1]) tints the band behind each sample from `start` on: red where the value is positive, blue
-// where negative, as strong as its magnitude. Returns how many samples were shaded.
-function drawLines(canvas, lines, x0, x1, shade = null) {
+// where negative, as strong as its magnitude; `fan` ({lower, median, upper}: arrays of {x, y}) is a forecast drawn
+// ahead of the lines, its interval filled and its median dashed. Returns how many samples were shaded.
+function drawLines(canvas, lines, x0, x1, shade = null, fan = null) {
   const g = canvas.getContext('2d');
   g.clearRect(0, 0, canvas.width, canvas.height);
   const step = canvas.width / Math.max(x1 - x0, 1);
@@ -81,13 +82,23 @@ function drawLines(canvas, lines, x0, x1, shade = null) {
       shaded += 1;
     });
   }
-  const ys = lines.flat().map((p) => p.y);
+  const ys = lines.flat().concat(fan ? [...fan.lower, ...fan.upper] : []).map((p) => p.y);
   if (!ys.length) return shaded;
   const lo = Math.min(...ys); const hi = Math.max(...ys);
+  const px = (p) => (p.x - x0) / Math.max(x1 - x0, 1) * canvas.width;
+  const py = (p) => canvas.height - ((p.y - lo) / (hi - lo || 1)) * (canvas.height - 10) - 5;
+  if (fan) {
+    g.fillStyle = 'hsla(30 90% 50% / 0.25)'; g.beginPath();
+    fan.upper.forEach((p, i) => g[i ? 'lineTo' : 'moveTo'](px(p), py(p)));
+    [...fan.lower].reverse().forEach((p) => g.lineTo(px(p), py(p)));
+    g.closePath(); g.fill();
+    g.strokeStyle = 'hsl(30 90% 40%)'; g.setLineDash([4, 3]); g.beginPath();
+    fan.median.forEach((p, i) => g[i ? 'lineTo' : 'moveTo'](px(p), py(p)));
+    g.stroke(); g.setLineDash([]);
+  }
   lines.forEach((line, k) => {
     g.strokeStyle = `hsl(${(k * 67) % 360} 70% 45%)`; g.beginPath();
-    line.forEach((p, i) => g[i ? 'lineTo' : 'moveTo']((p.x - x0) / Math.max(x1 - x0, 1) * canvas.width,
-      canvas.height - ((p.y - lo) / (hi - lo || 1)) * (canvas.height - 10) - 5));
+    line.forEach((p, i) => g[i ? 'lineTo' : 'moveTo'](px(p), py(p)));
     g.stroke();
   });
   return shaded;
@@ -103,15 +114,29 @@ function windowMap(out, i, row) {
   return Array.from(m.data.slice(at, at + L), Number);
 }
 
+// A forecasting bundle's fan for completed window i ending at `end`: its first target's median and outer quantiles
+// (a point forecast: the forecast itself as all three) over the next H samples.
+function windowFan(bundle, out, i, end) {
+  const f = out.outputs.forecast; const [, , H] = f.dims; const Q = f.dims[3] || 1;
+  const per = f.data.length / f.dims[0];
+  const at = (h, q) => ({ x: end + h, y: Number(f.data[i * per + h * Q + q]) });
+  const steps = Array.from({ length: H }, (_, h) => h);
+  return { lower: steps.map((h) => at(h, 0)), median: steps.map((h) => at(h, Math.floor(Q / 2))),
+    upper: steps.map((h) => at(h, Q - 1)) };
+}
+
 // Play a recording through bundle.stream(): `chunk` samples per tick (every `delay` ms; 0: as fast as it runs),
-// the signal and every completed window's scores plotted over time. Returns what was streamed.
+// the signal and every completed window's scores plotted over time; a forecaster's newest forecast is drawn
+// ahead of the signal as a fan. Returns what was streamed.
 async function play(bundle, recording, chunk, delay) {
   const { data, C, T } = recording;
   const stream = bundle.stream();
   const scoresName = bundle.outputs[bundle.outputs.length > 1 ? 1 : 0];
   const withMaps = bundle.outputs.includes('saliency');
-  const streamed = { start: [], scores: [], ...(withMaps ? { saliency: [], shaded: 0 } : {}) };
-  let shade = null;
+  const forecasts = Boolean(bundle.manifest.window && bundle.manifest.window.horizon);
+  const streamed = { start: [], scores: [], ...(withMaps ? { saliency: [], shaded: 0 } : {}),
+    ...(forecasts ? { fan: null } : {}) };
+  let shade = null; let fan = null;
   const signal = Array.from({ length: C }, () => []);
   const scores = [];
   for (let at = 0; at < T; at += chunk) {
@@ -131,9 +156,15 @@ async function play(bundle, recording, chunk, delay) {
         shade = { start: out.start[i], values: windowMap(out, i, row) };
         streamed.saliency.push(shade.values);
       }
+      if (forecasts) fan = windowFan(bundle, out, i, end);
     });
-    // the signal shaded by the newest window's saliency map: where the model looked for its latest answer
-    const shaded = drawLines($('signal'), signal, 0, at + n, shade); drawLines($('scores'), scores, 0, at + n);
+    if (forecasts && fan) streamed.fan = { start: fan.median[0].x, ...Object.fromEntries(
+      ['lower', 'median', 'upper'].map((k) => [k, fan[k].map((p) => p.y)])) };
+    // the signal shaded by the newest window's saliency map (where the model looked for its latest answer), and
+    // a forecaster's newest forecast as a fan ahead of it
+    const ahead = fan ? fan.median.length : 0;
+    const shaded = drawLines($('signal'), signal, 0, at + n + ahead, shade, fan);
+    drawLines($('scores'), scores, 0, at + n);
     if (withMaps) streamed.shaded = shaded;
     const names = bundle.classes || [];
     const last = streamed.scores[streamed.scores.length - 1];

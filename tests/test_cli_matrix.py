@@ -48,7 +48,7 @@ def test_train_export_predict_evaluate_verify(tmp_path, monkeypatch, task, loss)
 
 
 # the kernel models' ridge head fits its output scale to the task's loss: every task, with the user's loss
-KERNEL_COMBOS = [(model, task) for model in KERNEL_MODELS for task in TASKS]
+KERNEL_COMBOS = [(model, task) for model in KERNEL_MODELS for task in TASKS if task != "forecast"]
 
 
 @pytest.mark.parametrize("model, task", KERNEL_COMBOS, ids=[f"{m}-{t}" for m, t in KERNEL_COMBOS])

@@ -35,7 +35,7 @@ def score_bounds(model: SequenceModel, x: Tensor) -> tuple[Tensor, Tensor, int] 
     """The model's raw scores, a bound on how far each may move by near-tie flips, and the number of (series,
     feature) pairs with a comparison near its threshold; None for a model without kernel transforms."""
     with torch.no_grad():
-        x = model.normalize(x)
+        x = model.network_input(x)
         if isinstance(model.net, KernelNet):
             z, dz, n = model.net.threshold_bound(x)
             return model.output(z), dz * model.output.scale.abs(), n
@@ -115,11 +115,20 @@ def forecast_allowance(model: SequenceModel):
     of that target channel (1e-5 in the units the network computes in)."""
 
     def per_case(case) -> Allowance:
+        x = case.inputs[0]
         with torch.no_grad():
-            spread = model.target_spread(case.inputs[0]).double()  # (batch, T)
+            spread = model.target_spread(x).double()  # (batch, T)
         n, t = spread.shape
         shape = model.forecast_shape
-        shaped = (spread.reshape(n, t, *([1] * (len(shape) - 1))) * FORECAST_ATOL).expand(n, *shape)
-        return Allowance((shaped.reshape(n, -1).numpy(), shaped.numpy()), 0)
+        q = shape[2] if len(shape) == 3 else 1
+        extra = torch.full((n, t * shape[1], q), FORECAST_ATOL, dtype=torch.float64)  # normalised units
+        bounds = score_bounds(model, x)  # a kernel forecaster: near-threshold comparisons move its scores
+        near = 0
+        if bounds is not None:
+            _, dz, near = bounds
+            # each quantile is the median plus or minus softplus of others (1-Lipschitz): at most their sum moves it
+            extra = extra + dz.double().reshape(n, t * shape[1], q).sum(dim=2, keepdim=True)
+        shaped = (extra.reshape(n, t, -1) * spread.reshape(n, t, 1)).reshape(n, *shape)
+        return Allowance((shaped.reshape(n, -1).numpy(), shaped.numpy()), near)
 
     return per_case

@@ -203,6 +203,21 @@ class SequenceModel(nn.Module):
         return self.reversible.restore(z, mean, spread)
 
     @torch.jit.unused
+    def network_input(self, x: Tensor) -> Tensor:
+        """What the network reads: the normalised series, or a forecaster's windows each in its own scale."""
+        if self.reversible is None:
+            return self.normalize(x)
+        mean, spread = self.reversible.stats(x)
+        return (x - mean) / spread
+
+    @torch.jit.unused
+    def normalised_targets(self, x: Tensor, y: Tensor) -> Tensor:
+        """A forecaster's targets (batch, T * H) in each window's units: what its network answers before restore."""
+        mean, spread = self.reversible.stats(x)
+        t = self.reversible.targets
+        return ((y.reshape(len(y), len(t), -1) - mean[:, t]) / spread[:, t]).reshape(y.shape)
+
+    @torch.jit.unused
     def target_spread(self, x: Tensor) -> Tensor:
         """--task forecast: each window's spread of each target channel (batch, T), the scale it forecasts in."""
         return self.reversible.stats(x)[1][:, self.reversible.targets, 0]

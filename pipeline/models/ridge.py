@@ -81,6 +81,8 @@ def _log_counts(y: Tensor, k: int, shift, scale) -> Tensor:
 HEAD_RULES = {"softmax": HeadRule(_plus_minus_one_hot, calibrate=True, shared=True),
               "sigmoid": HeadRule(_plus_minus, calibrate=True),
               "identity": HeadRule(_standardised, calibrate=False),
+              # forecasts: targets already in each window's units (SequenceModel.normalised_targets), base 0 and 1
+              "forecast": HeadRule(_standardised, calibrate=False),
               "exp": HeadRule(_log_counts, calibrate=True, shift=True)}
 
 
@@ -141,7 +143,7 @@ def fit_transform(model, source, seed: int, log) -> Tensor:
     ridge head is solved."""
     x, _ = source.batch(torch.arange(source.n))
     with torch.no_grad():
-        x = model.normalize(x)
+        x = model.network_input(x)
     started = time.perf_counter()
     model.net.cpu()  # fitted on the CPU whatever the device: the same biases on every device and process
     features = model.net.fit(x.cpu(), torch.Generator().manual_seed(seed))

@@ -70,10 +70,11 @@ def _graph_count() -> int:
 def forecast_model(cfg, window: dict, loss_params: dict):
     """--task forecast: the model's forecast shape (targets, horizon, quantiles) and raw width T * H * Q; the
     window record gains the quantiles (the manifest's `window`)."""
-    if MODELS[cfg.name].kernel:
-        raise PipelineError(f"--model {cfg.name} does not forecast yet (its ridge head has no reversible window "
-                            "normalisation); use tcn, fcn, resnet, inception, lite, simple-cnn, mlp or linear")
     quantiles = loss_params.get("quantiles")
+    if quantiles and cfg.head == "ridge":
+        raise PipelineError(f"--loss quantile: --model {cfg.name}'s ridge head is fitted in closed form to the mean, "
+                            "not to quantiles; pass --head linear (trained by gradient descent on the pinball loss), "
+                            "or a point loss")
     if quantiles:
         window["quantiles"] = list(quantiles)
     q = len(quantiles) if quantiles else 1
@@ -135,7 +136,11 @@ class Trainer:
             preflight(self.loss_fn.eval(), prediction, y, self.loss_name, self.log)  # e.g. a dry export of the loss:
             self.loss_fn.train()  # fail in seconds, not after training
         if features is not None and self.model_cfg.head == "ridge":
-            self.output_base = fit_head(self.model, features, self.train_src.y, self.task.scores, self.output_base,
+            y = self.train_src.y
+            if self.model.reversible is not None:  # a forecaster's network answers in each window's units
+                with torch.no_grad():
+                    y = self.model.normalised_targets(self.train_src.batch(torch.arange(self.train_src.n))[0], y)
+            self.output_base = fit_head(self.model, features, y, self.task.scores, self.output_base,
                                         self.loss_fn, self.loss_name, self.log)
         # a ridge head is solved in closed form: no optimizer (building one imports torch._dynamo, 1.5 s)
         self.optimizer = None if self.model_cfg.head == "ridge" else make_optimizer(train_cfg, self.model)

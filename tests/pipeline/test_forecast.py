@@ -139,7 +139,7 @@ def test_recordings_are_held_out_whole(tmp_path):
 # --- exported, verified, scored: every model and loss ------------------------------------------------------
 MODELS_LOSSES = [("fcn", "quantile"), ("resnet", "mse"), ("inception", "mae"), ("lite", "huber"),
                  ("tcn", "smooth_l1"), ("tcn", "quantile"), ("simple-cnn", "mse"), ("mlp", "quantile"),
-                 ("linear", "mae")]
+                 ("linear", "mae"), ("minirocket", "mse"), ("hydra", "huber"), ("multirocket-hydra", "mae")]
 
 
 @pytest.mark.slow
@@ -235,10 +235,12 @@ def test_flags_that_cannot_forecast_are_refused_in_one_line(tmp_path, args, mess
     assert not (tmp_path / "run").exists()
 
 
-def test_kernel_models_and_unknown_columns_are_refused_before_training(tmp_path):
-    with pytest.raises(PipelineError, match=r"^--model minirocket does not forecast yet \(its ridge head has no "
-                                            r"reversible window normalisation\); use tcn, fcn"):
-        _train(tmp_path, "k", "minirocket")
+def test_a_ridge_head_refuses_quantiles_and_unknown_columns_are_refused_before_training(tmp_path):
+    with pytest.raises(PipelineError, match=r"^--loss quantile: --model minirocket's ridge head is fitted in closed "
+                                            r"form to the mean, not to quantiles; pass --head linear \(trained by "
+                                            r"gradient descent on the pinball loss\), or a point loss$"):
+        _train(tmp_path, "k", "minirocket", "quantile")
+    assert not (tmp_path / "k").exists()
     with pytest.raises(PipelineError, match=r"--forecast-columns 'load' is not a signal column; the channels are "
                                             r"'0', '1' \(by header name or 0-based index\)"):
         _train(tmp_path, "c", forecast_columns="load")

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import runtime
 from export.bundle import ExportConfig, export_run, rebuild
+from export.engines import ENGINES
 from export.graphs import as_tuple, model_graph
 from pipeline.cli import main
 from pipeline.data.load import load_datasets
@@ -35,13 +36,13 @@ QUIET = dict(log=lambda _: None)
 
 
 def _train(tmp_path: Path, name: str, model: str = "fcn", loss: str | None = None, epochs: int = 1,
-           ensemble: int = 1, **data) -> Path:
+           ensemble: int = 1, head: str = "auto", **data) -> Path:
     data = {"window": WINDOW, "horizon": HORIZON, "season": SEASON, **data}
     npz = tmp_path / "recordings.npz"
     if not npz.exists():
         seasonal_npz(npz)
     return train(RunSettings(DataConfig(data=str(npz), task="forecast", **data), LossConfig(name=loss),
-                             ModelConfig(name=model, width=0.125, ensemble=ensemble),
+                             ModelConfig(name=model, width=0.125, ensemble=ensemble, head=head),
                              TrainConfig(epochs=epochs, batch_size=8, seed=0, progress=False)),
                  out=tmp_path / name, **QUIET).run_dir
 
@@ -137,19 +138,27 @@ def test_recordings_are_held_out_whole(tmp_path):
 
 
 # --- exported, verified, scored: every model and loss ------------------------------------------------------
-MODELS_LOSSES = [("fcn", "quantile"), ("resnet", "mse"), ("inception", "mae"), ("lite", "huber"),
-                 ("tcn", "smooth_l1"), ("tcn", "quantile"), ("simple-cnn", "mse"), ("mlp", "quantile"),
-                 ("linear", "mae"), ("minirocket", "mse"), ("hydra", "huber"), ("multirocket-hydra", "mae")]
+# every model with a point loss (the four in turn) in every format but AOTInductor, and with the quantile loss
+# (ONNX; in every format for fcn, tcn and mlp, AOTInductor's compiled package too for tcn)
+ALL_FORMATS = "onnx,torchscript,pt2"
+MODELS_LOSSES = [("fcn", "quantile", ALL_FORMATS), ("resnet", "mse", ALL_FORMATS), ("inception", "mae", ALL_FORMATS),
+                 ("lite", "huber", ALL_FORMATS), ("tcn", "smooth_l1", ALL_FORMATS), ("tcn", "quantile", "onnx,aoti"),
+                 ("simple-cnn", "mse", ALL_FORMATS), ("mlp", "quantile", ALL_FORMATS), ("linear", "mae", ALL_FORMATS),
+                 ("minirocket", "mse", ALL_FORMATS), ("hydra", "huber", ALL_FORMATS),
+                 ("multirocket-hydra", "mae", ALL_FORMATS), ("fcn", "smooth_l1", ALL_FORMATS), ("mlp", "mse", "onnx")]
+MODELS_LOSSES += [(m, "quantile", "onnx") for m in ("resnet", "inception", "lite", "simple-cnn", "linear",
+                                                    "minirocket", "hydra", "multirocket-hydra")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, loss", MODELS_LOSSES, ids=[f"{m}-{l}" for m, l in MODELS_LOSSES])
-def test_every_model_and_loss_exports_in_every_format_and_predicts_as_eager(tmp_path, model, loss):
-    run_dir = _train(tmp_path, "run", model, loss, forecast_columns="0")
-    bundle_dir = export_run(run_dir, ExportConfig(fmt="onnx,torchscript,pt2"), **QUIET)
+@pytest.mark.parametrize("model, loss, formats", MODELS_LOSSES, ids=[f"{m}-{l}-{f}" for m, l, f in MODELS_LOSSES])
+def test_every_model_and_loss_exports_in_every_format_and_predicts_as_eager(tmp_path, model, loss, formats):
+    head = {"head": "linear"} if loss == "quantile" and model in ("minirocket", "hydra", "multirocket-hydra") else {}
+    run_dir = _train(tmp_path, "run", model, loss, forecast_columns="0", **head)
+    bundle_dir = export_run(run_dir, ExportConfig(fmt=formats), **QUIET)
     verification = json.loads((bundle_dir / "verification.json").read_text())
     assert verification["passed"]
-    assert {r["engine"] for r in verification["rows"]} >= {"onnxruntime", "torchscript", "torch.export"}
+    assert {r["engine"] for r in verification["rows"]} == {ENGINES[f] for f in formats.split(",")}
     bundle = runtime.load(bundle_dir)
     q = 3 if loss == "quantile" else 1
     assert bundle.outputs == ["prediction", "forecast"] and bundle.quantiles == ((0.1, 0.5, 0.9) if q > 1 else ())
@@ -165,6 +174,43 @@ def test_every_model_and_loss_exports_in_every_format_and_predicts_as_eager(tmp_
     np.testing.assert_array_equal(got["prediction"].reshape(got["forecast"].shape), got["forecast"])
     if q > 1:
         assert (np.diff(got["forecast"], axis=-1) >= 0).all()
+
+
+USER_LOSS = """
+import torch
+
+
+class LogCosh(torch.nn.Module):
+    def forward(self, prediction, target):  # log(cosh(e)), written so that it does not overflow at errors of 1000
+        e = (prediction - target).abs()
+        return (e + torch.nn.functional.softplus(-2 * e) - 0.6931471805599453).mean()
+"""
+
+
+@pytest.mark.slow
+def test_a_user_loss_and_an_ensemble_forecast_and_export_their_graphs(tmp_path, monkeypatch):
+    """A custom loss receives (prediction, target) of (N, T * H) and its loss graph is your loss in your units; an
+    ensemble averages its members' non-crossing quantiles in one graph."""
+    (tmp_path / "forecastlosses.py").write_text(USER_LOSS)
+    monkeypatch.chdir(tmp_path)
+    run_dir = _train(tmp_path, "custom", "fcn", "forecastlosses:LogCosh", forecast_columns="0")
+    bundle = runtime.load(export_run(run_dir, ExportConfig(fmt="onnx,torchscript"), **QUIET))
+    x = np.load(tmp_path / "recordings.npz")["X"][:, :, :WINDOW]
+    y = np.load(tmp_path / "recordings.npz")["X"][:, 0, WINDOW:WINDOW + HORIZON]
+    raw = bundle.predict(x)["prediction"]
+    loss, per_sample = bundle.loss(raw, y)
+    e = raw.astype(np.float64) - y
+    log_cosh = np.logaddexp(e, -e) - np.log(2.0)  # log((e^e + e^-e) / 2), in float64
+    assert loss == pytest.approx(log_cosh.mean(), rel=1e-4)
+    np.testing.assert_allclose(per_sample, log_cosh.mean(axis=1), rtol=1e-4)
+    ensemble = runtime.load(export_run(_train(tmp_path, "ensemble", "tcn", "quantile", ensemble=2),
+                                       ExportConfig(fmt="onnx"), **QUIET))
+    members = [rebuild(m).model for m in sorted((tmp_path / "ensemble" / "members").iterdir())]
+    with torch.no_grad():
+        expected = np.mean([m(torch.from_numpy(x)).numpy() for m in members], axis=0)
+    got = ensemble.predict(x)
+    np.testing.assert_allclose(got["prediction"], expected, rtol=1e-5, atol=1e-5 * float(np.abs(x).max()))
+    assert (np.diff(got["forecast"], axis=-1) >= 0).all()
 
 
 @pytest.fixture(scope="module")

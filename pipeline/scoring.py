@@ -20,6 +20,7 @@ from pipeline.errors import TRAIN_EXTRA_HINT, DataError, PipelineError
 from pipeline.files import check_output_file, write_atomic
 from pipeline.settings.scoring_config import EvaluateConfig, PredictConfig, VerifyConfig
 from runtime.compare import Row
+from runtime.inputs import number_text
 from runtime.golden import check_golden, int8_rows, read_golden
 from runtime.manifest import MODEL_ONNX, SALIENCY_OUTPUT
 from runtime.signature import PUBLIC_KEY_ENV, SIGNATURE_FILE, check_signature, signer_hint, trusted_key
@@ -82,10 +83,15 @@ def _predict_recordings(bundle: runtime.Bundle, data: Path, target_column: str |
         raise DataError([f"{'; '.join(short[:5])}: shorter than one window of {w.length} samples (the bundle's "
                          "window); no prediction can be made for it"])
     parts, where = [], {"recording": [], "start": [], "end": []}
+    origin_times = bool(w.horizon) and recs.times is not None  # a forecast's rows say when each origin is
+    if origin_times:
+        where["time"] = []
     for r in range(recs.count):
         one = recs.samples[:, recs.offsets[r]:recs.offsets[r + 1]]
         out = bundle.predict_windows(one, name=recs.names[r])
         where["recording"].append(np.full(len(out["start"]), recs.ids[r], dtype=object))
+        if origin_times:  # the time of each window's last sample: the forecast is of the samples after it
+            where["time"].append(recs.times[recs.offsets[r] + out["end"] - 1])
         where["start"].append(out.pop("start"))
         where["end"].append(out.pop("end"))
         parts.append(out)
@@ -160,6 +166,8 @@ def _write_windows(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None,
         raise PipelineError(str(exc)) from None
     _write_saliency(saliency, outputs, log)
     table = {**where, **prediction_table(bundle, outputs)}
+    if "time" in table:  # as the file wrote it: 71, not 71.0
+        table["time"] = np.array([number_text(v) for v in table["time"].tolist()], dtype=object)
     if out is None:
         write_rows(table, sys.stdout, ".csv")
         return n

@@ -229,6 +229,11 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
     assert CPP_CONFIGURE in ran and f"{CPP_BUILD} && build/cpp/selfcheck artifacts/demo/bundle" in ran
     assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()
     assert (box / "shared/run/best.pt").is_file() and (box / "bench.json").is_file() and (box / "preds.csv").is_file()
+    # docs/forecasting.md: one row per origin of the 3 unseen sites (600 samples, windows of 72 every 12), the
+    # origin's time, then each step's quantiles
+    rows = (box / "demand-forecasts.csv").read_text().splitlines()
+    assert rows[0].startswith("row,recording,start,end,time,h1_q0.1,h1_q0.5,h1_q0.9,h2_q0.1,") and len(rows) == 1 + 3 * 45
+    assert rows[1].startswith("0,site0,0,72,71,")
 
 
 def test_the_python_pages_notebook_runs(tmp_path, monkeypatch):

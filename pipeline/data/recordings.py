@@ -43,6 +43,7 @@ class Recordings:
     label_columns: tuple[str, ...] = ()  # .csv: the label columns
     columns: int = 0  # .csv: columns per row
     channel_names: tuple[str, ...] = ()  # .csv with a header: the signal columns, in channel order
+    times: np.ndarray | None = None  # (total,) each sample's --time-column value (.csv with one); None otherwise
 
     def by_name(self, names: list[str] | tuple[str, ...]) -> "Recordings":
         """These recordings with their channels in the order of `names` (header names of the signal columns, as
@@ -155,10 +156,11 @@ def _join(parts: list[Recordings], source: str, problems: list[str]) -> Recordin
     sizes = np.concatenate([[0], np.cumsum([p.samples.shape[1] for p in parts])])
     offsets = np.concatenate([[0]] + [p.offsets[1:] + sizes[i] for i, p in enumerate(parts)])
     lines = None if any(p.lines is None for p in parts) else np.concatenate([p.lines for p in parts])
+    times = None if any(p.times is None for p in parts) else np.concatenate([p.times for p in parts])
     return Recordings(np.concatenate([p.samples for p in parts], axis=1), offsets.astype(np.int64),
                       sum((p.names for p in parts), []), sum((p.ids for p in parts), []), labels, parts[0].per_step,
                       source, parts[0].label_field, lines, parts[0].label_columns, parts[0].columns,
-                      next((p.channel_names for p in parts if p.channel_names), ()))
+                      next((p.channel_names for p in parts if p.channel_names), ()), times)
 
 
 def _column(name: str, header: list[str] | None, width: int, flag: str, given: str) -> int:
@@ -253,7 +255,8 @@ def _read_csv(path: Path, target_column, recording_column, time_column, labels: 
     label_columns = tuple(header[j] if header else str(j) for j in targets)
     return Recordings(np.ascontiguousarray(values[order].T), offsets, names, id_list, y, True, name,
                       f"column {field}", lines[order], label_columns, width,
-                      tuple(header[j] for j in channels) if header else ())
+                      tuple(header[j] for j in channels) if header else (),
+                      np.asarray(times, dtype=np.float64)[order] if time is not None else None)
 
 
 def _group(name: str, ids: list[str], has_column: bool):

@@ -127,14 +127,20 @@ def _serve_then_stop(line: str, cwd: Path) -> None:
         proc.wait(timeout=30)
 
 
-def _run_python_block(code: str, box: Path) -> None:
+def _exec_block(code: str, box: Path, page: str) -> dict:
+    """A docs page's Python block run in the project copy, as a user runs it from the clone; its variables."""
     cwd = os.getcwd()
     os.chdir(box)
     try:
         namespace: dict = {}
-        exec(compile(code, "docs/runtime.md", "exec"), namespace)
+        exec(compile(code, page, "exec"), namespace)
     finally:
         os.chdir(cwd)
+    return namespace
+
+
+def _run_python_block(code: str, box: Path) -> None:
+    namespace = _exec_block(code, box, "docs/runtime.md")
     assert set(namespace["outputs"]) == set(namespace["bundle"].outputs)
     assert namespace["x"].shape == (40, 1, 128) and len(namespace["y"]) == 40  # examples/waveforms_test.ts
     assert np.isfinite(namespace["loss"]) and namespace["per_sample_loss"].shape == (40,)
@@ -144,13 +150,7 @@ def _run_python_block(code: str, box: Path) -> None:
 def _run_stream_block(code: str, box: Path) -> None:
     """docs/recordings.md's stream example on the README's windowed bundle: the pushed chunks give the windows of
     predict_windows of the whole recording."""
-    cwd = os.getcwd()
-    os.chdir(box)
-    try:
-        namespace: dict = {}
-        exec(compile(code, "docs/recordings.md", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
+    namespace = _exec_block(code, box, "docs/recordings.md")
     streamed, whole = namespace["streamed"], namespace["whole"]
     assert np.concatenate([o["start"] for o in streamed]).tolist() == whole["start"].tolist()
     assert len(whole["start"]) == (1000 - 100) // 25 + 1
@@ -161,13 +161,7 @@ def _run_stream_block(code: str, box: Path) -> None:
 def _run_forecast_block(code: str, box: Path) -> None:
     """docs/forecasting.md's Python example on the page's bundle: the forecast after the recording's last window
     is the last window's forecast of the stream."""
-    cwd = os.getcwd()
-    os.chdir(box)
-    try:
-        namespace: dict = {}
-        exec(compile(code, "docs/forecasting.md", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
+    namespace = _exec_block(code, box, "docs/forecasting.md")
     ahead, out = namespace["ahead"], namespace["out"]
     assert ahead.shape == (1, 12, 3) and out["forecast"].shape == (50, 1, 12, 3) and out["end"][-1] == 600
     np.testing.assert_allclose(out["forecast"][-1], ahead, atol=1e-6, rtol=1e-6)

@@ -25,8 +25,8 @@ from pipeline.settings.config import MODELS, auto_batch_size
 from pipeline.data.load import Datasets
 from pipeline.data.prepare import LabelEncoding
 from pipeline.errors import PipelineError
-from pipeline.losses import (TargetBalancedLoss, WindowScaledLoss, build_loss, check_custom_loss, resolve_loss_name, resolve_loss_params,
-                             target_loss_scales, user_loss)
+from pipeline.losses import (TargetBalancedLoss, WindowScaledLoss, build_loss, check_custom_loss, resolve_loss_name,
+                             resolve_loss_params, target_loss_scales, user_loss)
 from pipeline.models.build import SequenceModel, build_model
 from pipeline.training.optim import make_optimizer, make_scheduler, pick_device
 from pipeline.models.ridge import fit_head, fit_transform, kernel_head

@@ -707,3 +707,27 @@ def test_the_browser_live_view_draws_the_newest_forecast_as_a_fan_ahead_of_the_s
     atol = 1e-5 * float(np.abs(written).max())
     for key, q in (("lower", 0), ("median", 1), ("upper", 2)):
         np.testing.assert_allclose(fan[key], newest[:, q], atol=atol, rtol=1e-5, err_msg=key)
+
+
+def test_the_node_stream_script_prints_a_forecasters_windows_in_predicts_columns(node_host, forecast_bundle, tmp_path):
+    """stream.js on a forecaster: predict's column names (a column per target, step and quantile) and every
+    window's whole forecast, as eager PyTorch gives it."""
+    from tests.conftest import FORECAST
+
+    fb = forecast_bundle
+    recording = np.load(fb.data)["X"][0][:, :60]
+    live = tmp_path / "live.csv"
+    np.savetxt(live, recording.T, delimiter=",", header="a,b", comments="", fmt="%.6f")
+    result = subprocess.run(["node", str(node_host / "stream.js"), fb.bundle, live, "--chunk", "9"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    h, quantiles = FORECAST["horizon"], ("0.1", "0.5", "0.9")
+    assert header.split(",") == ["recording", "start", "end"] + [
+        f"{target}_h{step}_q{q}" for target in ("0", "1") for step in range(1, h + 1) for q in quantiles]
+    written = np.loadtxt(live, delimiter=",", skiprows=1).T.astype(np.float32)
+    eager = eager_windows(fb.run_dir, written, FORECAST["window"], FORECAST["stride"])
+    assert [int(r.split(",")[1]) for r in rows] == eager["start"]
+    got = np.array([[float(v) for v in r.split(",")[3:]] for r in rows])
+    np.testing.assert_allclose(got, eager["forecast"].reshape(len(rows), -1), rtol=1e-5,
+                               atol=1e-5 * float(np.abs(written).max()))

@@ -39,7 +39,8 @@ async function main(argv) {
     rows.forEach((r, t) => { for (let c = 0; c < C; c += 1) chunk[c * n + t] = r[c]; });
     rows = [];
     const got = await stream.push(chunk, n);
-    const s = got.outputs[scores]; const k = s.dims[1] || 1;
+    const s = got.outputs[scores];
+    const k = Array.from(s.dims).slice(1).reduce((a, b) => a * b, 1);  // a window's values (a forecast's T x H x Q)
     got.start.forEach((start, i) => {
       const label = hasLabel ? `,${names ? names[Number(got.outputs.label.data[i])] : got.outputs.label.data[i]}` : '';
       const values = Array.from(s.data.slice(i * k, (i + 1) * k), (v) => Number(v).toPrecision(9));  // float32 exactly
@@ -59,9 +60,11 @@ async function main(argv) {
       idColumn = w.recording_column ? header.indexOf(w.recording_column) : -1;
       const labelColumns = hasLabel ? ['label'] : [];
       const k = bundle.manifest.model.n_outputs;
-      // the columns pipeline predict writes: probability_<class> for classes, the output's name otherwise
-      const scoreColumns = names ? (k > 1 ? names.map((c) => `probability_${c}`) : [`probability_${names[1]}`])
-        : (k > 1 ? Array.from({ length: k }, (_, j) => `${scores}_${j}`) : [scores]);
+      // the columns pipeline predict writes: probability_<class> for classes, h1.. per target and quantile for a
+      // forecast, the output's name otherwise
+      const scoreColumns = w.horizon ? forecastColumns(w)
+        : names ? (k > 1 ? names.map((c) => `probability_${c}`) : [`probability_${names[1]}`])
+          : (k > 1 ? Array.from({ length: k }, (_, j) => `${scores}_${j}`) : [scores]);
       out.write(['recording', 'start', 'end', ...labelColumns, ...scoreColumns].join(',') + '\n');
       if (isHeader) continue;
     }
@@ -77,6 +80,20 @@ async function main(argv) {
   }
   if (stream) await flush();
   return 0;
+}
+
+// A forecast's columns as pipeline predict names them (runtime/tasks.py): 'h1'..'hH' for one target, '<target>_h1'..
+// for several, each with '_q<quantile>' for a quantile forecast; target-major, then step, then quantile.
+function forecastColumns(w) {
+  const columns = [];
+  for (const target of w.target_names) {
+    for (let h = 1; h <= w.horizon; h += 1) {
+      const stem = w.target_names.length === 1 ? `h${h}` : `${target}_h${h}`;
+      if (w.quantiles) columns.push(...w.quantiles.map((q) => `${stem}_q${q}`));
+      else columns.push(stem);
+    }
+  }
+  return columns;
 }
 
 if (require.main === module) {

@@ -57,8 +57,25 @@ class Handler(SimpleHTTPRequestHandler):
         self.end_headers()
         self.reported.set()
 
+    def do_GET(self):
+        if self.path.split("?", 1)[0] == "/favicon.ico":  # the browser asks for one; there is none to send
+            self.send_response(204)
+            self.end_headers()
+            return
+        super().do_GET()
+
     def log_message(self, *args):  # quiet: the check prints its own lines
         pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    """The kit's server: a browser that closes a connection mid-answer (the page quitting as its last requests
+    are answered) is not an error to print; anything else is printed as socketserver does."""
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], ConnectionError):  # BrokenPipeError, ConnectionResetError, ...
+            return
+        super().handle_error(request, client_address)
 
 
 def not_regular(folder: Path) -> str | None:
@@ -103,7 +120,7 @@ def serve(bundle: Path | list[Path], cases: Path | None, public_key: Path | None
     if public_key is not None:
         Handler.routes["/public_key/"] = public_key.resolve().parent
         Handler.public_key = f"/public_key/{public_key.name}"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(KIT)))
+    server = QuietServer(("127.0.0.1", 0), partial(Handler, directory=str(KIT)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

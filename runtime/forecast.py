@@ -36,17 +36,16 @@ def check_quantiles(quantiles) -> str | None:
     return None
 
 
-def median_of(raw: np.ndarray, target_width: int) -> np.ndarray:
-    """The point (median) forecast (N, T * H) of a raw output (N, T * H * Q)."""
-    raw = np.asarray(raw)
-    q = raw.shape[1] // target_width
-    return raw.reshape(len(raw), target_width, q)[:, :, median_index(q)]
-
-
 def quantiles_of(raw: np.ndarray, target_width: int) -> np.ndarray:
     """(N, T * H, Q) from a raw output (N, T * H * Q)."""
     raw = np.asarray(raw)
     return raw.reshape(len(raw), target_width, raw.shape[1] // target_width)
+
+
+def median_of(raw: np.ndarray, target_width: int) -> np.ndarray:
+    """The point (median) forecast (N, T * H) of a raw output (N, T * H * Q)."""
+    q = quantiles_of(raw, target_width)
+    return q[:, :, median_index(q.shape[2])]
 
 
 def _smape(prediction: np.ndarray, target: np.ndarray) -> float:

@@ -84,6 +84,88 @@ def write_demand(path: Path, sites: int, seed: int) -> None:
             f.write(f"{site},{int(t)},{load:.3f},{temp:.3f}\n")
 
 
+GAITS = ("rest", "walk", "run", "stairs")
+
+
+def gait_recordings(recordings: int, samples: int = 1500, seed: int = 21) -> dict[str, np.ndarray]:
+    """Synthetic three-axis accelerometer recordings at 50 Hz whose activity changes every 150 to 400 samples:
+    rest (gravity and sensor noise), walk (a 1.8 Hz stride), run (2.8 Hz, larger, with a harmonic) and stairs
+    (1.3 Hz, with a vertical step); the amplitude, phase and orientation vary by recording, every sample labelled."""
+    rng = np.random.default_rng(seed)
+    rows = {"subject": [], "time": [], "ax": [], "ay": [], "az": [], "activity": []}
+    for r in range(recordings):
+        labels = np.empty(samples, dtype=np.int64)
+        at, last = 0, -1
+        while at < samples:
+            gait = int(rng.choice([g for g in range(len(GAITS)) if g != last]))
+            length = int(rng.integers(150, 401))
+            labels[at:at + length] = gait
+            at, last = at + length, gait
+        t = np.arange(samples) / 50.0
+        gain, tilt = rng.uniform(0.8, 1.25), rng.uniform(-0.3, 0.3)
+        signal = np.zeros((3, samples))
+        signal[2] += 1.0  # gravity
+        for gait, (hz, amp, harmonic, step) in enumerate(((0.0, 0.0, 0.0, 0.0), (1.8, 0.6, 0.0, 0.0),
+                                                           (2.8, 1.4, 0.5, 0.0), (1.3, 0.5, 0.0, 0.6))):
+            on = labels == gait
+            phase = rng.uniform(0, 2 * np.pi)
+            wave = amp * np.sin(2 * np.pi * hz * t + phase) + harmonic * np.sin(4 * np.pi * hz * t + phase)
+            signal[0, on] += gain * wave[on]
+            signal[1, on] += gain * 0.5 * np.cos(2 * np.pi * hz * t[on] + phase) * amp
+            signal[2, on] += gain * (step * np.sign(np.sin(2 * np.pi * hz * t[on] + phase)) + 0.3 * wave[on])
+        signal[0] += tilt * signal[2]
+        signal += rng.normal(0.0, 0.08, size=signal.shape)
+        rows["subject"] += [f"p{seed}-{r}"] * samples
+        rows["time"].append(t)
+        for axis, values in zip(("ax", "ay", "az"), signal):
+            rows[axis].append(values)
+        rows["activity"].append(np.array(GAITS)[labels])
+    return {"subject": np.array(rows["subject"]), **{k: np.concatenate(v) for k, v in rows.items() if k != "subject"}}
+
+
+def write_gait(path: Path, recordings: int, seed: int) -> None:
+    d = gait_recordings(recordings, seed=seed)
+    with open(path, "w") as f:
+        f.write("subject,time,ax,ay,az,activity\n")
+        for row in zip(d["subject"], d["time"], d["ax"], d["ay"], d["az"], d["activity"]):
+            f.write(f"{row[0]},{row[1]:.2f},{row[2]:.3f},{row[3]:.3f},{row[4]:.3f},{row[5]}\n")
+
+
+def machine_recordings(recordings: int, samples: int = 3000, seed: int = 31) -> dict[str, np.ndarray]:
+    """A machine's vibration (a 25-sample cycle with noise, its level drifting by recording) with 2 % of the
+    samples anomalous, in bursts of 10 to 30 samples: a knock (a fast, decaying 4-sample ring) or a stall (the
+    cycle flat); `anomaly` is 1 on those samples."""
+    rng = np.random.default_rng(seed)
+    rows = {"machine": [], "vibration": [], "anomaly": []}
+    for r in range(recordings):
+        t = np.arange(samples)
+        x = np.sin(2 * np.pi * t / 25 + rng.uniform(0, 2 * np.pi)) + rng.normal(0, 0.15, samples)
+        label = np.zeros(samples, dtype=np.int64)
+        while label.sum() < 0.02 * samples:
+            length = int(rng.integers(10, 31))
+            start = int(rng.integers(50, samples - length - 50))
+            if label[start - 40:start + length + 40].any():
+                continue
+            label[start:start + length] = 1
+            if rng.random() < 0.5:
+                ring = np.arange(length)
+                x[start:start + length] += 2.0 * np.sin(2 * np.pi * ring / 4) * np.exp(-ring / (2.0 * length))
+            else:
+                x[start:start + length] = 0.1 * x[start:start + length] + rng.normal(0, 0.05, length)
+        rows["machine"] += [f"m{seed}-{r}"] * samples
+        rows["vibration"].append(x * rng.uniform(0.7, 1.4) + rng.uniform(-1, 1))
+        rows["anomaly"].append(label)
+    return {"machine": np.array(rows["machine"]), **{k: np.concatenate(v) for k, v in rows.items() if k != "machine"}}
+
+
+def write_machine(path: Path, recordings: int, seed: int) -> None:
+    d = machine_recordings(recordings, seed=seed)
+    with open(path, "w") as f:
+        f.write("machine,vibration,anomaly\n")
+        for machine, x, y in zip(d["machine"], d["vibration"], d["anomaly"]):
+            f.write(f"{machine},{x:.3f},{y}\n")
+
+
 def write_all(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     # the embedded data's kind drawn with other seeds, so none of these series is among the training series
@@ -98,8 +180,13 @@ def write_all(folder: Path) -> list[Path]:
     np.savez(folder / "heartbeats.npz", X=X, y=labels)
     write_demand(folder / "demand.csv", sites=6, seed=5)
     write_demand(folder / "demand_test.csv", sites=3, seed=6)  # other sites: the test recordings are unseen
+    write_gait(folder / "gait.csv", recordings=8, seed=21)
+    write_gait(folder / "gait_test.csv", recordings=3, seed=22)  # other subjects: unseen
+    write_machine(folder / "machine.csv", recordings=6, seed=31)
+    write_machine(folder / "machine_test.csv", recordings=3, seed=32)
     return [folder / name for name in ("waveforms_test.ts", "waveforms_new.npy", "prices.csv", "heartbeats.npz",
-                                       "demand.csv", "demand_test.csv")]
+                                       "demand.csv", "demand_test.csv", "gait.csv", "gait_test.csv", "machine.csv",
+                                       "machine_test.csv")]
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ def rebuild(run_dir: Path) -> Trained:
     model = build_model(record.model)
     model.load_state_dict(state["model"])
     model.eval()
-    return Trained(record, state["model"], model, build_loss(record.loss.name, record.loss.params).eval())
+    loss = build_loss(record.loss.name, record.loss.params, record.model.per_step)
+    return Trained(record, state["model"], model, loss.eval())
 
 
 def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, force: bool = False,
@@ -190,7 +191,7 @@ def _export_programs(graph, loss, example_x: tuple, example_loss: tuple, x_axes:
     dims = {}
     for name, candidates, example, axes, what in (
             ("model", [graph], example_x, {MODEL_INPUT: x_axes}, "model"),
-            ("loss", loss_candidates(loss), example_loss, {n: {0: "batch"} for n in LOSS_INPUTS}, loss_what)):
+            ("loss", loss_candidates(loss), example_loss, loss_axes(example_loss), loss_what)):
         paths = {fmt: path(name, fmt) for fmt in ("pt2", "aoti") if fmt in want}
         written, dims[name] = export_program_files(candidates, example, axes, paths, device, what, log)
         files[name].update(written)
@@ -233,9 +234,18 @@ def _first_that_exports(candidates: list, attempt):
     raise first_error
 
 
+def loss_axes(example: tuple) -> dict[str, dict[int, str]]:
+    """The loss graph's dynamic axes: the batch, and for per-step scores (N, K, W) also the steps (the target's
+    last axis: (N, W) or (N, K, W))."""
+    prediction, target = example
+    if prediction.dim() != 3:
+        return {name: {0: "batch"} for name in LOSS_INPUTS}
+    return {LOSS_INPUTS[0]: {0: "batch", 2: "length"}, LOSS_INPUTS[1]: {0: "batch", target.dim() - 1: "length"}}
+
+
 def export_loss_onnx(loss, example: tuple, path: Path, opset: int, meta: dict, what: str) -> Path:
     """The loss graph with a dynamic batch: the first candidate (see loss_candidates) that exports."""
-    axes = {"prediction": {0: "batch"}, "target": {0: "batch"}}
+    axes = loss_axes(example)
     return _first_that_exports(loss_candidates(loss), lambda c: export_onnx(
         c, example, path, LOSS_INPUTS, LOSS_OUTPUTS, axes, opset, meta, what))
 

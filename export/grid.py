@@ -49,12 +49,32 @@ def model_cases(model, cfg: ModelConfig) -> list[Case]:
 
 
 def loss_cases(task: str, cfg: ModelConfig) -> list[Case]:
-    """Moderate scores at every batch size, then the scores trained models really emit (see edge_cases)."""
+    """Moderate scores at every batch size, then the scores trained models really emit (see edge_cases); per-step
+    models (cfg.per_step): the same values as windows of LOSS_STEPS steps, and one window of a single step."""
     g = torch.Generator().manual_seed(2)
     k = cfg.target_outputs  # a quantile forecast: Q scores per target value
+    if cfg.per_step:
+        rows = [(f"batch={n} steps={LOSS_STEPS}", n, LOSS_STEPS) for n in BATCH_SIZES] + [("batch=1 steps=1", 1, 1)]
+        cases = [Case(label, _as_steps(torch.randn(n * w, k, generator=g) * 2, _targets(task, n * w, k, g), n))
+                 for label, n, w in rows]
+        return cases + [Case(c.label + f" steps={LOSS_STEPS}", _as_steps(*c.inputs, EDGE_BATCH))
+                        for c in edge_cases(task, k, g, n=EDGE_BATCH * LOSS_STEPS)]
     return [Case(f"batch={n}", (torch.randn(n, cfg.n_outputs, generator=g) * 2,
                                 _targets(task, n, k, g))) for n in BATCH_SIZES] + \
         edge_cases(task, k, g, quantiles=cfg.quantiles)
+
+
+LOSS_STEPS = 5  # per-step loss cases: steps per window
+
+
+def _as_steps(scores: torch.Tensor, targets: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of one step each, (n * W, K) and (n * W,) or (n * W, K), as n windows of W steps in the per-step
+    layout: (n, K, W) and (n, W) or (n, K, W) (runtime.segments)."""
+    k = scores.shape[1]
+    per_step = scores.reshape(n, -1, k).transpose(1, 2).contiguous()
+    if targets.dim() == 1:
+        return per_step, targets.reshape(n, -1).contiguous()
+    return per_step, targets.reshape(n, -1, k).transpose(1, 2).contiguous()
 
 
 def _magnitudes(shape: tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:

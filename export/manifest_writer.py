@@ -62,9 +62,10 @@ def onnx_metadata(record: ModelRecord, config: ExportConfig) -> dict[str, str]:
     }
 
 
-def _target_spec(task: str, k: int) -> TensorSpec:
+def _target_spec(task: str, k: int, steps: bool = False) -> TensorSpec:
     spec = TASKS[task]
-    return TensorSpec(LOSS_INPUTS[1], spec.target_dtype, spec.target_shape(k), spec.target_meaning)
+    meaning = spec.target_meaning + (" at every time step" if steps else "")
+    return TensorSpec(LOSS_INPUTS[1], spec.target_dtype, spec.target_shape(k, steps), meaning)
 
 
 def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: ExportConfig, graphs: Graphs,
@@ -80,7 +81,8 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
                                     weights["normalize.std"].reshape(-1).tolist()),
         model=cfg.to_dict(),
         loss=LossEntry(record.loss.name, record.loss.to_dict()["params"], [
-            TensorSpec(LOSS_INPUTS[0], "float32", ["batch", cfg.n_outputs]), _target_spec(task, cfg.target_outputs)],
+            TensorSpec(LOSS_INPUTS[0], "float32", ["batch", cfg.n_outputs] + (["length"] if cfg.per_step else [])),
+            _target_spec(task, cfg.target_outputs, cfg.per_step)],
             list(LOSS_OUTPUTS)),
         opset=config.opset, torchscript=graphs.methods,
         versions={"pipeline": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
@@ -104,12 +106,20 @@ def readme_text(record: ModelRecord, want: tuple[str, ...], saliency: bool = Fal
             ("loss", "aoti"): "the loss compiled by AOTInductor (manifest.json torch_export.aoti: its target)"}
     lines = "".join(f"  {GRAPH_FILES[key]:<18} {text}\n" for key, text in what.items() if key[1] in want)
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
-    target = _target_spec(task, cfg.target_outputs)
+    target = _target_spec(task, cfg.target_outputs, cfg.per_step)
     text = README.format(task=task, files=lines, channels=plural(cfg.in_channels, "channel"), length=length,
                          outputs=", ".join(TASKS[task].outputs + ((SALIENCY_OUTPUT,) if saliency else ())),
                          target=f"{target.dtype}, {target.meaning}",
                          loss=json.dumps(record.loss.to_dict()))
-    if record.window:
+    if record.window and record.window["label"] == "each":
+        w = record.window
+        text += textwrap.fill(f"Windows: trained on windows of {w['length']} samples every {w['stride']} samples of long "
+                              "recordings with a label at every time step; each output is (batch, outputs, length). "
+                              "Where windows overlap, a sample's probabilities are the mean of every window covering "
+                              "it; a stream (runtime: bundle.stream(), Node/browser: bundle.stream(), C++: "
+                              "pipeline::StepStream) answers each sample once every window covering it has arrived "
+                              "(docs/segmentation.md).", width=100) + "\n"
+    elif record.window:
         w = record.window
         text += textwrap.fill(f"Windows: trained on windows of {w['length']} samples every {w['stride']} samples of long recordings, "
                  f"a window taking the label of its {w['label']} time step where labels are per step (manifest.json "

@@ -202,6 +202,24 @@ LOSSES: dict[str, type[BuiltinLoss]] = {cls.name: cls for cls in (
     CrossEntropyLoss, NLLLoss, MultiMarginLoss, MultilabelSoftMarginLoss, PoissonNLLLoss)}
 
 
+class PerStepLoss(nn.Module):
+    """--window-label each: a built-in loss at every time step. Scores (N, K, W) and targets (N, W) class indices or
+    (N, K, W) 0/1 are read as N * W rows of one step each (runtime.segments.step_rows), so the batch loss is the
+    loss's own reduction over every step (cross-entropy's class weights divide by the summed weights of every
+    step's target, as torch's does on (N, C, W)); per_sample_loss is each window's mean over its steps."""
+
+    def __init__(self, loss: BuiltinLoss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        n, k, w = prediction.shape[0], prediction.shape[1], prediction.shape[2]
+        rows = prediction.transpose(1, 2).reshape(n * w, k)  # (N * W, K); no -1, so torch.export keeps W free
+        targets = target.reshape(n * w) if target.dim() == 2 else target.transpose(1, 2).reshape(n * w, k)
+        loss, per_step = self.loss(rows, targets)
+        return loss, per_step.reshape(n, w).mean(dim=1)
+
+
 class CustomLoss(nn.Module):
     """A user loss returning a scalar; per-sample losses come from applying it to each sample."""
 
@@ -339,10 +357,14 @@ def resolve_loss_name(task: str, loss: str | None) -> str:
     )
 
 
-def build_loss(loss_name: str, params: dict) -> nn.Module:
-    """The loss module for a resolved name and parameters; an unknown name fails here, at lookup."""
+def build_loss(loss_name: str, params: dict, per_step: bool = False) -> nn.Module:
+    """The loss module for a resolved name and parameters; an unknown name fails here, at lookup. `per_step`
+    (--window-label each): a built-in loss at every time step (PerStepLoss); a custom loss receives the per-step
+    scores (N, K, W) and targets ((N, W) class indices or (N, K, W)) as they are."""
     if is_custom_loss(loss_name):
         return CustomLoss(load_custom_loss(loss_name, params.get("kwargs", {})), loss_name)
+    if per_step:
+        return PerStepLoss(build_loss(loss_name, params))
     if loss_name not in LOSSES:
         raise PipelineError(f"loss '{loss_name}' is not a built-in loss; choose one of {', '.join(LOSSES)}, or a "
                             "custom loss as package.module:ClassName")

@@ -14,6 +14,8 @@ import numpy as np
 
 import runtime
 import runtime.bundle
+import runtime.windows
+from runtime import segments
 from pipeline.data.readers import SeriesData, peek_csv_header, read_series
 from pipeline.data.recordings import cut_forecast_windows, cut_windows, read_recordings
 from pipeline.errors import TRAIN_EXTRA_HINT, DataError, PipelineError
@@ -121,6 +123,12 @@ def predict_file(bundle_dir: Path, cfg: PredictConfig, out: Path | None, force: 
         target_column = training_label_columns(bundle, data, log)
     elif target_column.strip().lower() == "none":  # every column is a series value
         target_column = None
+    if bundle.steps:
+        return _write_samples(bundle, cfg, out, suffix, target_column, log)
+    if cfg.segments:
+        raise PipelineError(f"--segments: {bundle_dir} answers one label per "
+                            f"{'window' if bundle.window is not None else 'series'}; segments need a bundle trained "
+                            "with --window-label each")
     if bundle.window is not None:
         return _write_windows(bundle, cfg, out, suffix, target_column, log, saliency)
     series = read_series(data, target_column, pad=cfg.pad, labels=False)
@@ -181,6 +189,71 @@ def _write_windows(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None,
     return n
 
 
+def _write_samples(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None, suffix: str,
+                   target_column: str | None, log) -> int:
+    """`pipeline predict` of a per-step bundle (--window-label each): one row per sample some window covers
+    (recording, sample, its time, the label and the stitched probabilities; runtime.segments), or with
+    --segments one row per segment (recording, start, end, label, mean probability)."""
+    recs = _recordings(bundle, cfg.data, target_column, labels=False)
+    w = bundle.window
+    short = [n for n, size in zip(recs.names, recs.lengths()) if size < w.length]
+    if short:
+        raise DataError([f"{'; '.join(short[:5])}: shorter than one window of {w.length} samples (the bundle's "
+                         "window); no prediction can be made for it"])
+    names = list(bundle.classes) if bundle.classes else [str(j) for j in range(bundle.n_outputs)]
+    tables, arrays = [], []
+    for r in range(recs.count):
+        one = recs.samples[:, recs.offsets[r]:recs.offsets[r + 1]]
+        try:
+            found = bundle.label_samples(one, name=recs.names[r])
+        except runtime.InputError as exc:
+            raise PipelineError(str(exc)) from None
+        times = None if recs.times is None else recs.times[recs.offsets[r]:recs.offsets[r + 1]]
+        if cfg.segments:
+            rows = segments.segment_table(found, bundle.spec.scores, names)
+            where = {"recording": np.full(len(rows["start"]), recs.ids[r], dtype=object), "start": rows["start"],
+                     "end": rows["end"]}
+            if times is not None:
+                where.update(start_time=times[rows["start"]], end_time=times[rows["end"] - 1])
+            tables.append({**where, "label": rows["label"], "probability": rows["probability"]})
+        else:
+            where = {"recording": np.full(len(found["sample"]), recs.ids[r], dtype=object), "sample": found["sample"]}
+            if times is not None:
+                where["time"] = times[found["sample"]]
+            tables.append({**where, **bundle.spec.step_columns(found, bundle.classes, bundle.n_outputs)})
+            arrays.append({**where, "probabilities": found["probabilities"], "label": found["label"]})
+    table = {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
+    for key in ("time", "start_time", "end_time"):
+        if key in table:  # as the file wrote it: 71, not 71.0
+            table[key] = np.array([number_text(v) for v in table[key].tolist()], dtype=object)
+    n = len(table["recording"])
+    what = f"{n} segments" if cfg.segments else f"{n} samples"
+    log(f"windows of {w.length} samples every {w.stride} from {recs.count} recording(s) of {recs.source}, stitched "
+        f"per sample (the mean of every window covering it): {what}")
+    if out is None:
+        write_rows(table, sys.stdout, ".csv")
+        return n
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".csv", ".jsonl"):
+        write_atomic(out, lambda tmp: _write_table(table, tmp, suffix))
+    elif cfg.segments:
+        raise PipelineError(f"--out {out}: --segments writes a table; name a .csv or .jsonl file")
+    else:
+        merged = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+        merged["recording"] = merged["recording"].astype(str)
+        write_atomic(out, lambda tmp: _save_samples(tmp, merged, suffix))
+    log(f"wrote {out} ({what})")
+    return n
+
+
+def _save_samples(path: Path, arrays: dict, suffix: str) -> None:
+    with open(path, "wb") as f:
+        if suffix == ".npy":
+            np.save(f, arrays["probabilities"])
+        else:
+            np.savez(f, **arrays)
+
+
 def _write_table(table: dict, path: Path, suffix: str) -> None:
     with open(path, "w", newline="") as f:
         write_rows(table, f, suffix)
@@ -197,6 +270,8 @@ def evaluate_file(bundle_dir: Path, cfg: EvaluateConfig, log=print) -> dict:
         recs = _recordings(bundle, data, None, labels=False)
         series = cut_forecast_windows(recs, w.length, w.stride, w.horizon, list(w.targets))
         log(f"windows: {series.n} of {w.length} samples every {w.stride}, each forecasting the next {w.horizon}")
+    elif bundle.steps:  # a label per sample: every step of every window, and the stitched samples
+        return _evaluate_samples(bundle, data, target_column, log)
     elif bundle.window is not None:  # windows labelled by the rule training used
         w = bundle.window
         series = cut_windows(_recordings(bundle, data, target_column, labels=True), w.length, w.stride, w.label)
@@ -211,6 +286,26 @@ def evaluate_file(bundle_dir: Path, cfg: EvaluateConfig, log=print) -> dict:
         raise PipelineError(str(exc)) from None
     counted = {"windows": series.n} if bundle.window is not None else {"series": series.n}
     return {"data": str(data), **counted, "task": bundle.task, "precision": bundle.precision, **metrics}
+
+
+def _evaluate_samples(bundle: runtime.Bundle, data: Path, target_column: str | None, log) -> dict:
+    """evaluate of a per-step bundle: Bundle.evaluate_recordings on every recording of `data`."""
+    recs = _recordings(bundle, data, target_column, labels=True)
+    if not recs.per_step:
+        raise PipelineError(f"{recs.source}: {recs.label_field} holds one label per recording; {data} needs a label "
+                            "per time step to score a bundle trained with --window-label each")
+    parts = [recs.samples[:, recs.offsets[r]:recs.offsets[r + 1]] for r in range(recs.count)]
+    labels = [recs.labels[recs.offsets[r]:recs.offsets[r + 1]] for r in range(recs.count)]
+    lines = None if recs.lines is None else [recs.lines[recs.offsets[r]:recs.offsets[r + 1]] for r in range(recs.count)]
+    try:
+        metrics = bundle.evaluate_recordings(parts, labels, [f"{n}: {recs.label_field}" for n in recs.names], lines)
+    except runtime.InputError as exc:
+        raise PipelineError(str(exc)) from None
+    w = bundle.window
+    windows = sum(len(runtime.windows.window_starts(int(n), w.length, w.stride)) for n in recs.lengths())
+    log(f"windows: {windows} of {w.length} samples every {w.stride}, labelled at every time step; samples stitched "
+        "from every window covering them")
+    return {"data": str(data), "windows": windows, "task": bundle.task, "precision": bundle.precision, **metrics}
 
 
 @dataclass

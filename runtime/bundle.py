@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from runtime import forecast
+from runtime import forecast, segments
 from runtime.errors import BundleError, InputError, IntegrityError, check_regular
 from runtime.inputs import SeriesSpec, as_array, batch_rows, batches, plural
 from runtime.errors import input_error
@@ -86,6 +86,8 @@ class Bundle:
         self.target_outputs: int = self.n_outputs // max(len(self.quantiles), 1)
         self.classes: list[str] | None = manifest.classes
         self.series = SeriesSpec(manifest.input)
+        # --window-label each: a label for every time step, windows stitched per sample (runtime.segments)
+        self.steps: bool = w is not None and w.label == "each"
         self.model_session, self.loss_session = model, loss
 
     def __repr__(self) -> str:
@@ -159,13 +161,58 @@ class Bundle:
                  for i in range(0, len(starts), 4096)]  # bounded memory for recordings of any length
         return {**found, **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]}}
 
-    def stream(self, length: int | None = None, stride: int | None = None) -> Stream:
+    def stream(self, length: int | None = None, stride: int | None = None) -> Stream | segments.StepStream:
         """A stream for one live recording: push chunks, get the outputs of the windows they complete
-        (runtime.windows.Stream); windows as the manifest's `window` (or `length`/`stride`)."""
+        (runtime.windows.Stream); windows as the manifest's `window` (or `length`/`stride`). A per-step bundle
+        (--window-label each) answers samples instead, stitched, once final (runtime.segments.StepStream)."""
         length, stride = self._window(length, stride)
         run = lambda x: dict(zip(self.outputs, self.model_session.run(None, {MODEL_INPUT: x})))  # noqa: E731
         self.series.check(np.zeros((1, self.series.channels, length), dtype=np.float32), "window")
-        return Stream(run, self.outputs, self.series.channels, length, stride)
+        windows = Stream(run, self.outputs, self.series.channels, length, stride)
+        if self.steps:
+            return segments.StepStream(windows, self.spec.main_output, self.spec.scores, self.n_outputs)
+        return windows
+
+    def label_samples(self, recording, length: int | None = None, stride: int | None = None,
+                      name: str = "recording") -> dict[str, np.ndarray]:
+        """A per-step bundle's answer for every sample of one recording (C, T) some window covers: the windows'
+        per-step probabilities averaged (runtime.segments.stitched): {"sample", "probabilities" (n, K), "label"}."""
+        if not self.steps:
+            raise InputError(f"label_samples: {self.path} answers one label per window; per-sample labels need a "
+                             "bundle trained with --window-label each")
+        out = self.predict_windows(recording, length, stride, name)
+        x = np.asarray(recording, dtype=np.float32)
+        x = x[None, :] if x.ndim == 1 else x
+        length, stride = self._window(length, stride)
+        end = segments.tail(x.shape[1], length, stride)
+        last = None if end is None else \
+            self.predict(np.ascontiguousarray(x[None, :, end[0]:]), name=name)[self.spec.main_output][0]
+        return segments.stitched(out[self.spec.main_output], out["start"], x.shape[1], self.spec.scores, last, stride)
+
+    def evaluate_recordings(self, recordings: list, labels: list, names: list[str] | None = None,
+                            lines: list | None = None) -> dict:
+        """A per-step bundle on labelled recordings (each (C, T) with raw labels per sample, (T,) or (T, K)): the
+        loss and the task's metrics over every step of every window, and under "segments" the stitched
+        per-sample accuracy, macro-F1 and event scores (runtime.segments.segment_report)."""
+        names = names or [f"recording {r}" for r in range(len(recordings))]
+        raws, targets, true, predicted = [], [], [], []
+        for r, (x, y) in enumerate(zip(recordings, labels)):
+            encoded = self.encode(y, names[r], None if lines is None else lines[r])
+            if len(encoded) != np.shape(x)[-1]:
+                raise InputError(f"{names[r]}: has {len(encoded)} labels for {np.shape(x)[-1]} samples; pass one per "
+                                 "sample")
+            out = self.predict_windows(x, name=names[r])
+            raws.append(out[self.outputs[0]])
+            targets.append(segments.step_targets(encoded, out["start"], self.window.length))
+            found = self.label_samples(x, name=names[r])
+            true.append(encoded[found["sample"]])
+            predicted.append(found["label"])
+        raw, target = np.concatenate(raws), np.concatenate(targets)
+        if not len(raw):
+            raise InputError("recordings: no recording holds a whole window; pass longer recordings")
+        loss, _ = self.loss(raw, target)
+        return {"loss": loss, **self.spec.compute_metrics(raw, target),
+                "segments": segments.segment_report(true, predicted, self.spec.scores)}
 
     def loss(self, prediction, target) -> tuple[float, np.ndarray]:
         """(loss, per_sample_loss) from the loss graph: prediction is the first model output, target encoded."""
@@ -173,14 +220,19 @@ class Bundle:
             raise BundleError(f"{self.path}: has no {LOSS_ONNX} (its --format left out onnx); re-export with "
                               "--format onnx, all, or a list with onnx such as onnx,aoti")
         prediction = np.asarray(prediction)
-        if prediction.dtype.kind != "f" or prediction.ndim != 2 or prediction.shape[1] != self.n_outputs:
+        rank = 3 if self.steps else 2
+        if prediction.dtype.kind != "f" or prediction.ndim != rank or prediction.shape[1] != self.n_outputs:
             raise InputError(f"prediction: has shape {prediction.shape} and dtype {prediction.dtype}; pass the "
-                             f"model's '{self.outputs[0]}' output, float (N, {self.n_outputs})")
-        target, problems = self.spec.check_encoded(target, self.target_outputs)
+                             f"model's '{self.outputs[0]}' output, float (N, {self.n_outputs}"
+                             + (", W)" if self.steps else ")"))
+        target, problems = self.spec.check_encoded(target, self.target_outputs, steps=self.steps)
         if problems:
             raise input_error(problems)
         if len(target) != len(prediction):
             raise InputError(f"target: has {len(target)} rows but prediction has {len(prediction)}")
+        if self.steps and target.shape[-1] != prediction.shape[-1]:
+            raise InputError(f"target: has {target.shape[-1]} steps per window but prediction has "
+                             f"{prediction.shape[-1]}; pass a target for every step")
         if len(prediction) == 0:
             raise InputError("prediction: holds no rows; pass at least one")
         loss, per_sample = self.loss_session.run(
@@ -197,6 +249,9 @@ class Bundle:
     def evaluate(self, x, y, batch_size: int | None = None, x_name: str = "x",
                  y_name: str = "y", lines: np.ndarray | None = None) -> dict[str, float | None]:
         """The loss and the trainer's metrics on series x with raw labels y."""
+        if self.steps:
+            raise InputError(f"evaluate: {self.path} labels every time step; score it on whole labelled recordings "
+                             "with evaluate_recordings(recordings, labels), or `pipeline evaluate`")
         target = self.encode(y, y_name, lines)
         if len(target) != len(x):
             raise InputError(f"{y_name}: has {plural(len(target), 'label')} for {len(x)} series; pass one per series")

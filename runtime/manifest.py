@@ -47,8 +47,9 @@ LOSS_OUTPUTS = ("loss", "per_sample_loss")
 SCHEMA_PATH = Path(__file__).with_name(SCHEMA_FILE)
 # Which time step's label a window of a recording takes (train --window-label): `last` (the causal choice:
 # what a stream knows when the window completes), `majority` (the most frequent; a tie goes to the label seen
-# last), `center` (sample length // 2 of the window). runtime.windows applies them.
-WINDOW_LABELS = ("last", "majority", "center")
+# last), `center` (sample length // 2 of the window). runtime.windows applies them. `each`: no one label, the
+# window's label at every time step, which a per-step model answers (runtime.segments).
+WINDOW_LABELS = ("last", "majority", "center", "each")
 
 OMIT_NONE = {"omit_none": True}  # field metadata: left out of the JSON when None (not written as null)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from runtime import forecast as fc
 from runtime import metrics as m
+from runtime.segments import step_rows
 from runtime.inputs import as_array, not_numbers_text, number_text, parse_numbers, rows_text
 
 MAX_CLASSES_LISTED = 10
@@ -83,8 +84,16 @@ class Task:
     def target_dtype(self) -> str:
         return "int64" if self.scores == "softmax" else "float32"
 
-    def target_shape(self, k: int) -> list:
+    def target_shape(self, k: int, steps: bool = False) -> list:
+        """The loss graph's target shape; `steps` (--window-label each): a target per time step."""
+        if steps:
+            return ["batch", "length"] if self.scores == "softmax" else ["batch", k, "length"]
         return ["batch"] if self.scores == "softmax" else ["batch", k]
+
+    @property
+    def labels_steps(self) -> bool:
+        """Whether the task can label every time step (--window-label each): the class tasks."""
+        return self.scores in ("softmax", "sigmoid")
 
     # --- labels -> targets: ONE implementation for training and the runtime ---------------------------
     def encode(self, y, classes, n_outputs: int, where: str,
@@ -160,9 +169,20 @@ class Task:
             rules.append((y2 != np.round(y2), "is fractional", " (use --task regression for amounts)"))
         return [(cells.any(axis=1), why, hint) for cells, why, hint in rules if cells.any()]
 
-    def check_encoded(self, target, n_outputs: int, name: str = "target") -> tuple[np.ndarray | None, list[str]]:
-        """Targets already encoded (what `encode` returns), checked: dtype, shape and the values allowed."""
+    def check_encoded(self, target, n_outputs: int, name: str = "target",
+                      steps: bool = False) -> tuple[np.ndarray | None, list[str]]:
+        """Targets already encoded (what `encode` returns), checked: dtype, shape and the values allowed; `steps`:
+        a target per time step, (N, W) class indices or (N, K, W) 0/1 (runtime.segments)."""
         target = as_array(target, name)
+        if steps:
+            want = 2 if self.scores == "softmax" else 3
+            if target.ndim != want or (want == 3 and target.shape[1] != n_outputs):
+                layout = "(N, W) class indices" if want == 2 else f"(N, {n_outputs}, W)"
+                return None, [f"{name}: has shape {target.shape}; per-step {self.name} targets are {layout}"]
+            rows, problems = self.check_encoded(step_rows(target), n_outputs, name)
+            if problems:
+                return None, [p.replace(f"{name} row", f"{name} step row") for p in problems]
+            return (rows.reshape(target.shape) if want == 2 else target.astype(np.float32)), []
         if self.scores == "softmax":
             if target.ndim != 1:
                 return None, [f"{name}: has shape {target.shape}; {self.name} targets are class indices (N,)"]
@@ -209,9 +229,28 @@ class Task:
             columns.update({key if named.shape[1] == 1 else f"{key}_{j}": named[:, j] for j in range(named.shape[1])})
         return columns
 
+    def step_columns(self, found: dict[str, np.ndarray], classes: list[str] | None,
+                     n_outputs: int) -> dict[str, np.ndarray]:
+        """One column per value `predict` writes for one sample of a per-step model (runtime.segments.stitched's
+        probabilities and label): the label by class name (label_<name> 0/1 per label for multilabel), then the
+        stitched probabilities."""
+        names = list(classes) if classes else [str(j) for j in range(n_outputs)]
+        p, label = found["probabilities"], found["label"]
+        if self.scores == "softmax":
+            return {"label": np.asarray(names, dtype=object)[label],
+                    **{f"probability_{c}": p[:, j] for j, c in enumerate(names)}}
+        if self.has_classes:  # binary: one probability, of the second class
+            return {"label": np.asarray(names, dtype=object)[label[:, 0]], f"probability_{names[1]}": p[:, 0]}
+        return {**{f"label_{c}": label[:, j] for j, c in enumerate(names)},
+                **{f"probability_{c}": p[:, j] for j, c in enumerate(names)}}
+
     def compute_metrics(self, raw_output: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
-        """The task's metrics from the model's raw scores (N, K) and the encoded targets."""
-        return self.metric_fn(np.asarray(raw_output, dtype=np.float64), np.asarray(target))
+        """The task's metrics from the model's raw scores (N, K) and the encoded targets; per-step scores
+        (N, K, W) are scored step by step (every step a row)."""
+        raw_output = np.asarray(raw_output, dtype=np.float64)
+        if raw_output.ndim == 3:
+            raw_output, target = step_rows(raw_output), step_rows(target)
+        return self.metric_fn(raw_output, np.asarray(target))
 
 
 def _forecast_columns(forecast: np.ndarray, targets: list[str] | None, quantiles) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from runtime.forecast import report_text
+from runtime.segments import report_line
 
 from pipeline.commands.common import user_errors
 from pipeline.commands.options import NamedPath, config_options
@@ -71,13 +72,15 @@ def evaluate(bundle, as_json, **opts):
     counted = "windows" if "windows" in result else "series"
     click.echo(f"{result['data']}: {result[counted]} {counted}, task {result['task']}, {result['precision']} model graph")
     for key, value in result.items():
-        if key not in ("data", counted, "task", "precision", "forecast"):
+        if key not in ("data", counted, "task", "precision", "forecast", "segments"):
             click.echo(f"  {key:<16} {'n/a' if value is None else f'{value:.6g}'}")
     if "forecast" in result:
         click.echo("forecasts beside the naive ones on the same windows (MASE below 1 beats the in-sample "
                    "seasonal-naive error):")
         for line in report_text(result["forecast"]):
             click.echo("  " + line)
+    if "segments" in result:
+        click.echo(f"recordings stitched per sample: {report_line(result['segments'])}")
 
 
 @click.command()

@@ -14,7 +14,7 @@ from pipeline.commands.options import NamedPath, config_options, resumable_flags
 from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.training.run_config import RunSettings, new_run_settings
-from runtime import forecast
+from runtime import forecast, segments
 from pipeline.settings.fields import flagged, values
 
 
@@ -154,6 +154,8 @@ def _summarise(result) -> None:
                    "each window's in-sample seasonal-naive error; below 1 beats it):")
         for line in forecast.report_text(rows):
             click.echo("  " + line)
+    for split, report in m.get("segments", {}).items():
+        click.echo(f"{split:>5} recordings stitched per sample: {segments.report_line(report)}")
     if "members" in m:
         for member in m["members"]:
             shown = ", ".join(f"{split} {k}={v:.4g}" for split in ("val", "test") if split in member

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.settings.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, MODELS, DataConfig
+from pipeline.settings.config import AUTO_VAL_FRACTION, AUTO_VAL_MIN_SERIES, MODELS, PER_STEP_MODELS, DataConfig
 from pipeline.data.prepare import (LabelEncoding, check_classes, check_series, encode_labels, fit_encoding,
                                    infer_task, stratified_split)
 from pipeline.data.readers import SeriesData, read_series
@@ -14,6 +14,7 @@ from pipeline.data.recordings import cut_forecast_windows, cut_windows, read_rec
 from pipeline.data.synthetic import waveforms
 from pipeline.errors import DataError
 from runtime.inputs import plural
+from runtime.segments import step_targets
 from runtime.tasks import TASKS
 
 
@@ -92,6 +93,8 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     if train.windows is not None:
         recs = train.windows.recordings
         labelled = f"labelled by the {cfg.window_label} time step" if recs.per_step else "each labelled by its recording"
+        if cfg.window_label == "each" and recs.per_step:
+            labelled = "each labelled at every time step"
         if cfg.task == "forecast":
             _, names = target_channels(recs, cfg.forecast_columns)
             labelled = f"each forecasting the next {plural(cfg.horizon, 'sample')} of {', '.join(names)}"
@@ -117,6 +120,10 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     if cfg.window is not None and cfg.window_label == "majority" and not TASKS[encoding.task].has_classes:
         problems.append(f"--window-label majority picks the most frequent label, which a --task {encoding.task} "
                         "target does not have; use last (causal) or center")
+    if cfg.window is not None and cfg.window_label == "each":
+        problems.extend(_step_problems(encoding.task, model_name, files))
+        if not problems:  # each window's targets: its samples' encoded labels (runtime.segments layout)
+            targets = {role: step_targets(targets[role], files[role].windows.first, cfg.window) for role in files}
     shortest = MODELS[model_name].min_length
     if train.X.shape[2] < shortest:
         problems.append(f"{train.source}: series of length {train.X.shape[2]} are too short for --model "
@@ -155,6 +162,23 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
             window.update(horizon=cfg.horizon, targets=targets, target_names=target_names, season=cfg.season)
         window = {k: v for k, v in window.items() if v is not None}
     return Datasets(encoding, train_split, val, test, notes, csv_labels, window)
+
+
+def _step_problems(task: str, model_name: str, files: dict[str, SeriesData]) -> list[str]:
+    """--window-label each: a class task, a model that scores every step, labels per time step."""
+    problems = []
+    if not TASKS[task].labels_steps:
+        problems.append(f"--window-label each labels every time step with a class; --task {task} has no classes "
+                        "(use --task binary, multiclass or multilabel, or another --window-label)")
+    if not MODELS[model_name].per_step:
+        why = "reduces a window to features" if MODELS[model_name].kernel else "mixes every step of a window"
+        problems.append(f"--window-label each: --model {model_name} {why} and cannot label each time step; choose "
+                        f"one of {', '.join(PER_STEP_MODELS)}")
+    for data in files.values():
+        if not data.windows.recordings.per_step:
+            problems.append(f"{data.labels_text}: one label per recording; --window-label each needs a label per "
+                            "time step (a label column in a per-sample .csv, or y shaped (recordings, samples))")
+    return problems
 
 
 def _hold_out_windows(cfg: DataConfig, train: SeriesData, targets: np.ndarray, task: str, seed: int,

@@ -331,7 +331,8 @@ def _read_npz(path: Path, labels: bool) -> Recordings:
 
 def cut_windows(recs: Recordings, length: int, stride: int, rule: str, min_length: int | None = None) -> SeriesData:
     """Windows of `length` every `stride` samples of every recording, labelled by `rule` (or per recording),
-    as SeriesData whose X cuts windows on demand; `windows` says where each came from."""
+    as SeriesData whose X cuts windows on demand; `windows` says where each came from. Rule `each` keeps the
+    labels per sample (y (total,) or (total, K), lines per sample): pipeline.data.load cuts them after encoding."""
     short = [(n, int(size)) for n, size in zip(recs.names, recs.lengths()) if size < length]
     if short:
         shown = "; ".join(f"{n} has {plural(size, 'sample')}" for n, size in short[:5])
@@ -344,7 +345,9 @@ def cut_windows(recs: Recordings, length: int, stride: int, rule: str, min_lengt
     X = WindowedSeries(recs, recording, starts, length)
     y = lines = None
     if recs.labels is not None:
-        if recs.per_step:
+        if recs.per_step and rule == "each":  # every sample's label, encoded as such, then cut (runtime.segments)
+            y, lines = recs.labels, recs.lines
+        elif recs.per_step:
             y = window_labels(recs.labels, X.first, length, rule)
             # messages about a window's label name the line of its labelling sample (majority: its last)
             at = X.first + (length // 2 if rule == "center" else length - 1)

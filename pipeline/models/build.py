@@ -65,7 +65,9 @@ class OutputScale(_OutputBuffers):
         self.register_buffer("scale", torch.ones(n_outputs))
         self.register_buffer("shift", torch.zeros(n_outputs))
 
-    def forward(self, z: Tensor) -> Tensor:  # (batch, n_outputs)
+    def forward(self, z: Tensor) -> Tensor:  # (batch, n_outputs) or per step (batch, n_outputs, length)
+        if z.dim() == 3:
+            return z * self.scale.unsqueeze(-1) + self.shift.unsqueeze(-1)
         return z * self.scale + self.shift
 
     @torch.no_grad()
@@ -137,7 +139,10 @@ class EnsembleNet(_OutputBuffers):
         outs: list[Tensor] = []
         for member in self.members:
             outs.append(member(x))
-        return self._combined(torch.stack(outs) * self.scale + self.shift)  # (members, batch, n_outputs)
+        z = torch.stack(outs)  # (members, batch, n_outputs), per step (members, batch, n_outputs, length)
+        if z.dim() == 4:
+            return self._combined(z * self.scale.unsqueeze(-1) + self.shift.unsqueeze(-1))
+        return self._combined(z * self.scale + self.shift)
 
     def scores_and_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The combined score and the mean of the members' activation maps, each in its member's score units
@@ -169,7 +174,10 @@ def network_class(name: str) -> type[nn.Module]:
 
 
 def _network(c: ModelConfig) -> nn.Module:
-    return network_class(c.name).from_config(c)
+    net = network_class(c.name).from_config(c)
+    if c.per_step:  # --window-label each: a score at every time step (networks.per_step_head)
+        net.per_step = True
+    return net
 
 
 class SequenceModel(nn.Module):
@@ -181,6 +189,7 @@ class SequenceModel(nn.Module):
         c = config
         self.normalize = Normalize(c.normalize, c.in_channels)
         self.quantiles = c.quantiles
+        self.per_step = c.per_step
         self.single = c.ensemble == 1
         if c.ensemble > 1:
             self.net = EnsembleNet([_network(c) for _ in range(c.ensemble)], c.combine, c.n_outputs, c.quantiles)
@@ -237,6 +246,9 @@ def has_maps(net: nn.Module) -> bool:
 def check_saliency(model: SequenceModel, name: str) -> None:
     """Saliency maps need exact activation maps (has_maps) of a model that is not a forecaster; a one-line
     refusal saying why a model has none."""
+    if model.per_step:
+        raise PipelineError("--saliency: a per-step model (--window-label each) already answers at every time step; "
+                            "its probabilities are the map. Export without --saliency")
     if model.reversible is not None:
         raise PipelineError("--saliency: a forecast has no exact per-time-step map (each of its H x targets outputs "
                             "is restored by the window's own level and spread, which every step moves); export "

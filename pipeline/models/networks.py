@@ -42,15 +42,25 @@ class ConvBlock(nn.Sequential):
         super().__init__(SameConv1d(c_in, c_out, kernel), nn.BatchNorm1d(c_out), nn.ReLU())
 
 
+def per_step_head(head: nn.Linear, features: Tensor) -> Tensor:
+    """A linear head applied at every time step, a 1x1 convolution: (batch, C, [1,] length) -> (batch, K, length)."""
+    return torch.matmul(head.weight, features.flatten(1, -2)) + head.bias.unsqueeze(-1)
+
+
 class GlobalPooled:
-    """A network ending in global average pooling over length and a linear head (fcn, resnet, inception, lite):
-    its class activation maps (Zhou et al. 2016) are exact, the head's weights times the last feature maps, and
-    the mean over length of an output's map plus the head's bias is that output's score."""
+    """A network ending in global average pooling over length and a linear head (fcn, resnet, inception, lite,
+    unet): its class activation maps (Zhou et al. 2016) are exact, the head's weights times the last feature maps,
+    and the mean over length of an output's map plus the head's bias is that output's score. With `per_step`
+    (--window-label each) there is no pool: the head scores every time step, (batch, n_outputs, length)."""
+
+    per_step = False  # set by pipeline.models.build from ModelConfig.per_step
 
     def feature_maps(self, x: Tensor) -> Tensor:  # (batch, channels, [1,] length): a 2D-layout copy adds the 1
         return self.features(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.per_step:
+            return per_step_head(self.head, self.feature_maps(x))
         # global average pooling over length (the last axis, so a 2D-layout copy pools the same way)
         return self.head(self.feature_maps(x).mean(dim=-1).flatten(1))
 
@@ -340,5 +350,56 @@ class TCN(AnyLength, nn.Module):
     def from_config(cls, c) -> nn.Module:  # any length, its depth sized from the training length
         return cls(c.in_channels, max(c.length, 1), c.n_outputs, c.width)
 
+    per_step = False  # --window-label each: the head at every step, each reading only the past (causal labels)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.per_step:
+            return per_step_head(self.head, self.features(x))
         return self.head(self.features(x)[..., -1].flatten(1))  # a 2D-layout copy: (batch, C, 1) -> (batch, C)
+
+
+class DoubleConv(nn.Sequential):
+    """Two 'same' convolutions, each with BatchNorm and ReLU: one level of the U-Net."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int):
+        super().__init__(ConvBlock(c_in, c_out, kernel), ConvBlock(c_out, c_out, kernel))
+
+
+class Upsample2x(nn.Module):
+    """Nearest-neighbour upsampling by 2 along length, cut to the length of the skip connection it meets (the
+    encoder pools with ceil_mode, so odd lengths come back whole)."""
+
+    def forward(self, x: Tensor, like: Tensor) -> Tensor:
+        return torch.repeat_interleave(x, 2, dim=-1)[..., :like.shape[-1]]
+
+
+class UNet(GlobalPooled, AnyLength, nn.Module):
+    """A 1-D U-Net in the manner of U-Time (Perslev et al. 2019, NeurIPS): an encoder of four levels (two 'same'
+    convolutions of kernel 5, BatchNorm, ReLU; 16/32/64/128 filters) with max-pooling by 2 between them, a
+    bottom level of 256, and a decoder that upsamples by 2, convolves, concatenates the encoder's level of the
+    same length (the skip connection) and convolves twice; so each step's features see about 250 samples of
+    context at full resolution. Per step (--window-label each) its head labels every sample; otherwise the
+    features are globally pooled like fcn's."""
+
+    def __init__(self, c_in: int, n_outputs: int, width: float = 1.0, depth: int = 4, kernel: int = 5):
+        super().__init__()
+        sizes = [_w(16 * 2 ** i, width) for i in range(depth + 1)]
+        self.down = nn.ModuleList(DoubleConv(c_in if i == 0 else sizes[i - 1], sizes[i], kernel) for i in range(depth))
+        self.pool = nn.MaxPool1d(2, ceil_mode=True)
+        self.bottom = DoubleConv(sizes[depth - 1], sizes[depth], kernel)
+        self.upsample = Upsample2x()
+        self.up_convs = nn.ModuleList(ConvBlock(sizes[i + 1], sizes[i], kernel) for i in reversed(range(depth)))
+        self.up = nn.ModuleList(DoubleConv(2 * sizes[i], sizes[i], kernel) for i in reversed(range(depth)))
+        self.head = nn.Linear(sizes[0], n_outputs)
+
+    def feature_maps(self, x: Tensor) -> Tensor:
+        skips: list[Tensor] = []
+        for level in self.down:
+            x = level(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottom(x)
+        for i, (conv, level) in enumerate(zip(self.up_convs, self.up)):
+            skip = skips[len(skips) - 1 - i]
+            x = level(torch.cat([conv(self.upsample(x, skip)), skip], dim=1))
+        return x

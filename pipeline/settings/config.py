@@ -97,6 +97,7 @@ class ModelSpec:
     min_length: int = 1
     recipe: Recipe = Recipe()
     kernel: bool = False  # a kernel transform fitted from the training series, then a linear head (--head)
+    per_step: bool = False  # can label every time step (--window-label each): features at full length
 
 
 # InceptionTime's and LITE's published code: Adam 1e-3, batch 64, 1500 epochs, ReduceLROnPlateau on the training
@@ -108,11 +109,12 @@ _PAPERS = {"inception": Recipe(1500, 64, 0, 50, "Ismail Fawaz et al. 2020"),
 
 # The model registry: adding a model is one entry here (and its network class in pipeline.models.build).
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec("fcn", "FCN", True, "Wang et al. 2017's fully convolutional network"),
-    ModelSpec("resnet", "ResNet", True, "Wang et al. 2017's ResNet"),
-    ModelSpec("inception", "Inception", True, "InceptionTime's network", recipe=_PAPERS["inception"]),
-    ModelSpec("lite", "LITE", True, "LITE", recipe=_PAPERS["lite"]),
-    ModelSpec("tcn", "TCN", True, "a causal dilated temporal convolutional network"),
+    ModelSpec("fcn", "FCN", True, "Wang et al. 2017's fully convolutional network", per_step=True),
+    ModelSpec("resnet", "ResNet", True, "Wang et al. 2017's ResNet", per_step=True),
+    ModelSpec("inception", "Inception", True, "InceptionTime's network", recipe=_PAPERS["inception"], per_step=True),
+    ModelSpec("lite", "LITE", True, "LITE", recipe=_PAPERS["lite"], per_step=True),
+    ModelSpec("tcn", "TCN", True, "a causal dilated temporal convolutional network", per_step=True),
+    ModelSpec("unet", "UNet", True, "a 1-D U-Net (U-Time's encoder-decoder with skip connections)", per_step=True),
     # kernel models: fixed to the training length (their dilations are), 9 steps at least (one kernel's span)
     ModelSpec("minirocket", "MiniRocket", False, "MiniRocket's 10,000 PPV features and a linear head", min_length=9,
               recipe=_PAPERS["kernel"], kernel=True),
@@ -131,6 +133,7 @@ FIXED_LENGTH_MODELS = tuple(name for name, spec in MODELS.items() if not spec.an
 MIN_LENGTH = {name: spec.min_length for name, spec in MODELS.items() if spec.min_length > 1}
 PAPER_RECIPES = {name: spec.recipe for name, spec in MODELS.items() if spec.recipe != Recipe() and not spec.kernel}
 KERNEL_MODELS = tuple(name for name, spec in MODELS.items() if spec.kernel)
+PER_STEP_MODELS = tuple(name for name, spec in MODELS.items() if spec.per_step)
 
 
 def recipe(model: str) -> Recipe:
@@ -240,10 +243,12 @@ class DataConfig(_JsonMixin):
                                  "--data is then a per-sample .csv (a row per time step), an .npz of recordings, "
                                  "or a folder of them, one recording per file (see docs/recordings.md).")
     stride: int | None = setting(None, type=int, help="Samples between window starts (with --window). "
-                                 "[default: the window, no overlap; --task forecast: the horizon]")
+                                 "[default: the window, no overlap; --task forecast: the horizon; --window-label "
+                                 "each: half the window]")
     window_label: str = setting("last", choices=WINDOW_LABELS, help="A window's label when labels are per time "
                                 "step: last (causal: what a live stream knows; pick it to stream), majority, "
-                                "center.")
+                                "center; each: a label for every time step (segmentation, see "
+                                "docs/segmentation.md).")
     recording_column: str | None = setting(None, type=str, help="Per-sample .csv: the column naming each row's "
                                            "recording (default: the file is one recording).")
     time_column: str | None = setting(None, type=str, help="Per-sample .csv: a time column; rows must be in "
@@ -313,7 +318,11 @@ class DataConfig(_JsonMixin):
         """Samples between window starts: --stride, or the window (no overlap)."""
         if self.window is None:
             return None
-        return self.stride or (self.horizon if self.task == "forecast" else self.window)
+        if self.stride:
+            return self.stride
+        if self.task == "forecast":
+            return self.horizon
+        return max(self.window // 2, 1) if self.window_label == "each" else self.window
 
 
 @dataclass(frozen=True)
@@ -420,6 +429,7 @@ class ModelConfig(_JsonMixin):
     horizon: int = 0
     targets: tuple[int, ...] = ()
     quantiles: int = 1
+    per_step: bool = False  # --window-label each: scores at every time step, (batch, n_outputs, length)
 
     def __post_init__(self):
         _choice("--model", self.name, MODEL_NAMES)
@@ -449,6 +459,8 @@ class ModelConfig(_JsonMixin):
         if not self.horizon:  # only forecasters have a horizon
             for key in ("horizon", "targets", "quantiles"):
                 del d[key]
+        if not self.per_step:  # only per-step models: other runs' configs stay as they were
+            del d["per_step"]
         return d
 
 

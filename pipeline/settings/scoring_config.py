@@ -56,6 +56,8 @@ class PredictConfig(ScoringConfig):
 
     saliency: Path | None = setting(None, kind="file", metavar="FILE.npy", help="Also write the saliency maps, "
                                     "one row per series or window (bundles exported with --saliency).")
+    segments: bool = setting(False, kind="switch", help="A bundle trained with --window-label each: one row per "
+                             "segment (recording, start, end, label, mean probability) instead of one per sample.")
 
     def __post_init__(self):
         super().__post_init__()

@@ -33,7 +33,8 @@ from pipeline.models.ridge import fit_head, fit_transform, kernel_head
 from pipeline.training.run_config import LossChoice, ModelRecord, RunConfig, RunSettings
 from pipeline.training.run_folder import MEMBERS_DIR, RunFolder
 from pipeline.training.tracking import RunEnd
-from runtime import forecast
+from runtime import forecast, segments
+from runtime.segments import step_rows
 from runtime.inputs import plural
 from runtime.tasks import TASKS
 
@@ -106,7 +107,9 @@ class Trainer:
             self.loss_name, self.loss_params = saved.loss.name, saved.loss.params
         else:
             self.loss_name = resolve_loss_name(enc.task, loss_cfg.name)
-            self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, datasets.train.targets)
+            per_step_targets = datasets.window is not None and datasets.window["label"] == "each"
+            self.loss_params = resolve_loss_params(loss_cfg, self.loss_name, enc, step_rows(datasets.train.targets)
+                                                   if per_step_targets else datasets.train.targets)
         self.device = distributed.start(self.ranks, pick_device(train_cfg.device))
         self.kernel = MODELS[model_cfg.name].kernel
         self.precision = precision.resolve(train_cfg.precision, self.device, self.kernel)
@@ -116,8 +119,10 @@ class Trainer:
                                  head=kernel_head(model_cfg, len(datasets.train)))
         if self.task.scores == "forecast":
             self.model_cfg = forecast_model(self.model_cfg, datasets.window, self.loss_params)
+        if datasets.window is not None and datasets.window["label"] == "each":  # a score at every time step
+            self.model_cfg = replace(self.model_cfg, per_step=True)
         self.model: SequenceModel = build_model(self.model_cfg).to(self.device)
-        self.loss_fn = build_loss(self.loss_name, self.loss_params).to(self.device)
+        self.loss_fn = build_loss(self.loss_name, self.loss_params, self.model_cfg.per_step).to(self.device)
         self.train_src = BatchSource(datasets.train, self.device)
         self.val_src = BatchSource(datasets.val, self.device) if datasets.val else None
         if data_cfg.normalize == "channel":
@@ -190,7 +195,9 @@ class Trainer:
         loss scale: the mean predictor's loss on them (1 where that is not a positive number), and for a
         built-in loss each target's own."""
         enc = self.datasets.encoding
-        base = fit_output_base(enc.task, self.datasets.train.targets, enc.n_outputs, self.loss_params)
+        targets = self.datasets.train.targets
+        base = fit_output_base(enc.task, step_rows(targets) if self.model_cfg.per_step else targets, enc.n_outputs,
+                               self.loss_params)
         if not base_rule(enc.task).scales_loss:
             return base
         y = self.train_src.y
@@ -463,7 +470,30 @@ class Trainer:
         if self.task.scores == "forecast":  # the model beside the naive forecasts, on the same windows
             found["forecast"] = {split: self.forecast_report(model or self.model, source)
                                  for split, source in sources.items() if source is not None and split != "train"}
+        if self.model_cfg.per_step:  # every sample's stitched label and the events they make, per recording
+            splits = {"val": self.datasets.val, "test": self.datasets.test}
+            found["segments"] = {split: self.segment_report(model or self.model, sources[split], data)
+                                 for split, data in splits.items() if data is not None}
         return found
+
+    def segment_report(self, model: nn.Module, source: BatchSource, split) -> dict:
+        """runtime.segments' report of `model` on a split's windows, stitched per recording (split.X is the
+        recordings' WindowedSeries; each sample's true label is read from a window that covers it)."""
+        windows = split.X
+        probs = segments.probabilities_of(predict_raw(model, source).cpu().numpy(), self.task.scores)
+        targets = np.asarray(split.targets)
+        recording, starts = windows.recording[split.rows], windows.starts[split.rows]
+        samples = windows.recordings.lengths()
+        true, predicted = [], []
+        for r in np.unique(recording):
+            mine = np.flatnonzero(recording == r)
+            found = segments.stitched(probs[mine], starts[mine], int(samples[r]), self.task.scores)
+            labels = np.zeros((int(samples[r]),) + targets.shape[1:-1], dtype=targets.dtype)
+            for i in mine:  # each window's targets are its samples' labels
+                labels[starts[i]:starts[i] + windows.length] = np.moveaxis(targets[i], -1, 0)
+            true.append(labels[found["sample"]])
+            predicted.append(found["label"])
+        return segments.segment_report(true, predicted, self.task.scores)
 
     def forecast_report(self, model: nn.Module, source: BatchSource) -> dict:
         """runtime.forecast.report of `model` on a split's windows (its history of the target channels)."""

@@ -15,12 +15,8 @@ ends (the tail window's samples among them).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # runtime.windows reads the manifest, which reads the tasks, which read this module
-    from runtime.windows import Stream
 
 
 def step_rows(values: np.ndarray) -> np.ndarray:
@@ -76,7 +72,7 @@ def tail(samples: int, length: int, stride: int) -> tuple[int, int] | None:
     if samples < length:
         return None
     covered = (samples - length) // stride * stride + length  # the end of the last regular window
-    return (samples - length, covered) if covered < samples else None
+    return (samples - length, max(covered, samples - length)) if covered < samples else None
 
 
 def stitched(probabilities: np.ndarray, starts: np.ndarray, samples: int, scores: str,
@@ -100,13 +96,16 @@ class StepStream:
     cover it have arrived (no window yet to come starts at or before it). Holds the running sums of at most one
     window of samples, so its memory does not grow with the recording.
 
+    `windows` is the runtime.windows.Stream of the bundle's windows (not imported: it reads the manifest, which
+    reads the tasks, which read this module).
+
         stream = bundle.stream()                 # a --window-label each bundle
         for chunk in source:
             out = stream.push(chunk)             # {"sample": (n,), "probabilities": (n, K), "label": ...}
         out = stream.finish()                    # the samples the last windows cover
     """
 
-    def __init__(self, windows: Stream, probabilities: str, scores: str, classes: int):
+    def __init__(self, windows, probabilities: str, scores: str, classes: int):
         self.windows, self.output, self.scores = windows, probabilities, scores
         self.recent = np.zeros((windows.channels, windows.length), dtype=np.float32)  # for the tail window
         self.base = 0  # the first sample not yet answered

@@ -337,6 +337,123 @@ def _windowed_bundles(root: Path) -> dict[str, WindowedBundle]:
     return out
 
 
+STEPS = {"window": 16, "stride": 6}  # the shared per-step bundles' windows: every sample in two or three windows
+# (task, model, labels) of the shared per-step bundles (--window-label each)
+STEP_RUNS = (("multiclass", "fcn"), ("binary", "unet"), ("multilabel", "tcn"))
+
+
+def step_labels(task: str, recordings: list) -> list:
+    """Per-sample labels of `recordings` for `task` that a window can see: the level of channel 0 over the last 8
+    samples (multiclass: three names; binary: above 0.75; multilabel: two 0/1 columns, above and below)."""
+    out = []
+    for x in recordings:
+        level = np.convolve(x[0], np.ones(8) / 8)[:x.shape[1]]
+        if task == "multiclass":
+            out.append(CLASS_NAMES[np.digitize(level, [-0.75, 0.75])])
+        elif task == "binary":
+            out.append((level > 0.75).astype(np.int64))
+        else:
+            out.append(np.stack([level > 0.75, level < -0.75], axis=1).astype(np.int64))
+    return out
+
+
+def write_step_csv(path: Path, recordings: list, labels: list) -> Path:
+    """One row per time step: recording, ch0, ch1, then the label column(s) (multilabel: up, down)."""
+    multilabel = labels[0].ndim == 2
+    with open(path, "w") as f:
+        f.write("recording,ch0,ch1," + ("up,down" if multilabel else "label") + "\n")
+        for r, (x, y) in enumerate(zip(recordings, labels)):
+            for t in range(x.shape[1]):
+                cells = ",".join(str(int(v)) for v in y[t]) if multilabel else str(y[t])
+                f.write(f"r{r},{float(x[0, t])!r},{float(x[1, t])!r},{cells}\n")
+    return path
+
+
+@dataclass(frozen=True)
+class StepBundle:
+    task: str
+    model: str
+    run_dir: Path
+    bundle: Path
+    train_file: Path
+    recordings: list
+    labels: list
+
+
+@pytest.fixture(scope="session")
+def step_bundles(tmp_path_factory) -> dict[str, StepBundle]:
+    """Per-step bundles (--window-label each), one per class task (STEP_RUNS), exported to ONNX and TorchScript."""
+    def build(root: Path) -> dict[str, StepBundle]:
+        from export.bundle import ExportConfig, export_run
+        from pipeline.settings.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+        from pipeline.training.run_config import RunSettings
+        from pipeline.training.train import train
+
+        out = {}
+        for task, model in STEP_RUNS:
+            folder = root / task
+            folder.mkdir()
+            recordings, _ = make_recordings("multiclass", seed=3)
+            labels = step_labels(task, recordings)
+            data = write_step_csv(folder / "train.csv", recordings, labels)
+            target = {"target_column": "up,down"} if task == "multilabel" else {}
+            run = train(RunSettings(DataConfig(data=str(data), task=task, window_label="each",
+                                               recording_column="recording", **STEPS, **target),
+                                    LossConfig(), ModelConfig(name=model, width=0.125),
+                                    TrainConfig(epochs=3, lr=1e-2, batch_size=16, seed=2, progress=False)),
+                        out=folder / "run", log=lambda _: None)
+            bundle = export_run(run.run_dir, ExportConfig(fmt="onnx,torchscript"), log=lambda _: None)
+            out[task] = StepBundle(task, model, run.run_dir, bundle, data, recordings, labels)
+        return out
+
+    return shared(tmp_path_factory, "steps", build)
+
+
+def eager_steps(run_dir: Path, recording: np.ndarray, length: int = STEPS["window"],
+                stride: int = STEPS["stride"]) -> dict:
+    """Eager PyTorch's per-step probabilities on the windows of one recording, stitched here by a plain loop (not
+    runtime.segments): windows every `stride` and, when they stop short of the end, one more ending at the last
+    sample that answers only the samples after them; each sample's mean over its windows, and its label (the
+    most probable class, or probability > 0.5). {"sample", "probabilities" (n, K), "label"}."""
+    import torch
+
+    from export.bundle import rebuild
+    from export.graphs import as_tuple, model_graph
+
+    run = rebuild(run_dir)
+    T = recording.shape[1]
+    starts = list(range(0, T - length + 1, stride))
+    x = torch.from_numpy(np.stack([recording[:, s:s + length] for s in starts + [T - length]]).astype(np.float32))
+    with torch.inference_mode():
+        probabilities = as_tuple(model_graph(run.model, run.task)(x))[1].double().numpy()  # (windows, K, W)
+    sums, counts = {}, {}
+    for i, s in enumerate(starts):
+        for j in range(length):
+            sums[s + j] = sums.get(s + j, 0.0) + probabilities[i, :, j]
+            counts[s + j] = counts.get(s + j, 0) + 1
+    covered = starts[-1] + length
+    for t in range(covered, T):  # the tail window: only the samples no other window covers
+        sums[t], counts[t] = probabilities[-1, :, t - (T - length)], 1
+    sample = sorted(sums)
+    mean = np.array([sums[t] / counts[t] for t in sample]).astype(np.float32)
+    label = mean.argmax(axis=1) if run.task == "multiclass" else (mean > 0.5).astype(np.int64)
+    return {"sample": np.array(sample, dtype=np.int64), "probabilities": mean, "label": label.astype(np.int64)}
+
+
+def steps_case(run_dir: Path, recording: np.ndarray, chunkings: list[list[int]], atol: float = 1e-5,
+               rtol: float = 1e-5) -> dict:
+    """A per-step stream case in the golden.json layout every host kit checks: the recording, its chunkings, and
+    eager's stitched samples (eager_steps)."""
+    import torch
+
+    from export.golden import tensor_json
+
+    eager = eager_steps(run_dir, recording)
+    return {"steps": {"recording": tensor_json(torch.from_numpy(recording.astype(np.float32))), "chunkings": chunkings,
+                      "outputs": {k: tensor_json(torch.from_numpy(v)) for k, v in eager.items()}},
+            "atol": atol, "rtol": rtol}
+
+
 FORECAST = {"window": 24, "horizon": 6, "season": 6, "stride": 3}  # the shared forecaster's windows
 
 

@@ -175,8 +175,8 @@ def network_class(name: str) -> type[nn.Module]:
 
 def _network(c: ModelConfig) -> nn.Module:
     net = network_class(c.name).from_config(c)
-    if c.per_step:  # --window-label each: a score at every time step (networks.per_step_head)
-        net.per_step = True
+    if hasattr(net, "per_step"):  # an instance attribute, so TorchScript sees it; True: a score at every step
+        net.per_step = c.per_step  # (--window-label each, networks.per_step_head)
     return net
 
 

@@ -53,7 +53,10 @@ class GlobalPooled:
     and the mean over length of an output's map plus the head's bias is that output's score. With `per_step`
     (--window-label each) there is no pool: the head scores every time step, (batch, n_outputs, length)."""
 
-    per_step = False  # set by pipeline.models.build from ModelConfig.per_step
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.per_step = False  # set by pipeline.models.build from ModelConfig.per_step (an instance attribute for
+        # TorchScript)
 
     def feature_maps(self, x: Tensor) -> Tensor:  # (batch, channels, [1,] length): a 2D-layout copy adds the 1
         return self.features(x)
@@ -342,6 +345,7 @@ class TCN(AnyLength, nn.Module):
             c = channels
         self.features = nn.Sequential(*blocks)
         self.head = nn.Linear(channels, n_outputs)
+        self.per_step = False  # --window-label each: the head at every step, each reading only the past (causal)
         with torch.no_grad():  # one step's features are not averaged: a tenth of the usual start keeps the first
             self.head.weight.mul_(0.1)  # scores near the output layer's base, as the pooled models' are
             self.head.bias.zero_()
@@ -349,8 +353,6 @@ class TCN(AnyLength, nn.Module):
     @classmethod
     def from_config(cls, c) -> nn.Module:  # any length, its depth sized from the training length
         return cls(c.in_channels, max(c.length, 1), c.n_outputs, c.width)
-
-    per_step = False  # --window-label each: the head at every step, each reading only the past (causal labels)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.per_step:
@@ -373,15 +375,18 @@ class Upsample2x(nn.Module):
         return torch.repeat_interleave(x, 2, dim=-1)[..., :like.shape[-1]]
 
 
-class UNet(GlobalPooled, AnyLength, nn.Module):
+class UNet(GlobalPooled, FixedLength, nn.Module):
     """A 1-D U-Net in the manner of U-Time (Perslev et al. 2019, NeurIPS): an encoder of four levels (two 'same'
     convolutions of kernel 5, BatchNorm, ReLU; 16/32/64/128 filters) with max-pooling by 2 between them, a
     bottom level of 256, and a decoder that upsamples by 2, convolves, concatenates the encoder's level of the
     same length (the skip connection) and convolves twice; so each step's features see about 250 samples of
     context at full resolution. Per step (--window-label each) its head labels every sample; otherwise the
-    features are globally pooled like fcn's."""
+    features are globally pooled like fcn's. Fixed to the training length, as U-Time is: its pooled lengths
+    are then constants, which every export format keeps (a dynamic length's ceil-halvings are what torch.export
+    cannot prove shapes through)."""
 
-    def __init__(self, c_in: int, n_outputs: int, width: float = 1.0, depth: int = 4, kernel: int = 5):
+    def __init__(self, c_in: int, length: int, n_outputs: int, width: float = 1.0, depth: int = 4,
+                 kernel: int = 5):
         super().__init__()
         sizes = [_w(16 * 2 ** i, width) for i in range(depth + 1)]
         self.down = nn.ModuleList(DoubleConv(c_in if i == 0 else sizes[i - 1], sizes[i], kernel) for i in range(depth))
@@ -391,6 +396,9 @@ class UNet(GlobalPooled, AnyLength, nn.Module):
         self.up_convs = nn.ModuleList(ConvBlock(sizes[i + 1], sizes[i], kernel) for i in reversed(range(depth)))
         self.up = nn.ModuleList(DoubleConv(2 * sizes[i], sizes[i], kernel) for i in reversed(range(depth)))
         self.head = nn.Linear(sizes[0], n_outputs)
+        with torch.no_grad():  # its full-resolution features are large at the start: a tenth of the usual head
+            self.head.weight.mul_(0.1)  # keeps the first scores near the output layer's base, as fcn's are
+            self.head.bias.zero_()
 
     def feature_maps(self, x: Tensor) -> Tensor:
         skips: list[Tensor] = []

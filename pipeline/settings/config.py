@@ -114,7 +114,7 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("inception", "Inception", True, "InceptionTime's network", recipe=_PAPERS["inception"], per_step=True),
     ModelSpec("lite", "LITE", True, "LITE", recipe=_PAPERS["lite"], per_step=True),
     ModelSpec("tcn", "TCN", True, "a causal dilated temporal convolutional network", per_step=True),
-    ModelSpec("unet", "UNet", True, "a 1-D U-Net (U-Time's encoder-decoder with skip connections)", per_step=True),
+    ModelSpec("unet", "UNet", False, "a 1-D U-Net, U-Time's encoder-decoder", per_step=True),
     # kernel models: fixed to the training length (their dilations are), 9 steps at least (one kernel's span)
     ModelSpec("minirocket", "MiniRocket", False, "MiniRocket's 10,000 PPV features and a linear head", min_length=9,
               recipe=_PAPERS["kernel"], kernel=True),

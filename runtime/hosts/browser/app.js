@@ -69,12 +69,22 @@ function parseRecording(text, bundle) {
 // Plot lines (arrays of {x, y}) on a canvas scaled to [x0, x1] and to the values' range; `shade` ({start, values},
 // values in [-1, 1]) tints the band behind each sample from `start` on: red where the value is positive, blue
 // where negative, as strong as its magnitude; `fan` ({lower, median, upper}: arrays of {x, y}) is a forecast drawn
-// ahead of the lines, its interval filled and its median dashed. Returns how many samples were shaded.
-function drawLines(canvas, lines, x0, x1, shade = null, fan = null) {
+// ahead of the lines, its interval filled and its median dashed; `bands` ({x, label} per sample; label null for
+// none) colours the band behind each sample by its predicted label, in the colour of that class's score line.
+// Returns how many samples were shaded or coloured.
+function drawLines(canvas, lines, x0, x1, shade = null, fan = null, bands = null) {
   const g = canvas.getContext('2d');
   g.clearRect(0, 0, canvas.width, canvas.height);
   const step = canvas.width / Math.max(x1 - x0, 1);
   let shaded = 0;
+  if (bands) {
+    bands.forEach(({ x, label }) => {
+      if (label === null) return;
+      g.fillStyle = `hsla(${(label * 67) % 360} 70% 55% / 0.3)`;
+      g.fillRect((x - x0) * step - step / 2, 0, step, canvas.height);
+      shaded += 1;
+    });
+  }
   if (shade) {
     shade.values.forEach((v, i) => {
       g.fillStyle = `hsla(${v >= 0 ? 0 : 220} 85% 50% / ${(0.6 * Math.min(Math.abs(v), 1)).toFixed(3)})`;
@@ -129,6 +139,7 @@ function windowFan(bundle, out, i, end) {
 // the signal and every completed window's scores plotted over time; a forecaster's newest forecast is drawn
 // ahead of the signal as a fan. Returns what was streamed.
 async function play(bundle, recording, chunk, delay) {
+  if (bundle.steps) return playSteps(bundle, recording, chunk, delay);
   const { data, C, T } = recording;
   const stream = bundle.stream();
   const scoresName = bundle.outputs[bundle.outputs.length > 1 ? 1 : 0];
@@ -175,6 +186,56 @@ async function play(bundle, recording, chunk, delay) {
         + last.map((v, j) => `${key(j)} ${v.toPrecision(3)}`).join(', ') : '');
     if (delay) await new Promise((r) => setTimeout(r, delay));
   }
+  return streamed;
+}
+
+// A per-step bundle's live view (--window-label each): the signal coloured by each sample's predicted label as soon
+// as the stream answers it (every window covering it has arrived; the rest when the recording ends), and each
+// class's stitched probability over time. Returns what was streamed: every answered sample, its label and
+// probabilities, and how many samples were coloured.
+async function playSteps(bundle, recording, chunk, delay) {
+  const { data, C, T } = recording;
+  const stream = bundle.stream();
+  const names = bundle.classes || [];
+  const streamed = { sample: [], label: [], probabilities: [], coloured: 0 };
+  const signal = Array.from({ length: C }, () => []);
+  const probabilities = []; const bands = [];
+  const take = (got) => {
+    const [m, K] = got.probabilities.dims;
+    for (let i = 0; i < m; i += 1) {
+      const row = Array.from(got.probabilities.data.slice(i * K, (i + 1) * K), Number);
+      const label = got.label.dims.length === 1 ? Number(got.label.data[i])
+        : Array.from(got.label.data.slice(i * K, (i + 1) * K), Number);
+      // the colour: the class (binary: 1 coloured, 0 not; multilabel: the first label on)
+      const colour = bundle.task === 'multiclass' ? label : bundle.task === 'binary' ? (label[0] ? 1 : null)
+        : (label.indexOf(1) >= 0 ? label.indexOf(1) : null);
+      streamed.sample.push(got.sample[i]); streamed.label.push(label); streamed.probabilities.push(row);
+      bands.push({ x: got.sample[i], label: colour });
+      row.forEach((v, j) => { (probabilities[j] = probabilities[j] || []).push({ x: got.sample[i], y: v }); });
+    }
+  };
+  const draw = (until) => {
+    streamed.coloured = drawLines($('signal'), signal, 0, until, null, null, bands);
+    drawLines($('scores'), probabilities, 0, until);
+    const last = streamed.sample.length - 1;
+    const key = (j) => `<span style="color:hsl(${(j * 67) % 360} 70% 45%)">&#9632; ${names[j] ?? j}</span>`;
+    $('live').innerHTML = `sample ${until} of ${T}; ${streamed.sample.length} samples labelled`
+      + (last >= 0 ? `; sample ${streamed.sample[last]}: ${streamed.probabilities[last].map((v, j) => `${key(j)} `
+        + `${v.toPrecision(3)}`).join(', ')}` : '');
+  };
+  for (let at = 0; at < T; at += chunk) {
+    const n = Math.min(chunk, T - at);
+    const part = new Float32Array(C * n);
+    for (let c = 0; c < C; c += 1) {
+      part.set(data.subarray(c * T + at, c * T + at + n), c * n);
+      for (let k = 0; k < n; k += 1) signal[c].push({ x: at + k, y: data[c * T + at + k] });
+    }
+    take(await stream.push(part, n));
+    draw(at + n);
+    if (delay) await new Promise((r) => setTimeout(r, delay));
+  }
+  take(await stream.finish());
+  draw(T);
   return streamed;
 }
 

@@ -172,7 +172,9 @@ def check(server: ThreadingHTTPServer, cases: bool, timeout: float, precision: s
         return 2
     if play:
         print(json.dumps(result["streamed"]))
-        print(f"played: {len(result['streamed']['start'])} windows streamed", file=sys.stderr)
+        streamed = result["streamed"]
+        print(f"played: {len(streamed['sample'])} samples labelled" if "sample" in streamed
+              else f"played: {len(streamed['start'])} windows streamed", file=sys.stderr)
         return 0
     if result.get("signedBy"):
         print(f"signature verified (key {result['signedBy'][:16]})", file=sys.stderr)

@@ -78,6 +78,38 @@ void run_stream(pipeline::Bundle& bundle, const Json& c, double atol, double rto
   }
 }
 
+// A per-step case: the recording pushed in each chunking and finished; every answered sample, its stitched
+// probabilities and label against the expected (eager's windows stitched by a plain loop).
+void run_steps(pipeline::Bundle& bundle, const Json& c, double atol, double rtol, std::vector<Row>& rows) {
+  const Json& s = c["steps"];
+  torch::Tensor recording = pipeline::tensor_from_json(s["recording"]);  // (channels, samples)
+  std::vector<int64_t> expected_sample = s["outputs"]["sample"]["data"].get<std::vector<int64_t>>();
+  for (const auto& chunking : s["chunkings"]) {
+    pipeline::StepStream stream(bundle);
+    std::vector<int64_t> sample;
+    std::vector<torch::Tensor> probabilities, labels;
+    auto keep = [&](const pipeline::StepOutput& out) {
+      sample.insert(sample.end(), out.sample.begin(), out.sample.end());
+      if (!out.sample.empty()) probabilities.push_back(out.probabilities), labels.push_back(out.label);
+    };
+    int64_t at = 0;
+    for (const auto& size : chunking) {
+      int64_t n = size.get<int64_t>();
+      keep(stream.push(recording.narrow(1, at, n)));
+      at += n;
+    }
+    keep(stream.finish());
+    Row row{"steps", "sample", "[" + std::to_string(sample.size()) + "]"};
+    row.ok = sample == expected_sample;
+    row.max_abs = row.ok ? 0 : INFINITY;
+    rows.push_back(row);
+    rows.push_back(compare("steps", "probabilities", s["outputs"]["probabilities"],
+                           probabilities.empty() ? torch::zeros({0}) : torch::cat(probabilities), atol, rtol));
+    rows.push_back(compare("steps", "label", s["outputs"]["label"],
+                           labels.empty() ? torch::zeros({0}) : torch::cat(labels), atol, rtol));
+  }
+}
+
 // A forecast case: the rollout of `steps` samples after the history against the expected (eager's same loop).
 void run_forecast(pipeline::Bundle& bundle, const Json& c, double atol, double rtol, std::vector<Row>& rows) {
   const Json& f = c["forecast"];
@@ -175,6 +207,7 @@ std::vector<Row> run_case(pipeline::Bundle& bundle, const Json& c) {
   std::vector<Row> rows;
   if (c.contains("stream")) run_stream(bundle, c, atol, rtol, rows);
   if (c.contains("forecast")) run_forecast(bundle, c, atol, rtol, rows);
+  if (c.contains("steps")) run_steps(bundle, c, atol, rtol, rows);
   if (c.contains("model")) {
     auto outputs = bundle.predict(pipeline::tensor_from_json(c["model"]["inputs"]["x"]));
     auto names = bundle.output_names();

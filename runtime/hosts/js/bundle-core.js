@@ -417,7 +417,8 @@
       if (!this.lossSession) throw new BundleError(`the bundle has no ${LOSS_ONNX}; re-export with --format onnx or all`);
       const [predSpec, targetSpec] = this.manifest.loss.inputs;
       const n = prediction.dims[0];
-      const targetDims = targetSpec.shape.map((d) => (d === 'batch' ? n : d));
+      // 'length': a per-step loss's steps, the prediction's last axis
+      const targetDims = targetSpec.shape.map((d) => (d === 'batch' ? n : d === 'length' ? prediction.dims[2] : d));
       const result = await this.lossSession.run({
         [predSpec.name]: tensor(this.ort, predSpec.dtype, prediction.data, prediction.dims),
         [targetSpec.name]: tensor(this.ort, targetSpec.dtype, target, targetDims),
@@ -426,9 +427,14 @@
       return { loss: Number(result[lossName].data[0]), perSampleLoss: result[perSampleName] };
     }
 
-    // A stream over one live recording, cut into the manifest's windows (or { length, stride }).
+    // A stream over one live recording, cut into the manifest's windows (or { length, stride }); a per-step bundle
+    // (window.label 'each') answers samples, stitched (StepStream).
     stream(options = {}) {
-      return new Stream(this, options);
+      return this.steps ? new StepStream(this, options) : new Stream(this, options);
+    }
+
+    get steps() {
+      return Boolean(this.manifest.window && this.manifest.window.label === 'each');
     }
 
     // A forecasting bundle's next `steps` samples (default: the horizon) after the last window of one recording's
@@ -542,6 +548,96 @@
     }
   }
 
+  // A per-step bundle's stream (--window-label each; the runtime's runtime.segments.StepStream). A sample's
+  // probabilities are the mean of the per-step probabilities of every window covering it, its label the most
+  // probable class (multiclass) or probability > 0.5 (binary, multilabel). push() answers every sample all of whose
+  // windows have arrived; finish() answers the rest when the recording ends, the samples after the last window
+  // from the tail window that ends at the last sample. Holds sums for at most one window of samples.
+  //   const stream = bundle.stream();
+  //   const { sample, probabilities, label } = await stream.push(chunk, n);  // probabilities: {data, dims: [m, K]}
+  //   const rest = await stream.finish();
+  class StepStream {
+    constructor(bundle, options = {}) {
+      this.windows = new Stream(bundle, options);
+      this.bundle = bundle;
+      this.output = bundle.outputs[1]; // the probabilities (binary: 'probability')
+      this.argmax = bundle.task === 'multiclass';
+      this.K = 0; // classes, from the first window answered
+      this.recent = new Float32Array(this.windows.channels * this.windows.length); // the last `length` samples
+      this.base = 0; // the first sample not yet answered
+      this.total = []; // per sample from `base`: K sums each
+      this.count = [];
+    }
+
+    async push(chunk, n) {
+      const C = this.windows.channels; const W = this.windows.length;
+      if (n === undefined && C === 1) n = chunk.length;
+      const got = await this.windows.push(chunk, n); // checks the chunk
+      const keep = Math.min(n, W);
+      for (let c = 0; c < C; c += 1) {
+        const row = this.recent.subarray(c * W, (c + 1) * W);
+        row.copyWithin(0, keep);
+        for (let k = 0; k < keep; k += 1) row[W - keep + k] = Number(chunk[c * n + n - keep + k]);
+      }
+      this.add(got.start, got.outputs[this.output], 0);
+      return this.answer(this.windows.nextStart);
+    }
+
+    async finish() {
+      const { seen, length: W, stride } = this.windows;
+      if (seen >= W) {
+        const covered = Math.floor((seen - W) / stride) * stride + W; // the end of the last regular window
+        if (covered < seen) { // the tail window, answering only the samples after `covered`
+          const out = (await this.bundle.predict(this.recent, [1, this.windows.channels, W]))[this.output];
+          this.add([seen - W], out, Math.max(covered - (seen - W), 0));
+        }
+      }
+      return this.answer(this.base + this.count.length);
+    }
+
+    // windows' probabilities {data, dims: [w, K, W]}, each from its step `from` on
+    add(starts, probabilities, from) {
+      if (!starts.length) return;
+      const [, K, W] = probabilities.dims;
+      this.K = K;
+      starts.forEach((s, b) => {
+        for (let j = from; j < W; j += 1) {
+          const at = s + j - this.base;
+          while (this.count.length <= at) { this.count.push(0); for (let k = 0; k < K; k += 1) this.total.push(0); }
+          this.count[at] += 1;
+          for (let k = 0; k < K; k += 1) this.total[at * K + k] += probabilities.data[(b * K + k) * W + j];
+        }
+      });
+    }
+
+    answer(until) {
+      const K = this.K;
+      const n = Math.max(0, Math.min(until - this.base, this.count.length));
+      const sample = []; const values = [];
+      for (let i = 0; i < n; i += 1) {
+        if (!this.count[i]) continue;
+        sample.push(this.base + i);
+        for (let k = 0; k < K; k += 1) values.push(this.total[i * K + k] / this.count[i]);
+      }
+      const probabilities = Float32Array.from(values);
+      const m = sample.length;
+      let label;
+      if (this.argmax) {
+        const data = new Int32Array(m);
+        for (let i = 0; i < m; i += 1) {
+          for (let k = 1; k < K; k += 1) if (probabilities[i * K + k] > probabilities[i * K + data[i]]) data[i] = k;
+        }
+        label = { data, dims: [m] };
+      } else {
+        label = { data: Int32Array.from(probabilities, (p) => (p > 0.5 ? 1 : 0)), dims: [m, K] };
+      }
+      this.base += n;
+      this.count.splice(0, n);
+      this.total.splice(0, n * K);
+      return { sample, probabilities: { data: probabilities, dims: [m, K] }, label };
+    }
+  }
+
   // The columns of a per-sample .csv that hold the signal, in the model's channel order: matched by header name
   // to manifest.window.channel_columns (the training file's), so a file with its columns in another order never
   // swaps channels; else every column but the recording, time and label ones, in file order. header: the first
@@ -599,6 +695,37 @@
         const { maxAbs, maxRel, ok } = compare(expected[name], got.dims[0] ? got : { data: [], dims: expected[name].shape },
           c.atol, c.rtol);
         rows.push({ graph: 'stream', output: name, shape: expected[name].shape, max_abs: maxAbs, max_rel: maxRel, ok });
+      }
+    }
+    return rows;
+  }
+
+  // Rows {graph: 'steps', output, ...} for a per-step case: the recording pushed in each chunking and finished,
+  // every answered sample, its stitched probabilities and label against the expected (eager PyTorch's windows
+  // stitched by a plain loop).
+  async function checkSteps(bundle, c) {
+    const { recording, chunkings, outputs: expected } = c.steps;
+    const [C, T] = recording.shape;
+    const rows = [];
+    for (const chunking of chunkings) {
+      const stream = bundle.stream();
+      const answers = [];
+      let at = 0;
+      for (const n of chunking) {
+        const chunk = new Float32Array(C * n);
+        for (let ch = 0; ch < C; ch += 1) chunk.set(recording.data.slice(ch * T + at, ch * T + at + n), ch * n);
+        answers.push(await stream.push(chunk, n));
+        at += n;
+      }
+      answers.push(await stream.finish());
+      const sample = answers.flatMap((a) => a.sample);
+      const same = JSON.stringify(sample) === JSON.stringify(expected.sample.data);
+      rows.push({ graph: 'steps', output: 'sample', shape: [sample.length], max_abs: same ? 0 : Infinity, max_rel: 0, ok: same });
+      for (const name of ['probabilities', 'label']) {
+        const got = concatOutputs(answers.map((a) => a[name]).filter((p) => p.dims[0] > 0), sample.length);
+        const { maxAbs, maxRel, ok } = compare(expected[name], got.dims[0] ? got : { data: [], dims: expected[name].shape },
+          c.atol, c.rtol);
+        rows.push({ graph: 'steps', output: name, shape: expected[name].shape, max_abs: maxAbs, max_rel: maxRel, ok });
       }
     }
     return rows;
@@ -730,6 +857,7 @@
         tolerance.model = [bundle.manifest.int8.golden_atol, bundle.manifest.int8.golden_rtol];
       }
       if (c.stream) rows.push(...await checkStream(bundle, c));
+      if (c.steps) rows.push(...await checkSteps(bundle, c));
       if (c.forecast) rows.push(...await checkForecast(bundle, c));
       const graphs = {};
       if (c.model) graphs.model = await bundle.predict(c.model.inputs.x.data, c.model.inputs.x.shape);
@@ -751,6 +879,6 @@
     return rows;
   }
 
-  return { Bundle, BundleError, Stream, FORMAT_VERSIONS, PRECISIONS, SIGNATURE_FILE, checkCases, checkManifest, checkSignature, compare,
+  return { Bundle, BundleError, Stream, StepStream, FORMAT_VERSIONS, PRECISIONS, SIGNATURE_FILE, checkCases, checkManifest, checkSignature, compare,
     derToP1363, goldenLayoutProblem, openBundle, readPublicKey, schemaError, signalColumns, tensor };
 }));

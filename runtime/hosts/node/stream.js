@@ -3,7 +3,9 @@
 // Stream a recording through a windowed bundle, as a live service would: the per-sample .csv is read line by
 // line (a row per time step) and pushed to bundle.stream() every --chunk rows; each window is printed as soon as
 // it completes: recording, start, end, then the label (class tasks) and the scores. A new recording id (the
-// manifest's recording column) starts a new stream. Memory stays flat however long the recording.
+// manifest's recording column) starts a new stream. Memory stays flat however long the recording. A per-step
+// bundle (--window-label each) prints each sample once every window covering it has arrived, stitched:
+// recording, sample, the label(s) and the probabilities, the columns `pipeline predict` writes.
 //
 //   node stream.js BUNDLE_DIR RECORDING.csv [--chunk 32] [--precision fp32|int8|auto] [--public-key PUBLIC.pem]
 
@@ -32,6 +34,20 @@ async function main(argv) {
   // a reader that has seen enough (`| head`) closes the pipe: stop quietly, as command-line tools do
   out.on('error', (err) => { if (err.code === 'EPIPE') process.exit(0); else throw err; });
 
+  const steps = bundle.steps;
+  const K = bundle.manifest.model.n_outputs;
+  const writeSamples = (got) => {  // a per-step stream's answers, one row per sample
+    const [m, k] = got.probabilities.dims;
+    for (let i = 0; i < m; i += 1) {
+      const p = Array.from(got.probabilities.data.slice(i * k, (i + 1) * k), (v) => Number(v).toPrecision(9));
+      let labels;
+      if (bundle.task === 'multiclass') labels = [names[got.label.data[i]]];
+      else if (bundle.task === 'binary') labels = [names[got.label.data[i]]];
+      else labels = Array.from(got.label.data.slice(i * k, (i + 1) * k), String);
+      out.write(`${id},${got.sample[i]},${[...labels, ...p].join(',')}\n`);
+    }
+  };
+
   const flush = async () => {
     if (!rows.length) return;
     const n = rows.length;
@@ -39,6 +55,7 @@ async function main(argv) {
     rows.forEach((r, t) => { for (let c = 0; c < C; c += 1) chunk[c * n + t] = r[c]; });
     rows = [];
     const got = await stream.push(chunk, n);
+    if (steps) { writeSamples(got); return; }
     const s = got.outputs[scores];
     const k = Array.from(s.dims).slice(1).reduce((a, b) => a * b, 1);  // a window's values (a forecast's T x H x Q)
     got.start.forEach((start, i) => {
@@ -46,6 +63,11 @@ async function main(argv) {
       const values = Array.from(s.data.slice(i * k, (i + 1) * k), (v) => Number(v).toPrecision(9));  // float32 exactly
       out.write(`${id},${start},${got.end[i]}${label},${values.join(',')}\n`);
     });
+  };
+
+  const endRecording = async () => {  // the last chunk; a per-step stream then answers its last samples
+    await flush();
+    if (steps) writeSamples(await stream.finish());
   };
 
   const lines = readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity });
@@ -58,6 +80,14 @@ async function main(argv) {
       header = isHeader ? cells : cells.map((_, j) => String(j));
       keep = signalColumns(bundle.manifest, isHeader ? cells : null, cells.length, file);  // by name where named
       idColumn = w.recording_column ? header.indexOf(w.recording_column) : -1;
+      if (steps) {  // pipeline predict's per-sample columns (runtime/tasks.py step_columns)
+        const multilabel = bundle.task === 'multilabel';
+        const labelNames = names || Array.from({ length: K }, (_, j) => String(j));
+        const columns = multilabel ? [...labelNames.map((c) => `label_${c}`), ...labelNames.map((c) => `probability_${c}`)]
+          : ['label', ...(bundle.task === 'binary' ? [`probability_${labelNames[1]}`] : labelNames.map((c) => `probability_${c}`))];
+        out.write(['recording', 'sample', ...columns].join(',') + '\n');
+        if (isHeader) continue;
+      }
       const labelColumns = hasLabel ? ['label'] : [];
       const k = bundle.manifest.model.n_outputs;
       // the columns pipeline predict writes: probability_<class> for classes, h1.. per target and quantile for a
@@ -65,12 +95,12 @@ async function main(argv) {
       const scoreColumns = w.horizon ? forecastColumns(w)
         : names ? (k > 1 ? names.map((c) => `probability_${c}`) : [`probability_${names[1]}`])
           : (k > 1 ? Array.from({ length: k }, (_, j) => `${scores}_${j}`) : [scores]);
-      out.write(['recording', 'start', 'end', ...labelColumns, ...scoreColumns].join(',') + '\n');
+      if (!steps) out.write(['recording', 'start', 'end', ...labelColumns, ...scoreColumns].join(',') + '\n');
       if (isHeader) continue;
     }
     const rowId = idColumn >= 0 ? cells[idColumn] : 'recording';
     if (rowId !== id) { // a new recording: finish the last one's chunk, then a fresh stream
-      if (stream) await flush();
+      if (stream) await endRecording();
       stream = bundle.stream(); id = rowId;
     }
     const values = keep.map((j) => Number(cells[j]));
@@ -78,7 +108,7 @@ async function main(argv) {
     rows.push(values);
     if (rows.length >= chunkRows) await flush();
   }
-  if (stream) await flush();
+  if (stream) await endRecording();
   return 0;
 }
 

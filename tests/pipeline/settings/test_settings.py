@@ -53,7 +53,7 @@ def test_every_option_is_one_config_field_with_its_default(command):
 def test_fields_without_a_flag_are_filled_by_the_run_not_the_user(cls):
     unflagged = {f.name for f in dataclasses.fields(cls)} - {f.name for f, _ in flagged(cls)}
     assert unflagged == {ModelConfig: {"in_channels", "length", "n_outputs", "normalize", "combine", "horizon",
-                                       "targets", "quantiles"},
+                                       "targets", "quantiles", "per_step"},
                          TrainConfig: {"member"}, BenchConfig: {"run_dir"}}.get(cls, set())
 
 
@@ -72,7 +72,7 @@ def test_the_bench_options_give_the_config_a_user_expects(monkeypatch):
 
 def test_predict_reads_the_same_config_the_python_api_builds():
     given = {"data": "x.npz", "target_column": None, "pad": False, "batch_size": None, "threads": 2,
-             "precision": "int8", "public_key": None, "saliency": None}
+             "precision": "int8", "public_key": None, "saliency": None, "segments": False}
     assert PredictConfig(**values(PredictConfig, given)) == PredictConfig(data="x.npz", threads=2, precision="int8")
     with_maps = PredictConfig(**values(PredictConfig, {**given, "saliency": "maps.npy"}))
     assert with_maps == PredictConfig(data="x.npz", threads=2, precision="int8", saliency=Path("maps.npy"))

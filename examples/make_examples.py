@@ -139,7 +139,7 @@ def machine_recordings(recordings: int, samples: int = 3000, seed: int = 31) -> 
     rows = {"machine": [], "vibration": [], "anomaly": []}
     for r in range(recordings):
         t = np.arange(samples)
-        x = np.sin(2 * np.pi * t / 25 + rng.uniform(0, 2 * np.pi)) + rng.normal(0, 0.15, samples)
+        x = np.sin(2 * np.pi * t / 25 + rng.uniform(0, 2 * np.pi)) + rng.normal(0, 0.1, samples)
         label = np.zeros(samples, dtype=np.int64)
         while label.sum() < 0.02 * samples:
             length = int(rng.integers(10, 31))
@@ -153,7 +153,7 @@ def machine_recordings(recordings: int, samples: int = 3000, seed: int = 31) -> 
             else:
                 x[start:start + length] = 0.1 * x[start:start + length] + rng.normal(0, 0.05, length)
         rows["machine"] += [f"m{seed}-{r}"] * samples
-        rows["vibration"].append(x * rng.uniform(0.7, 1.4) + rng.uniform(-1, 1))
+        rows["vibration"].append(x * rng.uniform(0.9, 1.1) + rng.uniform(-0.2, 0.2))
         rows["anomaly"].append(label)
     return {"machine": np.array(rows["machine"]), **{k: np.concatenate(v) for k, v in rows.items() if k != "machine"}}
 
@@ -182,7 +182,7 @@ def write_all(folder: Path) -> list[Path]:
     write_demand(folder / "demand_test.csv", sites=3, seed=6)  # other sites: the test recordings are unseen
     write_gait(folder / "gait.csv", recordings=8, seed=21)
     write_gait(folder / "gait_test.csv", recordings=3, seed=22)  # other subjects: unseen
-    write_machine(folder / "machine.csv", recordings=6, seed=31)
+    write_machine(folder / "machine.csv", recordings=10, seed=31)
     write_machine(folder / "machine_test.csv", recordings=3, seed=32)
     return [folder / name for name in ("waveforms_test.ts", "waveforms_new.npy", "prices.csv", "heartbeats.npz",
                                        "demand.csv", "demand_test.csv", "gait.csv", "gait_test.csv", "machine.csv",

@@ -48,6 +48,12 @@ class BuiltinLoss(nn.Module):
     def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def step_elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """The elementwise loss of per-step scores and 0/1 targets, both (N, K, W) (PerStepLoss); its mean is the
+        loss of the N * W rows of one step each. Flattening to rows instead would have torch.export fix the batch
+        or the length at 1."""
+        return self._elementwise(prediction, target)
+
     def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         prediction = prediction.float()  # losses run in fp32 under autocast
         elementwise = self._elementwise(prediction, target)
@@ -119,6 +125,10 @@ class BCEWithLogitsLoss(BuiltinLoss):
         pos_weight = self.pos_weight if self.has_pos_weight else None
         return F.binary_cross_entropy_with_logits(prediction, target, reduction="none", pos_weight=pos_weight)
 
+    def step_elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        pos_weight = self.pos_weight.unsqueeze(-1) if self.has_pos_weight else None  # (K, 1): per class, every step
+        return F.binary_cross_entropy_with_logits(prediction, target, reduction="none", pos_weight=pos_weight)
+
 
 class BCELoss(BuiltinLoss):
     """torch.nn.BCELoss of sigmoid(logit), with its clamp of each log at -100, taken from log-sigmoid.
@@ -188,6 +198,10 @@ class MultilabelSoftMarginLoss(BuiltinLoss):
     def _elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
         return F.multilabel_soft_margin_loss(prediction, target, reduction="none")
 
+    def step_elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
+        # a row's mean over labels of the sigmoid cross-entropy: the same (N, K, W) elementwise terms
+        return F.binary_cross_entropy_with_logits(prediction, target, reduction="none")
+
 
 class PoissonNLLLoss(BuiltinLoss):
     name = "poisson_nll"
@@ -213,10 +227,12 @@ class PerStepLoss(nn.Module):
         self.loss = loss
 
     def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        if target.dim() == 3:  # 0/1 per class and step: elementwise losses, kept in the (N, K, W) layout
+            elementwise = self.loss.step_elementwise(prediction.float(), target)
+            return elementwise.mean(), elementwise.flatten(1).mean(dim=1)
         n, k, w = prediction.shape[0], prediction.shape[1], prediction.shape[2]
         rows = prediction.transpose(1, 2).reshape(n * w, k)  # (N * W, K); no -1, so torch.export keeps W free
-        targets = target.reshape(n * w) if target.dim() == 2 else target.transpose(1, 2).reshape(n * w, k)
-        loss, per_step = self.loss(rows, targets)
+        loss, per_step = self.loss(rows, target.reshape(n * w))
         return loss, per_step.reshape(n, w).mean(dim=1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -762,3 +763,67 @@ def test_the_browser_kits_server_answers_the_favicon_and_is_quiet_when_the_page_
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- a label per time step: every kit's stitched stream equals eager stitched by a plain loop ----------------
+
+@pytest.mark.parametrize("host", ["node", "cpp", "browser"])
+def test_every_kit_checks_per_step_golden_data_and_stitches_a_stream_as_eager(host, kits, step_bundles, tmp_path):
+    """Each per-step bundle (multiclass fcn, binary unet, multilabel tcn): the golden data (outputs (batch, K, W),
+    the per-step loss), then the recording streamed one sample at a time, whole, and in chunks of 7, finished: every
+    sample, its stitched probabilities and label against eager PyTorch's windows stitched by a plain loop."""
+    from tests.conftest import steps_case
+
+    says = {"node": " (fp32)", "cpp": " (engine torchscript)", "browser": " (fp32)"}[host]
+    for task, sb in step_bundles.items():
+        golden = _host_run(host, kits, sb.bundle)
+        outputs = len(TASKS[task].outputs) + 2
+        assert (golden.returncode, golden.stderr) == (0, f"all {outputs} outputs match{says}\n"), golden.stdout
+        recording = sb.recordings[2][:, :120]
+        T = recording.shape[1]
+        cases = tmp_path / f"{task}.json"
+        cases.write_text(json.dumps(steps_case(sb.run_dir, recording, [[1] * T, [T], [7] * (T // 7) + [T % 7]])))
+        result = _host_run(host, kits, sb.bundle, "--cases", cases)
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = [line.split() for line in result.stdout.splitlines() if line.strip()]
+        assert [(r[0], r[1]) for r in rows] == 3 * [("steps", "sample"), ("steps", "probabilities"), ("steps", "label")]
+        assert all(r[-1] == "ok" for r in rows), result.stdout
+
+
+def test_the_node_stream_script_prints_every_sample_as_predict_writes_it(node_host, step_bundles, tmp_path):
+    """stream.js on a per-step bundle: predict's per-sample columns, each sample once its windows have arrived (the
+    last ones at the recording's end), the same labels and probabilities as `pipeline predict`."""
+    sb = step_bundles["multilabel"]
+    predicted = tmp_path / "predicted.csv"
+    result = CliRunner().invoke(cli_main, ["predict", str(sb.bundle), "--data", str(sb.train_file), "--out",
+                                           str(predicted)])
+    assert result.exit_code == 0, result.output
+    expected = list(csv.reader(predicted.open()))
+    streamed = subprocess.run(["node", str(node_host / "stream.js"), sb.bundle, sb.train_file, "--chunk", "11"],
+                              capture_output=True, text=True, timeout=120)
+    assert streamed.returncode == 0, streamed.stderr
+    got = list(csv.reader(streamed.stdout.splitlines()))
+    assert got[0] == expected[0][1:] == ["recording", "sample", "label_0", "label_1", "probability_0", "probability_1"]
+    assert [r[:4] for r in got[1:]] == [r[1:5] for r in expected[1:]]
+    np.testing.assert_allclose(np.array([r[4:] for r in got[1:]], dtype=np.float32),
+                               np.array([r[5:] for r in expected[1:]], dtype=np.float32), rtol=0, atol=0)
+
+
+def test_the_browser_live_view_colours_the_signal_by_each_samples_label(browser_kit, step_bundles, tmp_path):
+    """serve.py --play of a per-step bundle: every sample of the recording answered once, coloured by its label
+    (multiclass: every sample), the labels and probabilities eager's stitched by a plain loop."""
+    from tests.conftest import eager_steps
+
+    sb = step_bundles["multiclass"]
+    recording = sb.recordings[0][:, :100]
+    live = tmp_path / "live.csv"
+    np.savetxt(live, recording.T, delimiter=",", header="ch0,ch1", comments="", fmt="%.9g")
+    result = subprocess.run([sys.executable, str(browser_kit / "serve.py"), sb.bundle, "--play", live],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    streamed = json.loads(result.stdout)
+    expected = eager_steps(sb.run_dir, np.loadtxt(live, delimiter=",", skiprows=1).T.astype(np.float32))
+    assert result.stderr == "played: 100 samples labelled\n"
+    assert streamed["sample"] == expected["sample"].tolist() == list(range(100))
+    assert streamed["label"] == expected["label"].tolist() and streamed["coloured"] == 100
+    np.testing.assert_allclose(np.array(streamed["probabilities"]), expected["probabilities"], atol=ATOL, rtol=RTOL)

@@ -119,11 +119,15 @@ StepOutput StepStream::answer(int64_t until) {
   auto count = count_.accessor<int64_t, 1>();
   for (int64_t i = 0; i < n; ++i)
     if (count[i] > 0) covered.push_back(i);
-  torch::Tensor index = torch::tensor(covered, torch::kInt64);
-  torch::Tensor mean = covered.empty() ? torch::zeros({K, 0}, torch::kFloat64)
-                                       : total_.index_select(1, index) / count_.index_select(0, index);
-  out.probabilities = mean.t().contiguous().to(torch::kFloat32);  // (m, K)
-  out.label = argmax_ ? out.probabilities.argmax(1) : (out.probabilities > 0.5).to(torch::kInt64);
+  if (covered.empty()) {  // nothing final yet
+    out.probabilities = torch::zeros({0, K}, torch::kFloat32);
+    out.label = argmax_ ? torch::zeros({0}, torch::kInt64) : torch::zeros({0, K}, torch::kInt64);
+  } else {
+    torch::Tensor index = torch::tensor(covered, torch::kInt64);
+    torch::Tensor mean = total_.index_select(1, index) / count_.index_select(0, index);
+    out.probabilities = mean.t().contiguous().to(torch::kFloat32);  // (m, K)
+    out.label = argmax_ ? out.probabilities.argmax(1) : (out.probabilities > 0.5).to(torch::kInt64);
+  }
   for (int64_t i : covered) out.sample.push_back(base_ + i);
   base_ += n;
   total_ = total_.narrow(1, n, total_.size(1) - n).contiguous();

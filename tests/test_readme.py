@@ -25,7 +25,7 @@ from tests.conftest import CPP_BUILD, CPP_CONFIGURE, background, project_bash, s
 
 ROOT = Path(__file__).resolve().parents[1]
 # the manual's pages in the order their commands run (later pages use what earlier ones create)
-DOCS = ("training", "data", "recordings", "forecasting", "models", "tracking", "export", "runtime", "python", "performance", "hosts",
+DOCS = ("training", "data", "recordings", "forecasting", "segmentation", "models", "tracking", "export", "runtime", "python", "performance", "hosts",
         "signing", "architecture")
 FRONT_DOOR = (ROOT / "README.md").read_text()
 README = FRONT_DOOR + "".join((ROOT / "docs" / f"{page}.md").read_text() for page in DOCS)
@@ -167,6 +167,16 @@ def _run_forecast_block(code: str, box: Path) -> None:
     np.testing.assert_allclose(out["forecast"][-1], ahead, atol=1e-6, rtol=1e-6)
 
 
+def _run_segments_block(code: str, box: Path) -> None:
+    """docs/segmentation.md's Python example on the page's bundle: the stream, pushed in chunks and finished,
+    answers every sample with the labels of label_samples on the whole recording."""
+    namespace = _exec_block(code, box, "docs/segmentation.md")
+    whole, labels, parts = namespace["whole"], namespace["labels"], namespace["parts"]
+    assert whole["sample"].tolist() == list(range(1500)) and whole["probabilities"].shape == (1500, 4)
+    assert np.concatenate([p["sample"] for p in parts]).tolist() == list(range(1500))
+    np.testing.assert_array_equal(labels, whole["label"])
+
+
 def _background(line: str, box: Path, servers: contextlib.ExitStack) -> None:
     """A README line ending in `&` (a server the next lines talk to): started, waited for, stopped at the end."""
     port = re.search(r"--port (\d+)", line).group(1)
@@ -219,6 +229,7 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
     _run_python_block(blocks("python", "runtime")[0], box)
     _run_stream_block(blocks("python", "recordings")[0], box)
     _run_forecast_block(blocks("python", "forecasting")[0], box)
+    _run_segments_block(blocks("python", "segmentation")[0], box)
     assert len(ran) == sum(len(commands(b)) for b in blocks("bash")) - 1
     assert CPP_CONFIGURE in ran and f"{CPP_BUILD} && build/cpp/selfcheck artifacts/demo/bundle" in ran
     assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()
@@ -228,6 +239,12 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
     rows = (box / "demand-forecasts.csv").read_text().splitlines()
     assert rows[0].startswith("row,recording,start,end,time,h1_q0.1,h1_q0.5,h1_q0.9,h2_q0.1,") and len(rows) == 1 + 3 * 45
     assert rows[1].startswith("0,site0,0,72,71,")
+    # docs/segmentation.md: one row per sample of the 3 unseen subjects, then one per segment
+    rows = (box / "gait-samples.csv").read_text().splitlines()
+    assert rows[0] == "row,recording,sample,time,label,probability_rest,probability_run,probability_stairs," \
+        "probability_walk" and len(rows) == 1 + 3 * 1500
+    segs = (box / "gait-segments.csv").read_text().splitlines()
+    assert segs[0] == "row,recording,start,end,start_time,end_time,label,probability" and len(segs) > 3
 
 
 def test_the_python_pages_notebook_runs(tmp_path, monkeypatch):

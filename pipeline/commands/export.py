@@ -46,6 +46,7 @@ def export_command(run_dir, out, force, mlflow, register, **settings):
       pipeline export artifacts/minirocket --format all   # a kernel model: verified at its thresholds
       pipeline export artifacts/activity            # a windowed run: the manifest records its windows
       pipeline export artifacts/demand --format onnx,torchscript   # a forecaster: its horizon and quantiles too
+      pipeline export artifacts/gait --format onnx,torchscript   # a label per time step: (batch, classes, W)
       pipeline export artifacts/mr-hydra --format onnx,pt2 --out artifacts/mr-hydra/pt2_bundle
       pipeline export artifacts/demo --format all --sign-key keys/signing.key.pem --out artifacts/demo/signed
     """

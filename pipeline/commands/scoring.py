@@ -34,6 +34,8 @@ def predict(bundle, out, force, **opts):
       pipeline predict BUNDLE --data readings.csv --target-column label > preds.csv
       pipeline predict artifacts/activity/bundle --data examples/activity.csv --out activity-windows.csv
       pipeline predict artifacts/demand/bundle --data examples/demand_test.csv --out demand-forecasts.csv
+      pipeline predict artifacts/gait/bundle --data examples/gait_test.csv --out gait-samples.csv
+      pipeline predict artifacts/gait/bundle --data examples/gait_test.csv --segments --out gait-segments.csv
       pipeline predict artifacts/demo/int8 --data examples/waveforms_new.npy --precision int8 --out preds-int8.csv
       pipeline predict artifacts/demo/signed --data examples/waveforms_test.ts --public-key keys/signing.pub.pem --out signed-preds.csv
       pipeline predict saliency_bundle --data examples/waveforms_test.ts --saliency maps.npy --out saliency-preds.csv
@@ -58,6 +60,7 @@ def evaluate(bundle, as_json, **opts):
       pipeline evaluate BUNDLE --data test.npz --json
       pipeline evaluate artifacts/activity/bundle --data examples/activity.csv
       pipeline evaluate artifacts/demand/bundle --data examples/demand_test.csv
+      pipeline evaluate artifacts/gait/bundle --data examples/gait_test.csv
       pipeline evaluate BUNDLE --data test.npz --precision int8
     """
     import json

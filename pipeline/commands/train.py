@@ -60,6 +60,8 @@ def train(ctx, **opts):
       pipeline train --data examples/heartbeats.npz --nproc 2 --batch-size 64
       pipeline train --data examples/activity.csv --recording-column subject --time-column time --window 100 --stride 25 --out artifacts/activity
       pipeline train --data examples/demand.csv --recording-column site --time-column t --task forecast --window 72 --horizon 12 --season 12 --forecast-columns load --loss quantile --test-data examples/demand_test.csv --out artifacts/demand
+      pipeline train --data examples/gait.csv --recording-column subject --time-column time --window 128 --window-label each --test-data examples/gait_test.csv --out artifacts/gait
+      pipeline train --data examples/machine.csv --recording-column machine --task binary --window 128 --window-label each --model unet --test-data examples/machine_test.csv --out artifacts/machine
       torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint host0:29500 -m pipeline.cli train ...
     """
     # every flag is checked before torch is imported (seconds), so a typo fails at once

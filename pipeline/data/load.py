@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,8 +25,11 @@ class Split:
 
     X: np.ndarray  # (N_file, C, L) float32
     rows: np.ndarray  # indices into X that belong to this split
-    targets: np.ndarray  # (len(rows),) int64 or (len(rows), K) float32
+    targets: np.ndarray  # (len(rows),) int64 or (len(rows), K) float32; per step: (len(rows)[, K], W)
     source: str
+    # --window-label each: every sample's encoded label, aligned with the recordings X cuts windows from (the
+    # end-of-run report stitches whole recordings, the samples after the last window included)
+    sample_targets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -123,6 +127,7 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     if cfg.window is not None and cfg.window_label == "each":
         problems.extend(_step_problems(encoding.task, model_name, files))
         if not problems:  # each window's targets: its samples' encoded labels (runtime.segments layout)
+            per_sample = dict(targets)
             targets = {role: step_targets(targets[role], files[role].windows.first, cfg.window) for role in files}
     shortest = MODELS[model_name].min_length
     if train.X.shape[2] < shortest:
@@ -145,6 +150,9 @@ def load_datasets(cfg: DataConfig, model_name: str, seed: int, encoding: LabelEn
     if "test" in files:
         test = Split(files["test"].X, all_rows(files["test"]), targets["test"], files["test"].source)
     train_split = Split(train.X, train_rows, targets["train"][train_rows], train.source)
+    if cfg.window is not None and cfg.window_label == "each":
+        val = val and dataclasses.replace(val, sample_targets=per_sample["val" if "val" in files else "train"])
+        test = test and dataclasses.replace(test, sample_targets=per_sample["test"])
     if len(train_split) < 2:
         raise DataError([f"{train.source}: only {len(train_split)} series left for training; "
                          "training needs at least 2 (lower --val-split)"])

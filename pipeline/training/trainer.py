@@ -35,6 +35,7 @@ from pipeline.training.run_folder import MEMBERS_DIR, RunFolder
 from pipeline.training.tracking import RunEnd
 from runtime import forecast, segments
 from runtime.segments import step_rows
+from runtime.windows import window_view
 from runtime.inputs import plural
 from runtime.tasks import TASKS
 
@@ -477,33 +478,28 @@ class Trainer:
         return found
 
     def segment_report(self, model: nn.Module, source: BatchSource, split) -> dict:
-        """runtime.segments' report of `model` on a split's windows, stitched per recording (split.X is the
-        recordings' WindowedSeries; each sample's true label is read from a window that covers it)."""
+        """runtime.segments' report of `model` on a split's recordings, stitched as `pipeline evaluate` stitches
+        them: the split's windows of each recording and, where they reach its end, its tail window (split.X is the
+        recordings' WindowedSeries; split.sample_targets every sample's label)."""
         windows = split.X
+        recs, length, stride = windows.recordings, windows.length, self.datasets.window["stride"]
         probs = segments.probabilities_of(predict_raw(model, source).cpu().numpy(), self.task.scores)
-        targets = np.asarray(split.targets)
         recording, starts = windows.recording[split.rows], windows.starts[split.rows]
-        samples = windows.recordings.lengths()
         true, predicted = [], []
         for r in np.unique(recording):
             mine = np.flatnonzero(recording == r)
-            found = segments.stitched(probs[mine], starts[mine], int(samples[r]), self.task.scores)
-            labels = np.zeros((int(samples[r]),) + targets.shape[1:-1], dtype=targets.dtype)
-            for i in mine:  # each window's targets are its samples' labels
-                labels[starts[i]:starts[i] + windows.length] = np.moveaxis(targets[i], -1, 0)
-            true.append(labels[found["sample"]])
+            samples = int(recs.lengths()[r])
+            end = segments.tail(samples, length, stride)
+            last = None
+            if end is not None and starts[mine].max() + length + stride > samples:  # the split holds its end
+                x = torch.from_numpy(window_view(recs.samples, np.array([recs.offsets[r] + end[0]]), length))
+                with torch.inference_mode():
+                    last = segments.probabilities_of(model.eval()(x.to(self.device)).float().cpu().numpy(),
+                                                     self.task.scores)[0]
+            found = segments.stitched(probs[mine], starts[mine], samples, self.task.scores, last, stride)
+            true.append(split.sample_targets[recs.offsets[r]:recs.offsets[r + 1]][found["sample"]])
             predicted.append(found["label"])
         return segments.segment_report(true, predicted, self.task.scores)
-
-    def forecast_report(self, model: nn.Module, source: BatchSource) -> dict:
-        """runtime.forecast.report of `model` on a split's windows (its history of the target channels)."""
-        targets = list(self.model_cfg.targets)
-        bounds = batch_bounds(source.n, 1024)
-        history = np.concatenate([source.batch(torch.arange(s, e))[0][:, targets].cpu().numpy() for s, e in bounds])
-        raw = predict_raw(model, source).cpu().numpy()
-        window = self.datasets.window
-        return forecast.report(history, raw, source.y.cpu().numpy(), window["horizon"], window["season"],
-                               window.get("quantiles", ()))
 
     def run_report(self) -> dict:
         """The run-wide keys of metrics.json."""

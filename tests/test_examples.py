@@ -23,7 +23,7 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
             return {name: data[name] for name in data.files}
     if path.suffix == ".npy":
         return {"X": np.load(path)}
-    if path.name.startswith("demand"):  # recordings, one row per sample: the same text, line by line
+    if path.name.startswith(("demand", "gait", "machine")):  # recordings, one row per sample: the same text
         return {"rows": np.array(path.read_text().splitlines())}
     data = read_series(path, target_column="close" if path.suffix == ".csv" else None)
     return {"X": data.X, "y": data.y}
@@ -33,8 +33,8 @@ def test_the_synthetic_examples_are_what_the_script_writes(tmp_path):
     written = subprocess.run([sys.executable, str(EXAMPLES / "make_examples.py"), str(tmp_path)], capture_output=True,
                              text=True, check=True).stdout.split()
     names = sorted(Path(p).name for p in written)
-    assert names == ["demand.csv", "demand_test.csv", "heartbeats.npz", "prices.csv", "waveforms_new.npy",
-                     "waveforms_test.ts"]
+    assert names == ["demand.csv", "demand_test.csv", "gait.csv", "gait_test.csv", "heartbeats.npz", "machine.csv",
+                     "machine_test.csv", "prices.csv", "waveforms_new.npy", "waveforms_test.ts"]
     for name in names:
         ours, shipped = _arrays(tmp_path / name), _arrays(EXAMPLES / name)
         assert sorted(ours) == sorted(shipped), name

@@ -42,9 +42,11 @@ class ConvBlock(nn.Sequential):
         super().__init__(SameConv1d(c_in, c_out, kernel), nn.BatchNorm1d(c_out), nn.ReLU())
 
 
-def per_step_head(head: nn.Linear, features: Tensor) -> Tensor:
-    """A linear head applied at every time step, a 1x1 convolution: (batch, C, [1,] length) -> (batch, K, length)."""
-    return torch.matmul(head.weight, features.flatten(1, -2)) + head.bias.unsqueeze(-1)
+def per_step_head(weight: Tensor, bias: Tensor, features: Tensor) -> Tensor:
+    """A linear head (weight (K, C), bias (K,)) applied at every time step, a 1x1 convolution: (batch, C, [1,]
+    length) -> (batch, K, length). Tensors, not the nn.Linear: TorchScript compiles a free function once, for the
+    first module type it is given."""
+    return torch.matmul(weight, features.flatten(1, -2)) + bias.unsqueeze(-1)
 
 
 class GlobalPooled:
@@ -63,7 +65,7 @@ class GlobalPooled:
 
     def forward(self, x: Tensor) -> Tensor:
         if self.per_step:
-            return per_step_head(self.head, self.feature_maps(x))
+            return per_step_head(self.head.weight, self.head.bias, self.feature_maps(x))
         # global average pooling over length (the last axis, so a 2D-layout copy pools the same way)
         return self.head(self.feature_maps(x).mean(dim=-1).flatten(1))
 
@@ -356,7 +358,7 @@ class TCN(AnyLength, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.per_step:
-            return per_step_head(self.head, self.features(x))
+            return per_step_head(self.head.weight, self.head.bias, self.features(x))
         return self.head(self.features(x)[..., -1].flatten(1))  # a 2D-layout copy: (batch, C, 1) -> (batch, C)
 
 

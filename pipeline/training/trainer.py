@@ -501,6 +501,16 @@ class Trainer:
             predicted.append(found["label"])
         return segments.segment_report(true, predicted, self.task.scores)
 
+    def forecast_report(self, model: nn.Module, source: BatchSource) -> dict:
+        """runtime.forecast.report of `model` on a split's windows (its history of the target channels)."""
+        targets = list(self.model_cfg.targets)
+        bounds = batch_bounds(source.n, 1024)
+        history = np.concatenate([source.batch(torch.arange(s, e))[0][:, targets].cpu().numpy() for s, e in bounds])
+        raw = predict_raw(model, source).cpu().numpy()
+        window = self.datasets.window
+        return forecast.report(history, raw, source.y.cpu().numpy(), window["horizon"], window["season"],
+                               window.get("quantiles", ()))
+
     def run_report(self) -> dict:
         """The run-wide keys of metrics.json."""
         return {"selected_by": "val_loss" if self.val_src else "train_loss", "batch_size": self.batch_size,

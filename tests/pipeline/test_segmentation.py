@@ -262,6 +262,9 @@ def test_every_per_step_model_and_task_exports_in_every_format_and_predicts_as_e
     verification = json.loads((bundle_dir / "verification.json").read_text())
     assert verification["passed"]
     assert {r["engine"] for r in verification["rows"]} == {ENGINES[f] for f in formats.split(",")}
+    if "torchscript" in formats:  # scripted, not traced: the per-step head compiles for every model
+        assert json.loads((bundle_dir / "manifest.json").read_text())["torchscript"] == {"model": "script",
+                                                                                        "loss": "script"}
     bundle = runtime.load(bundle_dir)
     x = np.random.default_rng(1).normal(size=(5, 2, STEPS["window"])).astype(np.float32) * 3
     got = bundle.predict(x)

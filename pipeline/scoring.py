@@ -176,17 +176,24 @@ def _write_windows(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None,
     table = {**where, **prediction_table(bundle, outputs)}
     if "time" in table:  # as the file wrote it: 71, not 71.0
         table["time"] = np.array([number_text(v) for v in table["time"].tolist()], dtype=object)
+    arrays = {**outputs, **{k: v.astype(str) if k == "recording" else v for k, v in where.items()}}
+    if _emit(table, out, suffix, lambda tmp: write_predictions(bundle, arrays, tmp, suffix)):
+        log(f"wrote {out} ({n} windows)")
+    return n
+
+
+def _emit(table: dict, out: Path | None, suffix: str, write_arrays) -> bool:
+    """A prediction table as CSV on stdout (no --out; False), or written atomically to `out` (True): .csv and .jsonl
+    as the table, .npy and .npz by write_arrays(temporary path)."""
     if out is None:
         write_rows(table, sys.stdout, ".csv")
-        return n
+        return False
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".csv", ".jsonl"):
         write_atomic(out, lambda tmp: _write_table(table, tmp, suffix))
     else:
-        arrays = {**outputs, **{k: v.astype(str) if k == "recording" else v for k, v in where.items()}}
-        write_atomic(out, lambda tmp: write_predictions(bundle, arrays, tmp, suffix))
-    log(f"wrote {out} ({n} windows)")
-    return n
+        write_atomic(out, write_arrays)
+    return True
 
 
 def _write_samples(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None, suffix: str,
@@ -194,6 +201,8 @@ def _write_samples(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None,
     """`pipeline predict` of a per-step bundle (--window-label each): one row per sample some window covers
     (recording, sample, its time, the label and the stitched probabilities; runtime.segments), or with
     --segments one row per segment (recording, start, end, label, mean probability)."""
+    if cfg.segments and suffix not in (".csv", ".jsonl"):
+        raise PipelineError(f"--out {out}: --segments writes a table of segments; name a .csv or .jsonl file")
     recs = _recordings(bundle, cfg.data, target_column, labels=False)
     w = bundle.window
     short = [n for n, size in zip(recs.names, recs.lengths()) if size < w.length]
@@ -230,19 +239,11 @@ def _write_samples(bundle: runtime.Bundle, cfg: PredictConfig, out: Path | None,
     what = f"{n} segments" if cfg.segments else f"{n} samples"
     log(f"windows of {w.length} samples every {w.stride} from {recs.count} recording(s) of {recs.source}, stitched "
         f"per sample (the mean of every window covering it): {what}")
-    if out is None:
-        write_rows(table, sys.stdout, ".csv")
-        return n
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in (".csv", ".jsonl"):
-        write_atomic(out, lambda tmp: _write_table(table, tmp, suffix))
-    elif cfg.segments:
-        raise PipelineError(f"--out {out}: --segments writes a table; name a .csv or .jsonl file")
-    else:
-        merged = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+    merged = {} if cfg.segments else {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+    if merged:
         merged["recording"] = merged["recording"].astype(str)
-        write_atomic(out, lambda tmp: _save_samples(tmp, merged, suffix))
-    log(f"wrote {out} ({what})")
+    if _emit(table, out, suffix, lambda tmp: _save_samples(tmp, merged, suffix)):
+        log(f"wrote {out} ({what})")
     return n
 
 

@@ -218,6 +218,13 @@ def test_segments_and_saliency_are_refused_where_they_do_not_apply(step_bundles,
     assert result.exit_code == 2 and result.output.endswith(
         f"Error: --segments: {wb.bundle} answers one label per window; segments need a bundle trained with "
         "--window-label each\n")
+    sb = step_bundles["binary"]
+    result = CliRunner().invoke(main, ["predict", str(sb.bundle), "--data", str(sb.train_file), "--segments", "--out",
+                                       str(tmp_path / "segments.npz")])
+    assert result.exit_code == 2 and result.output.endswith(
+        f"Error: --out {tmp_path / 'segments.npz'}: --segments writes a table of segments; name a .csv or .jsonl "
+        "file\n")
+    assert list(tmp_path.iterdir()) == []
     result = CliRunner().invoke(main, ["export", str(step_bundles["binary"].run_dir), "--saliency", "--out",
                                        str(tmp_path / "s")])
     assert result.exit_code == 2 and result.output.endswith(

@@ -135,12 +135,22 @@ function windowFan(bundle, out, i, end) {
     upper: steps.map((h) => at(h, Q - 1)) };
 }
 
+// Samples at..at+n of a recording as one chunk (channel by channel), each added to the plotted `signal`.
+function nextChunk({ data, C, T }, at, n, signal) {
+  const part = new Float32Array(C * n);
+  for (let c = 0; c < C; c += 1) {
+    part.set(data.subarray(c * T + at, c * T + at + n), c * n);
+    for (let k = 0; k < n; k += 1) signal[c].push({ x: at + k, y: data[c * T + at + k] });
+  }
+  return part;
+}
+
 // Play a recording through bundle.stream(): `chunk` samples per tick (every `delay` ms; 0: as fast as it runs),
 // the signal and every completed window's scores plotted over time; a forecaster's newest forecast is drawn
 // ahead of the signal as a fan. Returns what was streamed.
 async function play(bundle, recording, chunk, delay) {
   if (bundle.steps) return playSteps(bundle, recording, chunk, delay);
-  const { data, C, T } = recording;
+  const { C, T } = recording;
   const stream = bundle.stream();
   const scoresName = bundle.outputs[bundle.outputs.length > 1 ? 1 : 0];
   const withMaps = bundle.outputs.includes('saliency');
@@ -152,12 +162,7 @@ async function play(bundle, recording, chunk, delay) {
   const scores = [];
   for (let at = 0; at < T; at += chunk) {
     const n = Math.min(chunk, T - at);
-    const part = new Float32Array(C * n);
-    for (let c = 0; c < C; c += 1) {
-      part.set(data.subarray(c * T + at, c * T + at + n), c * n);
-      for (let k = 0; k < n; k += 1) signal[c].push({ x: at + k, y: data[c * T + at + k] });
-    }
-    const out = await stream.push(part, n);
+    const out = await stream.push(nextChunk(recording, at, n, signal), n);
     const s = out.outputs[scoresName]; const k = s.dims[1] || 1;
     out.end.forEach((end, i) => {
       const row = Array.from(s.data.slice(i * k, (i + 1) * k), Number);
@@ -194,7 +199,7 @@ async function play(bundle, recording, chunk, delay) {
 // class's stitched probability over time. Returns what was streamed: every answered sample, its label and
 // probabilities, and how many samples were coloured.
 async function playSteps(bundle, recording, chunk, delay) {
-  const { data, C, T } = recording;
+  const { C, T } = recording;
   const stream = bundle.stream();
   const names = bundle.classes || [];
   const streamed = { sample: [], label: [], probabilities: [], coloured: 0 };
@@ -225,12 +230,7 @@ async function playSteps(bundle, recording, chunk, delay) {
   };
   for (let at = 0; at < T; at += chunk) {
     const n = Math.min(chunk, T - at);
-    const part = new Float32Array(C * n);
-    for (let c = 0; c < C; c += 1) {
-      part.set(data.subarray(c * T + at, c * T + at + n), c * n);
-      for (let k = 0; k < n; k += 1) signal[c].push({ x: at + k, y: data[c * T + at + k] });
-    }
-    take(await stream.push(part, n));
+    take(await stream.push(nextChunk(recording, at, n, signal), n));
     draw(at + n);
     if (delay) await new Promise((r) => setTimeout(r, delay));
   }

@@ -10,6 +10,7 @@ from typing import TextIO
 import numpy as np
 
 from runtime.bundle import Bundle
+from runtime.segments import decide, step_rows
 
 OUT_SUFFIXES = (".csv", ".jsonl", ".npy", ".npz")
 
@@ -17,6 +18,12 @@ OUT_SUFFIXES = (".csv", ".jsonl", ".npy", ".npz")
 def prediction_table(bundle: Bundle, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Columns of one row per series: decisions by name where the task has classes, then the scores."""
     w = bundle.window
+    if bundle.steps:  # a label per time step: one row per step of each window (stitched rows: runtime.segments)
+        p = np.asarray(outputs[bundle.spec.main_output])  # (N, K, W)
+        rows = step_rows(p)
+        found = {"probabilities": rows, "label": decide(rows, bundle.spec.scores)}
+        return {"window": np.repeat(np.arange(p.shape[0]), p.shape[2]), "step": np.tile(np.arange(p.shape[2]), p.shape[0]),
+                **bundle.spec.step_columns(found, bundle.classes, bundle.n_outputs)}
     if w is not None and w.horizon:  # a forecast: a column per target, step and quantile
         return bundle.spec.prediction_columns(outputs, w.target_names, bundle.n_outputs, tuple(w.quantiles or ()))
     return bundle.spec.prediction_columns(outputs, bundle.classes, bundle.n_outputs)

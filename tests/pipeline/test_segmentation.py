@@ -255,6 +255,11 @@ MODELS_TASKS = [("fcn", "binary", ALL_FORMATS), ("resnet", "multilabel", ALL_FOR
                 ("inception", "multiclass", ALL_FORMATS), ("lite", "binary", ALL_FORMATS),
                 ("tcn", "multiclass", ALL_FORMATS), ("unet", "multiclass", "onnx,torchscript,pt2,aoti"),
                 ("unet", "multilabel", ALL_FORMATS), ("fcn", "multilabel", "onnx")]
+# with conftest's step_bundles (fcn multiclass, unet binary, tcn multilabel: ONNX and TorchScript), every model x task
+MODELS_TASKS += [(m, t, "onnx,torchscript") for m, t in (("resnet", "binary"), ("resnet", "multiclass"),
+                                                         ("inception", "binary"), ("inception", "multilabel"),
+                                                         ("lite", "multiclass"), ("lite", "multilabel"),
+                                                         ("tcn", "binary"))]
 USER_LOSS = """
 import torch
 

@@ -693,13 +693,7 @@ def test_the_browser_live_view_draws_the_newest_forecast_as_a_fan_ahead_of_the_s
 
     fb = forecast_bundle
     recording = np.load(fb.data)["X"][0][:, :90]  # (2, 90), the site at level 10
-    live = tmp_path / "live.csv"
-    np.savetxt(live, recording.T, delimiter=",", header="a,b", comments="", fmt="%.6f")
-    result = subprocess.run([sys.executable, str(browser_kit / "serve.py"), fb.bundle, "--play", live],
-                            capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr
-    streamed = json.loads(result.stdout)
-    written = np.loadtxt(live, delimiter=",", skiprows=1).T.astype(np.float32)  # the samples as the page reads them
+    result, streamed, written = _play(browser_kit, fb.bundle, recording, "a,b", "%.6f", tmp_path)
     eager = eager_windows(fb.run_dir, written, FORECAST["window"], FORECAST["stride"])
     assert streamed["start"] == eager["start"]
     newest = eager["forecast"][-1, 0]  # (H, Q) of the first target
@@ -765,6 +759,17 @@ def test_the_browser_kits_server_answers_the_favicon_and_is_quiet_when_the_page_
         server.server_close()
 
 
+def _play(browser_kit: Path, bundle: Path, recording: np.ndarray, header: str, fmt: str, tmp_path: Path):
+    """serve.py --play of `recording` (C, T) written as a .csv: (the process, what the page streamed, the samples
+    as the page read them from the file)."""
+    live = tmp_path / "live.csv"
+    np.savetxt(live, recording.T, delimiter=",", header=header, comments="", fmt=fmt)
+    result = subprocess.run([sys.executable, str(browser_kit / "serve.py"), bundle, "--play", live],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(result.stdout), np.loadtxt(live, delimiter=",", skiprows=1).T.astype(np.float32)
+
+
 # --- a label per time step: every kit's stitched stream equals eager stitched by a plain loop ----------------
 
 @pytest.mark.parametrize("host", ["node", "cpp", "browser"])
@@ -816,13 +821,8 @@ def test_the_browser_live_view_colours_the_signal_by_each_samples_label(browser_
 
     sb = step_bundles["multiclass"]
     recording = sb.recordings[0][:, :100]
-    live = tmp_path / "live.csv"
-    np.savetxt(live, recording.T, delimiter=",", header="ch0,ch1", comments="", fmt="%.9g")
-    result = subprocess.run([sys.executable, str(browser_kit / "serve.py"), sb.bundle, "--play", live],
-                            capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr
-    streamed = json.loads(result.stdout)
-    expected = eager_steps(sb.run_dir, np.loadtxt(live, delimiter=",", skiprows=1).T.astype(np.float32))
+    result, streamed, written = _play(browser_kit, sb.bundle, recording, "ch0,ch1", "%.9g", tmp_path)
+    expected = eager_steps(sb.run_dir, written)
     assert result.stderr == "played: 100 samples labelled\n"
     assert streamed["sample"] == expected["sample"].tolist() == list(range(100))
     assert streamed["label"] == expected["label"].tolist() and streamed["coloured"] == 100

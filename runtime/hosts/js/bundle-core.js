@@ -670,23 +670,30 @@
     return { data, dims: [rows, ...Array.from(parts[0].dims).slice(1)] };
   }
 
+  // A case's recording ({shape: [C, T], data}) cut by one chunking: [chunk (C x n values, channel by channel), n].
+  function* chunksOf(recording, chunking) {
+    const [C, T] = recording.shape;
+    let at = 0;
+    for (const n of chunking) {
+      const chunk = new Float32Array(C * n);
+      for (let ch = 0; ch < C; ch += 1) chunk.set(recording.data.slice(ch * T + at, ch * T + at + n), ch * n);
+      yield [chunk, n];
+      at += n;
+    }
+  }
+
   // Rows {graph: 'stream', output, ...} for a stream case: the recording pushed in each chunking, every window's
   // start and outputs compared with the expected ones (eager PyTorch on the same windows).
   async function checkStream(bundle, c) {
     const { recording, chunkings, outputs: expected } = c.stream;
-    const [C, T] = recording.shape;
     const rows = [];
     for (const chunking of chunkings) {
       const stream = bundle.stream();
       const starts = []; const parts = {};
-      let at = 0;
-      for (const n of chunking) {
-        const chunk = new Float32Array(C * n);
-        for (let ch = 0; ch < C; ch += 1) chunk.set(recording.data.slice(ch * T + at, ch * T + at + n), ch * n);
+      for (const [chunk, n] of chunksOf(recording, chunking)) {
         const got = await stream.push(chunk, n);
         starts.push(...got.start);
         for (const [name, value] of Object.entries(got.outputs)) (parts[name] = parts[name] || []).push(value);
-        at += n;
       }
       const same = JSON.stringify(starts) === JSON.stringify(expected.start.data);
       rows.push({ graph: 'stream', output: 'start', shape: [starts.length], max_abs: same ? 0 : Infinity, max_rel: 0, ok: same });
@@ -705,18 +712,11 @@
   // stitched by a plain loop).
   async function checkSteps(bundle, c) {
     const { recording, chunkings, outputs: expected } = c.steps;
-    const [C, T] = recording.shape;
     const rows = [];
     for (const chunking of chunkings) {
       const stream = bundle.stream();
       const answers = [];
-      let at = 0;
-      for (const n of chunking) {
-        const chunk = new Float32Array(C * n);
-        for (let ch = 0; ch < C; ch += 1) chunk.set(recording.data.slice(ch * T + at, ch * T + at + n), ch * n);
-        answers.push(await stream.push(chunk, n));
-        at += n;
-      }
+      for (const [chunk, n] of chunksOf(recording, chunking)) answers.push(await stream.push(chunk, n));
       answers.push(await stream.finish());
       const sample = answers.flatMap((a) => a.sample);
       const same = JSON.stringify(sample) === JSON.stringify(expected.sample.data);

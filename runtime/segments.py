@@ -14,9 +14,9 @@ ends (the tail window's samples among them).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
+
+from runtime.metrics import sigmoid
 
 
 def step_rows(values: np.ndarray) -> np.ndarray:
@@ -44,7 +44,7 @@ def probabilities_of(raw: np.ndarray, scores: str) -> np.ndarray:
     if scores == "softmax":
         e = np.exp(raw - raw.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
-    return np.where(raw >= 0, 1.0 / (1.0 + np.exp(-np.abs(raw))), np.exp(-np.abs(raw)) / (1.0 + np.exp(-np.abs(raw))))
+    return sigmoid(raw)
 
 
 def decide(probabilities: np.ndarray, scores: str) -> np.ndarray:
@@ -276,17 +276,3 @@ def report_line(report: dict) -> str:
 def _step_f1(pred: np.ndarray, true: np.ndarray) -> float:
     tp, fp, fn = float((pred & true).sum()), float((pred & ~true).sum()), float((~pred & true).sum())
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-
-
-def recording_report(probabilities_of: Callable[[int], tuple[np.ndarray, np.ndarray, int]], labels_of:
-                     Callable[[int], np.ndarray], recordings: int, scores: str) -> dict[str, float | None]:
-    """segment_report of several recordings: `probabilities_of(r)` gives recording r's windows' per-step
-    probabilities (N, K, W), their starts and the recording's samples; `labels_of(r)` its per-sample encoded
-    labels. Only samples some window covers are scored."""
-    true, predicted = [], []
-    for r in range(recordings):
-        probabilities, starts, samples = probabilities_of(r)
-        found = stitched(probabilities, starts, samples, scores)
-        true.append(labels_of(r)[found["sample"]])
-        predicted.append(found["label"])
-    return segment_report(true, predicted, scores)

@@ -779,20 +779,25 @@ def test_every_kit_checks_per_step_golden_data_and_stitches_a_stream_as_eager(ho
     sample, its stitched probabilities and label against eager PyTorch's windows stitched by a plain loop."""
     from tests.conftest import steps_case
 
-    says = {"node": " (fp32)", "cpp": " (engine torchscript)", "browser": " (fp32)"}[host]
     for task, sb in step_bundles.items():
-        golden = _host_run(host, kits, sb.bundle)
-        outputs = len(TASKS[task].outputs) + 2
-        assert (golden.returncode, golden.stderr) == (0, f"all {outputs} outputs match{says}\n"), golden.stdout
         recording = sb.recordings[2][:, :120]
         T = recording.shape[1]
+        golden = json.loads((sb.bundle / "golden.json").read_text())  # one run: the golden case, then the stream's
         cases = tmp_path / f"{task}.json"
-        cases.write_text(json.dumps(steps_case(sb.run_dir, recording, [[1] * T, [T], [7] * (T // 7) + [T % 7]])))
+        cases.write_text(json.dumps([golden, steps_case(sb.run_dir, recording, [[1] * T, [T], [7] * (T // 7) +
+                                                                                 [T % 7]])]))
         result = _host_run(host, kits, sb.bundle, "--cases", cases)
         assert result.returncode == 0, result.stdout + result.stderr
-        rows = [line.split() for line in result.stdout.splitlines() if line.strip()]
-        assert [(r[0], r[1]) for r in rows] == 3 * [("steps", "sample"), ("steps", "probabilities"), ("steps", "label")]
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        rows = [line.split() for line in lines]
+        outputs = TASKS[task].outputs
+        assert [(r[0], r[1]) for r in rows] == [("model", o) for o in outputs] + [
+            ("loss", "loss"), ("loss", "per_sample_loss")] + 3 * [("steps", "sample"), ("steps", "probabilities"),
+                                                                   ("steps", "label")]
         assert all(r[-1] == "ok" for r in rows), result.stdout
+        # the model's per-step outputs: (batch, K, W), the label (batch, W)
+        shapes = [json.loads(re.search(r"\[[\d, ]+\]", line).group(0)) for line in lines[:len(outputs)]]
+        assert all(len(shape) >= 2 and shape[-1] == golden["model"]["inputs"]["x"]["shape"][2] for shape in shapes)
 
 
 def test_the_node_stream_script_prints_every_sample_as_predict_writes_it(node_host, step_bundles, tmp_path):

@@ -339,11 +339,11 @@ def _metrics(tmp_path: Path, args: list[str]) -> dict:
 @pytest.mark.parametrize("model", ["fcn", "unet"])
 def test_default_training_finds_the_activities_of_unseen_recordings(tmp_path, model):
     """examples/gait.csv: eight subjects whose activity changes every 150 to 400 samples; three unseen subjects to
-    test. Default flags but 30 epochs (the learns tier): per-sample accuracy >= 0.95, event F1 >= 0.9, median
+    test. Default flags but 15 epochs (the learns tier): per-sample accuracy >= 0.95, event F1 >= 0.9, median
     boundary error <= a tenth of the window."""
     m = _metrics(tmp_path, ["--data", str(ROOT / "examples" / "gait.csv"), "--test-data",
                             str(ROOT / "examples" / "gait_test.csv"), "--recording-column", "subject", "--time-column",
-                            "time", "--window", "128", "--window-label", "each", "--model", model, "--epochs", "30"])
+                            "time", "--window", "128", "--window-label", "each", "--model", model, "--epochs", "15"])
     report = m["segments"]["test"]
     assert report["accuracy"] >= 0.95 and report["event_f1"] >= 0.9 and report["boundary_error"] <= 12.8, report
 

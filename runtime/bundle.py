@@ -180,7 +180,10 @@ class Bundle:
         if not self.steps:
             raise InputError(f"label_samples: {self.path} answers one label per window; per-sample labels need a "
                              "bundle trained with --window-label each")
-        out = self.predict_windows(recording, length, stride, name)
+        return self._stitched(recording, self.predict_windows(recording, length, stride, name), length, stride, name)
+
+    def _stitched(self, recording, out: dict, length: int | None, stride: int | None, name: str) -> dict:
+        """label_samples from predict_windows' `out` of the same recording (the tail window run here)."""
         x = np.asarray(recording, dtype=np.float32)
         x = x[None, :] if x.ndim == 1 else x
         length, stride = self._window(length, stride)
@@ -204,7 +207,7 @@ class Bundle:
             out = self.predict_windows(x, name=names[r])
             raws.append(out[self.outputs[0]])
             targets.append(segments.step_targets(encoded, out["start"], self.window.length))
-            found = self.label_samples(x, name=names[r])
+            found = self._stitched(x, out, None, None, names[r])  # the same windows, run once
             true.append(encoded[found["sample"]])
             predicted.append(found["label"])
         raw, target = np.concatenate(raws), np.concatenate(targets)

@@ -26,6 +26,7 @@ from export.grid import loss_cases, model_cases
 from export.layout import conv2d_layout
 from export.manifest_writer import Graphs, build_manifest, onnx_metadata, readme_text
 from export.options import FORMAT_NAMES, ExportConfig
+from export.pte import export_pte, verify_pte
 from export.quantize import Int8Inputs, int8_inputs, quantize_bundle
 from export.signing import sign_and_check, signer_key
 from export.thresholds import allowance_for
@@ -149,7 +150,13 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     if "pt2" in want or "aoti" in want:
         exported = _export_programs(graph, loss, example_x, example_loss, x_axes, want, path, config.device,
                                     loss_what, files, log)
-    others = {fmt: p for fmt, p in files["model"].items() if fmt != "onnx"}
+    pte = None
+    if "pte" in want:
+        pte = export_pte(graph, loss_candidates(loss), example_x, example_loss, loss_axes(example_loss), cfg.length,
+                         config.pte_max_batch, {g: path(g, "pte") for g in ("model", "loss")}, loss_what, log)
+        rows += verify_pte(tmp, pte, graph, loss, model_grid, loss_grid, outputs, LOSS_OUTPUTS, config.atol,
+                           config.rtol, spec.decision, allowance)
+    others = {fmt: p for fmt, p in files["model"].items() if fmt not in ("onnx", "pte")}
     rows += verify_graph("model", graph, engines(others, (MODEL_INPUT,), config.device), model_grid, outputs,
                          config.atol, config.rtol, spec.decision, allowance)
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS, config.device), loss_grid, LOSS_OUTPUTS,
@@ -165,7 +172,7 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
     (tmp / README_FILE).write_text(readme_text(run.record, want, config.saliency))
     (tmp / SCHEMA_FILE).write_text(schema_text())
-    graphs = Graphs(methods, verification, layout, exported, int8, call_bound(model))
+    graphs = Graphs(methods, verification, layout, exported, int8, call_bound(model), pte)
     manifest = build_manifest(tmp, run.record, run.weights, config, graphs, source)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return rows

@@ -19,7 +19,7 @@ from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, SALIENCY_OUTPUT,
                               BatchBound, FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization,
-                              OutputBase, Source, TensorSpec, TorchExport, Verification, Window)
+                              OutputBase, Pte, Source, TensorSpec, TorchExport, Verification, Window)
 from runtime.tasks import TASKS
 
 
@@ -50,6 +50,7 @@ class Graphs:
     exported: TorchExport | None = None
     int8: Int8 | None = None
     batch_bound: BatchBound | None = None
+    pte: Pte | None = None
 
 
 def onnx_metadata(record: ModelRecord, config: ExportConfig) -> dict[str, str]:
@@ -92,7 +93,7 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
         # them out of a .csv laid out the same way, as train and evaluate do
         csv_labels=record.csv_labels, onnx_layout=graphs.layout, torch_export=graphs.exported,
         int8=graphs.int8, output_base=None if base is None else OutputBase(base.rule, True, base.scale, base.shift, base.loss_scale),
-        window=Window(**record.window) if record.window else None, batch_bound=graphs.batch_bound)
+        window=Window(**record.window) if record.window else None, batch_bound=graphs.batch_bound, pte=graphs.pte)
 
 
 def readme_text(record: ModelRecord, want: tuple[str, ...], saliency: bool = False) -> str:
@@ -103,7 +104,9 @@ def readme_text(record: ModelRecord, want: tuple[str, ...], saliency: bool = Fal
             ("model", "pt2"): "the model graph (torch.export; torch.export.load in Python)",
             ("loss", "pt2"): "the loss graph (torch.export)",
             ("model", "aoti"): "the model compiled by AOTInductor for this machine (C++: AOTIModelPackageLoader)",
-            ("loss", "aoti"): "the loss compiled by AOTInductor (manifest.json torch_export.aoti: its target)"}
+            ("loss", "aoti"): "the loss compiled by AOTInductor (manifest.json torch_export.aoti: its target)",
+            ("model", "pte"): "the model as an ExecuTorch program (XNNPACK; manifest.json pte: the shapes it takes)",
+            ("loss", "pte"): "the loss as an ExecuTorch program (check every input's shape first: manifest pte)"}
     lines = "".join(f"  {GRAPH_FILES[key]:<18} {text}\n" for key, text in what.items() if key[1] in want)
     length = f"length {cfg.length}" if cfg.fixed_length else "any length"
     target = _target_spec(task, cfg.target_outputs, cfg.per_step)

@@ -19,7 +19,8 @@ QUANTIZE_CHOICES = QUANTIZATIONS
 FORMATS = (*GRAPH_FORMATS, "all")  # --format takes a comma-separated list of these
 ALL = ("onnx", "torchscript")  # what --format all means (the default)
 FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt2": "torch.export (.pt2)",
-                "aoti": "AOTInductor (.aoti.pt2)"}
+                "aoti": "AOTInductor (.aoti.pt2)", "pte": "ExecuTorch (.pte)"}
+DEFAULT_PTE_MAX_BATCH = 64  # the verification grid's largest batch
 DEVICES = ("cpu", "cuda")
 
 
@@ -29,8 +30,10 @@ class ExportConfig:
 
     fmt: str = setting(  # one of FORMATS or a comma-separated list of them
         "all", name="--format", metavar="FORMATS", help="Graph formats, comma-separated: onnx, torchscript, pt2 "
-        "(torch.export program), aoti (AOTInductor package compiled for this machine, for C++ without Python), all "
-        "(= onnx,torchscript).")
+        "(torch.export program), aoti (AOTInductor package compiled for this machine, for C++ without Python), pte "
+        "(ExecuTorch program for phones and boards; the executorch extra), all (= onnx,torchscript).")
+    pte_max_batch: int = setting(DEFAULT_PTE_MAX_BATCH, metavar="N", help="The most series one call of model.pte "
+                                 "and loss.pte takes (ExecuTorch plans their memory for this many).")
     opset: int = setting(DEFAULT_OPSET, help="ONNX opset.")
     atol: float = setting(DEFAULT_ATOL, help="Absolute tolerance against eager.")
     rtol: float = setting(DEFAULT_RTOL, help="Relative tolerance against eager.")
@@ -72,6 +75,10 @@ class ExportConfig:
         if self.opset not in OPSETS:
             raise PipelineError(f"--opset {self.opset} is not supported; use {OPSETS[0]}..{OPSETS[-1]} "
                                 f"(default {DEFAULT_OPSET})")
+        if self.pte_max_batch != DEFAULT_PTE_MAX_BATCH and "pte" not in self.formats:
+            raise PipelineError("--pte-max-batch applies to ExecuTorch programs only; add pte to --format")
+        if not isinstance(self.pte_max_batch, int) or self.pte_max_batch < 1:
+            raise PipelineError(f"--pte-max-batch must be 1 or more; got {self.pte_max_batch}")
         if self.atol < 0 or self.rtol < 0:
             raise PipelineError("--atol and --rtol must be >= 0")
         if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:

@@ -44,6 +44,12 @@ def recheck(bundle_dir: Path, manifest: Manifest, run_dir: Path, atol: float, rt
                         allowance_for(model, TASKS[task].scores))
     rows += verify_graph("loss", loss, engines(files["loss"], LOSS_INPUTS, device), loss_cases(task, cfg),
                          LOSS_OUTPUTS, atol, rtol)
+    if manifest.pte is not None:
+        from export.pte import verify_pte
+
+        rows += verify_pte(bundle_dir, manifest.pte, model_graph(model, task), loss, model_cases(model, cfg),
+                           loss_cases(task, cfg), TASKS[task].outputs, LOSS_OUTPUTS, atol, rtol, TASKS[task].decision,
+                           allowance_for(model, TASKS[task].scores))
     return rows
 
 
@@ -74,4 +80,12 @@ def torch_golden(bundle_dir: Path, manifest: Manifest, atol: float | None, rtol:
             rows += golden_rows(golden, graph, engine,
                                 lambda feeds, run=run, names=names: run([torch.from_numpy(feeds[n]) for n in names]),
                                 atol, rtol)
+    if manifest.pte is not None:  # ExecuTorch runs the same golden inputs (they fit its shapes)
+        from export.pte import PteRunner
+
+        for graph, program, names in (("model", manifest.pte.model, (MODEL_INPUT,)),
+                                      ("loss", manifest.pte.loss, LOSS_INPUTS)):
+            run = PteRunner(Path(bundle_dir) / program.file, program)
+            rows += golden_rows(golden, graph, "executorch",
+                                lambda feeds, run=run, names=names: run([feeds[n] for n in names]), atol, rtol)
     return rows

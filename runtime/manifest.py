@@ -33,8 +33,9 @@ README_FILE = "README.txt"
 GRAPH_FILES = {("model", "onnx"): "model.onnx", ("loss", "onnx"): "loss.onnx",
                ("model", "torchscript"): "model.pt", ("loss", "torchscript"): "loss.pt",
                ("model", "pt2"): "model.pt2", ("loss", "pt2"): "loss.pt2",
-               ("model", "aoti"): "model.aoti.pt2", ("loss", "aoti"): "loss.aoti.pt2"}
-GRAPH_FORMATS = ("onnx", "torchscript", "pt2", "aoti")
+               ("model", "aoti"): "model.aoti.pt2", ("loss", "aoti"): "loss.aoti.pt2",
+               ("model", "pte"): "model.pte", ("loss", "pte"): "loss.pte"}
+GRAPH_FORMATS = ("onnx", "torchscript", "pt2", "aoti", "pte")
 MODEL_ONNX, LOSS_ONNX = GRAPH_FILES["model", "onnx"], GRAPH_FILES["loss", "onnx"]
 MODEL_INT8 = "model.int8.onnx"  # export --quantize int8
 QUANTIZATIONS = ("int8",)  # what export --quantize writes
@@ -169,6 +170,38 @@ class TorchExport:
 
 
 @dataclass(frozen=True)
+class PteInput:
+    """One input of an ExecuTorch program: the largest shape it takes (its memory is planned for that shape)
+    and which axes may be smaller (1..shape[axis]); every other size must be exactly shape[axis]."""
+
+    name: str
+    dtype: Literal["float32", "int64"]
+    shape: list[int]
+    axes: list[str]  # each axis's name (batch, channels, length, outputs)
+    dynamic: list[int]
+
+
+@dataclass(frozen=True)
+class PteProgram:
+    """model.pte or loss.pte: an ExecuTorch program with one method; hosts check every input against `inputs`
+    before each call (runtime.pte.check_inputs: the ExecuTorch runtime checks only the element count)."""
+
+    file: str
+    method: str
+    inputs: list[PteInput]
+    delegate: Literal["xnnpack", "portable"]  # xnnpack: lowered to the XNNPACK delegate; portable: CPU kernels
+
+
+@dataclass(frozen=True)
+class Pte:
+    """The ExecuTorch programs (export --format pte) and the release that wrote them."""
+
+    executorch: str
+    model: PteProgram
+    loss: PteProgram
+
+
+@dataclass(frozen=True)
 class Int8:
     """model.int8.onnx: onnxruntime static quantisation of the model graph, and what it cost in accuracy."""
 
@@ -255,6 +288,7 @@ class Manifest:
     onnx_layout: Literal["conv2d", "conv1d"] | None = field(default=None, metadata=OMIT_NONE)
     torch_export: TorchExport | None = field(default=None, metadata=OMIT_NONE)
     int8: Int8 | None = field(default=None, metadata=OMIT_NONE)
+    pte: Pte | None = field(default=None, metadata=OMIT_NONE)  # absent unless exported with --format pte
     # absent in bundles of runs trained before the output layer existed (their graphs have none)
     output_base: OutputBase | None = field(default=None, metadata=OMIT_NONE)
     # absent unless the run was trained on windows of recordings (--window)

@@ -56,9 +56,9 @@ class PoolingBlock(PPVBlock):
         # the last position below the bias up to each position: a prefix maximum in log2(n) doubling steps
         latest = below * index
         for step in (2 ** i for i in range(max(1, math.ceil(math.log2(n))))):
-            if step < n:  # shifted right by `step` (one Pad: the negative end crops), 0 before the start
-                latest = torch.maximum(latest, F.pad(latest, (step, -step)))
-        before = F.pad(latest, (1, -1))  # strictly before each position (0 at the start, as the code)
+            if step < n:  # shifted right by `step`, 0 before the start (a slice, then a Pad: ExecuTorch's pad
+                latest = torch.maximum(latest, F.pad(latest[..., :-step], (step, 0)))  # kernels refuse a crop)
+        before = F.pad(latest[..., :-1], (1, 0))  # strictly before each position (0 at the start, as the code)
         ends = torch.cat([below[..., :-1], torch.ones_like(below[..., -1:])], dim=-1)  # and the region's last
         lspv = ((index - before) * ends).amax(-1)
         return torch.stack([ppv, lspv, mpv, mipv], dim=1)

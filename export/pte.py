@@ -1,0 +1,216 @@
+"""ExecuTorch programs (export --format pte, the `executorch` extra): the model graph lowered to the XNNPACK
+delegate and the loss graph on ExecuTorch's CPU kernels, each a .pte file with one method. The batch is dynamic
+up to an explicit bound (ExecuTorch plans memory for the largest shape; a dimension without a bound would be
+fixed at the example's size) and every other size is fixed: the length is the training length, as XNNPACK takes
+one dynamic dimension. `PteRunner` runs a program in executorch.runtime after runtime.pte's shape check."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.exporters import ExportError, _first_line, quiet
+from export.verify import Case, verify_graph
+from runtime.compare import Row
+from runtime.errors import BundleError
+from runtime.manifest import LOSS_INPUTS, MODEL_INPUT, Pte, PteInput, PteProgram
+from runtime.pte import check_inputs
+
+METHOD = "forward"
+DEFAULT_MAX_BATCH = 64  # the verification grid's largest batch; memory is planned for this many series
+AXIS_NAMES = {"x": ("batch", "channels", "length")}
+
+
+def available() -> bool:
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require() -> str:
+    """executorch's version, or an ExportError saying how to install it."""
+    try:
+        from executorch import version
+    except ImportError:
+        raise ExportError("--format pte needs ExecuTorch: pip install 'pipeline[executorch]' (with torch pinned "
+                          "in the same command, e.g. pip install torch==2.13.0 'pipeline[executorch]')") from None
+    return version.__version__.split("+")[0]
+
+
+@contextlib.contextmanager
+def silent_fd2():
+    """ExecuTorch's C++ runtime and torchao log to file descriptor 2 (cpuinfo notes, failed optional kernels);
+    the user sees our one-line messages instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _input_spec(name: str, example: torch.Tensor, dynamic: dict[int, int], axes: tuple[str, ...]) -> PteInput:
+    shape = [dynamic.get(i, n) for i, n in enumerate(example.shape)]
+    dtype = "int64" if example.dtype == torch.int64 else "float32"
+    return PteInput(name, dtype, shape, list(axes[:example.dim()]), sorted(dynamic))
+
+
+def lower(candidates: list, example: tuple, names: tuple[str, ...], dynamic: dict[str, dict[int, tuple[str, int]]],
+          path: Path, xnnpack: bool, what: str) -> PteProgram:
+    """The first candidate module that lowers, as an ExecuTorch program at `path`. `dynamic`: per input, its
+    dynamic axes as (dim name, bound); the example is cut to the bounds first."""
+    require()
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = tuple({axis: dims.setdefault(dim, torch.export.Dim(dim, min=1, max=bound))
+                    for axis, (dim, bound) in dynamic.get(name, {}).items()} or None for name in names)
+    example = tuple(_cut(t, dynamic.get(name, {})) for name, t in zip(names, example))
+    first_error = None
+    for candidate in candidates:
+        try:
+            with quiet(), silent_fd2():
+                buffer = _lowered(candidate, example, shapes, xnnpack)
+            break
+        except Exception as exc:
+            first_error = first_error or exc
+    else:
+        raise ExportError(f"{what} could not be lowered to ExecuTorch: {_first_line(first_error)}") from None
+    Path(path).write_bytes(buffer)
+    axes = {name: AXIS_NAMES.get(name) or tuple(dynamic.get(name, {}).get(i, ("outputs",))[0] for i in range(t.dim()))
+            for name, t in zip(names, example)}
+    inputs = [_input_spec(name, t, {a: bound for a, (_, bound) in dynamic.get(name, {}).items()}, axes[name])
+              for name, t in zip(names, example)]
+    return PteProgram(Path(path).name, METHOD, inputs, "xnnpack" if xnnpack else "portable")
+
+
+def _cut(t: torch.Tensor, axes: dict[int, tuple[str, int]]) -> torch.Tensor:
+    for axis, (_, bound) in axes.items():
+        t = t.narrow(axis, 0, min(t.shape[axis], bound))
+    return t
+
+
+def _without_empty_buffers(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose empty buffers (a loss's `no class weights`, torch.ones(0)) hold one element: ExecuTorch
+    1.4 serialises an empty constant where its runtime refuses to read it (error 0x23). The losses read those
+    buffers only when they are set; a module that reads one would disagree with eager and fail verification."""
+    module = copy.deepcopy(module)
+    for owner in module.modules():
+        for name, buffer in list(owner.named_buffers(recurse=False)):
+            if buffer is not None and buffer.numel() == 0:
+                setattr(owner, name, torch.ones(1, dtype=buffer.dtype))
+    return module
+
+
+def _lowered(module, example: tuple, shapes: tuple, xnnpack: bool) -> bytes:
+    from executorch.exir import to_edge_transform_and_lower
+
+    program = torch.export.export(_without_empty_buffers(module), example, dynamic_shapes=shapes)
+    partitioner = []
+    if xnnpack:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        partitioner = [XnnpackPartitioner()]
+    return to_edge_transform_and_lower({METHOD: program}, partitioner=partitioner).to_executorch().buffer
+
+
+class PteRunner:
+    """One .pte program in executorch.runtime; every call's inputs are checked first (runtime.pte)."""
+
+    def __init__(self, path: Path, program: PteProgram):
+        require()
+        with quiet(), silent_fd2():
+            from executorch.runtime import Runtime
+
+            self.method = Runtime.get().load_program(str(path)).load_method(program.method)
+        self.program = program
+
+    def __call__(self, inputs) -> list[np.ndarray]:
+        arrays = [t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in inputs]
+        check_inputs(self.program, arrays)
+        with silent_fd2():
+            outputs = self.method.execute([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+        return [o.detach().numpy().copy() for o in outputs]
+
+
+def export_pte(graph, loss_candidates: list, example_x: tuple, example_loss: tuple, loss_axes: dict, length: int,
+               max_batch: int, paths: dict[str, Path], loss_what: str, log=print) -> Pte:
+    """model.pte (XNNPACK; batch 1..max_batch, the training length) and loss.pte (CPU kernels; batch
+    1..max_batch, and for per-step scores steps 1..length)."""
+    version = require()
+    log(f"lowering the model to ExecuTorch (XNNPACK delegate, batch 1..{max_batch}, length {length})")
+    model = lower([graph], example_x, (MODEL_INPUT,), {MODEL_INPUT: {0: ("batch", max_batch)}}, paths["model"],
+                  True, "model")
+    bounds = {"batch": max_batch, "length": length}
+    dynamic = {name: {axis: (dim, bounds[dim]) for axis, dim in axes.items()} for name, axes in loss_axes.items()}
+    loss = lower(loss_candidates, example_loss, LOSS_INPUTS, dynamic, paths["loss"], False, loss_what)
+    return Pte(version, model, loss)
+
+
+def fits(program: PteProgram, case: Case) -> bool:
+    """Whether a grid case is an input the program takes (the others are refused by check_inputs)."""
+    try:
+        check_inputs(program, [t.numpy() for t in case.inputs])
+    except Exception:
+        return False
+    return True
+
+
+def verify_pte(folder: Path, pte: Pte, graph, loss, model_grid: list[Case], loss_grid: list[Case],
+               outputs: tuple[str, ...], loss_outputs: tuple[str, ...], atol: float, rtol: float,
+               decision: str | None, allowance) -> list[Row]:
+    """The programs in executorch.runtime against eager on every grid case they take (the training length,
+    batches up to the bound)."""
+    rows = verify_graph("model", graph, {"executorch": PteRunner(Path(folder) / pte.model.file, pte.model)},
+                        [c for c in model_grid if fits(pte.model, c)], outputs, atol, rtol, decision, allowance)
+    return rows + verify_graph("loss", loss, {"executorch": PteRunner(Path(folder) / pte.loss.file, pte.loss)},
+                               [c for c in loss_grid if fits(pte.loss, c)], loss_outputs, atol, rtol)
+
+
+class PteBundle:
+    """A bundle's ExecuTorch programs in Python: the signature (when a key is given or $PIPELINE_PUBLIC_KEY is
+    set) and every file's sha256 checked before a program is opened, as runtime.load does.
+
+        bundle = PteBundle("artifacts/demo/pte")
+        outputs = bundle.predict(x)             # x: float32 (N, channels, length); N > the bound: several calls
+        loss, per_sample = bundle.loss(outputs["logits"], target)
+    """
+
+    def __init__(self, bundle_dir, public_key=None):
+        from runtime.bundle import check_files, file_sha256
+        from runtime.manifest import Manifest
+        from runtime.signature import check_signature, trusted_key
+
+        path = Path(bundle_dir)
+        key = trusted_key(public_key)
+        if key is not None:
+            if not path.is_dir():
+                raise BundleError(f"{path}: not a folder; pass the bundle folder written by pipeline export")
+            check_signature(path, key, sha256=file_sha256)
+        self.manifest = Manifest.read(path)
+        check_files(path, self.manifest)
+        if self.manifest.pte is None:
+            raise BundleError(f"{path}: has no ExecuTorch programs; re-export with --format pte (or a list with pte)")
+        self.path, self.pte = path, self.manifest.pte
+        self.model = PteRunner(path / self.pte.model.file, self.pte.model)
+        self.loss_program = PteRunner(path / self.pte.loss.file, self.pte.loss)
+
+    def predict(self, x) -> dict[str, np.ndarray]:
+        """Named outputs; a batch larger than the program's bound runs in calls of the bound."""
+        x = np.asarray(x)
+        bound = self.pte.model.inputs[0].shape[0]
+        parts = [self.model([x[start:start + bound]]) for start in range(0, max(len(x), 1), bound)]
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.manifest.outputs)}
+
+    def loss(self, prediction, target) -> tuple[float, np.ndarray]:
+        loss, per_sample = self.loss_program([np.asarray(prediction), np.asarray(target)])
+        return float(loss), per_sample

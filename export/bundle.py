@@ -27,6 +27,7 @@ from export.layout import conv2d_layout
 from export.manifest_writer import Graphs, build_manifest, onnx_metadata, readme_text
 from export.options import FORMAT_NAMES, ExportConfig
 from export.pte import export_pte, verify_pte
+from export.pte import require as require_executorch
 from export.quantize import Int8Inputs, int8_inputs, quantize_bundle
 from export.signing import sign_and_check, signer_key
 from export.thresholds import allowance_for
@@ -86,6 +87,8 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     check_bundle_target(out, run_dir, force)
     if config.sign_key is not None:  # a key that cannot sign fails now, not after the export
         signer_key(config.sign_key, config.sign_cert)
+    if "pte" in config.formats:  # so does a missing executorch
+        require_executorch()
     run = rebuild(run_dir)
     int8 = int8_inputs(run_dir, run.cfg, config.calibration_data) if config.quantize == "int8" else None
     out.parent.mkdir(parents=True, exist_ok=True)

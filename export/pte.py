@@ -17,6 +17,7 @@ import torch
 
 from export.exporters import ExportError, _first_line, quiet
 from export.verify import Case, verify_graph
+from pipeline.errors import PipelineError
 from runtime.compare import Row
 from runtime.errors import BundleError
 from runtime.manifest import LOSS_INPUTS, MODEL_INPUT, Pte, PteInput, PteProgram
@@ -36,11 +37,11 @@ def available() -> bool:
 
 
 def require() -> str:
-    """executorch's version, or an ExportError saying how to install it."""
+    """executorch's version, or a PipelineError (exit 2) saying how to install it."""
     try:
         from executorch import version
     except ImportError:
-        raise ExportError("--format pte needs ExecuTorch: pip install 'pipeline[executorch]' (with torch pinned "
+        raise PipelineError("--format pte needs ExecuTorch: pip install 'pipeline[executorch]' (with torch pinned "
                           "in the same command, e.g. pip install torch==2.13.0 'pipeline[executorch]')") from None
     return version.__version__.split("+")[0]
 

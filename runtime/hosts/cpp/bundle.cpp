@@ -20,8 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const int kFormatVersion = 1;
-
 std::vector<torch::Tensor> as_tensors(const c10::IValue& value) {
   std::vector<torch::Tensor> out;
   if (value.isTuple()) {
@@ -30,16 +28,6 @@ std::vector<torch::Tensor> as_tensors(const c10::IValue& value) {
     out.push_back(value.toTensor());
   }
   return out;
-}
-
-Json read_json(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw BundleError(path.string() + ": cannot be read");
-  try {
-    return Json::parse(in);
-  } catch (const Json::parse_error& err) {
-    throw BundleError(path.string() + ": not valid JSON (" + err.what() + "); re-export the bundle");
-  }
 }
 
 class TorchScriptGraph : public Graph {
@@ -96,34 +84,7 @@ std::string engine_name(Engine engine) {
 }
 
 Bundle::Bundle(const std::string& dir, Engine engine, const std::string& public_key) : dir_(dir), engine_(engine) {
-  std::string key = trusted_key(public_key);
-  if (!key.empty()) signed_by_ = check_signature(dir, key).fingerprint;  // before anything else is read
-  fs::path manifest_path = fs::path(dir) / "manifest.json";
-  check_regular(manifest_path, false);
-  if (!fs::exists(manifest_path))
-    throw BundleError(manifest_path.string() + ": not found; " + dir + " is not a bundle (pipeline export writes one)");
-  manifest_ = read_json(manifest_path);
-  if (!manifest_.is_object() || manifest_.value("format_version", Json()) != kFormatVersion)
-    throw BundleError(manifest_path.string() + ": format_version is not supported (this host reads 1)");
-  fs::path schema_path = fs::path(dir) / "manifest.schema.json";
-  check_regular(schema_path, false);
-  if (!fs::exists(schema_path))
-    throw BundleError(schema_path.string() + ": not found; re-export the bundle with this version of pipeline");
-  if (auto err = schema_error(read_json(schema_path), manifest_))
-    throw BundleError(manifest_path.string() + ": " + *err +
-                      "; the bundle is damaged or was not written by pipeline export, re-export it");
-  for (const auto& [name, entry] : manifest_["files"].items()) {
-    fs::path file = fs::path(dir) / name;
-    check_regular(file, false);  // a link, a folder or a FIFO where a file belongs
-    if (!fs::exists(file)) throw BundleError(file.string() + ": listed in manifest.json but missing");
-    auto size = fs::file_size(file);
-    auto expected = entry["bytes"].get<uintmax_t>();
-    if (size != expected)
-      throw BundleError(file.string() + ": is " + std::to_string(size) + " bytes but manifest.json says " +
-                        std::to_string(expected));
-    if (sha256_file(file) != entry["sha256"].get<std::string>())
-      throw BundleError(file.string() + ": sha256 differs from manifest.json (the file was altered)");
-  }
+  manifest_ = checked_manifest(dir, public_key, signed_by_);
   const Json& files = manifest_["files"];
   if (engine_ == Engine::Auto)
     engine_ = files.contains("model.aoti.pt2") && files.contains("loss.aoti.pt2") ? Engine::AOTInductor
@@ -204,6 +165,5 @@ torch::Tensor tensor_from_json(const Json& entry) {
   return torch::tensor(entry["data"].get<std::vector<float>>(), torch::kFloat32).reshape(shape);
 }
 
-Json read_json_file(const std::string& path) { return read_json(path); }
 
 }  // namespace pipeline

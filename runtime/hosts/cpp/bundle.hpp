@@ -16,15 +16,9 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include "checked.hpp"
 
 namespace pipeline {
-
-using Json = nlohmann::json;
-
-struct BundleError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 // Which graphs run: Auto picks AOTInductor when the bundle has both packages, else TorchScript.
 enum class Engine { Auto, TorchScript, AOTInductor };
@@ -67,8 +61,5 @@ class Bundle {
 
 // Tensors from the golden-data layout {"shape": [...], "dtype": "float32"|"int64", "data": [...]}.
 torch::Tensor tensor_from_json(const Json& entry);
-
-// A JSON file parsed with nlohmann/json; a BundleError names the file when it is not valid JSON.
-Json read_json_file(const std::string& path);
 
 }  // namespace pipeline

@@ -14,7 +14,7 @@
 #include <sstream>
 #include <vector>
 
-#include "bundle.hpp"
+#include "checked.hpp"
 
 namespace pipeline {
 namespace fs = std::filesystem;

@@ -1,0 +1,88 @@
+// A pipeline bundle's ExecuTorch programs in C++, without libtorch: the signature (when a key is given), the
+// manifest against manifest.schema.json and every file's sha256 are checked first (../cpp/checked.hpp), then
+// model.pte and loss.pte are loaded with ExecuTorch's Module. Every input is checked against the manifest's
+// `pte` shapes before a call (the ExecuTorch runtime checks only the element count), in runtime/pte.py's words.
+//
+//   pipeline::pte::Bundle bundle("artifacts/demo/pte");            // or (dir, "signing.pub.pem")
+//   pipeline::pte::Array x{{2, 1, 150}, std::vector<float>(300)};   // float32 (batch, channels, length)
+//   std::vector<pipeline::pte::Array> outputs = bundle.predict(x);   // the manifest's outputs, in order
+//   auto [loss, per_sample] = bundle.loss(outputs[0], target);       // target: int64 or float32 (manifest loss)
+//   pipeline::pte::Stream stream(bundle);                             // windows of a live recording
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "checked.hpp"
+
+namespace executorch::extension::module {
+class Module;
+}
+
+namespace pipeline::pte {
+
+// A dense row-major array: float32 values in `f`, or int64 values in `i` (dtype "int64").
+struct Array {
+  std::vector<int64_t> shape;
+  std::vector<float> f;
+  std::vector<int64_t> i;
+  std::string dtype = "float32";
+  int64_t numel() const;
+};
+
+// {"shape": [...], "dtype": ..., "data": [...]} (golden.json's layout) as an Array.
+Array array_from_json(const Json& entry);
+
+// One .pte program with one method: run() checks the inputs against `spec` (manifest.json pte.model or pte.loss).
+class Program {
+ public:
+  Program(const std::string& dir, const Json& spec);
+  ~Program();
+  std::vector<Array> run(const std::vector<Array>& inputs);
+  int64_t max_batch() const;
+
+ private:
+  void check(const std::vector<Array>& inputs) const;
+  Json spec_;
+  std::unique_ptr<executorch::extension::module::Module> module_;
+};
+
+class Bundle {
+ public:
+  explicit Bundle(const std::string& dir, const std::string& public_key = "");
+  // x: float32 (batch, channels, length); more series than the program's bound run in calls of the bound
+  std::vector<Array> predict(const Array& x);
+  std::pair<Array, Array> loss(const Array& prediction, const Array& target);
+  const Json& manifest() const { return manifest_; }
+  std::vector<std::string> output_names() const;
+  const std::string& signed_by() const { return signed_by_; }
+
+ private:
+  Json manifest_;
+  std::string signed_by_;
+  std::unique_ptr<Program> model_, loss_;
+};
+
+// A live recording's windows (runtime.windows.Stream): push chunks (channels, n) of any length and get the
+// outputs of every window they complete, in order, with each window's first sample. Windows are the manifest's
+// "window" (length, stride), or the program's length with no overlap.
+struct StreamOutput {
+  std::vector<int64_t> start;
+  std::vector<Array> outputs;  // one per output name, (windows, ...); shape[0] == 0 when none completed
+};
+
+class Stream {
+ public:
+  explicit Stream(Bundle& bundle);
+  StreamOutput push(const Array& chunk);
+
+ private:
+  Bundle& bundle_;
+  int64_t channels_, length_, stride_;
+  int64_t seen_ = 0, next_start_ = 0, held_from_ = 0;
+  std::vector<std::vector<float>> held_;  // per channel: the samples not yet past every window
+};
+
+}  // namespace pipeline::pte

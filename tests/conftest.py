@@ -65,6 +65,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 CPP_CONFIGURE = ("cmake -S runtime/hosts/cpp -B build/cpp -DCMAKE_PREFIX_PATH=\"$(python -c 'import torch.utils; "
                  "print(torch.utils.cmake_prefix_path)')\"")
 CPP_BUILD = "cmake --build build/cpp -j2"
+# docs/hosts.md's lines that build the C++ .pte kit on ExecuTorch's torch-free runtime libraries
+PTE_FETCH = ("pip download executorch==1.5.1 --no-deps --only-binary :all: -d build/executorch && "
+             "python -m zipfile -e build/executorch/executorch-1.5.1-*.whl build/executorch/wheel")
+PTE_CONFIGURE = "cmake -S runtime/hosts/pte -B build/pte -DCMAKE_PREFIX_PATH=$PWD/build/executorch/wheel/executorch"
+PTE_BUILD = "cmake --build build/pte -j2"
 
 
 def copy_project(folder: Path) -> Path:
@@ -106,6 +111,20 @@ def cpp_project(tmp_path_factory) -> Path:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed; {fix}", pytrace=False)
     return shared(tmp_path_factory, "cpp-project", _build_cpp_project)
+
+
+@pytest.fixture(scope="session")
+def pte_kit(cpp_project, tmp_path_factory) -> Path:
+    """build/pte/pte_selfcheck in the session's project copy, built by docs/hosts.md's lines once per session
+    (the README test runs them again there and finds it built)."""
+
+    def build(_scratch: Path) -> Path:
+        for line in (PTE_FETCH, PTE_CONFIGURE, PTE_BUILD):
+            done = project_bash(line, cpp_project)
+            assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return cpp_project / "build" / "pte" / "pte_selfcheck"
+
+    return shared(tmp_path_factory, "pte-kit", build)
 
 
 def make_task_data(task: str, n: int = 96, length: int = 24, channels: int = 1, seed: int = 0):

@@ -513,12 +513,15 @@ def _host_names(host: str):
 
 def _host_run(host: str, kits: dict, bundle: Path, *args) -> subprocess.CompletedProcess:
     return {"node": lambda: _node(kits["node"], bundle, *args), "cpp": lambda: _cpp(kits["cpp"], bundle, *args),
+            "pte": lambda: _cpp(kits["pte"], bundle, *args),
             "browser": lambda: _browser(kits["browser"], bundle, *args)}[host]()
 
 
 @pytest.fixture(scope="session")
-def kits(node_host, cpp_selfcheck, browser_kit) -> dict:
-    return {"node": node_host, "cpp": cpp_selfcheck, "browser": browser_kit}
+def kits(request) -> dict:
+    """The kits a test names (its `host` parameter), each built or installed once per session."""
+    fixture = {"node": "node_host", "cpp": "cpp_selfcheck", "browser": "browser_kit", "pte": "pte_kit"}
+    return {host: request.getfixturevalue(name) for host, name in fixture.items()}
 
 
 @pytest.mark.parametrize("host", ["node", "cpp", "browser"])
@@ -537,7 +540,7 @@ def test_every_kit_runs_a_signed_bundle_and_says_whose_key_signed_it(host, kits,
         assert result.stderr == said
 
 
-@pytest.mark.parametrize("host", ["node", "cpp", "browser"])
+@pytest.mark.parametrize("host", ["node", "cpp", "browser", "pte"])  # pte: the .pte kit checks before it loads
 def test_every_kit_refuses_every_forgery_with_the_runtimes_words(host, kits, signed_bundles, keys, tmp_path):
     from tests.runtime.test_signature import FORGERIES, PREFIX_ONLY, forged
 

@@ -155,7 +155,9 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
                                     loss_what, files, log)
     pte = None
     if "pte" in want:
-        pte = export_pte(graph, loss_candidates(loss), example_x, example_loss, loss_axes(example_loss), cfg.length,
+        fast = conv2d_layout(model)
+        candidates = ([model_graph(fast, task, config.saliency)] if fast is not None else []) + [graph]
+        pte = export_pte(candidates, loss_candidates(loss), example_x, example_loss, loss_axes(example_loss), cfg.length,
                          config.pte_max_batch, {g: path(g, "pte") for g in ("model", "loss")}, loss_what, log)
         rows += verify_pte(tmp, pte, graph, loss, model_grid, loss_grid, outputs, LOSS_OUTPUTS, config.atol,
                            config.rtol, spec.decision, allowance)

@@ -143,13 +143,14 @@ class PteRunner:
         return [o.detach().numpy().copy() for o in outputs]
 
 
-def export_pte(graph, loss_candidates: list, example_x: tuple, example_loss: tuple, loss_axes: dict, length: int,
+def export_pte(graphs: list, loss_candidates: list, example_x: tuple, example_loss: tuple, loss_axes: dict, length: int,
                max_batch: int, paths: dict[str, Path], loss_what: str, log=print) -> Pte:
     """model.pte (XNNPACK; batch 1..max_batch, the training length) and loss.pte (CPU kernels; batch
-    1..max_batch, and for per-step scores steps 1..length)."""
+    1..max_batch, and for per-step scores steps 1..length). `graphs`: the model graph's candidates, the 2D layout
+    first (export.layout: XNNPACK then runs the network, its global pool included, as one delegate call)."""
     version = require()
     log(f"lowering the model to ExecuTorch (XNNPACK delegate, batch 1..{max_batch}, length {length})")
-    model = lower([graph], example_x, (MODEL_INPUT,), {MODEL_INPUT: {0: ("batch", max_batch)}}, paths["model"],
+    model = lower(graphs, example_x, (MODEL_INPUT,), {MODEL_INPUT: {0: ("batch", max_batch)}}, paths["model"],
                   True, "model")
     bounds = {"batch": max_batch, "length": length}
     dynamic = {name: {axis: (dim, bounds[dim]) for axis, dim in axes.items()} for name, axes in loss_axes.items()}

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from tests.conftest import CPP_BUILD, CPP_CONFIGURE, background, project_bash, subprocess_env
+from tests.conftest import CPP_BUILD, CPP_CONFIGURE, PTE_BUILD, PTE_CONFIGURE, PTE_FETCH, background, project_bash, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # the manual's pages in the order their commands run (later pages use what earlier ones create)
@@ -192,9 +192,9 @@ def _local_ports(line: str, ports: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
-def test_every_readme_command_runs(cpp_project):
+def test_every_readme_command_runs(cpp_project, pte_kit):
     """In the session's copy of the project (a fresh clone's files, examples/ included, nothing added), whose
-    C++ kit the C++ host tests built with docs/hosts.md's own cmake lines: here they run again and find it
+    C++ kits the C++ host tests built with docs/hosts.md's own lines: here they run again and find them
     built."""
     box = cpp_project
     with contextlib.ExitStack() as servers:
@@ -232,6 +232,7 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
     _run_segments_block(blocks("python", "segmentation")[0], box)
     assert len(ran) == sum(len(commands(b)) for b in blocks("bash")) - 1
     assert CPP_CONFIGURE in ran and f"{CPP_BUILD} && build/cpp/selfcheck artifacts/demo/bundle" in ran
+    assert PTE_FETCH in ran and PTE_CONFIGURE in ran and f"{PTE_BUILD} && build/pte/pte_selfcheck artifacts/demo/pte" in ran
     assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()
     assert (box / "shared/run/best.pt").is_file() and (box / "bench.json").is_file() and (box / "preds.csv").is_file()
     # docs/forecasting.md: one row per origin of the 3 unseen sites (600 samples, windows of 72 every 12), the

@@ -70,6 +70,10 @@ def check_targets(report: dict) -> list[dict]:
     if saliency:
         targets.append(_target("model graph with saliency vs without (time)", saliency["ratio"], "<=", 1.1,
                                f"{saliency['value']:.0f} series/s at {saliency['metric']}"))
+    pte = _find(rows, "pte", "ExecuTorch model.pte (XNNPACK)", "throughput, batch")
+    if pte and pte.get("ratio") is not None and report["model"].get("model") == "fcn":
+        targets.append(_target("ExecuTorch .pte throughput vs onnxruntime (fcn)", pte["ratio"], ">=", 1.0,
+                               f"{pte['value']:.0f} series/s at {pte['metric']}, each engine in its own process"))
     rollout = _find(rows, "forecasting", "Bundle.forecast", "rollout")
     if rollout:
         targets.append(_target("forecast rollout vs as many batch-1 calls (time)", rollout["ratio"], "<=", 1.5,

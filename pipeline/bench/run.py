@@ -15,6 +15,7 @@ from pipeline.bench import inference, memory, training
 from pipeline.bench.config import BenchConfig
 from pipeline.bench.forecasting import forecasting_rows
 from pipeline.bench.peers import peer_rows
+from pipeline.bench.pte import pte_rows
 from pipeline.bench.saliency import saliency_rows
 from pipeline.bench.signing import signature_rows
 from pipeline.bench.streaming import stream_rows
@@ -283,6 +284,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         rows += stream_rows(bundle, threads, cfg.quick, cfg.settings["rounds"], log)
         rows += forecasting_rows(work, threads, cfg.settings["rounds"], cfg.quick, log)
         rows += peer_rows(shape["model"], cfg.quick, work, log, cfg.peer_python)
+        if not cfg.quick and cfg.device == "cpu":  # ExecuTorch is a CPU (XNNPACK) engine here
+            rows += pte_rows(run_dir, work, threads, cfg.settings["rounds"], cfg.settings["throughput_calls"],
+                             cfg.batch, log)
         if cfg.memory:
             rows += memory_rows(cfg, work, log)
     report["model"] = {**shape, **peak}

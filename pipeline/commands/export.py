@@ -41,13 +41,14 @@ def export_command(run_dir, out, force, mlflow, register, **settings):
       pipeline export artifacts/waveforms --saliency --format onnx,torchscript,pt2 --out saliency_bundle
       pipeline export artifacts/demo --quantize int8 --max-metric-drop 5 --out artifacts/demo/int8
       pipeline export artifacts/demo --format aoti --out artifacts/demo/aoti
+      pipeline export artifacts/demo --format pte --out artifacts/demo/pte   # ExecuTorch (the executorch extra)
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
       pipeline export artifacts/inceptiontime        # an ensemble: one graph averaging its members
       pipeline export artifacts/minirocket --format all   # a kernel model: verified at its thresholds
       pipeline export artifacts/activity            # a windowed run: the manifest records its windows
       pipeline export artifacts/demand --format onnx,torchscript   # a forecaster: its horizon and quantiles too
       pipeline export artifacts/gait --format onnx,torchscript   # a label per time step: (batch, classes, W)
-      pipeline export artifacts/mr-hydra --format onnx,pt2 --out artifacts/mr-hydra/pt2_bundle
+      pipeline export artifacts/mr-hydra --format pt2 --out artifacts/mr-hydra/pt2_bundle
       pipeline export artifacts/demo --format all --sign-key keys/signing.key.pem --out artifacts/demo/signed
     """
     from export.bundle import export_run

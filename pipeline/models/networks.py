@@ -66,15 +66,23 @@ class GlobalPooled:
     def forward(self, x: Tensor) -> Tensor:
         if self.per_step:
             return per_step_head(self.head.weight, self.head.bias, self.feature_maps(x))
-        # global average pooling over length (the last axis, so a 2D-layout copy pools the same way)
-        return self.head(self.feature_maps(x).mean(dim=-1).flatten(1))
+        return self.head(global_pool(self.feature_maps(x)))
 
     def scores_and_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(scores (batch, n_outputs), maps (batch, n_outputs, length)) from one pass over the convolutions."""
         features = self.feature_maps(x)
-        scores = self.head(features.mean(dim=-1).flatten(1))
+        scores = self.head(global_pool(features))
         maps = torch.matmul(self.head.weight, features.flatten(1, -2))  # (K, C) @ (batch, C, length)
         return scores, maps
+
+
+def global_pool(features: Tensor) -> Tensor:
+    """Global average pooling over length: (batch, C, length) or a 2D-layout copy's (batch, C, 1, length) ->
+    (batch, C). The 2D form averages over its last two axes with the dims kept, the form XNNPACK (ExecuTorch)
+    runs as its global average pool: the whole network is then one delegate call."""
+    if features.dim() == 4:
+        return features.mean(dim=(-2, -1), keepdim=True).flatten(1)
+    return features.mean(dim=-1)
 
 
 class FCN(GlobalPooled, AnyLength, nn.Module):

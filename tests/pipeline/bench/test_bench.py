@@ -298,3 +298,25 @@ def test_the_kernel_bench_measures_the_bundle_in_its_own_process_and_says_when_a
             "aeon", "minirocket onnxruntime bundle", "aeon not installed", None, None)
         assert r["value"] >= 0 if r["unit"] == "MB" else r["value"] > 0
     assert peers.peer_rows("fcn", True, tmp_path, lambda _: None) == []
+
+
+def test_pte_rows_time_executorch_beside_onnxruntime_and_aotinductor_each_in_its_own_process(task_bundles, tmp_path):
+    from pipeline.bench.pte import ENGINES, pte_rows
+    from pipeline.bench.report import check_targets
+
+    rows = pte_rows(task_bundles["multiclass"].run_dir, tmp_path, threads=1, rounds=1, calls=2, batch=8,
+                    log=lambda _: None)
+    assert [(r["name"], r["metric"], r["unit"]) for r in rows] == [
+        ("export --format pte", "lowering + verification", "s")] + [
+        (ENGINES[e], m, u) for e in ("onnxruntime", "executorch", "aoti")
+        for m, u in (("latency, batch 1", "ms"), ("throughput, batch 8", "series/s"))]
+    assert all(r["section"] == "pte" and r["value"] > 0 for r in rows)
+    onnxruntime = [r for r in rows if r["name"] == ENGINES["onnxruntime"]]
+    assert [r["ratio"] for r in onnxruntime] == [1.0, 1.0]
+    for r in rows[1:]:  # each ratio is this engine's time against onnxruntime's, measured in the same run
+        base = next(b for b in onnxruntime if b["metric"] == r["metric"])
+        assert r["ratio"] == pytest.approx(r["value"] / base["value"], rel=1e-9)  # time or rate: value over base
+    targets = check_targets({"rows": rows, "model": {"model": "fcn"}, "machine": {"device": "cpu"}})
+    pte_target = [t for t in targets if t["target"] == "ExecuTorch .pte throughput vs onnxruntime (fcn)"]
+    assert pte_target == [{"target": "ExecuTorch .pte throughput vs onnxruntime (fcn)", "value": rows[4]["ratio"],
+                           "op": ">=", "threshold": 1.0, "met": rows[4]["ratio"] >= 1.0, "detail": pte_target[0]["detail"]}]

@@ -1,0 +1,122 @@
+"""ExecuTorch beside onnxruntime and AOTInductor (full mode): the run exported with --format onnx,aoti,pte, then
+each engine in its own process (so none inherits another's pages or thread pool) with the same threads: batch-1
+latency and batch-64 throughput on the same series, in the same run. The ratios are against onnxruntime's.
+Without the executorch extra the rows say so. Run as `python -m pipeline.bench.pte onnxruntime|executorch|aoti
+SPEC_JSON` for one engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENGINES = {"onnxruntime": "onnxruntime model.onnx", "executorch": "ExecuTorch model.pte (XNNPACK)",
+           "aoti": "AOTInductor model.aoti.pt2"}
+NOT_INSTALLED = "executorch not installed (pip install 'pipeline[executorch]')"
+
+
+def _predictor(engine: str, bundle: Path, threads: int):
+    if engine == "onnxruntime":
+        import runtime
+
+        session = runtime.load(bundle, threads=threads).model_session
+        return lambda x: session.run(None, {"x": x})
+    import torch
+
+    torch.set_num_threads(threads)
+    if engine == "aoti":
+        import torch._inductor
+
+        runner = torch._inductor.aoti_load_package(str(bundle / "model.aoti.pt2"))
+
+        def run(x):
+            with torch.inference_mode():
+                return runner(torch.from_numpy(x))
+
+        return run
+    from executorch.extension.pybindings import portable_lib
+
+    from export.pte import PteRunner
+    from runtime.manifest import Manifest
+
+    portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool: as many threads as the others use
+    runner = PteRunner(bundle / "model.pte", Manifest.read(bundle).pte.model)
+    return lambda x: runner([x])
+
+
+def measure(predict, shape: tuple[int, int], batches: tuple[int, ...], rounds: int, calls: int) -> dict:
+    """Per batch, the median over `rounds` of the mean seconds of `calls` calls (after warm-up calls)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for batch in batches:
+        x = rng.standard_normal((batch, *shape), dtype=np.float32)
+        for _ in range(3):
+            predict(x)
+        means = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(calls):
+                predict(x)
+            means.append((time.perf_counter() - start) / calls)
+        out[str(batch)] = float(np.median(means))
+    return out
+
+
+def run_child(engine: str, spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "pipeline.bench.pte", engine, json.dumps(spec)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit status {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _row(name: str, metric: str, unit: str, value: float | None, **extra) -> dict:
+    return {"section": "pte", "name": name, "metric": metric, "unit": unit, "value": value, **extra}
+
+
+def pte_rows(run_dir: Path, work: Path, threads: int, rounds: int, calls: int, batch: int = 64, log=print) -> list[dict]:
+    """Export time of --format pte, then latency and throughput of the three engines side by side."""
+    from export.bundle import ExportConfig, export_run
+    from export.pte import available
+
+    if not available():
+        return [_row(ENGINES["executorch"], "throughput", "series/s", None, note=NOT_INSTALLED)]
+    start = time.perf_counter()
+    bundle = export_run(run_dir, ExportConfig(fmt="pte", pte_max_batch=batch), out=work / "bundle-pte", force=True,
+                        log=lambda _: None)
+    seconds = time.perf_counter() - start
+    peers = export_run(run_dir, ExportConfig(fmt="onnx,aoti"), out=work / "bundle-pte-peers", force=True,
+                       log=lambda _: None)
+    x = json.loads((bundle / "manifest.json").read_text())["pte"]["model"]["inputs"][0]["shape"]
+    rows = [_row("export --format pte", "lowering + verification", "s", seconds,
+                 note="the model lowered to XNNPACK and the loss, both checked against eager in executorch.runtime")]
+    spec = {"threads": threads, "shape": x[1:], "batches": [1, batch], "rounds": rounds,
+            "calls": calls}
+    log(f"ExecuTorch: latency and throughput of {', '.join(ENGINES)}, each in its own process")
+    results = {engine: run_child(engine, {**spec, "bundle": str(bundle if engine == "executorch" else peers)})
+               for engine in ENGINES}
+    base = results["onnxruntime"]
+    for engine, result in results.items():
+        if "error" in result:
+            rows.append(_row(ENGINES[engine], "throughput", "series/s", None, note=f"failed: {result['error']}"))
+            continue
+        ok = "error" not in base
+        rows.append(_row(ENGINES[engine], "latency, batch 1", "ms", result["1"] * 1e3,
+                         ratio=result["1"] / base["1"] if ok else None, note="ratio: against onnxruntime's"))
+        rows.append(_row(ENGINES[engine], f"throughput, batch {batch}", "series/s", batch / result[str(batch)],
+                         ratio=base[str(batch)] / result[str(batch)] if ok else None,
+                         note="ratio: against onnxruntime's"))
+    return rows
+
+
+if __name__ == "__main__":
+    engine, spec_text = sys.argv[1], sys.argv[2]
+    spec = json.loads(spec_text)
+    predict = _predictor(engine, Path(spec["bundle"]), spec["threads"])
+    print(json.dumps(measure(predict, tuple(spec["shape"]), tuple(spec["batches"]), spec["rounds"], spec["calls"])))

@@ -80,8 +80,9 @@ def _row(name: str, metric: str, unit: str, value: float | None, **extra) -> dic
     return {"section": "pte", "name": name, "metric": metric, "unit": unit, "value": value, **extra}
 
 
-def pte_rows(run_dir: Path, work: Path, threads: int, rounds: int, calls: int, batch: int = 64, log=print) -> list[dict]:
-    """Export time of --format pte, then latency and throughput of the three engines side by side."""
+def pte_rows(run_dir: Path, work: Path, threads: int, rounds: int, calls: int, batch: int = 64, log=print,
+             engines: tuple[str, ...] = tuple(ENGINES)) -> list[dict]:
+    """Export time of --format pte, then latency and throughput of the engines (onnxruntime first) side by side."""
     from export.bundle import ExportConfig, export_run
     from export.pte import available
 
@@ -91,16 +92,16 @@ def pte_rows(run_dir: Path, work: Path, threads: int, rounds: int, calls: int, b
     bundle = export_run(run_dir, ExportConfig(fmt="pte", pte_max_batch=batch), out=work / "bundle-pte", force=True,
                         log=lambda _: None)
     seconds = time.perf_counter() - start
-    peers = export_run(run_dir, ExportConfig(fmt="onnx,aoti"), out=work / "bundle-pte-peers", force=True,
+    peers = export_run(run_dir, ExportConfig(fmt="onnx,aoti" if "aoti" in engines else "onnx"), out=work / "bundle-pte-peers", force=True,
                        log=lambda _: None)
     x = json.loads((bundle / "manifest.json").read_text())["pte"]["model"]["inputs"][0]["shape"]
     rows = [_row("export --format pte", "lowering + verification", "s", seconds,
                  note="the model lowered to XNNPACK and the loss, both checked against eager in executorch.runtime")]
     spec = {"threads": threads, "shape": x[1:], "batches": [1, batch], "rounds": rounds,
             "calls": calls}
-    log(f"ExecuTorch: latency and throughput of {', '.join(ENGINES)}, each in its own process")
+    log(f"ExecuTorch: latency and throughput of {', '.join(engines)}, each in its own process")
     results = {engine: run_child(engine, {**spec, "bundle": str(bundle if engine == "executorch" else peers)})
-               for engine in ENGINES}
+               for engine in engines}
     base = results["onnxruntime"]
     for engine, result in results.items():
         if "error" in result:

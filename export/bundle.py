@@ -87,7 +87,7 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None, for
     check_bundle_target(out, run_dir, force)
     if config.sign_key is not None:  # a key that cannot sign fails now, not after the export
         signer_key(config.sign_key, config.sign_cert)
-    if "pte" in config.formats:  # so does a missing executorch
+    if {"pte", "pte-train"} & set(config.formats):  # so does a missing executorch
         require_executorch()
     run = rebuild(run_dir)
     int8 = int8_inputs(run_dir, run.cfg, config.calibration_data) if config.quantize == "int8" else None
@@ -161,6 +161,18 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
                          config.pte_max_batch, {g: path(g, "pte") for g in ("model", "loss")}, loss_what, log)
         rows += verify_pte(tmp, pte, graph, loss, model_grid, loss_grid, outputs, LOSS_OUTPUTS, config.atol,
                            config.rtol, spec.decision, allowance)
+    pte_train = None
+    if "pte-train" in want:
+        from export.pte_train import export_and_verify
+
+        n = config.finetune_batch
+        x = model_grid[len(BATCH_SIZES) - 1].inputs[0]  # series at the training length, batch 64
+        x = x.repeat((n + len(x) - 1) // len(x), 1, 1)[:n]
+        target = loss_grid[len(BATCH_SIZES) - 1].inputs[1]
+        target = target.repeat((n + len(target) - 1) // len(target), *([1] * (target.dim() - 1)))[:n]
+        pte_train, train_rows = export_and_verify(model, loss, x, target, config.finetune, tmp, config.atol,
+                                                  config.rtol, log)
+        rows += train_rows
     others = {fmt: p for fmt, p in files["model"].items() if fmt not in ("onnx", "pte")}
     rows += verify_graph("model", graph, engines(others, (MODEL_INPUT,), config.device), model_grid, outputs,
                          config.atol, config.rtol, spec.decision, allowance)
@@ -177,7 +189,7 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
     (tmp / README_FILE).write_text(readme_text(run.record, want, config.saliency))
     (tmp / SCHEMA_FILE).write_text(schema_text())
-    graphs = Graphs(methods, verification, layout, exported, int8, call_bound(model), pte)
+    graphs = Graphs(methods, verification, layout, exported, int8, call_bound(model), pte, pte_train)
     manifest = build_manifest(tmp, run.record, run.weights, config, graphs, source)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     return rows

@@ -19,7 +19,7 @@ from runtime.bundle import file_sha256 as sha256
 from runtime.inputs import plural
 from runtime.manifest import (FORMAT_VERSION, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, SALIENCY_OUTPUT,
                               BatchBound, FileEntry, InputSpec, Int8, LengthSpec, LossEntry, Manifest, Normalization,
-                              OutputBase, Pte, Source, TensorSpec, TorchExport, Verification, Window)
+                              OutputBase, Pte, PteTrain, Source, TensorSpec, TorchExport, Verification, Window)
 from runtime.tasks import TASKS
 
 
@@ -51,6 +51,7 @@ class Graphs:
     int8: Int8 | None = None
     batch_bound: BatchBound | None = None
     pte: Pte | None = None
+    pte_train: PteTrain | None = None
 
 
 def onnx_metadata(record: ModelRecord, config: ExportConfig) -> dict[str, str]:
@@ -93,7 +94,8 @@ def build_manifest(tmp: Path, record: ModelRecord, weights: dict, config: Export
         # them out of a .csv laid out the same way, as train and evaluate do
         csv_labels=record.csv_labels, onnx_layout=graphs.layout, torch_export=graphs.exported,
         int8=graphs.int8, output_base=None if base is None else OutputBase(base.rule, True, base.scale, base.shift, base.loss_scale),
-        window=Window(**record.window) if record.window else None, batch_bound=graphs.batch_bound, pte=graphs.pte)
+        window=Window(**record.window) if record.window else None, batch_bound=graphs.batch_bound, pte=graphs.pte,
+        pte_train=graphs.pte_train)
 
 
 def readme_text(record: ModelRecord, want: tuple[str, ...], saliency: bool = False) -> str:

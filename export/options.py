@@ -16,10 +16,13 @@ DEFAULT_ATOL = 1e-5  # every exported output against eager PyTorch: |diff| <= at
 DEFAULT_RTOL = 1e-5
 QUANTIZE_CHOICES = QUANTIZATIONS
 
-FORMATS = (*GRAPH_FORMATS, "all")  # --format takes a comma-separated list of these
+TRAIN_FORMAT = "pte-train"  # an on-device fine-tuning program, not a graph of the model or the loss
+FORMATS = (*GRAPH_FORMATS, TRAIN_FORMAT, "all")  # --format takes a comma-separated list of these
+FINETUNE = ("head", "all")
 ALL = ("onnx", "torchscript")  # what --format all means (the default)
 FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt2": "torch.export (.pt2)",
-                "aoti": "AOTInductor (.aoti.pt2)", "pte": "ExecuTorch (.pte)"}
+                "aoti": "AOTInductor (.aoti.pt2)", "pte": "ExecuTorch (.pte)",
+                TRAIN_FORMAT: "an ExecuTorch fine-tuning program (train.pte)"}
 DEFAULT_PTE_MAX_BATCH = 64  # the verification grid's largest batch
 DEVICES = ("cpu", "cuda")
 
@@ -31,9 +34,14 @@ class ExportConfig:
     fmt: str = setting(  # one of FORMATS or a comma-separated list of them
         "all", name="--format", metavar="FORMATS", help="Graph formats, comma-separated: onnx, torchscript, pt2 "
         "(torch.export program), aoti (AOTInductor package compiled for this machine, for C++ without Python), pte "
-        "(ExecuTorch program for phones and boards; the executorch extra), all (= onnx,torchscript).")
+        "(ExecuTorch program for phones and boards; the executorch extra), pte-train (an ExecuTorch program that "
+        "fine-tunes the model on the device), all (= onnx,torchscript).")
     pte_max_batch: int = setting(DEFAULT_PTE_MAX_BATCH, metavar="N", help="The most series one call of model.pte "
                                  "and loss.pte takes (ExecuTorch plans their memory for this many).")
+    finetune: str = setting("head", choices=FINETUNE, help="What --format pte-train trains: head (the output layer) "
+                            "or all (every parameter; BatchNorm statistics stay frozen).")
+    finetune_batch: int = setting(16, metavar="N", help="The series per fine-tuning step of --format pte-train "
+                                  "(the program takes exactly this many).")
     opset: int = setting(DEFAULT_OPSET, help="ONNX opset.")
     atol: float = setting(DEFAULT_ATOL, help="Absolute tolerance against eager.")
     rtol: float = setting(DEFAULT_RTOL, help="Relative tolerance against eager.")
@@ -79,6 +87,13 @@ class ExportConfig:
             raise PipelineError("--pte-max-batch applies to ExecuTorch programs only; add pte to --format")
         if not isinstance(self.pte_max_batch, int) or self.pte_max_batch < 1:
             raise PipelineError(f"--pte-max-batch must be 1 or more; got {self.pte_max_batch}")
+        if (self.finetune != "head" or self.finetune_batch != 16) and TRAIN_FORMAT not in self.formats:
+            raise PipelineError("--finetune and --finetune-batch apply to the fine-tuning program; add pte-train to "
+                                "--format")
+        if self.finetune not in FINETUNE:
+            raise PipelineError(f"--finetune '{self.finetune}' is not valid; choose {', '.join(FINETUNE)}")
+        if not isinstance(self.finetune_batch, int) or self.finetune_batch < 1:
+            raise PipelineError(f"--finetune-batch must be 1 or more; got {self.finetune_batch}")
         if self.atol < 0 or self.rtol < 0:
             raise PipelineError("--atol and --rtol must be >= 0")
         if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
@@ -100,4 +115,4 @@ class ExportConfig:
         """The graph formats to write, in GRAPH_FORMATS order ('all' is onnx and torchscript)."""
         names = {n.strip() for n in self.fmt.split(",")}
         names |= set(ALL) if "all" in names else set()
-        return tuple(f for f in GRAPH_FORMATS if f in names)
+        return tuple(f for f in (*GRAPH_FORMATS, TRAIN_FORMAT) if f in names)

@@ -200,11 +200,12 @@ class PteBundle:
             check_signature(path, key, sha256=file_sha256)
         self.manifest = Manifest.read(path)
         check_files(path, self.manifest)
-        if self.manifest.pte is None:
+        if self.manifest.pte is None and self.manifest.pte_train is None:
             raise BundleError(f"{path}: has no ExecuTorch programs; re-export with --format pte (or a list with pte)")
-        self.path, self.pte = path, self.manifest.pte
-        self.model = PteRunner(path / self.pte.model.file, self.pte.model)
-        self.loss_program = PteRunner(path / self.pte.loss.file, self.pte.loss)
+        self.path, self.pte, self.trainer = path, self.manifest.pte, None
+        if self.pte is not None:
+            self.model = PteRunner(path / self.pte.model.file, self.pte.model)
+            self.loss_program = PteRunner(path / self.pte.loss.file, self.pte.loss)
 
     def predict(self, x) -> dict[str, np.ndarray]:
         """Named outputs; a batch larger than the program's bound runs in calls of the bound."""
@@ -216,3 +217,17 @@ class PteBundle:
     def loss(self, prediction, target) -> tuple[float, np.ndarray]:
         loss, per_sample = self.loss_program([np.asarray(prediction), np.asarray(target)])
         return float(loss), per_sample
+
+    def finetune(self, X, y, steps: int, lr: float) -> list[float]:
+        """`steps` SGD steps of the bundle's fine-tuning program (train.pte) on X (exactly its batch of series at
+        the training length) and targets y as the loss graph takes them; the loss before each step. The trained
+        parameters live in this object's program (`self.trainer.parameters()`); model.pte is not changed."""
+        from export.pte_train import PteTrainer
+
+        spec = self.manifest.pte_train
+        if spec is None:
+            raise BundleError(f"{self.path}: has no fine-tuning program; re-export with --format pte-train")
+        check_inputs(PteProgram(spec.file, spec.method, spec.inputs, "portable"), [np.asarray(X), np.asarray(y)])
+        if self.trainer is None:
+            self.trainer = PteTrainer(self.path / spec.file, spec.inputs[0].shape[0])
+        return self.trainer.finetune(X, y, steps, lr)

@@ -202,6 +202,23 @@ class Pte:
 
 
 @dataclass(frozen=True)
+class PteTrain:
+    """train.pte (export --format pte-train): one method that runs the model, the loss and the backward pass on a
+    batch of exactly inputs[0].shape[0] series and returns [loss, scores, gradients..., parameters...] (ExecuTorch's
+    training layout); a host applies SGD to the parameters in place. Verified at export: `steps` SGD steps at
+    learning rate `lr` equal the same steps in eager PyTorch (loss and every trained parameter)."""
+
+    file: str
+    method: str
+    inputs: list[PteInput]
+    finetune: Literal["head", "all"]  # head: the output layer only; all: every parameter, BatchNorm statistics frozen
+    parameters: list[str]  # the trained parameters, in the program's order
+    optimizer: Literal["sgd"]
+    steps: int
+    lr: float
+
+
+@dataclass(frozen=True)
 class Int8:
     """model.int8.onnx: onnxruntime static quantisation of the model graph, and what it cost in accuracy."""
 
@@ -289,6 +306,7 @@ class Manifest:
     torch_export: TorchExport | None = field(default=None, metadata=OMIT_NONE)
     int8: Int8 | None = field(default=None, metadata=OMIT_NONE)
     pte: Pte | None = field(default=None, metadata=OMIT_NONE)  # absent unless exported with --format pte
+    pte_train: PteTrain | None = field(default=None, metadata=OMIT_NONE)  # --format pte-train
     # absent in bundles of runs trained before the output layer existed (their graphs have none)
     output_base: OutputBase | None = field(default=None, metadata=OMIT_NONE)
     # absent unless the run was trained on windows of recordings (--window)

@@ -20,7 +20,45 @@ ENGINES = {"onnxruntime": "onnxruntime model.onnx", "executorch": "ExecuTorch mo
 NOT_INSTALLED = "executorch not installed (pip install 'pipeline[executorch]')"
 
 
+TRAIN_ENGINES = {"executorch-train": "ExecuTorch train.pte", "eager-train": "eager PyTorch (torch.optim.SGD)"}
+
+
+def _train_step(engine: str, bundle: Path, threads: int):
+    """One full-batch SGD step of the head on the fine-tuning program's batch: on the device, or in eager."""
+    import torch
+
+    from export.pte_train import PteTrainer, TrainingGraph, trainable
+    from runtime.manifest import Manifest
+
+    torch.set_num_threads(threads)
+    spec = Manifest.read(bundle).pte_train
+    x, target = spec.inputs
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal(x.shape, dtype=np.float32)
+    y = (rng.integers(0, 2, target.shape) if target.dtype == "int64" else rng.standard_normal(target.shape)).astype(
+        target.dtype)
+    if engine == "executorch-train":
+        trainer = PteTrainer(bundle / spec.file, x.shape[0])
+        return lambda _: trainer.finetune(X, y, 1, 1e-3)
+    from export.bundle import rebuild
+
+    run = rebuild(json.loads((bundle / "manifest.json").read_text())["source"]["run_dir"])
+    trainable(run.model, spec.finetune)
+    graph = TrainingGraph(run.model.eval(), run.loss)
+    optimizer = torch.optim.SGD([p for p in run.model.parameters() if p.requires_grad], lr=1e-3)
+    xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step(_):
+        optimizer.zero_grad()
+        graph(xt, yt)[0].backward()
+        optimizer.step()
+
+    return step
+
+
 def _predictor(engine: str, bundle: Path, threads: int):
+    if engine in TRAIN_ENGINES:
+        return _train_step(engine, bundle, threads)
     if engine == "onnxruntime":
         import runtime
 
@@ -89,7 +127,7 @@ def pte_rows(run_dir: Path, work: Path, threads: int, rounds: int, calls: int, b
     if not available():
         return [_row(ENGINES["executorch"], "throughput", "series/s", None, note=NOT_INSTALLED)]
     start = time.perf_counter()
-    bundle = export_run(run_dir, ExportConfig(fmt="pte", pte_max_batch=batch), out=work / "bundle-pte", force=True,
+    bundle = export_run(run_dir, ExportConfig(fmt="pte,pte-train", pte_max_batch=batch), out=work / "bundle-pte", force=True,
                         log=lambda _: None)
     seconds = time.perf_counter() - start
     peers = export_run(run_dir, ExportConfig(fmt="onnx,aoti" if "aoti" in engines else "onnx"), out=work / "bundle-pte-peers", force=True,
@@ -113,6 +151,16 @@ def pte_rows(run_dir: Path, work: Path, threads: int, rounds: int, calls: int, b
         rows.append(_row(ENGINES[engine], f"throughput, batch {batch}", "series/s", batch / result[str(batch)],
                          ratio=base[str(batch)] / result[str(batch)] if ok else None,
                          note="ratio: against onnxruntime's"))
+    train_batch = json.loads((bundle / "manifest.json").read_text())["pte_train"]["inputs"][0]["shape"][0]
+    steps = {engine: run_child(engine, {**spec, "bundle": str(bundle), "batches": [1]}) for engine in TRAIN_ENGINES}
+    eager = steps["eager-train"]
+    for engine, result in steps.items():
+        if "error" in result:
+            rows.append(_row(TRAIN_ENGINES[engine], "fine-tuning step", "ms", None, note=f"failed: {result['error']}"))
+            continue
+        rows.append(_row(TRAIN_ENGINES[engine], f"fine-tuning step (head, SGD), batch {train_batch}", "ms",
+                         result["1"] * 1e3, ratio=result["1"] / eager["1"] if "error" not in eager else None,
+                         note="forward, loss, backward and the update; ratio: against eager PyTorch's step"))
     return rows
 
 

@@ -139,3 +139,26 @@ def test_the_pte_kit_checks_the_signature_and_the_sums_first(pte_kit, pte_bundle
     altered = _pte(pte_kit, plain)
     assert (altered.returncode, altered.stderr) == (
         2, f"Error: {plain / 'model.pte'}: sha256 differs from manifest.json (the file was altered)\n")
+
+
+@pytest.mark.parametrize("finetune", ["head", "all"])
+def test_the_pte_kit_fine_tunes_as_eager_sgd(pte_kit, task_bundles, finetune, tmp_path):
+    from export.pte_train import sgd_reference
+
+    tb = task_bundles["multiclass"]
+    bundle = export_run(tb.run_dir, ExportConfig(fmt="pte,pte-train", finetune=finetune, finetune_batch=8),
+                        out=tmp_path / "b", log=lambda _: None)
+    run = rebuild(tb.run_dir)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(8, run.cfg.in_channels, run.cfg.length, generator=g) * 2 + 1  # a shifted sensor
+    target = torch.randint(0, run.cfg.n_outputs, (8,), generator=g)
+    losses, params = sgd_reference(run.model, run.loss, x, target, 20, 0.01, finetune)
+    outputs = {"loss": tensor_json(torch.tensor(losses)), **{f"model.{n}": tensor_json(p) for n, p in params.items()}}
+    case = {"finetune": {"x": tensor_json(x), "target": tensor_json(target), "steps": 20, "lr": 0.01,
+                         "outputs": outputs}, "atol": ATOL, "rtol": RTOL}
+    (tmp_path / "finetune.json").write_text(json.dumps(case))
+    result = _pte(pte_kit, bundle, "--cases", tmp_path / "finetune.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == [("train", "loss")] + [("train", f"model.{n}") for n in params]
+    assert all(r[-1] == "ok" for r in rows) and len(rows) == (3 if finetune == "head" else 1 + len(params))

@@ -90,7 +90,9 @@ Program::~Program() = default;
 
 int64_t Program::max_batch() const { return spec_["inputs"][0]["shape"][0].get<int64_t>(); }
 
-void Program::check(const std::vector<Array>& inputs) const {
+void Program::check(const std::vector<Array>& inputs) const { check_inputs(spec_, inputs); }
+
+void Program::check_inputs(const Json& spec_, const std::vector<Array>& inputs) {
   const Json& specs = spec_["inputs"];
   const std::string file = spec_["file"].get<std::string>(), method = spec_["method"].get<std::string>();
   if (inputs.size() != specs.size()) {
@@ -157,17 +159,92 @@ std::vector<Array> Program::run(const std::vector<Array>& inputs) {
   return out;
 }
 
-Bundle::Bundle(const std::string& dir, const std::string& public_key) {
+Bundle::Bundle(const std::string& dir, const std::string& public_key) : dir_(dir) {
   manifest_ = checked_manifest(dir, public_key, signed_by_);
-  if (!manifest_.contains("pte"))
+  if (!manifest_.contains("pte") && !manifest_.contains("pte_train"))
     throw BundleError(dir + ": has no ExecuTorch programs; re-export with --format pte (or a list with pte)");
-  model_ = std::make_unique<Program>(dir, manifest_["pte"]["model"]);
-  loss_ = std::make_unique<Program>(dir, manifest_["pte"]["loss"]);
+  if (manifest_.contains("pte")) {
+    model_ = std::make_unique<Program>(dir, manifest_["pte"]["model"]);
+    loss_ = std::make_unique<Program>(dir, manifest_["pte"]["loss"]);
+  }
+}
+
+Trainer& Bundle::trainer() {
+  if (!manifest_.contains("pte_train"))
+    throw BundleError(dir_ + ": has no fine-tuning program; re-export with --format pte-train");
+  if (!trainer_) trainer_ = std::make_unique<Trainer>(dir_, manifest_["pte_train"]);
+  return *trainer_;
+}
+
+std::vector<float> Bundle::finetune(const Array& x, const Array& target, int steps, float lr) {
+  return trainer().finetune(x, target, steps, lr);
+}
+
+Trainer::Trainer(const std::string& dir, const Json& spec) : spec_(spec) {
+  std::string path = (fs::path(dir) / spec["file"].get<std::string>()).string();
+  // File mode reads the program into memory this process owns: the parameters are updated there in place
+  module_ = std::make_unique<Module>(path, Module::LoadMode::File);
+  auto err = module_->load_method(spec["method"].get<std::string>());
+  if (err != executorch::runtime::Error::Ok)
+    throw BundleError(path + ": ExecuTorch could not load method " + spec["method"].get<std::string>() + " (error " +
+                      error_name(err) + "); re-export the bundle with an ExecuTorch this runtime reads");
+}
+
+Trainer::~Trainer() = default;
+
+std::vector<float> Trainer::finetune(const Array& x, const Array& target, int steps, float lr) {
+  const std::string method = spec_["method"].get<std::string>();
+  Json program = {{"file", spec_["file"]}, {"method", method}, {"inputs", spec_["inputs"]}};
+  Program::check_inputs(program, {x, target});
+  auto index = [&](const std::string& prefix) {
+    auto r = module_->execute(prefix + method);
+    if (!r.ok()) throw BundleError(spec_["file"].get<std::string>() + ": not a training program (no " + prefix + ")");
+    return static_cast<size_t>(r.get()[0].toInt());
+  };
+  const size_t grads = index("__et_training_gradients_index_"), params = index("__et_training_parameters_index_");
+  std::vector<float> losses;
+  for (int step = 0; step < steps; ++step) {
+    std::vector<executorch::extension::TensorPtr> tensors;
+    std::vector<EValue> values;
+    for (const Array* a : {&x, &target}) {
+      std::vector<executorch::aten::SizesType> sizes(a->shape.begin(), a->shape.end());
+      if (a->dtype == "int64") tensors.push_back(executorch::extension::make_tensor_ptr(sizes, a->i));
+      else tensors.push_back(executorch::extension::make_tensor_ptr(sizes, a->f));
+      values.emplace_back(tensors.back());
+    }
+    auto result = module_->execute(method, values);
+    if (!result.ok())
+      throw BundleError(spec_["file"].get<std::string>() + ": ExecuTorch failed to run it (error " +
+                        error_name(result.error()) + ")");
+    auto& out = result.get();
+    losses.push_back(out[0].toTensor().const_data_ptr<float>()[0]);
+    params_.clear();
+    for (size_t k = 0; k < params - grads; ++k) {  // SGD in place: the outputs are the parameters themselves
+      const auto& g = out[grads + k].toTensor();
+      auto p = out[params + k].toTensor();
+      float* w = p.mutable_data_ptr<float>();
+      const float* d = g.const_data_ptr<float>();
+      for (int64_t e = 0; e < static_cast<int64_t>(p.numel()); ++e) w[e] -= lr * d[e];
+      Array a;
+      for (auto n : p.sizes()) a.shape.push_back(n);
+      a.f.assign(w, w + p.numel());
+      params_.push_back(std::move(a));
+    }
+  }
+  return losses;
+}
+
+std::vector<std::pair<std::string, Array>> Trainer::parameters() const {
+  std::vector<std::pair<std::string, Array>> out;
+  auto names = spec_["parameters"].get<std::vector<std::string>>();
+  for (size_t k = 0; k < params_.size() && k < names.size(); ++k) out.emplace_back(names[k], params_[k]);
+  return out;
 }
 
 std::vector<std::string> Bundle::output_names() const { return manifest_["outputs"].get<std::vector<std::string>>(); }
 
 std::vector<Array> Bundle::predict(const Array& x) {
+  if (!model_) throw BundleError(dir_ + ": has no model.pte; re-export with --format pte (or a list with pte)");
   const int64_t bound = model_->max_batch();
   if (x.shape.empty() || x.shape[0] <= bound) return model_->run({x});
   std::vector<Array> joined;
@@ -180,6 +257,7 @@ std::vector<Array> Bundle::predict(const Array& x) {
 }
 
 std::pair<Array, Array> Bundle::loss(const Array& prediction, const Array& target) {
+  if (!loss_) throw BundleError(dir_ + ": has no loss.pte; re-export with --format pte (or a list with pte)");
   auto out = loss_->run({prediction, target});
   return {out.at(0), out.at(1)};
 }

@@ -42,11 +42,29 @@ class Program {
   ~Program();
   std::vector<Array> run(const std::vector<Array>& inputs);
   int64_t max_batch() const;
+  // runtime/pte.py's check_inputs: a BundleError naming the first input the program `spec` cannot take
+  static void check_inputs(const Json& spec, const std::vector<Array>& inputs);
 
  private:
   void check(const std::vector<Array>& inputs) const;
   Json spec_;
   std::unique_ptr<executorch::extension::module::Module> module_;
+};
+
+// The fine-tuning program (train.pte, export --format pte-train): each step runs the model, the loss and the
+// backward pass on exactly its batch, then SGD updates the trained parameters in place (p -= lr * grad), as
+// executorch.extension.training's optimizer does. The parameters live in this object; model.pte is not changed.
+class Trainer {
+ public:
+  Trainer(const std::string& dir, const Json& spec);
+  ~Trainer();
+  std::vector<float> finetune(const Array& x, const Array& target, int steps, float lr);  // the loss before each step
+  std::vector<std::pair<std::string, Array>> parameters() const;  // manifest pte_train.parameters, in order
+
+ private:
+  Json spec_;
+  std::unique_ptr<executorch::extension::module::Module> module_;
+  std::vector<Array> params_;
 };
 
 class Bundle {
@@ -55,6 +73,9 @@ class Bundle {
   // x: float32 (batch, channels, length); more series than the program's bound run in calls of the bound
   std::vector<Array> predict(const Array& x);
   std::pair<Array, Array> loss(const Array& prediction, const Array& target);
+  // SGD steps of train.pte (a BundleError when the bundle has none); the loss before each step
+  std::vector<float> finetune(const Array& x, const Array& target, int steps, float lr);
+  Trainer& trainer();
   const Json& manifest() const { return manifest_; }
   std::vector<std::string> output_names() const;
   const std::string& signed_by() const { return signed_by_; }
@@ -62,7 +83,9 @@ class Bundle {
  private:
   Json manifest_;
   std::string signed_by_;
+  std::string dir_;
   std::unique_ptr<Program> model_, loss_;
+  std::unique_ptr<Trainer> trainer_;
 };
 
 // A live recording's windows (runtime.windows.Stream): push chunks (channels, n) of any length and get the

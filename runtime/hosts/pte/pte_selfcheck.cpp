@@ -1,6 +1,6 @@
 // Self-check of a bundle's ExecuTorch programs, linked against ExecuTorch's runtime only (no libtorch, no
-// libpython): its golden data (or other cases in the same JSON layout, stream cases included) through model.pte
-// and loss.pte, compared with eager PyTorch's outputs.
+// libpython): its golden data (or other cases in the same JSON layout: stream and fine-tuning cases too) through
+// model.pte, loss.pte and train.pte, compared with eager PyTorch's outputs.
 //   pte_selfcheck BUNDLE_DIR [--cases cases.json] [--public-key PUBLIC.pem]
 //   exit 0: all match, 1: mismatch, 2: bad bundle, input or usage
 #include <algorithm>
@@ -88,9 +88,25 @@ void run_stream(pipeline::pte::Bundle& bundle, const Json& s, double atol, doubl
   }
 }
 
+// A fine-tuning case: `steps` SGD steps at `lr` on x and target; the loss before each step and every trained
+// parameter after the last against the expected (eager PyTorch's torch.optim.SGD on the same data).
+void run_finetune(pipeline::pte::Bundle& bundle, const Json& f, double atol, double rtol, std::vector<Row>& rows) {
+  auto losses = bundle.finetune(pipeline::pte::array_from_json(f["x"]), pipeline::pte::array_from_json(f["target"]),
+                                f["steps"].get<int>(), f["lr"].get<float>());
+  Array got{{static_cast<int64_t>(losses.size())}, losses};
+  rows.push_back(compare("train", "loss", pipeline::pte::array_from_json(f["outputs"]["loss"]), got, atol, rtol));
+  for (const auto& [name, value] : bundle.trainer().parameters()) {
+    Array expected = pipeline::pte::array_from_json(f["outputs"][name]);
+    Array same = value;
+    same.shape = expected.shape;  // the program keeps a convolution's weight in its (1, k) 2D layout
+    rows.push_back(compare("train", name, expected, same, atol, rtol));
+  }
+}
+
 std::vector<Row> run_case(pipeline::pte::Bundle& bundle, const Json& c) {
   double atol = c["atol"].get<double>(), rtol = c["rtol"].get<double>();
   std::vector<Row> rows;
+  if (c.contains("finetune")) run_finetune(bundle, c["finetune"], atol, rtol, rows);
   if (c.contains("stream")) run_stream(bundle, c["stream"], atol, rtol, rows);
   if (c.contains("model")) {
     auto outputs = bundle.predict(pipeline::pte::array_from_json(c["model"]["inputs"]["x"]));

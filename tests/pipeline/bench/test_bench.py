@@ -300,7 +300,7 @@ def test_the_kernel_bench_measures_the_bundle_in_its_own_process_and_says_when_a
 
 
 def test_pte_rows_time_executorch_beside_onnxruntime_and_aotinductor_each_in_its_own_process(task_bundles, tmp_path):
-    from pipeline.bench.pte import ENGINES, pte_rows
+    from pipeline.bench.pte import ENGINES, TRAIN_ENGINES, pte_rows
     from pipeline.bench.report import check_targets
 
     # the AOTInductor child is the same code with another predictor (full bench: pte_rows' default engines)
@@ -309,11 +309,14 @@ def test_pte_rows_time_executorch_beside_onnxruntime_and_aotinductor_each_in_its
     assert [(r["name"], r["metric"], r["unit"]) for r in rows] == [
         ("export --format pte", "lowering + verification", "s")] + [
         (ENGINES[e], m, u) for e in ("onnxruntime", "executorch")
-        for m, u in (("latency, batch 1", "ms"), ("throughput, batch 8", "series/s"))]
+        for m, u in (("latency, batch 1", "ms"), ("throughput, batch 8", "series/s"))] + [
+        (name, "fine-tuning step (head, SGD), batch 16", "ms") for name in TRAIN_ENGINES.values()]
     assert all(r["section"] == "pte" and r["value"] > 0 for r in rows)
     onnxruntime = [r for r in rows if r["name"] == ENGINES["onnxruntime"]]
     assert [r["ratio"] for r in onnxruntime] == [1.0, 1.0]
-    for r in rows[1:]:  # each ratio is this engine's time against onnxruntime's, measured in the same run
+    eager_step = rows[-1]
+    assert eager_step["ratio"] == 1.0 and rows[-2]["ratio"] == pytest.approx(rows[-2]["value"] / eager_step["value"])
+    for r in rows[1:-2]:  # each ratio is this engine's time against onnxruntime's, measured in the same run
         base = next(b for b in onnxruntime if b["metric"] == r["metric"])
         assert r["ratio"] == pytest.approx(r["value"] / base["value"], rel=1e-9)  # time or rate: value over base
     targets = check_targets({"rows": rows, "model": {"model": "fcn"}, "machine": {"device": "cpu"}})

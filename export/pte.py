@@ -6,59 +6,24 @@ one dynamic dimension. `PteRunner` runs a program in executorch.runtime after ru
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from export.exporters import ExportError, _first_line, quiet
+from export.executorch_setup import available, require, silent_fd2  # noqa: F401 (available: API)
 from export.verify import Case, verify_graph
-from pipeline.errors import PipelineError
 from runtime.compare import Row
 from runtime.errors import BundleError
 from runtime.manifest import LOSS_INPUTS, MODEL_INPUT, Pte, PteInput, PteProgram
 from runtime.pte import check_inputs
+from export.pte_train import PteTrainer
 
 METHOD = "forward"
 DEFAULT_MAX_BATCH = 64  # the verification grid's largest batch; memory is planned for this many series
 AXIS_NAMES = {"x": ("batch", "channels", "length")}
-
-
-def available() -> bool:
-    try:
-        import executorch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def require() -> str:
-    """executorch's version, or a PipelineError (exit 2) saying how to install it."""
-    try:
-        from executorch import version
-    except ImportError:
-        raise PipelineError("--format pte needs ExecuTorch: pip install 'pipeline[executorch]' (with torch pinned "
-                          "in the same command, e.g. pip install torch==2.13.0 'pipeline[executorch]')") from None
-    return version.__version__.split("+")[0]
-
-
-@contextlib.contextmanager
-def silent_fd2():
-    """ExecuTorch's C++ runtime and torchao log to file descriptor 2 (cpuinfo notes, failed optional kernels);
-    the user sees our one-line messages instead."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _input_spec(name: str, example: torch.Tensor, dynamic: dict[int, int], axes: tuple[str, ...]) -> PteInput:
@@ -222,8 +187,6 @@ class PteBundle:
         """`steps` SGD steps of the bundle's fine-tuning program (train.pte) on X (exactly its batch of series at
         the training length) and targets y as the loss graph takes them; the loss before each step. The trained
         parameters live in this object's program (`self.trainer.parameters()`); model.pte is not changed."""
-        from export.pte_train import PteTrainer
-
         spec = self.manifest.pte_train
         if spec is None:
             raise BundleError(f"{self.path}: has no fine-tuning program; re-export with --format pte-train")

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from export.exporters import ExportError, _first_line, quiet
 from export.layout import SameConv2d, conv2d_layout
-from export.pte import require, silent_fd2
+from export.executorch_setup import require, silent_fd2
 from pipeline.losses import user_loss
 from runtime.errors import BundleError
 

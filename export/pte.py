@@ -153,17 +153,10 @@ class PteBundle:
     """
 
     def __init__(self, bundle_dir, public_key=None):
-        from runtime.bundle import check_files, file_sha256
-        from runtime.manifest import Manifest
-        from runtime.signature import check_signature, trusted_key
+        from runtime.bundle import check_files, signed_manifest
 
         path = Path(bundle_dir)
-        key = trusted_key(public_key)
-        if key is not None:
-            if not path.is_dir():
-                raise BundleError(f"{path}: not a folder; pass the bundle folder written by pipeline export")
-            check_signature(path, key, sha256=file_sha256)
-        self.manifest = Manifest.read(path)
+        self.manifest = signed_manifest(path, public_key)
         check_files(path, self.manifest)
         if self.manifest.pte is None and self.manifest.pte_train is None:
             raise BundleError(f"{path}: has no ExecuTorch programs; re-export with --format pte (or a list with pte)")

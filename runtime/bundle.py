@@ -314,6 +314,17 @@ def model_file(manifest: Manifest, path: Path, precision: str) -> tuple[str, str
     return MODEL_ONNX, "fp32"
 
 
+def signed_manifest(path: Path, public_key: str | os.PathLike | None = None) -> Manifest:
+    """The bundle's manifest, read after its signature verified with `public_key` (default $PIPELINE_PUBLIC_KEY;
+    no check when neither is set)."""
+    key = trusted_key(public_key)
+    if key is not None:
+        if not path.is_dir():
+            raise BundleError(f"{path}: not a folder; pass the bundle folder written by pipeline export")
+        check_signature(path, key, sha256=file_sha256)
+    return Manifest.read(path)
+
+
 def load(bundle_dir: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None,
          check: bool = True, precision: str = "fp32", public_key: str | os.PathLike | None = None) -> Bundle:
     """Open a bundle: check its format version and every file's sha256, then start onnxruntime sessions.
@@ -321,12 +332,7 @@ def load(bundle_dir: str | os.PathLike, threads: int | None = None, providers: l
     or auto (int8 when the bundle has it). `public_key` (PEM; default $PIPELINE_PUBLIC_KEY): the bundle's
     signature (model.sig) must verify with it and cover exactly its files before anything else is read."""
     path = Path(bundle_dir)
-    key = trusted_key(public_key)
-    if key is not None:
-        if not path.is_dir():
-            raise BundleError(f"{path}: not a folder; pass the bundle folder written by pipeline export")
-        check_signature(path, key, sha256=file_sha256)
-    manifest = Manifest.read(path)
+    manifest = signed_manifest(path, public_key)
     name, precision = model_file(manifest, path, precision)
     if check:
         check_files(path, manifest)

@@ -74,17 +74,22 @@ void quiet_log(et_timestamp_t, et_pal_log_level_t level, const char* file, const
 
 const bool kQuiet = executorch::runtime::register_pal(executorch::runtime::PalImpl::create(quiet_log, __FILE__));
 
-}  // namespace
-
-Program::Program(const std::string& dir, const Json& spec) : spec_(spec) {
+// The program file of `spec` with its method loaded. File mode reads it into memory this process owns (a
+// training program's parameters are updated there in place).
+std::unique_ptr<Module> load_module(const std::string& dir, const Json& spec) {
   (void)kQuiet;
   std::string path = (fs::path(dir) / spec["file"].get<std::string>()).string();
-  module_ = std::make_unique<Module>(path, Module::LoadMode::File);
-  auto err = module_->load_method(spec["method"].get<std::string>());
+  auto module = std::make_unique<Module>(path, Module::LoadMode::File);
+  auto err = module->load_method(spec["method"].get<std::string>());
   if (err != executorch::runtime::Error::Ok)
     throw BundleError(path + ": ExecuTorch could not load method " + spec["method"].get<std::string>() + " (error " +
                       error_name(err) + "); re-export the bundle with an ExecuTorch this runtime reads");
+  return module;
 }
+
+}  // namespace
+
+Program::Program(const std::string& dir, const Json& spec) : spec_(spec), module_(load_module(dir, spec)) {}
 
 Program::~Program() = default;
 
@@ -180,15 +185,7 @@ std::vector<float> Bundle::finetune(const Array& x, const Array& target, int ste
   return trainer().finetune(x, target, steps, lr);
 }
 
-Trainer::Trainer(const std::string& dir, const Json& spec) : spec_(spec) {
-  std::string path = (fs::path(dir) / spec["file"].get<std::string>()).string();
-  // File mode reads the program into memory this process owns: the parameters are updated there in place
-  module_ = std::make_unique<Module>(path, Module::LoadMode::File);
-  auto err = module_->load_method(spec["method"].get<std::string>());
-  if (err != executorch::runtime::Error::Ok)
-    throw BundleError(path + ": ExecuTorch could not load method " + spec["method"].get<std::string>() + " (error " +
-                      error_name(err) + "); re-export the bundle with an ExecuTorch this runtime reads");
-}
+Trainer::Trainer(const std::string& dir, const Json& spec) : spec_(spec), module_(load_module(dir, spec)) {}
 
 Trainer::~Trainer() = default;
 

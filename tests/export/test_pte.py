@@ -110,9 +110,10 @@ def _trained_looking(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-# every model, each with another task's outputs (every task's graph also runs in the bundle test above)
+# every model, each with another task's outputs; fcn (every task's bundle above) and unet (the per-step bundles
+# below) are lowered by the bundle tests
 MODEL_TASKS = [(name, ("binary", "multiclass", "regression", "multilabel", "count")[i % 5])
-               for i, name in enumerate(MODEL_NAMES)]
+               for i, name in enumerate(m for m in MODEL_NAMES if m not in ("fcn", "unet"))]
 
 
 @pytest.mark.parametrize("name, task", MODEL_TASKS)
@@ -153,7 +154,8 @@ def test_every_loss_as_a_pte_program_matches_eager_on_the_grid(tmp_path, task_of
 
 
 def test_per_step_bundles_export_pte_programs_equal_to_eager(step_bundles, tmp_path):
-    for key, sb in step_bundles.items():
+    # fcn (multiclass) and unet (binary, fixed length); tcn's network is lowered by the model test
+    for key, sb in ((k, sb) for k, sb in step_bundles.items() if sb.model in ("fcn", "unet")):
         bundle = export_run(sb.run_dir, ExportConfig(fmt="pte"), out=tmp_path / key, **QUIET)
         manifest = Manifest.read(bundle)
         length = manifest.pte.model.inputs[0].shape[2]

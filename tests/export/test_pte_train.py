@@ -49,7 +49,7 @@ def _data(tb, n: int = 16, shift: float = 0.0, scale: float = 1.0):
 @pytest.mark.parametrize("task, finetune", [("multiclass", "head"), ("binary", "all"), ("regression", "head")])
 def test_twenty_steps_on_the_device_equal_eager_sgd(task_bundles, tmp_path, task, finetune):
     tb = task_bundles[task]
-    bundle = export_run(tb.run_dir, ExportConfig(fmt="pte,pte-train", finetune=finetune), out=tmp_path / "b", **QUIET)
+    bundle = export_run(tb.run_dir, ExportConfig(fmt="pte-train", finetune=finetune), out=tmp_path / "b", **QUIET)
     manifest = Manifest.read(bundle)
     spec = manifest.pte_train
     run = rebuild(tb.run_dir)

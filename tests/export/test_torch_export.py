@@ -70,7 +70,7 @@ def test_format_lists(fmt, formats):
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "onnx,pt3"], "Error: --format 'onnx,pt3': 'pt3' is not a format; choose from onnx, torchscript, "
-                               "pt2, aoti, pte, all, or several separated by commas (e.g. onnx,aoti)\n"),
+                               "pt2, aoti, pte, pte-train, all, or several separated by commas (e.g. onnx,aoti)\n"),
     (["--format", "onnx", "--device", "cuda"], "Error: --device cuda applies to AOTInductor packages only; add aoti "
                                                "to --format\n"),
 ])

@@ -146,7 +146,7 @@ def test_the_pte_kit_fine_tunes_as_eager_sgd(pte_kit, task_bundles, finetune, tm
     from export.pte_train import sgd_reference
 
     tb = task_bundles["multiclass"]
-    bundle = export_run(tb.run_dir, ExportConfig(fmt="pte,pte-train", finetune=finetune, finetune_batch=8),
+    bundle = export_run(tb.run_dir, ExportConfig(fmt="pte-train", finetune=finetune, finetune_batch=8),
                         out=tmp_path / "b", log=lambda _: None)
     run = rebuild(tb.run_dir)
     g = torch.Generator().manual_seed(5)

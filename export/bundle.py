@@ -161,6 +161,12 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
                          config.pte_max_batch, {g: path(g, "pte") for g in ("model", "loss")}, loss_what, log)
         rows += verify_pte(tmp, pte, graph, loss, model_grid, loss_grid, outputs, LOSS_OUTPUTS, config.atol,
                            config.rtol, spec.decision, allowance)
+        if int8_data is not None:
+            from export.pte_int8 import export_int8_pte
+
+            model_int8, int8_pte = export_int8_pte(candidates, example_x, int8_data, pte.model, tmp, task,
+                                                   config.max_metric_drop, log)
+            pte = dataclasses.replace(pte, model_int8=model_int8, int8=int8_pte)
     pte_train = None
     if "pte-train" in want:
         from export.pte_train import export_and_verify
@@ -183,7 +189,7 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
               "loss": golden_data(loss, loss_grid, LOSS_INPUTS, LOSS_OUTPUTS),
               "atol": golden_atol(model, model_grid, config.atol), "rtol": config.rtol}
     int8 = None
-    if int8_data is not None:
+    if int8_data is not None and "onnx" in want:
         int8 = quantize_bundle(tmp, int8_data, task, config.max_metric_drop, log)
         golden[GOLDEN_INT8] = golden_onnx(tmp / MODEL_INT8, golden["model"], outputs)
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")

@@ -48,9 +48,10 @@ class ExportConfig:
     device: str = setting("cpu", choices=DEVICES,
                           help="What the AOTInductor packages are compiled for (cuda needs CUDA here).")
     quantize: str | None = setting(  # "int8": also model.int8.onnx (export/quantize.py)
-        None, choices=QUANTIZE_CHOICES, help="Also write model.int8.onnx: onnxruntime static INT8 (QDQ, per-channel "
-        "weights), calibrated on the run's calibration.npy; both graphs are measured on the run's test (else "
-        "validation) data and the export fails when the main metric drops more than --max-metric-drop.")
+        None, choices=QUANTIZE_CHOICES, help="Also write model.int8.onnx (onnxruntime static INT8: QDQ, per-channel "
+        "weights) and, with pte in --format, model.int8.pte (XNNPACK's int8), calibrated on the run's "
+        "calibration.npy; each int8 graph and its fp32 graph are measured on the run's test (else validation) data "
+        "and the export fails when the main metric drops more than --max-metric-drop.")
     calibration_data: str | None = setting(
         None, kind="file", metavar="FILE", parse=str, help="Series to calibrate the int8 graph on (any data file; "
         "labels not needed) [default: RUN_DIR/calibration.npy, a sample of the training series].")
@@ -98,8 +99,9 @@ class ExportConfig:
             raise PipelineError("--atol and --rtol must be >= 0")
         if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
             raise PipelineError(f"--quantize '{self.quantize}' is not valid; choose {', '.join(QUANTIZE_CHOICES)}")
-        if self.quantize and "onnx" not in self.formats:
-            raise PipelineError(f"--quantize {self.quantize} quantises the ONNX model graph; add onnx to --format")
+        if self.quantize and not {"onnx", "pte"} & set(self.formats):
+            raise PipelineError(f"--quantize {self.quantize} quantises the ONNX and ExecuTorch model graphs; add onnx "
+                                "or pte to --format")
         for flag, value in (("--calibration-data", self.calibration_data), ("--max-metric-drop", self.max_metric_drop)):
             if value is not None and self.quantize is None:
                 raise PipelineError(f"{flag} applies to the int8 graph only; add --quantize int8")

@@ -17,7 +17,7 @@ from export.executorch_setup import available, require, silent_fd2  # noqa: F401
 from export.verify import Case, verify_graph
 from runtime.compare import Row
 from runtime.errors import BundleError
-from runtime.manifest import LOSS_INPUTS, MODEL_INPUT, Pte, PteInput, PteProgram
+from runtime.manifest import LOSS_INPUTS, MODEL_INPUT, MODEL_INT8_PTE, MODEL_PRECISIONS, Pte, PteInput, PteProgram
 from runtime.pte import check_inputs
 from export.pte_train import PteTrainer
 
@@ -33,9 +33,10 @@ def _input_spec(name: str, example: torch.Tensor, dynamic: dict[int, int], axes:
 
 
 def lower(candidates: list, example: tuple, names: tuple[str, ...], dynamic: dict[str, dict[int, tuple[str, int]]],
-          path: Path, xnnpack: bool, what: str) -> PteProgram:
+          path: Path, xnnpack: bool, what: str, calibration: np.ndarray | None = None) -> PteProgram:
     """The first candidate module that lowers, as an ExecuTorch program at `path`. `dynamic`: per input, its
-    dynamic axes as (dim name, bound); the example is cut to the bounds first."""
+    dynamic axes as (dim name, bound); the example is cut to the bounds first. With `calibration` (series of the
+    one input), the program is quantised to int8 first (export.pte_int8)."""
     require()
     dims: dict[str, torch.export.Dim] = {}
     shapes = tuple({axis: dims.setdefault(dim, torch.export.Dim(dim, min=1, max=bound))
@@ -45,7 +46,7 @@ def lower(candidates: list, example: tuple, names: tuple[str, ...], dynamic: dic
     for candidate in candidates:
         try:
             with quiet(), silent_fd2():
-                buffer = _lowered(candidate, example, shapes, xnnpack)
+                buffer = _lowered(candidate, example, shapes, xnnpack, calibration)
             break
         except Exception as exc:
             first_error = first_error or exc
@@ -77,10 +78,14 @@ def _without_empty_buffers(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def _lowered(module, example: tuple, shapes: tuple, xnnpack: bool) -> bytes:
+def _lowered(module, example: tuple, shapes: tuple, xnnpack: bool, calibration: np.ndarray | None = None) -> bytes:
     from executorch.exir import to_edge_transform_and_lower
 
     program = torch.export.export(_without_empty_buffers(module), example, dynamic_shapes=shapes)
+    if calibration is not None:
+        from export.pte_int8 import quantized
+
+        program = quantized(program, example, shapes, calibration)
     partitioner = []
     if xnnpack:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -150,25 +155,36 @@ class PteBundle:
         bundle = PteBundle("artifacts/demo/pte")
         outputs = bundle.predict(x)             # x: float32 (N, channels, length); N > the bound: several calls
         loss, per_sample = bundle.loss(outputs["logits"], target)
+
+    `precision` picks the model program: fp32 (model.pte), int8 (model.int8.pte, from export --format pte
+    --quantize int8) or auto (int8 when the bundle has it), as runtime.load picks the ONNX graph.
     """
 
-    def __init__(self, bundle_dir, public_key=None):
+    def __init__(self, bundle_dir, public_key=None, precision: str = "fp32"):
         from runtime.bundle import check_files, signed_manifest
 
         path = Path(bundle_dir)
+        if precision not in MODEL_PRECISIONS:
+            raise BundleError(f"precision '{precision}' is not valid; choose one of {', '.join(MODEL_PRECISIONS)}")
         self.manifest = signed_manifest(path, public_key)
         check_files(path, self.manifest)
         if self.manifest.pte is None and self.manifest.pte_train is None:
             raise BundleError(f"{path}: has no ExecuTorch programs; re-export with --format pte (or a list with pte)")
-        self.path, self.pte, self.trainer = path, self.manifest.pte, None
+        self.path, self.pte, self.trainer, self.precision = path, self.manifest.pte, None, "fp32"
         if self.pte is not None:
-            self.model = PteRunner(path / self.pte.model.file, self.pte.model)
+            int8 = self.pte.model_int8
+            if precision == "int8" and int8 is None:
+                raise BundleError(f"{path}: has no {MODEL_INT8_PTE}; re-export with `pipeline export RUN_DIR --format "
+                                  "pte --quantize int8`, or run it in fp32")
+            program = int8 if int8 is not None and precision in ("int8", "auto") else self.pte.model
+            self.precision = "int8" if program is int8 else "fp32"
+            self.model = PteRunner(path / program.file, program)
             self.loss_program = PteRunner(path / self.pte.loss.file, self.pte.loss)
 
     def predict(self, x) -> dict[str, np.ndarray]:
         """Named outputs; a batch larger than the program's bound runs in calls of the bound."""
         x = np.asarray(x)
-        bound = self.pte.model.inputs[0].shape[0]
+        bound = self.model.program.inputs[0].shape[0]
         parts = [self.model([x[start:start + bound]]) for start in range(0, max(len(x), 1), bound)]
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.manifest.outputs)}
 

@@ -178,16 +178,39 @@ def decisions(task: Task, raw: np.ndarray) -> np.ndarray | None:
 
 def measure(task: Task, fp32: Path, int8: Path, X: np.ndarray, rows: np.ndarray, targets: np.ndarray,
             where: str, threads: int | None = None) -> Measured:
-    """The task's main metric of both graphs on X[rows], and how often their labels agree."""
+    """The task's main metric of both ONNX graphs on X[rows], and how often their labels agree."""
     from runtime.bundle import session_options
 
     options = session_options(threads)
     scores = [_raw_scores(ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]), X, rows)
               for p in (fp32, int8)]
+    return compare(task, scores[0], scores[1], targets, where)
+
+
+def compare(task: Task, fp32_scores: np.ndarray, int8_scores: np.ndarray, targets: np.ndarray,
+            where: str) -> Measured:
+    """The task's main metric of both graphs' raw scores on the same series, and how often their labels agree."""
+    scores = (fp32_scores, int8_scores)
     metric = [task.compute_metrics(s, targets)[task.main_metric] for s in scores]
     labels = [decisions(task, s) for s in scores]
     agreement = None if labels[0] is None else float((labels[0] == labels[1]).all(axis=1).mean())
-    return Measured(where, len(rows), float(metric[0]), float(metric[1]), agreement)
+    return Measured(where, len(fp32_scores), float(metric[0]), float(metric[1]), agreement)
+
+
+def judged(task: Task, m: Measured, max_drop: float | None, what: str, log=print) -> tuple[float, float, str]:
+    """(drop, limit, unit) of a measured int8 graph; MetricDropError naming `what` when it costs too much."""
+    limit = default_max_drop(task) if max_drop is None else max_drop
+    drop, unit = m.drop(task), drop_unit(task)
+    said = (f"{task.main_metric} {m.fp32:.4g} (fp32) -> {m.int8:.4g} (int8) on {m.series} series of "
+            f"{m.where}: {'+' if drop > 0 and unit == 'percent' else ''}{drop:.2f}"
+            f"{'% of the error' if unit == 'percent' else ' points'}"
+            + ("" if m.agreement is None else f", labels agree on {100 * m.agreement:.1f}% of series"))
+    if not drop <= limit:
+        raise MetricDropError(f"--quantize int8: {what}: {said}, more than --max-metric-drop {limit:g}; nothing was "
+                              "written. Calibrate on other series (--calibration-data FILE), allow more "
+                              "(--max-metric-drop), or export without --quantize")
+    log(f"int8 ({what}): {said} (limit {limit:g})")
+    return drop, limit, unit
 
 
 @dataclass(frozen=True)
@@ -212,23 +235,19 @@ def int8_inputs(run_dir: Path, cfg: ModelConfig, calibration_data: str | None) -
 def quantize_bundle(tmp: Path, inputs: Int8Inputs, task_name: str, max_drop: float | None, log=print) -> Int8:
     """Quantise tmp/model.onnx into tmp/model.int8.onnx and measure it; MetricDropError when it costs too much."""
     task = TASKS[task_name]
-    limit = default_max_drop(task) if max_drop is None else max_drop
     log(f"quantising the model graph to int8 ({len(inputs.calibration)} series to calibrate on); measuring both "
         f"graphs on {len(inputs.rows)} series of {inputs.where}")
     fp32_path, int8_path = tmp / "model.onnx", tmp / MODEL_INT8
     quantize_model(fp32_path, int8_path, inputs.calibration)
     m = measure(task, fp32_path, int8_path, inputs.X, inputs.rows, inputs.targets, inputs.where)
-    drop, unit = m.drop(task), drop_unit(task)
-    said = (f"{task.main_metric} {m.fp32:.4g} (fp32) -> {m.int8:.4g} (int8) on {m.series} series of "
-            f"{inputs.where}: {'+' if drop > 0 and unit == 'percent' else ''}{drop:.2f}"
-            f"{'% of the error' if unit == 'percent' else ' points'}"
-            + ("" if m.agreement is None else f", labels agree on {100 * m.agreement:.1f}% of series"))
-    if not drop <= limit:
-        raise MetricDropError(f"--quantize int8: {said}, more than --max-metric-drop {limit:g}; nothing was written. "
-                              "Calibrate on other series (--calibration-data FILE), allow more (--max-metric-drop), "
-                              "or export without --quantize")
-    log(f"int8: {said} (limit {limit:g})")
-    return Int8(file=MODEL_INT8, method=METHOD, calibration=inputs.calibration_source,
+    return int8_entry(task, m, inputs, max_drop, MODEL_INT8, METHOD, log)
+
+
+def int8_entry(task: Task, m: Measured, inputs: Int8Inputs, max_drop: float | None, file: str, method: str,
+               log=print) -> Int8:
+    """The manifest's account of an int8 graph `file`, after judged() let it through."""
+    drop, limit, unit = judged(task, m, max_drop, file, log)
+    return Int8(file=file, method=method, calibration=inputs.calibration_source,
                 calibration_series=len(inputs.calibration), evaluated_on=inputs.where, evaluated_series=m.series,
                 metric=task.main_metric, fp32=m.fp32, int8=m.int8, drop=round(drop, 6), drop_unit=unit,
                 max_drop=limit, label_agreement=m.agreement, golden_atol=GOLDEN_ATOL, golden_rtol=GOLDEN_RTOL)

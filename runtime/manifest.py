@@ -38,6 +38,7 @@ GRAPH_FILES = {("model", "onnx"): "model.onnx", ("loss", "onnx"): "loss.onnx",
 GRAPH_FORMATS = ("onnx", "torchscript", "pt2", "aoti", "pte")
 MODEL_ONNX, LOSS_ONNX = GRAPH_FILES["model", "onnx"], GRAPH_FILES["loss", "onnx"]
 MODEL_INT8 = "model.int8.onnx"  # export --quantize int8
+MODEL_INT8_PTE = "model.int8.pte"  # export --format pte --quantize int8
 QUANTIZATIONS = ("int8",)  # what export --quantize writes
 MODEL_PRECISIONS = ("fp32", *QUANTIZATIONS, "auto")  # which model graph a host runs; auto: int8 when present
 SALIENCY_OUTPUT = "saliency"  # the model graph's last output where exported with --saliency: (batch[, outputs], length)
@@ -199,6 +200,9 @@ class Pte:
     executorch: str
     model: PteProgram
     loss: PteProgram
+    # export --quantize int8 with pte: model.int8.pte (XNNPACK's int8 kernels) and what it cost in accuracy
+    model_int8: PteProgram | None = field(default=None, metadata=OMIT_NONE)
+    int8: Int8 | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,8 @@ class PteTrain:
 
 @dataclass(frozen=True)
 class Int8:
-    """model.int8.onnx: onnxruntime static quantisation of the model graph, and what it cost in accuracy."""
+    """An int8 model graph (model.int8.onnx: onnxruntime's static quantisation; model.int8.pte: XNNPACK's), and what
+    it cost in accuracy against its fp32 graph."""
 
     file: str
     method: str  # how it was quantised (format, weight and activation types, calibration)

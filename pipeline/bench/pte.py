@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 
 ENGINES = {"onnxruntime": "onnxruntime model.onnx", "executorch": "ExecuTorch model.pte (XNNPACK)",
-           "aoti": "AOTInductor model.aoti.pt2"}
+           "aoti": "AOTInductor model.aoti.pt2", "onnxruntime-int8": "onnxruntime model.int8.onnx",
+           "executorch-int8": "ExecuTorch model.int8.pte (XNNPACK int8)"}
+# The bench's run learns random labels: its int8 graphs are timed here, not judged (export's metric check)
+BENCH_MAX_DROP = 100.0
 NOT_INSTALLED = "executorch not installed (pip install 'pipeline[executorch]')"
 
 
@@ -59,11 +62,11 @@ def _train_step(engine: str, bundle: Path, threads: int):
 def _predictor(engine: str, bundle: Path, threads: int):
     if engine in TRAIN_ENGINES:
         return _train_step(engine, bundle, threads)
-    if engine == "onnxruntime":
+    if engine.startswith("onnxruntime"):
         import runtime
 
-        session = runtime.load(bundle, threads=threads).model_session
-        return lambda x: session.run(None, {"x": x})
+        session = runtime.load(bundle, threads=threads, precision="int8" if engine.endswith("int8") else "fp32")
+        return lambda x: session.model_session.run(None, {"x": x})
     import torch
 
     torch.set_num_threads(threads)
@@ -83,7 +86,9 @@ def _predictor(engine: str, bundle: Path, threads: int):
     from runtime.manifest import Manifest
 
     portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool: as many threads as the others use
-    runner = PteRunner(bundle / "model.pte", Manifest.read(bundle).pte.model)
+    pte = Manifest.read(bundle).pte
+    program = pte.model_int8 if engine.endswith("int8") else pte.model
+    runner = PteRunner(bundle / program.file, program)
     return lambda x: runner([x])
 
 
@@ -120,26 +125,35 @@ def _row(name: str, metric: str, unit: str, value: float | None, **extra) -> dic
 
 def pte_rows(run_dir: Path, work: Path, threads: int, rounds: int, calls: int, batch: int = 64, log=print,
              engines: tuple[str, ...] = tuple(ENGINES)) -> list[dict]:
-    """Export time of --format pte, then latency and throughput of the engines (onnxruntime first) side by side."""
-    from export.bundle import ExportConfig, export_run
+    """Export time of --format pte, then latency and throughput of the engines (onnxruntime first) side by side;
+    each throughput row also says the GFLOP/s it reaches (the model's FLOPs per series times its rate)."""
+    from export.bundle import ExportConfig, export_run, rebuild
     from export.pte import available
+    from pipeline.bench.inference import model_flops
 
     if not available():
         return [_row(ENGINES["executorch"], "throughput", "series/s", None, note=NOT_INSTALLED)]
     start = time.perf_counter()
-    bundle = export_run(run_dir, ExportConfig(fmt="pte,pte-train", pte_max_batch=batch), out=work / "bundle-pte", force=True,
-                        log=lambda _: None)
+    bundle = export_run(run_dir, ExportConfig(fmt="pte,pte-train", pte_max_batch=batch), out=work / "bundle-pte",
+                        force=True, log=lambda _: None)
     seconds = time.perf_counter() - start
-    peers = export_run(run_dir, ExportConfig(fmt="onnx,aoti" if "aoti" in engines else "onnx"), out=work / "bundle-pte-peers", force=True,
-                       log=lambda _: None)
+    int8 = {"quantize": "int8", "max_metric_drop": BENCH_MAX_DROP} if "executorch-int8" in engines else {}
+    if int8:
+        export_run(run_dir, ExportConfig(fmt="pte", pte_max_batch=batch, **int8), out=work / "bundle-pte-int8",
+                   force=True, log=lambda _: None)
+    peers = export_run(run_dir, ExportConfig(fmt="onnx,aoti" if "aoti" in engines else "onnx",
+                                             **(int8 if "onnxruntime-int8" in engines else {})),
+                       out=work / "bundle-pte-peers", force=True, log=lambda _: None)
     x = json.loads((bundle / "manifest.json").read_text())["pte"]["model"]["inputs"][0]["shape"]
+    run = rebuild(run_dir)
+    flops = model_flops(run.model, run.cfg.in_channels, run.cfg.length)
     rows = [_row("export --format pte", "lowering + verification", "s", seconds,
                  note="the model lowered to XNNPACK and the loss, both checked against eager in executorch.runtime")]
+    folders = {"executorch": bundle, "executorch-int8": work / "bundle-pte-int8"}
     spec = {"threads": threads, "shape": x[1:], "batches": [1, batch], "rounds": rounds,
             "calls": calls}
     log(f"ExecuTorch: latency and throughput of {', '.join(engines)}, each in its own process")
-    results = {engine: run_child(engine, {**spec, "bundle": str(bundle if engine == "executorch" else peers)})
-               for engine in engines}
+    results = {engine: run_child(engine, {**spec, "bundle": str(folders.get(engine, peers))}) for engine in engines}
     base = results["onnxruntime"]
     for engine, result in results.items():
         if "error" in result:
@@ -148,9 +162,10 @@ def pte_rows(run_dir: Path, work: Path, threads: int, rounds: int, calls: int, b
         ok = "error" not in base
         rows.append(_row(ENGINES[engine], "latency, batch 1", "ms", result["1"] * 1e3,
                          ratio=result["1"] / base["1"] if ok else None, note="ratio: against onnxruntime's"))
-        rows.append(_row(ENGINES[engine], f"throughput, batch {batch}", "series/s", batch / result[str(batch)],
-                         ratio=base[str(batch)] / result[str(batch)] if ok else None,
-                         note="ratio: against onnxruntime's"))
+        rate = batch / result[str(batch)]
+        rows.append(_row(ENGINES[engine], f"throughput, batch {batch}", "series/s", rate,
+                         ratio=base[str(batch)] / result[str(batch)] if ok else None, gflops=rate * flops / 1e9,
+                         note="ratio: against onnxruntime's (fp32); gflops: the model's FLOPs per series x rate"))
     train_batch = json.loads((bundle / "manifest.json").read_text())["pte_train"]["inputs"][0]["shape"][0]
     steps = {engine: run_child(engine, {**spec, "bundle": str(bundle), "batches": [1]}) for engine in TRAIN_ENGINES}
     eager = steps["eager-train"]

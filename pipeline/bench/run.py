@@ -290,8 +290,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         rows += forecasting_rows(work, threads, cfg.settings["rounds"], cfg.quick, log)
         rows += peer_rows(shape["model"], cfg.quick, work, log, cfg.peer_python)
         if not cfg.quick and cfg.device == "cpu":  # ExecuTorch is a CPU (XNNPACK) engine here
-            rows += pte_rows(run_dir, work, threads, cfg.settings["rounds"], cfg.settings["throughput_calls"],
-                             cfg.batch, log)
+            pte = pte_rows(run_dir, work, threads, cfg.settings["rounds"], cfg.settings["throughput_calls"],
+                           cfg.batch, log)
+            for row in pte:  # how near each engine runs to the fp32 rate onnxruntime's MatMul reaches here
+                if row.get("gflops") and peak.get("gflops"):
+                    row["of_fp32_peak"] = row["gflops"] / peak["gflops"]
+            rows += pte
         if cfg.memory:
             rows += memory_rows(cfg, work, log)
     report["model"] = {**shape, **peak}

@@ -57,6 +57,11 @@ def test_every_tasks_bundle_exports_pte_programs_that_equal_eager(request, tmp_p
     assert {r["case"] for r in rows if r["graph"] == "model"} == {
         f"batch={n} length={cfg.length}" for n in BATCH_SIZES} | {f"batch=7 length={cfg.length} x10 std"}
     assert {r["engine"] for r in rows} == {"executorch"} and all(r["problem"] is None for r in rows)
+    if task == "binary":  # no int8 program was asked for
+        with pytest.raises(BundleError) as err:
+            PteBundle(bundle, precision="int8")
+        assert str(err.value) == (f"{bundle}: has no model.int8.pte; re-export with `pipeline export RUN_DIR --format "
+                                  "pte --quantize int8`, or run it in fp32")
 
     programs = PteBundle(bundle)
     g = np.random.default_rng(3)

@@ -186,7 +186,7 @@ def test_export_refuses_an_int8_graph_that_loses_too_much_and_writes_nothing(tas
     unit = "% of the error" if task == "regression" else " points"
     limit = 2 if task == "regression" else 1
     line = result.stderr.strip()
-    assert line.startswith(f"Error: --quantize int8: {TASKS[task].main_metric} ")
+    assert line.startswith(f"Error: --quantize int8: model.int8.onnx: {TASKS[task].main_metric} ")
     assert f"(int8) on 37 series of {tb.test_file} (test data): " in line
     assert line.endswith(f", more than --max-metric-drop {limit}; nothing was written. Calibrate on other series "
                          "(--calibration-data FILE), allow more (--max-metric-drop), or export without --quantize")
@@ -216,7 +216,7 @@ def test_a_tiny_max_metric_drop_refuses_what_the_default_accepts(learned_regress
     (["--calibration-data", "x.npy"], "--calibration-data applies to the int8 graph only; add --quantize int8"),
     (["--max-metric-drop", "3"], "--max-metric-drop applies to the int8 graph only; add --quantize int8"),
     (["--quantize", "int8", "--format", "torchscript"],
-     "--quantize int8 quantises the ONNX model graph; add onnx to --format"),
+     "--quantize int8 quantises the ONNX and ExecuTorch model graphs; add onnx or pte to --format"),
     (["--quantize", "int8", "--max-metric-drop", "-1"], "--max-metric-drop must be >= 0; got -1"),
 ])
 def test_quantize_flag_refusals(task_bundles, tmp_path, args, message):

@@ -1,0 +1,68 @@
+"""model.int8.pte (export --format pte --quantize int8): the model graph quantised by XNNPACK's quantizer (PT2E:
+int8 weights with one scale per output channel, int8 activations per tensor, min/max calibration on the same
+series as model.int8.onnx), lowered to XNNPACK's int8 kernels. Like model.int8.onnx it cannot equal eager to
+1e-5, so it is held to the task's main metric instead: model.pte and model.int8.pte both run in
+executorch.runtime on the run's labelled held-out series, and the export fails, with nothing written, when the
+drop is larger than --max-metric-drop (export.quantize.judged)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.quantize import Int8Inputs, compare, int8_entry
+from pipeline.errors import PipelineError
+from runtime.manifest import MODEL_INPUT, MODEL_INT8_PTE, Int8, PteProgram
+from runtime.tasks import TASKS
+
+METHOD = ("XNNPACK quantizer (PT2E), symmetric: int8 weights per output channel, int8 activations per tensor "
+          "(min/max); XNNPACK's int8 kernels")
+
+
+def quantized(program: torch.export.ExportedProgram, example: tuple, shapes: tuple, calibration: np.ndarray):
+    """The exported model with XNNPACK's int8 quantisation, calibrated on `calibration` in calls of at most the
+    example's batch (the program's bound)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                          get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(program.module(), quantizer)
+    bound = len(example[0])
+    for start in range(0, len(calibration), bound):
+        prepared(torch.from_numpy(np.ascontiguousarray(calibration[start:start + bound], dtype=np.float32)))
+    return torch.export.export(convert_pt2e(prepared), example, dynamic_shapes=shapes)
+
+
+def _raw_scores(program, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The program's first output (the raw scores) on X[rows], in calls of the program's bound."""
+    bound = program.program.inputs[0].shape[0]
+    return np.concatenate([program([np.ascontiguousarray(X[rows[i:i + bound]], dtype=np.float32)])[0]
+                           for i in range(0, len(rows), bound)])
+
+
+def _at_length(X: np.ndarray, length: int, what: str) -> None:
+    if X.shape[-1] != length:
+        raise PipelineError(f"--quantize int8 with --format pte: {what} have length {X.shape[-1]}; model.int8.pte "
+                            f"takes length {length} (the training length); pass --calibration-data with series of "
+                            f"length {length}, or leave pte out of --format")
+
+
+def export_int8_pte(candidates: list, example_x: tuple, inputs: Int8Inputs, fp32: PteProgram, folder: Path,
+                    task_name: str, max_drop: float | None, log=print) -> tuple[PteProgram, Int8]:
+    """folder/model.int8.pte beside the verified folder/model.pte (`fp32`), measured against it."""
+    from export.pte import PteRunner, lower
+
+    length, bound = fp32.inputs[0].shape[2], fp32.inputs[0].shape[0]
+    _at_length(inputs.calibration, length, f"the calibration series ({inputs.calibration_source})")
+    _at_length(inputs.X, length, f"the series of {inputs.where}")
+    log(f"quantising the ExecuTorch model to int8 (XNNPACK; {len(inputs.calibration)} series to calibrate on); "
+        f"measuring model.pte and model.int8.pte on {len(inputs.rows)} series of {inputs.where}")
+    program = lower(candidates, example_x, (MODEL_INPUT,), {MODEL_INPUT: {0: ("batch", bound)}},
+                    Path(folder) / MODEL_INT8_PTE, True, "the int8 model", inputs.calibration)
+    scores = [_raw_scores(PteRunner(Path(folder) / p.file, p), inputs.X, inputs.rows) for p in (fp32, program)]
+    task = TASKS[task_name]
+    measured = compare(task, scores[0], scores[1], inputs.targets, inputs.where)
+    return program, int8_entry(task, measured, inputs, max_drop, MODEL_INT8_PTE, METHOD, log)

@@ -1,0 +1,83 @@
+"""export --format pte --quantize int8: model.int8.pte (XNNPACK's quantizer and int8 kernels), measured against
+model.pte on the run's test data and judged by the task's main metric, like model.int8.onnx."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from export.pte import PteBundle
+from pipeline.cli import main
+from runtime.errors import BundleError
+from runtime.manifest import MODEL_INT8_PTE
+from tests.export.test_pte import PTE_FILES
+from tests.export.test_quantize import _reference_metric, _squashed
+
+
+def _direct(path, X: np.ndarray) -> np.ndarray:
+    """The program's first output, run by executorch.runtime directly (not through export.pte)."""
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    return method.execute([torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))])[0].numpy()
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_the_int8_program_is_measured_against_model_pte_on_the_test_data(task_bundles, tmp_path, task):
+    tb = task_bundles[task]
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["export", str(tb.run_dir), "--format", "pte", "--quantize", "int8",
+                                       "--max-metric-drop", "100", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == PTE_FILES | {MODEL_INT8_PTE}  # no ONNX graph: none was asked for
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "int8" not in manifest  # the ONNX int8 entry
+    entry, program = manifest["pte"]["int8"], manifest["pte"]["model_int8"]
+    assert program["file"] == MODEL_INT8_PTE and program["delegate"] == "xnnpack"
+    assert program["inputs"] == manifest["pte"]["model"]["inputs"]
+    data = np.load(tb.test_file)
+    X, y = data["X"], data["y"]
+    fp32, int8 = _direct(out / "model.pte", X), _direct(out / MODEL_INT8_PTE, X)
+    expected = {p: _reference_metric(task, raw, y, manifest["classes"]) for p, raw in (("fp32", fp32), ("int8", int8))}
+    assert entry["file"] == MODEL_INT8_PTE and entry["method"].startswith("XNNPACK quantizer (PT2E)")
+    assert entry["metric"] == ("rmse" if task == "regression" else "accuracy")
+    assert entry["fp32"] == pytest.approx(expected["fp32"], rel=1e-6, abs=1e-9)
+    assert entry["int8"] == pytest.approx(expected["int8"], rel=1e-6, abs=1e-9)
+    if task == "regression":
+        assert (entry["drop_unit"], entry["label_agreement"]) == ("percent", None)
+        assert entry["drop"] == pytest.approx(100 * (expected["int8"] - expected["fp32"]) / expected["fp32"], abs=1e-5)
+    else:
+        assert entry["drop"] == pytest.approx(100 * (expected["fp32"] - expected["int8"]), abs=1e-5)
+        agree = float((fp32.argmax(1) == int8.argmax(1)).mean())
+        assert entry["label_agreement"] == pytest.approx(agree) and agree >= 0.9
+    assert (entry["evaluated_on"], entry["evaluated_series"], entry["calibration_series"]) == (
+        f"{tb.test_file} (test data)", 37, 48)
+    # the same function rounded, not another model: on average within 5% of the score range; int8 weights
+    assert np.abs(int8 - fp32).mean() <= 0.05 * np.abs(fp32).max()
+    assert (out / MODEL_INT8_PTE).stat().st_size < 0.5 * (out / "model.pte").stat().st_size
+    # PteBundle picks the program as runtime.load picks the ONNX graph
+    assert PteBundle(out).precision == "fp32" and PteBundle(out, precision="auto").precision == "int8"
+    bundle = PteBundle(out, precision="int8")
+    np.testing.assert_allclose(bundle.predict(X)[manifest["outputs"][0]], int8, rtol=0, atol=1e-6)
+    with pytest.raises(BundleError) as err:
+        PteBundle(out, precision="half")
+    assert str(err.value) == "precision 'half' is not valid; choose one of fp32, int8, auto"
+
+
+def test_an_int8_program_that_loses_too_much_is_refused_and_nothing_is_written(task_bundles, tmp_path):
+    tb = task_bundles["multiclass"]
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["export", str(tb.run_dir), "--format", "pte", "--quantize", "int8",
+                                       "--calibration-data", str(_squashed(tb, tmp_path)), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert line.startswith("Error: --quantize int8: model.int8.pte: accuracy ") and "\n" not in line
+    assert f"(int8) on 37 series of {tb.test_file} (test data): " in line
+    assert line.endswith(", more than --max-metric-drop 1; nothing was written. Calibrate on other series "
+                         "(--calibration-data FILE), allow more (--max-metric-drop), or export without --quantize")
+    assert float(line.split("(test data): ")[1].split(" points")[0]) > 1
+    assert not out.exists() and not list(tmp_path.glob(".bundle*"))

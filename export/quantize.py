@@ -15,7 +15,10 @@ fp32 graph on the same series. Export fails, with nothing written, when the drop
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +118,17 @@ def _op_types(graph_path: Path) -> list[str]:
     return ["Conv", "Gemm"] if SALIENCY_OUTPUT in outputs else ["Conv", "Gemm", "MatMul"]
 
 
+@contextlib.contextmanager
+def _working_directory(path: str):
+    """contextlib.chdir (Python 3.11+) for 3.10."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def quantize_model(fp32_path: Path, out: Path, X: np.ndarray) -> Path:
     """Write the int8 graph of `fp32_path` to `out`, calibrated on the series X (N, C, L)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -125,11 +139,15 @@ def quantize_model(fp32_path: Path, out: Path, X: np.ndarray) -> Path:
     level, root_level = quiet.level, logging.getLogger().level
     quiet.setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
+    fp32_path, prepared = Path(fp32_path).resolve(), prepared.resolve()
     try:
-        try:
-            quant_pre_process(str(fp32_path), str(prepared))
-        except TypeError:  # symbolic shape inference gives up on some graphs (an ensemble's stacked outputs)
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        # symbolic shape inference saves the graph it gave up on into the working directory
+        # (sym_shape_infer_temp.onnx and a data file): it runs in a folder of its own, never the user's
+        with tempfile.TemporaryDirectory(prefix="pipeline-quantize-") as scratch, _working_directory(scratch):
+            try:
+                quant_pre_process(str(fp32_path), str(prepared))
+            except Exception:  # it gives up on some graphs (an ensemble's stacked outputs)
+                quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out), _Reader(np.ascontiguousarray(X, dtype=np.float32)),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,

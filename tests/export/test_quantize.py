@@ -265,3 +265,21 @@ def test_every_model_exports_an_int8_graph_the_runtime_runs(tmp_path, npz_file, 
     np.testing.assert_allclose(loaded.predict(X)["logit"], _raw(bundle / MODEL_INT8, X), rtol=1e-6, atol=1e-6)
     ops = {n.op_type for n in onnx.load(bundle / MODEL_INT8).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_a_graph_symbolic_shape_inference_gives_up_on_is_quantised_without_a_file_in_the_working_directory(
+        task_bundles, tmp_path, monkeypatch):
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    def gives_up(self):  # as on an ensemble's stacked outputs: onnxruntime then saves its graph into the cwd
+        self.run_ = False
+        return False
+
+    monkeypatch.setattr(SymbolicShapeInference, "_infer_impl", gives_up)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    out = export_run(task_bundles["binary"].run_dir, ExportConfig(fmt="onnx", quantize="int8", max_metric_drop=100.0),
+                     out=tmp_path / "bundle", log=lambda _: None)
+    assert {p.name for p in out.iterdir()} == ONNX_BUNDLE_FILES | {MODEL_INT8}
+    assert list(cwd.iterdir()) == []

@@ -28,6 +28,7 @@ from export.manifest_writer import Graphs, build_manifest, onnx_metadata, readme
 from export.options import FORMAT_NAMES, ExportConfig
 from export.pte import export_pte, verify_pte
 from export.pte import require as require_executorch
+from export.pte_int8 import golden_pte
 from export.quantize import Int8Inputs, int8_inputs, quantize_bundle
 from export.signing import sign_and_check, signer_key
 from export.thresholds import allowance_for
@@ -43,7 +44,7 @@ from pipeline.models.kernels import call_bound
 from runtime.bundle import file_sha256 as sha256
 from runtime.compare import Row, summary
 from runtime.signature import SIGNATURE_FILE
-from runtime.manifest import (GOLDEN_FILE, GOLDEN_INT8, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
+from runtime.manifest import (GOLDEN_FILE, GOLDEN_INT8, GOLDEN_INT8_PTE, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MANIFEST_FILE,
                               MODEL_INPUT, MODEL_INT8, README_FILE, SALIENCY_OUTPUT, SCHEMA_FILE, VERIFICATION_FILE,
                               AotiTarget, DimRange, TorchExport, Verification, schema_text)
 from runtime.tasks import TASKS
@@ -192,6 +193,8 @@ def _write_bundle(tmp: Path, run: Trained, config: ExportConfig, source: dict, l
     if int8_data is not None and "onnx" in want:
         int8 = quantize_bundle(tmp, int8_data, task, config.max_metric_drop, log)
         golden[GOLDEN_INT8] = golden_onnx(tmp / MODEL_INT8, golden["model"], outputs)
+    if pte is not None and pte.model_int8 is not None:
+        golden[GOLDEN_INT8_PTE] = golden_pte(tmp, pte.model_int8, golden["model"], outputs)
     (tmp / GOLDEN_FILE).write_text(json.dumps(golden) + "\n")
     (tmp / README_FILE).write_text(readme_text(run.record, want, config.saliency))
     (tmp / SCHEMA_FILE).write_text(schema_text())

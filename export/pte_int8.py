@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.golden import tensor_json
 from export.quantize import Int8Inputs, compare, int8_entry
 from pipeline.errors import PipelineError
 from runtime.manifest import MODEL_INPUT, MODEL_INT8_PTE, Int8, PteProgram
@@ -41,6 +42,16 @@ def _raw_scores(program, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     bound = program.program.inputs[0].shape[0]
     return np.concatenate([program([np.ascontiguousarray(X[rows[i:i + bound]], dtype=np.float32)])[0]
                            for i in range(0, len(rows), bound)])
+
+
+def golden_pte(folder: Path, program: PteProgram, golden_model: dict, output_names) -> dict:
+    """A program's own outputs on the golden model input (model.int8.pte: golden.json model_int8_pte)."""
+    from export.pte import PteRunner
+    from runtime.golden import golden_array
+
+    inputs = golden_model["inputs"]
+    outputs = PteRunner(Path(folder) / program.file, program)([golden_array(inputs[MODEL_INPUT])])
+    return {"inputs": inputs, "outputs": {n: tensor_json(torch.from_numpy(o)) for n, o in zip(output_names, outputs)}}
 
 
 def _at_length(X: np.ndarray, length: int, what: str) -> None:

@@ -13,8 +13,8 @@ from export.graphs import model_graph
 from export.thresholds import allowance_for
 from export.verify import verify_graph
 from pipeline.errors import PipelineError
-from runtime.golden import check_layout, golden_rows, read_golden
-from runtime.manifest import GOLDEN_FILE, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, Manifest
+from runtime.golden import check_layout, golden_rows, int8_rows, read_golden
+from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8_PTE, GRAPH_FILES, LOSS_INPUTS, LOSS_OUTPUTS, MODEL_INPUT, Manifest
 from runtime.tasks import TASKS
 
 
@@ -88,4 +88,8 @@ def torch_golden(bundle_dir: Path, manifest: Manifest, atol: float | None, rtol:
             run = PteRunner(Path(bundle_dir) / program.file, program)
             rows += golden_rows(golden, graph, "executorch",
                                 lambda feeds, run=run, names=names: run([feeds[n] for n in names]), atol, rtol)
+        if manifest.pte.model_int8 is not None:  # model.int8.pte against its own outputs, at its tolerance
+            run = PteRunner(Path(bundle_dir) / manifest.pte.model_int8.file, manifest.pte.model_int8)
+            rows += int8_rows(golden, manifest.pte.int8, lambda feeds: run([feeds[MODEL_INPUT]]), GOLDEN_INT8_PTE,
+                              "executorch")
     return rows

@@ -11,7 +11,7 @@ import numpy as np
 from runtime.bundle import Bundle
 from runtime.compare import Row, compare
 from runtime.errors import BundleError
-from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8, MODEL_INT8
+from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8, GOLDEN_INT8_PTE, MODEL_INT8
 from runtime.typed_json import SAFE_INTEGER  # integers every host reads exactly
 
 
@@ -95,7 +95,8 @@ def golden_names(manifest) -> dict[str, dict[str, list[str]]]:
     """The input and output names of each golden.json graph entry, from the manifest."""
     model = {"inputs": [manifest.input.name], "outputs": list(manifest.outputs)}
     return {"model": model, "loss": {"inputs": [t.name for t in manifest.loss.inputs],
-                                     "outputs": list(manifest.loss.outputs)}, GOLDEN_INT8: model}
+                                     "outputs": list(manifest.loss.outputs)}, GOLDEN_INT8: model,
+            GOLDEN_INT8_PTE: model}
 
 
 def check_layout(golden: dict, manifest, path: Path) -> dict:
@@ -152,10 +153,10 @@ def check_golden(bundle: Bundle, atol: float | None = None, rtol: float | None =
     return rows
 
 
-def int8_rows(golden: dict, entry, run: Callable[[dict[str, np.ndarray]], list]) -> list[Row]:
-    """The int8 graph (run) against its own golden outputs; rows name the graph 'model (int8)'."""
-    if GOLDEN_INT8 not in golden:
-        raise BundleError(f"{GOLDEN_FILE}: has no {GOLDEN_INT8} outputs for {MODEL_INT8}; re-export the bundle")
-    rows = golden_rows({**golden, "model": golden[GOLDEN_INT8]}, "model", "onnxruntime", run, entry.golden_atol,
-                       entry.golden_rtol)
+def int8_rows(golden: dict, entry, run: Callable[[dict[str, np.ndarray]], list], key: str = GOLDEN_INT8,
+              engine: str = "onnxruntime") -> list[Row]:
+    """The int8 graph (run) against its own golden outputs (golden.json `key`); rows name the graph 'model (int8)'."""
+    if key not in golden:
+        raise BundleError(f"{GOLDEN_FILE}: has no {key} outputs for {entry.file}; re-export the bundle")
+    rows = golden_rows({**golden, "model": golden[key]}, "model", engine, run, entry.golden_atol, entry.golden_rtol)
     return [r.renamed("int8") for r in rows]

@@ -43,6 +43,7 @@ QUANTIZATIONS = ("int8",)  # what export --quantize writes
 MODEL_PRECISIONS = ("fp32", *QUANTIZATIONS, "auto")  # which model graph a host runs; auto: int8 when present
 SALIENCY_OUTPUT = "saliency"  # the model graph's last output where exported with --saliency: (batch[, outputs], length)
 GOLDEN_INT8 = "model_int8"  # golden.json: the int8 graph's own outputs on the golden model input
+GOLDEN_INT8_PTE = "model_int8_pte"  # golden.json: model.int8.pte's own outputs on the golden model input
 MODEL_INPUT = "x"
 LOSS_INPUTS = ("prediction", "target")
 LOSS_OUTPUTS = ("loss", "per_sample_loss")

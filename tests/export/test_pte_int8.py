@@ -15,6 +15,7 @@ from runtime.errors import BundleError
 from runtime.manifest import MODEL_INT8_PTE
 from tests.export.test_pte import PTE_FILES
 from tests.export.test_quantize import _reference_metric, _squashed
+from tests.runtime.test_pte_host import _pte, pte_bundles  # noqa: F401 (a fixture)
 
 
 def _direct(path, X: np.ndarray) -> np.ndarray:
@@ -27,12 +28,15 @@ def _direct(path, X: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
-def test_the_int8_program_is_measured_against_model_pte_on_the_test_data(task_bundles, tmp_path, task):
+def test_the_int8_program_is_measured_against_model_pte_on_the_test_data(task_bundles, pte_bundles, tmp_path, task):
     tb = task_bundles[task]
     out = tmp_path / "bundle"
-    result = CliRunner().invoke(main, ["export", str(tb.run_dir), "--format", "pte", "--quantize", "int8",
-                                       "--max-metric-drop", "100", "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    if task == "multiclass":  # the kit's bundle (pte_bundles): the same export in Python
+        out = pte_bundles["multiclass"]
+    else:
+        result = CliRunner().invoke(main, ["export", str(tb.run_dir), "--format", "pte", "--quantize", "int8",
+                                           "--max-metric-drop", "100", "--out", str(out)])
+        assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == PTE_FILES | {MODEL_INT8_PTE}  # no ONNX graph: none was asked for
     manifest = json.loads((out / "manifest.json").read_text())
     assert "int8" not in manifest  # the ONNX int8 entry
@@ -81,3 +85,33 @@ def test_an_int8_program_that_loses_too_much_is_refused_and_nothing_is_written(t
                          "(--calibration-data FILE), allow more (--max-metric-drop), or export without --quantize")
     assert float(line.split("(test data): ")[1].split(" points")[0]) > 1
     assert not out.exists() and not list(tmp_path.glob(".bundle*"))
+
+
+def test_verify_and_the_cpp_kit_hold_the_int8_program_to_its_own_golden_outputs(pte_bundles, pte_kit, tmp_path):
+    bundle = pte_bundles["multiclass"]
+    golden = json.loads((bundle / "golden.json").read_text())
+    x = np.asarray(golden["model"]["inputs"]["x"]["data"], np.float32).reshape(golden["model"]["inputs"]["x"]["shape"])
+    expected = _direct(bundle / MODEL_INT8_PTE, x)
+    logits = golden["model_int8_pte"]["outputs"]["logits"]
+    np.testing.assert_allclose(np.reshape(logits["data"], logits["shape"]), expected, rtol=0, atol=1e-6)
+    result = CliRunner().invoke(main, ["verify", str(bundle)])
+    assert result.exit_code == 0, result.output
+    int8_rows = [line.split() for line in result.output.splitlines() if line.startswith("int8 ")]
+    assert [(r[1], r[2], r[-1]) for r in int8_rows] == [
+        ("executorch", name, "ok") for name in ("logits", "probabilities", "label")]
+    done = _pte(pte_kit, bundle, "--precision", "int8")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "all 5 outputs match (ExecuTorch, model.int8.pte)\n"
+    assert [line.split()[:3] for line in done.stdout.splitlines()][:3] == [
+        ["model", "(int8)", name] for name in ("logits", "probabilities", "label")]
+    # a changed golden output is caught at the int8 tolerance of the manifest (1e-2), in C++ too
+    copy = tmp_path / "golden-changed.json"
+    golden["model_int8_pte"]["outputs"]["logits"]["data"][0] += 0.05
+    copy.write_text(json.dumps(golden))
+    done = _pte(pte_kit, bundle, "--precision", "int8", "--cases", copy)
+    assert done.returncode == 1 and done.stderr == "1 output(s) differ beyond atol/rtol\n"
+    fp32_only = pte_bundles["regression"]
+    done = _pte(pte_kit, fp32_only, "--precision", "int8")
+    assert (done.returncode, done.stderr) == (2, f"Error: {fp32_only}: has no model.int8.pte; re-export with "
+                                                 "`pipeline export RUN_DIR --format pte --quantize int8`, or run it "
+                                                 "in fp32\n")

@@ -164,12 +164,19 @@ std::vector<Array> Program::run(const std::vector<Array>& inputs) {
   return out;
 }
 
-Bundle::Bundle(const std::string& dir, const std::string& public_key) : dir_(dir) {
+Bundle::Bundle(const std::string& dir, const std::string& public_key, const std::string& precision) : dir_(dir) {
+  if (precision != "fp32" && precision != "int8" && precision != "auto")
+    throw BundleError("precision '" + precision + "' is not valid; choose one of fp32, int8, auto");
   manifest_ = checked_manifest(dir, public_key, signed_by_);
   if (!manifest_.contains("pte") && !manifest_.contains("pte_train"))
     throw BundleError(dir + ": has no ExecuTorch programs; re-export with --format pte (or a list with pte)");
   if (manifest_.contains("pte")) {
-    model_ = std::make_unique<Program>(dir, manifest_["pte"]["model"]);
+    const Json& pte = manifest_["pte"];
+    if (precision == "int8" && !pte.contains("model_int8"))
+      throw BundleError(dir + ": has no model.int8.pte; re-export with `pipeline export RUN_DIR --format pte "
+                        "--quantize int8`, or run it in fp32");
+    precision_ = pte.contains("model_int8") && precision != "fp32" ? "int8" : "fp32";
+    model_ = std::make_unique<Program>(dir, pte[precision_ == "int8" ? "model_int8" : "model"]);
     loss_ = std::make_unique<Program>(dir, manifest_["pte"]["loss"]);
   }
 }

@@ -69,7 +69,9 @@ class Trainer {
 
 class Bundle {
  public:
-  explicit Bundle(const std::string& dir, const std::string& public_key = "");
+  // precision picks the model program: fp32 (model.pte), int8 (model.int8.pte, export --quantize int8) or auto
+  // (int8 when the bundle has it), as the Python runtime's
+  explicit Bundle(const std::string& dir, const std::string& public_key = "", const std::string& precision = "fp32");
   // x: float32 (batch, channels, length); more series than the program's bound run in calls of the bound
   std::vector<Array> predict(const Array& x);
   std::pair<Array, Array> loss(const Array& prediction, const Array& target);
@@ -79,10 +81,11 @@ class Bundle {
   const Json& manifest() const { return manifest_; }
   std::vector<std::string> output_names() const;
   const std::string& signed_by() const { return signed_by_; }
+  const std::string& precision() const { return precision_; }  // the model program that runs: fp32 or int8
 
  private:
   Json manifest_;
-  std::string signed_by_;
+  std::string signed_by_, precision_ = "fp32";
   std::string dir_;
   std::unique_ptr<Program> model_, loss_;
   std::unique_ptr<Trainer> trainer_;

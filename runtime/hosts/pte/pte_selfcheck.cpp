@@ -1,7 +1,9 @@
 // Self-check of a bundle's ExecuTorch programs, linked against ExecuTorch's runtime only (no libtorch, no
 // libpython): its golden data (or other cases in the same JSON layout: stream and fine-tuning cases too) through
 // model.pte, loss.pte and train.pte, compared with eager PyTorch's outputs.
-//   pte_selfcheck BUNDLE_DIR [--cases cases.json] [--public-key PUBLIC.pem]
+//   pte_selfcheck BUNDLE_DIR [--cases cases.json] [--public-key PUBLIC.pem] [--precision fp32|int8|auto]
+// An int8 model program (model.int8.pte) is held to its own golden outputs (golden.json model_int8_pte) at the
+// tolerance of manifest.json pte.int8, as `pipeline verify` holds it.
 //   exit 0: all match, 1: mismatch, 2: bad bundle, input or usage
 #include <algorithm>
 #include <cmath>
@@ -108,12 +110,20 @@ std::vector<Row> run_case(pipeline::pte::Bundle& bundle, const Json& c) {
   std::vector<Row> rows;
   if (c.contains("finetune")) run_finetune(bundle, c["finetune"], atol, rtol, rows);
   if (c.contains("stream")) run_stream(bundle, c["stream"], atol, rtol, rows);
+  bool int8 = bundle.precision() == "int8";
+  if (int8 && c.contains("model") && !c.contains("model_int8_pte"))
+    throw pipeline::BundleError("golden.json: has no model_int8_pte outputs for model.int8.pte; re-export the bundle");
   if (c.contains("model")) {
-    auto outputs = bundle.predict(pipeline::pte::array_from_json(c["model"]["inputs"]["x"]));
+    const Json& model = c[int8 ? "model_int8_pte" : "model"];
+    const Json& entry = bundle.manifest()["pte"];
+    double model_atol = int8 ? entry["int8"]["golden_atol"].get<double>() : atol;
+    double model_rtol = int8 ? entry["int8"]["golden_rtol"].get<double>() : rtol;
+    auto outputs = bundle.predict(pipeline::pte::array_from_json(model["inputs"]["x"]));
     auto names = bundle.output_names();
     for (size_t k = 0; k < names.size(); ++k)
-      rows.push_back(compare("model", names[k], pipeline::pte::array_from_json(c["model"]["outputs"][names[k]]),
-                             outputs.at(k), atol, rtol));
+      rows.push_back(compare(int8 ? "model (int8)" : "model", names[k],
+                             pipeline::pte::array_from_json(model["outputs"][names[k]]), outputs.at(k), model_atol,
+                             model_rtol));
   }
   if (c.contains("loss")) {
     const Json& in = c["loss"]["inputs"];
@@ -131,20 +141,21 @@ std::vector<Row> run_case(pipeline::pte::Bundle& bundle, const Json& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir, cases_file, public_key;
+  std::string dir, cases_file, public_key, precision = "fp32";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--cases" && i + 1 < argc) cases_file = argv[++i];
     else if (arg == "--public-key" && i + 1 < argc) public_key = argv[++i];
+    else if (arg == "--precision" && i + 1 < argc) precision = argv[++i];
     else dir = arg;
   }
   if (dir.empty()) {
-    std::cerr << "usage: pte_selfcheck BUNDLE_DIR [--cases cases.json] [--public-key PUBLIC.pem]\n";
+    std::cerr << "usage: pte_selfcheck BUNDLE_DIR [--cases cases.json] [--public-key PUBLIC.pem] [--precision fp32|int8|auto]\n";
     return 2;
   }
   if (cases_file.empty()) cases_file = dir + "/golden.json";
   try {
-    pipeline::pte::Bundle bundle(dir, public_key);
+    pipeline::pte::Bundle bundle(dir, public_key, precision);
     std::vector<Row> all;
     try {
       Json cases = pipeline::read_json_file(cases_file);
@@ -164,7 +175,7 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
     if (bad) std::cerr << bad << " output(s) differ beyond atol/rtol\n";
-    else std::cerr << "all " << all.size() << " outputs match (ExecuTorch" 
+    else std::cerr << "all " << all.size() << " outputs match (ExecuTorch" << (bundle.precision() == "int8" ? ", model.int8.pte" : "")
                    << (bundle.signed_by().empty() ? "" : ", signature verified (key " + bundle.signed_by().substr(0, 16) + ")")
                    << ")\n";
     return bad ? 1 : 0;

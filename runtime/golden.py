@@ -11,7 +11,7 @@ import numpy as np
 from runtime.bundle import Bundle
 from runtime.compare import Row, compare
 from runtime.errors import BundleError
-from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8, GOLDEN_INT8_PTE, MODEL_INT8
+from runtime.manifest import GOLDEN_FILE, GOLDEN_INT8, GOLDEN_INT8_PTE
 from runtime.typed_json import SAFE_INTEGER  # integers every host reads exactly
 
 

@@ -233,6 +233,7 @@ def _run_every_command(box: Path, servers: contextlib.ExitStack) -> None:
     assert len(ran) == sum(len(commands(b)) for b in blocks("bash")) - 1
     assert CPP_CONFIGURE in ran and f"{CPP_BUILD} && build/cpp/selfcheck artifacts/demo/bundle" in ran
     assert PTE_FETCH in ran and PTE_CONFIGURE in ran and f"{PTE_BUILD} && build/pte/pte_selfcheck artifacts/demo/pte" in ran
+    assert "build/pte/pte_selfcheck artifacts/demo/pte --precision int8" in ran
     assert (box / "artifacts/demo/bundle/manifest.json").is_file() and (box / "my_bundle/model.onnx").is_file()
     assert (box / "shared/run/best.pt").is_file() and (box / "bench.json").is_file() and (box / "preds.csv").is_file()
     # docs/forecasting.md: one row per origin of the 3 unseen sites (600 samples, windows of 72 every 12), the

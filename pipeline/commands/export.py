@@ -41,7 +41,7 @@ def export_command(run_dir, out, force, mlflow, register, **settings):
       pipeline export artifacts/waveforms --saliency --format onnx,torchscript,pt2 --out saliency_bundle
       pipeline export artifacts/demo --quantize int8 --max-metric-drop 5 --out artifacts/demo/int8
       pipeline export artifacts/demo --format aoti --out artifacts/demo/aoti
-      pipeline export artifacts/demo --format pte,pte-train --out artifacts/demo/pte   # ExecuTorch + fine-tuning
+      pipeline export artifacts/demo --format pte,pte-train --quantize int8 --max-metric-drop 5 --out artifacts/demo/pte  # ExecuTorch (+ int8) + fine-tuning
       pipeline export artifacts/mlflow-demo --mlflow http://127.0.0.1:5000 --register waveforms
       pipeline export artifacts/inceptiontime        # an ensemble: one graph averaging its members
       pipeline export artifacts/minirocket --format all   # a kernel model: verified at its thresholds

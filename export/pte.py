@@ -201,5 +201,5 @@ class PteBundle:
             raise BundleError(f"{self.path}: has no fine-tuning program; re-export with --format pte-train")
         check_inputs(PteProgram(spec.file, spec.method, spec.inputs, "portable"), [np.asarray(X), np.asarray(y)])
         if self.trainer is None:
-            self.trainer = PteTrainer(self.path / spec.file, spec.inputs[0].shape[0])
+            self.trainer = PteTrainer(self.path / spec.file, spec.inputs[0].shape[0], spec.features)
         return self.trainer.finetune(X, y, steps, lr)

@@ -8,6 +8,9 @@ not a batch to estimate them on). ExecuTorch's CPU kernels have no backward of a
 is built from the 2D layout (export/layout.py: (1, k) convolutions), and a same-padded convolution pads
 symmetrically and slices (the backward of an asymmetric F.pad is a negative pad, which the kernels refuse). The
 joint graph is not given to XNNPACK (its partitioner gave wrong gradients here); it runs on the CPU kernels.
+With --finetune head on a global-pooled network (fcn, resnet, inception, lite, unet) the frozen network below the
+head is its own program instead, train_features.pte, lowered to XNNPACK: a fine-tuning call runs it once (nothing
+in it changes), and each step's joint graph is only the head, the output layer and the loss.
 
 `PteTrainer.finetune(X, y, steps, lr)` runs full-batch SGD steps, as `sgd_reference` does in eager PyTorch."""
 
@@ -22,13 +25,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from export.exporters import ExportError, _first_line, quiet
-from export.layout import SameConv2d, conv2d_layout
+from export.layout import Conv2dLayout, SameConv2d, conv2d_layout
 from export.executorch_setup import require, silent_fd2
 from pipeline.losses import user_loss
+from pipeline.models.networks import GlobalPooled, global_pool
 from runtime.errors import BundleError
+from runtime.manifest import MODEL_INPUT, PteProgram
 
 METHOD = "forward"
 FINETUNE = ("head", "all")
+FEATURES_FILE = "train_features.pte"  # --finetune head: the frozen network below the head (XNNPACK)
 
 
 class SlicedSameConv2d(SameConv2d):
@@ -84,14 +90,64 @@ def trainable(model: nn.Module, finetune: str) -> list[str]:
     return names
 
 
-def export_train_program(model: nn.Module, loss: nn.Module, example: tuple, finetune: str, path: Path) -> list[str]:
-    """The training program at `path` (batch fixed to the example's); the names of the parameters it trains."""
+class PooledFeatures(nn.Module):
+    """The frozen network below the head: (batch, channels, length) -> pooled features (batch, C)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.normalize, self.net, self.lift = model.normalize, model.net, isinstance(model, Conv2dLayout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.normalize(x)
+        return global_pool(self.net.feature_maps(z.unsqueeze(2) if self.lift else z))
+
+
+class PooledHead(nn.Module):
+    """The head and the output layer on pooled features; parameters named as in the whole model (net.head.*)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.net = nn.Module()
+        self.net.head, self.output = model.net.head, model.output
+
+    def forward(self, features: Tensor) -> Tensor:  # (batch, C) -> (batch, n_outputs)
+        return self.output(self.net.head(features))
+
+
+def split_at_head(model: nn.Module, x: Tensor) -> tuple[nn.Module, nn.Module] | None:
+    """(features, head) of a model whose forward is output(head(pool(feature maps))), checked on x; else None
+    (ensembles, forecasters, per-step and kernel models keep the one joint graph)."""
+    net = getattr(model, "net", None)
+    if (not isinstance(net, GlobalPooled) or net.per_step or getattr(model, "reversible", None) is not None
+            or not hasattr(model, "normalize") or not hasattr(model, "output")):
+        return None
+    features, head = PooledFeatures(model).eval(), PooledHead(model).eval()
+    with torch.no_grad():
+        same = torch.allclose(head(features(x)), model(x), rtol=1e-5, atol=1e-6)
+    return (features, head) if same else None
+
+
+def export_train_program(model: nn.Module, loss: nn.Module, example: tuple, finetune: str,
+                         path: Path) -> tuple[list[str], PteProgram | None]:
+    """The training program at `path` (batch fixed to the example's): the names of the parameters it trains, and
+    the features program written beside it (FEATURES_FILE) when the head trains on frozen pooled features."""
     require()
     from executorch.exir import to_edge
     from torch.export.experimental import _export_forward_backward
 
+    from export.pte import lower
+
     net = trainable_copy(model)
     names = trainable(net, finetune)
+    x, target = example
+    split = split_at_head(net, x) if finetune == "head" else None
+    features = None
+    if split is not None:
+        below, net = split
+        features = lower([below], (x,), (MODEL_INPUT,), {}, Path(path).with_name(FEATURES_FILE), True,
+                         "the fine-tuning program's features")
+        with torch.no_grad():
+            example = (below(x), target)
     graph = TrainingGraph(net, copy.deepcopy(loss).eval())
     try:
         with quiet(), silent_fd2():
@@ -100,19 +156,24 @@ def export_train_program(model: nn.Module, loss: nn.Module, example: tuple, fine
     except Exception as exc:
         raise ExportError(f"the training program could not be exported to ExecuTorch: {_first_line(exc)}") from None
     Path(path).write_bytes(buffer)
-    return [f"model.{n}" for n in names]
+    return [f"model.{n}" for n in names], features
 
 
 class PteTrainer:
-    """A training program in executorch.runtime: finetune(X, y, steps, lr) -> the loss before each step."""
+    """A training program in executorch.runtime: finetune(X, y, steps, lr) -> the loss before each step. With
+    `features` (the manifest's pte_train.features, a file beside `path`) the series go through it once per call
+    and the steps train on its output."""
 
-    def __init__(self, path: Path, batch: int):
+    def __init__(self, path: Path, batch: int, features: PteProgram | None = None):
         require()
         from executorch.extension.training import _load_for_executorch_for_training
+
+        from export.pte import PteRunner
 
         with quiet(), silent_fd2():
             self.module = _load_for_executorch_for_training(str(path))
         self.batch = batch
+        self.features = None if features is None else PteRunner(Path(path).with_name(features.file), features)
 
     def finetune(self, X, y, steps: int, lr: float) -> list[float]:
         from executorch.extension.training import get_sgd_optimizer
@@ -120,6 +181,8 @@ class PteTrainer:
         X, y = np.ascontiguousarray(X, dtype=np.float32), np.ascontiguousarray(y)
         if len(X) != self.batch:
             raise BundleError(f"X: {len(X)} series; the training program takes batches of exactly {self.batch}")
+        if self.features is not None:  # the network below the head is frozen: its features once per call
+            X = self.features([X])[0]
         inputs = [torch.from_numpy(X), torch.from_numpy(y)]
         losses, optimizer = [], None
         with silent_fd2():
@@ -168,8 +231,8 @@ def export_and_verify(model: nn.Module, loss: nn.Module, x: Tensor, target: Tens
                           "yet; export it with --format pte")
     log(f"exporting the fine-tuning program ({finetune}: {'the output layer' if finetune == 'head' else 'every parameter'}"
         f", batch {len(x)}) and checking {VERIFY_STEPS} SGD steps against eager PyTorch")
-    names = export_train_program(model, loss, (x, target), finetune, folder / TRAIN_FILE)
-    trainer = PteTrainer(folder / TRAIN_FILE, len(x))
+    names, features = export_train_program(model, loss, (x, target), finetune, folder / TRAIN_FILE)
+    trainer = PteTrainer(folder / TRAIN_FILE, len(x), features)
     losses = trainer.finetune(x.numpy(), target.numpy(), VERIFY_STEPS, VERIFY_LR)
     expected_losses, expected = sgd_reference(model, loss, x, target, VERIFY_STEPS, VERIFY_LR, finetune)
     got = trainer.parameters()
@@ -181,7 +244,7 @@ def export_and_verify(model: nn.Module, loss: nn.Module, x: Tensor, target: Tens
         actual = np.zeros(0, np.float32) if actual is None else actual.reshape(value.shape)
         rows.append(Row.of("train", "executorch", name, case, compare(value.numpy(), actual, atol, rtol)))
     spec = [_input("x", x), _input("target", target)]
-    return PteTrain(TRAIN_FILE, METHOD, spec, finetune, names, "sgd", VERIFY_STEPS, VERIFY_LR), rows
+    return PteTrain(TRAIN_FILE, METHOD, spec, finetune, names, "sgd", VERIFY_STEPS, VERIFY_LR, features), rows
 
 
 def _input(name: str, t: Tensor):

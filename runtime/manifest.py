@@ -221,6 +221,10 @@ class PteTrain:
     optimizer: Literal["sgd"]
     steps: int
     lr: float
+    # --finetune head of a global-pooled network: the frozen network below the head as its own program
+    # (train_features.pte, XNNPACK), run once per fine-tuning call; the method then takes its output (batch, C)
+    # in place of x
+    features: PteProgram | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)

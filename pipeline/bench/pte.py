@@ -41,7 +41,7 @@ def _train_step(engine: str, bundle: Path, threads: int):
     y = (rng.integers(0, 2, target.shape) if target.dtype == "int64" else rng.standard_normal(target.shape)).astype(
         target.dtype)
     if engine == "executorch-train":
-        trainer = PteTrainer(bundle / spec.file, x.shape[0])
+        trainer = PteTrainer(bundle / spec.file, x.shape[0], spec.features)
         return lambda _: trainer.finetune(X, y, 1, 1e-3)
     from export.bundle import rebuild
 

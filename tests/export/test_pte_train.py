@@ -56,6 +56,13 @@ def test_twenty_steps_on_the_device_equal_eager_sgd(task_bundles, tmp_path, task
     every = [f"model.{n}" for n, _ in run.model.named_parameters()]
     assert spec.finetune == finetune and spec.parameters == (every if finetune == "all" else every[-2:])
     assert spec.parameters[-2:] == ["model.net.head.weight", "model.net.head.bias"]
+    # the head trains on the frozen network's pooled features, from their own XNNPACK program; all: one joint graph
+    files = {p.name for p in bundle.iterdir()}
+    if finetune == "head":
+        assert (spec.features.file, spec.features.delegate) == ("train_features.pte", "xnnpack")
+        assert spec.features.inputs == spec.inputs[:1] and "train_features.pte" in files
+    else:
+        assert spec.features is None and "train_features.pte" not in files
     rows = json.loads((bundle / "verification.json").read_text())["rows"]
     train = [r for r in rows if r["graph"] == "train"]
     assert [r["output"] for r in train] == ["loss"] + [p.removeprefix("model.") for p in spec.parameters]
@@ -82,7 +89,8 @@ def test_a_custom_loss_trains_on_the_device_as_in_eager(tmp_path):
     loss = CustomLoss(PowerLoss(), "t:PowerLoss").eval()
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(8, 2, 24, generator=g), torch.randn(8, 2, generator=g) * 100
-    names = export_train_program(model, loss, (x, y), "all", tmp_path / "train.pte")
+    names, features = export_train_program(model, loss, (x, y), "all", tmp_path / "train.pte")
+    assert features is None  # every parameter trains: one joint graph
     assert names == [f"model.{n}" for n, _ in model.named_parameters()]
     trainer = PteTrainer(tmp_path / "train.pte", 8)
     losses = trainer.finetune(x.numpy(), y.numpy(), 20, 1e-4)

@@ -192,7 +192,9 @@ std::vector<float> Bundle::finetune(const Array& x, const Array& target, int ste
   return trainer().finetune(x, target, steps, lr);
 }
 
-Trainer::Trainer(const std::string& dir, const Json& spec) : spec_(spec), module_(load_module(dir, spec)) {}
+Trainer::Trainer(const std::string& dir, const Json& spec) : spec_(spec), module_(load_module(dir, spec)) {
+  if (spec.contains("features")) features_ = std::make_unique<Program>(dir, spec["features"]);
+}
 
 Trainer::~Trainer() = default;
 
@@ -206,11 +208,13 @@ std::vector<float> Trainer::finetune(const Array& x, const Array& target, int st
     return static_cast<size_t>(r.get()[0].toInt());
   };
   const size_t grads = index("__et_training_gradients_index_"), params = index("__et_training_parameters_index_");
+  // the network below the head is frozen (pte_train.features): its features once, then the steps train on them
+  const Array input = features_ ? features_->run({x}).at(0) : x;
   std::vector<float> losses;
   for (int step = 0; step < steps; ++step) {
     std::vector<executorch::extension::TensorPtr> tensors;
     std::vector<EValue> values;
-    for (const Array* a : {&x, &target}) {
+    for (const Array* a : {&input, &target}) {
       std::vector<executorch::aten::SizesType> sizes(a->shape.begin(), a->shape.end());
       if (a->dtype == "int64") tensors.push_back(executorch::extension::make_tensor_ptr(sizes, a->i));
       else tensors.push_back(executorch::extension::make_tensor_ptr(sizes, a->f));

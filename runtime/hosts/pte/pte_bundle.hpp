@@ -54,6 +54,8 @@ class Program {
 // The fine-tuning program (train.pte, export --format pte-train): each step runs the model, the loss and the
 // backward pass on exactly its batch, then SGD updates the trained parameters in place (p -= lr * grad), as
 // executorch.extension.training's optimizer does. The parameters live in this object; model.pte is not changed.
+// With the manifest's pte_train.features (--finetune head), the series go through that program once per call and
+// each step trains the head on its output.
 class Trainer {
  public:
   Trainer(const std::string& dir, const Json& spec);
@@ -64,6 +66,7 @@ class Trainer {
  private:
   Json spec_;
   std::unique_ptr<executorch::extension::module::Module> module_;
+  std::unique_ptr<Program> features_;  // pte_train.features: the frozen network below the head (XNNPACK)
   std::vector<Array> params_;
 };
 

@@ -208,9 +208,10 @@ class Pte:
 
 @dataclass(frozen=True)
 class PteTrain:
-    """train.pte (export --format pte-train): one method that runs the model, the loss and the backward pass on a
-    batch of exactly inputs[0].shape[0] series and returns [loss, scores, gradients..., parameters...] (ExecuTorch's
-    training layout); a host applies SGD to the parameters in place. Verified at export: `steps` SGD steps at
+    """train.pte (export --format pte-train): one method that runs the model (or, with `features`, the head on that
+    program's output), the loss and the backward pass on a batch of exactly inputs[0].shape[0] series and returns
+    [loss, scores, gradients..., parameters...] (ExecuTorch's training layout); a host applies SGD to the
+    parameters in place. `inputs` are what a fine-tuning call takes (the series and their targets). Verified at export: `steps` SGD steps at
     learning rate `lr` equal the same steps in eager PyTorch (loss and every trained parameter)."""
 
     file: str

@@ -2,115 +2,24 @@
 delegate and the loss graph on ExecuTorch's CPU kernels, each a .pte file with one method. The batch is dynamic
 up to an explicit bound (ExecuTorch plans memory for the largest shape; a dimension without a bound would be
 fixed at the example's size) and every other size is fixed: the length is the training length, as XNNPACK takes
-one dynamic dimension. `PteRunner` runs a program in executorch.runtime after runtime.pte's shape check."""
+one dynamic dimension. Lowering and running one program: export/pte_program.py."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from export.exporters import ExportError, _first_line, quiet
-from export.executorch_setup import available, require, silent_fd2  # noqa: F401 (available: API)
+from export.executorch_setup import available, require  # noqa: F401 (available: API)
+from export.pte_program import PteRunner, lower
+from export.pte_train import PteTrainer
 from export.verify import Case, verify_graph
 from runtime.compare import Row
 from runtime.errors import BundleError
-from runtime.manifest import LOSS_INPUTS, MODEL_INPUT, MODEL_INT8_PTE, MODEL_PRECISIONS, Pte, PteInput, PteProgram
+from runtime.manifest import LOSS_INPUTS, MODEL_INPUT, MODEL_INT8_PTE, MODEL_PRECISIONS, Pte, PteProgram
 from runtime.pte import check_inputs
-from export.pte_train import PteTrainer
 
-METHOD = "forward"
 DEFAULT_MAX_BATCH = 64  # the verification grid's largest batch; memory is planned for this many series
-AXIS_NAMES = {"x": ("batch", "channels", "length")}
-
-
-def _input_spec(name: str, example: torch.Tensor, dynamic: dict[int, int], axes: tuple[str, ...]) -> PteInput:
-    shape = [dynamic.get(i, n) for i, n in enumerate(example.shape)]
-    dtype = "int64" if example.dtype == torch.int64 else "float32"
-    return PteInput(name, dtype, shape, list(axes[:example.dim()]), sorted(dynamic))
-
-
-def lower(candidates: list, example: tuple, names: tuple[str, ...], dynamic: dict[str, dict[int, tuple[str, int]]],
-          path: Path, xnnpack: bool, what: str, calibration: np.ndarray | None = None) -> PteProgram:
-    """The first candidate module that lowers, as an ExecuTorch program at `path`. `dynamic`: per input, its
-    dynamic axes as (dim name, bound); the example is cut to the bounds first. With `calibration` (series of the
-    one input), the program is quantised to int8 first (export.pte_int8)."""
-    require()
-    dims: dict[str, torch.export.Dim] = {}
-    shapes = tuple({axis: dims.setdefault(dim, torch.export.Dim(dim, min=1, max=bound))
-                    for axis, (dim, bound) in dynamic.get(name, {}).items()} or None for name in names)
-    example = tuple(_cut(t, dynamic.get(name, {})) for name, t in zip(names, example))
-    first_error = None
-    for candidate in candidates:
-        try:
-            with quiet(), silent_fd2():
-                buffer = _lowered(candidate, example, shapes, xnnpack, calibration)
-            break
-        except Exception as exc:
-            first_error = first_error or exc
-    else:
-        raise ExportError(f"{what} could not be lowered to ExecuTorch: {_first_line(first_error)}") from None
-    Path(path).write_bytes(buffer)
-    axes = {name: AXIS_NAMES.get(name) or tuple(dynamic.get(name, {}).get(i, ("outputs",))[0] for i in range(t.dim()))
-            for name, t in zip(names, example)}
-    inputs = [_input_spec(name, t, {a: bound for a, (_, bound) in dynamic.get(name, {}).items()}, axes[name])
-              for name, t in zip(names, example)]
-    return PteProgram(Path(path).name, METHOD, inputs, "xnnpack" if xnnpack else "portable")
-
-
-def _cut(t: torch.Tensor, axes: dict[int, tuple[str, int]]) -> torch.Tensor:
-    for axis, (_, bound) in axes.items():
-        t = t.narrow(axis, 0, min(t.shape[axis], bound))
-    return t
-
-
-def _without_empty_buffers(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy whose empty buffers (a loss's `no class weights`, torch.ones(0)) hold one element: ExecuTorch
-    1.4 serialises an empty constant where its runtime refuses to read it (error 0x23). The losses read those
-    buffers only when they are set; a module that reads one would disagree with eager and fail verification."""
-    module = copy.deepcopy(module)
-    for owner in module.modules():
-        for name, buffer in list(owner.named_buffers(recurse=False)):
-            if buffer is not None and buffer.numel() == 0:
-                setattr(owner, name, torch.ones(1, dtype=buffer.dtype))
-    return module
-
-
-def _lowered(module, example: tuple, shapes: tuple, xnnpack: bool, calibration: np.ndarray | None = None) -> bytes:
-    from executorch.exir import to_edge_transform_and_lower
-
-    program = torch.export.export(_without_empty_buffers(module), example, dynamic_shapes=shapes)
-    if calibration is not None:
-        from export.pte_int8 import quantized
-
-        program = quantized(program, example, shapes, calibration)
-    partitioner = []
-    if xnnpack:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-        partitioner = [XnnpackPartitioner()]
-    return to_edge_transform_and_lower({METHOD: program}, partitioner=partitioner).to_executorch().buffer
-
-
-class PteRunner:
-    """One .pte program in executorch.runtime; every call's inputs are checked first (runtime.pte)."""
-
-    def __init__(self, path: Path, program: PteProgram):
-        require()
-        with quiet(), silent_fd2():
-            from executorch.runtime import Runtime
-
-            self.method = Runtime.get().load_program(str(path)).load_method(program.method)
-        self.program = program
-
-    def __call__(self, inputs) -> list[np.ndarray]:
-        arrays = [t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in inputs]
-        check_inputs(self.program, arrays)
-        with silent_fd2():
-            outputs = self.method.execute([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
-        return [o.detach().numpy().copy() for o in outputs]
 
 
 def export_pte(graphs: list, loss_candidates: list, example_x: tuple, example_loss: tuple, loss_axes: dict, length: int,

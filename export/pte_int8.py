@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from export.golden import tensor_json
+from export.pte_program import PteRunner, lower
 from export.quantize import Int8Inputs, compare, int8_entry
 from pipeline.errors import PipelineError
 from runtime.manifest import MODEL_INPUT, MODEL_INT8_PTE, Int8, PteProgram
@@ -20,21 +21,6 @@ from runtime.tasks import TASKS
 
 METHOD = ("XNNPACK quantizer (PT2E), symmetric: int8 weights per output channel, int8 activations per tensor "
           "(min/max); XNNPACK's int8 kernels")
-
-
-def quantized(program: torch.export.ExportedProgram, example: tuple, shapes: tuple, calibration: np.ndarray):
-    """The exported model with XNNPACK's int8 quantisation, calibrated on `calibration` in calls of at most the
-    example's batch (the program's bound)."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                          get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(program.module(), quantizer)
-    bound = len(example[0])
-    for start in range(0, len(calibration), bound):
-        prepared(torch.from_numpy(np.ascontiguousarray(calibration[start:start + bound], dtype=np.float32)))
-    return torch.export.export(convert_pt2e(prepared), example, dynamic_shapes=shapes)
 
 
 def _raw_scores(program, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -46,7 +32,6 @@ def _raw_scores(program, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def golden_pte(folder: Path, program: PteProgram, golden_model: dict, output_names) -> dict:
     """A program's own outputs on the golden model input (model.int8.pte: golden.json model_int8_pte)."""
-    from export.pte import PteRunner
     from runtime.golden import golden_array
 
     inputs = golden_model["inputs"]
@@ -64,8 +49,6 @@ def _at_length(X: np.ndarray, length: int, what: str) -> None:
 def export_int8_pte(candidates: list, example_x: tuple, inputs: Int8Inputs, fp32: PteProgram, folder: Path,
                     task_name: str, max_drop: float | None, log=print) -> tuple[PteProgram, Int8]:
     """folder/model.int8.pte beside the verified folder/model.pte (`fp32`), measured against it."""
-    from export.pte import PteRunner, lower
-
     length, bound = fp32.inputs[0].shape[2], fp32.inputs[0].shape[0]
     _at_length(inputs.calibration, length, f"the calibration series ({inputs.calibration_source})")
     _at_length(inputs.X, length, f"the series of {inputs.where}")

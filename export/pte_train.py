@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from export.exporters import ExportError, _first_line, quiet
 from export.layout import Conv2dLayout, SameConv2d, conv2d_layout
 from export.executorch_setup import require, silent_fd2
+from export.pte_program import PteRunner, lower
 from pipeline.losses import user_loss
 from pipeline.models.networks import GlobalPooled, global_pool
 from runtime.errors import BundleError
@@ -135,8 +136,6 @@ def export_train_program(model: nn.Module, loss: nn.Module, example: tuple, fine
     from executorch.exir import to_edge
     from torch.export.experimental import _export_forward_backward
 
-    from export.pte import lower
-
     net = trainable_copy(model)
     names = trainable(net, finetune)
     x, target = example
@@ -167,8 +166,6 @@ class PteTrainer:
     def __init__(self, path: Path, batch: int, features: PteProgram | None = None):
         require()
         from executorch.extension.training import _load_for_executorch_for_training
-
-        from export.pte import PteRunner
 
         with quiet(), silent_fd2():
             self.module = _load_for_executorch_for_training(str(path))

@@ -107,7 +107,6 @@ class PteRunner:
         return [o.detach().numpy().copy() for o in outputs]
 
 
-
 def quantized(program: torch.export.ExportedProgram, example: tuple, shapes: tuple, calibration: np.ndarray):
     """The exported model with XNNPACK's int8 quantisation, calibrated on `calibration` in calls of at most the
     example's batch (the program's bound)."""

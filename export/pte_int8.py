@@ -14,20 +14,13 @@ import torch
 
 from export.golden import tensor_json
 from export.pte_program import PteRunner, lower
-from export.quantize import Int8Inputs, compare, int8_entry
+from export.quantize import Int8Inputs, compare, int8_entry, raw_scores
 from pipeline.errors import PipelineError
 from runtime.manifest import MODEL_INPUT, MODEL_INT8_PTE, Int8, PteProgram
 from runtime.tasks import TASKS
 
 METHOD = ("XNNPACK quantizer (PT2E), symmetric: int8 weights per output channel, int8 activations per tensor "
           "(min/max); XNNPACK's int8 kernels")
-
-
-def _raw_scores(program, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The program's first output (the raw scores) on X[rows], in calls of the program's bound."""
-    bound = program.program.inputs[0].shape[0]
-    return np.concatenate([program([np.ascontiguousarray(X[rows[i:i + bound]], dtype=np.float32)])[0]
-                           for i in range(0, len(rows), bound)])
 
 
 def golden_pte(folder: Path, program: PteProgram, golden_model: dict, output_names) -> dict:
@@ -56,7 +49,8 @@ def export_int8_pte(candidates: list, example_x: tuple, inputs: Int8Inputs, fp32
         f"measuring model.pte and model.int8.pte on {len(inputs.rows)} series of {inputs.where}")
     program = lower(candidates, example_x, (MODEL_INPUT,), {MODEL_INPUT: {0: ("batch", bound)}},
                     Path(folder) / MODEL_INT8_PTE, True, "the int8 model", inputs.calibration)
-    scores = [_raw_scores(PteRunner(Path(folder) / p.file, p), inputs.X, inputs.rows) for p in (fp32, program)]
+    runners = [PteRunner(Path(folder) / p.file, p) for p in (fp32, program)]
+    scores = [raw_scores(lambda x, r=r: r([x]), inputs.X, inputs.rows, bound) for r in runners]
     task = TASKS[task_name]
     measured = compare(task, scores[0], scores[1], inputs.targets, inputs.where)
     return program, int8_entry(task, measured, inputs, max_drop, MODEL_INT8_PTE, METHOD, log)

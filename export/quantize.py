@@ -179,10 +179,10 @@ def labelled_series(run_dir: Path, saved: RunConfig):
     raise PipelineError(f"{run_dir}: no labelled series to measure the int8 graph on")
 
 
-def _raw_scores(session: ort.InferenceSession, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    parts = [session.run(None, {MODEL_INPUT: np.ascontiguousarray(X[rows[i:i + EVAL_BATCH]], dtype=np.float32)})[0]
-             for i in range(0, len(rows), EVAL_BATCH)]
-    return np.concatenate(parts)
+def raw_scores(run, X: np.ndarray, rows: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """run(series) -> the graph's outputs, on X[rows] in calls of `batch`: the first output (the raw scores)."""
+    return np.concatenate([run(np.ascontiguousarray(X[rows[i:i + batch]], dtype=np.float32))[0]
+                           for i in range(0, len(rows), batch)])
 
 
 def decisions(task: Task, raw: np.ndarray) -> np.ndarray | None:
@@ -200,8 +200,8 @@ def measure(task: Task, fp32: Path, int8: Path, X: np.ndarray, rows: np.ndarray,
     from runtime.bundle import session_options
 
     options = session_options(threads)
-    scores = [_raw_scores(ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]), X, rows)
-              for p in (fp32, int8)]
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
+    scores = [raw_scores(lambda x, s=s: s.run(None, {MODEL_INPUT: x}), X, rows) for s in sessions]
     return compare(task, scores[0], scores[1], targets, where)
 
 
